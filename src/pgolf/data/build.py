@@ -1,0 +1,235 @@
+"""Text documents -> SentencePiece tokenizer + token shards + manifest (``pgolf data build``).
+
+Layout (the contest's): ``<out>/tokenizers/<name>_<vocab>_bpe.model`` and
+``<out>/datasets/<name>_sp<vocab>/fineweb_{val,train}_NNNNNN.bin`` with ``manifest.json`` beside the shards.
+
+Validation selection (fixed and documented in every manifest): documents are deduplicated by
+exact text, ordered by the SHA-256 of their UTF-8 text, and the first ``val_docs`` of that order
+are the validation split. The order does not depend on input order, so adding files elsewhere
+never moves a document between splits by position alone. The tokenizer is trained on the
+training split only, so no validation text shapes anything that training produces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pgolf.data.shards import write_shard
+from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
+
+BOS_ID = 1
+MANIFEST_FORMAT = "pgolf-dataset-v1"
+SELECTION_RULE = (
+    "documents deduplicated by exact text; ordered by sha256 of their UTF-8 text; "
+    "the first val_docs documents of that order form the validation split, the rest train"
+)
+# The contest tokenizer's trainer settings (seed-techniques §2.3).
+SP_SETTINGS = {
+    "model_type": "bpe",
+    "byte_fallback": True,
+    "split_digits": True,
+    "normalization_rule_name": "nmt_nfkc",
+    "add_dummy_prefix": False,
+    "character_coverage": 0.999,
+    "pad_id": 0,
+    "bos_id": 1,
+    "eos_id": 2,
+    "unk_id": 3,
+}
+SHARD_TOKENS = 100_000_000
+
+
+class DataBuildError(ValueError):
+    """Input documents cannot be turned into a dataset; the message names the input."""
+
+
+@dataclass(frozen=True)
+class BuiltDataset:
+    dataset_dir: Path
+    tokenizer_path: Path
+    manifest: dict
+
+
+def doc_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def iter_input_documents(inputs: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Documents from files: ``.txt`` is one document per file; ``.jsonl`` is one JSON object per
+    line with a string ``text`` field. Folders are walked (sorted) for both kinds."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+            if not files:
+                raise DataBuildError(f"{path}: folder has no .txt or .jsonl files")
+            yield from iter_input_documents(files)
+        elif not path.exists():
+            raise DataBuildError(f"{path}: input not found")
+        elif path.suffix == ".jsonl":
+            yield from _jsonl_documents(path)
+        elif path.suffix == ".txt":
+            yield path.read_text(encoding="utf-8")
+        else:
+            raise DataBuildError(f"{path}: unsupported input type (expected .txt, .jsonl or a folder)")
+
+
+def _jsonl_documents(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataBuildError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise DataBuildError(f"{path}:{lineno}: expected an object with a string 'text' field")
+            yield obj["text"]
+
+
+def split_documents(docs: Iterable[str], val_docs: int) -> tuple[list[str], list[str], int]:
+    """Apply the selection rule; return (val, train, number of duplicates dropped)."""
+    unique: dict[str, str] = {}
+    total = 0
+    for d in docs:
+        total += 1
+        if d.strip():
+            unique.setdefault(doc_hash(d), d)
+    ordered = [unique[h] for h in sorted(unique)]
+    if val_docs < 1 or val_docs >= len(ordered):
+        raise DataBuildError(
+            f"val_docs={val_docs} must be >= 1 and leave training documents; have {len(ordered)} "
+            "distinct non-empty documents"
+        )
+    return ordered[:val_docs], ordered[val_docs:], total - len(unique)
+
+
+def _sentences(docs: list[str], max_bytes: int) -> Iterator[str]:
+    # SentencePiece skips "sentences" longer than max_sentence_length, so feed lines.
+    for d in docs:
+        for line in d.split("\n"):
+            line = line.strip()
+            if line and len(line.encode()) <= max_bytes:
+                yield line
+
+
+def train_tokenizer(train_docs: list[str], vocab_size: int, path: Path) -> None:
+    import sentencepiece as spm
+
+    max_bytes = 16_384
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_sentences(train_docs, max_bytes),
+            model_writer=model,
+            vocab_size=vocab_size,
+            max_sentence_length=max_bytes,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+            **SP_SETTINGS,
+        )
+    except RuntimeError as e:
+        raise DataBuildError(f"SentencePiece could not train a {vocab_size}-piece BPE: {e}") from None
+    write_bytes_atomic(path, model.getvalue())
+
+
+def _write_split(docs: list[str], sp, folder: Path, split: str, shard_tokens: int) -> dict:
+    ids = sp.encode(docs, out_type=int, num_threads=os.cpu_count() or 1)
+    stream = np.fromiter(
+        (t for doc in ids for t in (BOS_ID, *doc)),
+        dtype=np.uint16,
+        count=sum(len(d) + 1 for d in ids),
+    )
+    shards = []
+    for i, start in enumerate(range(0, len(stream), shard_tokens)):
+        path = folder / f"fineweb_{split}_{i:06d}.bin"
+        write_shard(path, stream[start : start + shard_tokens])
+        shards.append({"file": path.name, "tokens": int(min(shard_tokens, len(stream) - start))})
+        shards[-1]["sha256"] = file_sha256(path)
+    return {
+        "docs": len(docs),
+        "tokens": len(stream),
+        "utf8_bytes": sum(len(d.encode()) for d in docs),
+        "shards": shards,
+        "doc_sha256": [doc_hash(d) for d in docs],
+    }
+
+
+def build_dataset(
+    docs: Iterable[str],
+    *,
+    out_root: str | os.PathLike,
+    name: str,
+    vocab_size: int,
+    val_docs: int,
+    source: dict | None = None,
+    shard_tokens: int = SHARD_TOKENS,
+) -> BuiltDataset:
+    """Build tokenizer, shards and manifest under ``out_root``; returns their paths."""
+    import sentencepiece as spm
+
+    if vocab_size < 260 or vocab_size > 65_536:
+        raise DataBuildError(f"vocab={vocab_size}: must be in [260, 65536] (256 byte pieces + 4 specials)")
+    out_root = Path(out_root)
+    started = time.time()
+    val, train, dropped = split_documents(docs, val_docs)
+    tok_path = out_root / "tokenizers" / f"{name}_{vocab_size}_bpe.model"
+    train_tokenizer(train, vocab_size, tok_path)
+    sp = spm.SentencePieceProcessor(model_file=str(tok_path))
+    folder = out_root / "datasets" / dataset_dir_name(name, vocab_size)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in list(folder.glob("fineweb_*.bin")):
+        stale.unlink()
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": folder.name,
+        "source": source or {},
+        "selection": SELECTION_RULE,
+        "val_docs": val_docs,
+        "duplicates_dropped": dropped,
+        "bos_id": BOS_ID,
+        "tokenizer": {
+            "path": str(tok_path.relative_to(out_root)),
+            "sha256": file_sha256(tok_path),
+            "vocab_size": sp.vocab_size(),
+            "settings": SP_SETTINGS,
+        },
+        "splits": {
+            "val": _write_split(val, sp, folder, "val", shard_tokens),
+            "train": _write_split(train, sp, folder, "train", shard_tokens),
+        },
+        "build_seconds": round(time.time() - started, 2),
+    }
+    overlap = set(manifest["splits"]["val"]["doc_sha256"]) & set(manifest["splits"]["train"]["doc_sha256"])
+    if overlap:  # impossible by construction; checked so a future change cannot break it silently
+        raise DataBuildError(f"train/val overlap of {len(overlap)} documents")
+    write_json_atomic(folder / "manifest.json", manifest)
+    return BuiltDataset(folder, tok_path, manifest)
+
+
+def dataset_dir_name(name: str, vocab_size: int) -> str:
+    """The contest's naming: ``fineweb10B`` + ``sp1024`` -> ``fineweb10B_sp1024``."""
+    return f"{name}_sp{vocab_size}"
+
+
+def load_manifest(dataset_dir: str | os.PathLike) -> dict:
+    path = Path(dataset_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataBuildError(f"{path}: manifest not found") from None
+    except json.JSONDecodeError as e:
+        raise DataBuildError(f"{path}: invalid JSON ({e.msg})") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise DataBuildError(f"{path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    return manifest

@@ -1,0 +1,35 @@
+"""Where a config's data lives, and its tokenizer checked against the model vocabulary."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgolf.config import ConfigError, DataConfig
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    dataset_dir: Path
+    tokenizer: Path
+
+
+def resolve_data(cfg: DataConfig) -> DataPaths:
+    """Relative paths resolve against data.root, else $PGOLF_DATA, else ./data."""
+    root = Path(cfg.root or os.environ.get("PGOLF_DATA", "data"))
+    return DataPaths(root / cfg.dataset, root / cfg.tokenizer)
+
+
+def load_tokenizer(path: Path, vocab_size: int):
+    """A SentencePiece processor whose vocabulary fits ``vocab_size``."""
+    import sentencepiece as spm
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokenizer model not found (set data.tokenizer / data.root)")
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    if sp.vocab_size() > vocab_size:
+        raise ConfigError(
+            f"vocab mismatch: tokenizer {path} has {sp.vocab_size()} pieces but model.vocab_size={vocab_size}"
+        )
+    return sp

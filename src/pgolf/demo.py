@@ -1,0 +1,71 @@
+"""``pgolf demo``: build the embedded corpus, train the CPU-track baseline briefly, pack, reload,
+evaluate and summarise."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from pgolf.config import RunConfig, apply_overrides
+from pgolf.data.demo import build_demo_dataset
+from pgolf.plot import plot_loss_curve
+from pgolf.presets import get_preset
+from pgolf.train import RunResult, train
+
+DEMO_SECONDS = 120.0
+"""Default training budget of the demo: with data building and evaluation, about 2.5 minutes."""
+
+
+def demo_config(data_root: Path, seconds: float, overrides: dict[str, Any]) -> RunConfig:
+    cfg = get_preset("baseline-cpu")
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, root=str(data_root)),
+        train=dataclasses.replace(cfg.train, max_wallclock_seconds=seconds),
+    )
+    return apply_overrides(cfg, overrides)
+
+
+def summary(result: RunResult) -> str:
+    s = result.size
+    lines = [
+        f"preset {result.config.preset} on track {result.config.track}",
+        f"parameters            {result.num_params:,}",
+        f"steps                 {result.steps} ({result.stopped_by} cap, {result.train_seconds:.1f} s)",
+        f"tokens/s (train)      {result.tokens_per_second:,.0f}",
+        f"val_bpb pre-quant     {result.pre_quant.val_bpb:.4f}",
+        f"val_bpb int8 roundtrip {result.roundtrip.val_bpb:.4f}  ({result.roundtrip.tokens:,} tokens, "
+        f"{result.roundtrip.bytes:,} bytes, eval {result.eval_seconds:.1f} s)",
+        f"artifact bytes        {s.total_bytes:,} = model {s.model_bytes:,} + code {s.code_bytes:,}",
+        f"track cap             {s.cap_bytes:,}: {'fits' if s.fits else 'OVER'} "
+        f"({'headroom' if s.fits else 'excess'} {abs(s.headroom):,} bytes)",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(*, data_root: Path, out_dir: Path, seconds: float, overrides: dict[str, Any]) -> RunResult:
+    print(
+        f"building the demo corpus under {data_root} (stdlib docstrings and comments; cached)...", flush=True
+    )
+    built = build_demo_dataset(data_root)
+    splits = built.manifest["splits"]
+    print(
+        f"  {splits['train']['docs']} train docs / {splits['train']['tokens']:,} tokens, "
+        f"{splits['val']['docs']} val docs / {splits['val']['tokens']:,} tokens",
+        flush=True,
+    )
+    result = train(demo_config(data_root, seconds, overrides), out_dir=out_dir)
+    png = plot_loss_curve(
+        result.history,
+        out_dir / "loss_curve.png",
+        title=f"pgolf demo: {result.config.preset}, {result.steps} steps, "
+        f"val_bpb {result.roundtrip.val_bpb:.4f} (int8 round trip)",
+        val_loss=result.roundtrip.val_loss,
+    )
+    print(
+        "\n"
+        + summary(result)
+        + f"\nloss curve            {png}\nlog                   {out_dir / 'train.log'}"
+    )
+    return result

@@ -1,0 +1,103 @@
+"""Process-group setup and collectives; every helper is a no-op at world size 1.
+
+The launcher's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (torchrun) decide the layout. NCCL is
+used when the device is CUDA, gloo otherwise, so the same code runs CPU tests with 2 processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ValueError(f"train.device={name!r}; expected auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def setup(device_name: str = "auto") -> DistInfo:
+    """Initialise the process group if launched with WORLD_SIZE > 1; idempotent."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=None)
+    return DistInfo(rank, world, local_rank, device)
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.div_(world_size())
+    return t
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is true on any rank (a MAX all-reduce); no communication at world size 1."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor(int(flag), device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average gradients over ranks with one coalesced all-reduce."""
+    if world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    all_reduce_mean_(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,179 @@
+"""Muon for block matrices, Adam for the rest, and the wall-clock-aware schedule (seed-techniques §6).
+
+Muon, per owned parameter with gradient G: B <- mu B + G; U = G + mu B (Nesterov);
+O = NS5(U) * sqrt(max(1, rows/cols)); W <- W - lr O. Parameter i is orthogonalised by rank
+i mod world_size; updates travel in one flat buffer and one all-reduce. Unlike the contest script,
+every rank keeps the (cheap, elementwise) momentum of every parameter, so optimizer state is
+identical on all ranks and a checkpoint from rank 0 resumes at any world size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pgolf import dist
+from pgolf.config import OptimConfig
+from pgolf.model import is_control
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz5(g: Tensor, steps: int, dtype: torch.dtype = torch.float32, eps: float = 1e-7) -> Tensor:
+    """Approximate the orthogonal polar factor of a 2-D ``g`` with the quintic iteration
+    X <- aX + (bA + cA^2)X, A = XX^T, after scaling g to unit Frobenius norm."""
+    a, b, c = NS_COEFFS
+    x = g.to(dtype)
+    x = x / (x.norm() + eps)
+    transposed = g.size(0) > g.size(1)
+    if transposed:
+        x = x.T
+    for _ in range(steps):
+        am = x @ x.T
+        x = a * x + (b * am + c * am @ am) @ x
+    return x.T if transposed else x
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(
+        self, params, *, lr: float, momentum: float, backend_steps: int, ns_dtype: torch.dtype
+    ) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "backend_steps": backend_steps})
+        self.ns_dtype = ns_dtype
+        self.ns = newton_schulz5
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        rank, world = dist.rank(), dist.world_size()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            mu = group["momentum"]
+            flat = torch.zeros(sum(p.numel() for p in params), dtype=self.ns_dtype, device=params[0].device)
+            offset = 0
+            for i, p in enumerate(params):
+                g = p.grad
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = torch.zeros_like(g)
+                buf.mul_(mu).add_(g)
+                if i % world == rank:
+                    o = self.ns(g.add(buf, alpha=mu), group["backend_steps"], self.ns_dtype)
+                    o = o * math.sqrt(max(1.0, p.size(0) / p.size(1)))
+                    flat[offset : offset + p.numel()] = o.flatten()
+                offset += p.numel()
+            dist.all_reduce_sum_(flat)
+            offset = 0
+            for p in params:
+                p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
+                offset += p.numel()
+
+
+def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Named parameters by optimizer group: matrix (Muon), scalar, embed, head (Adam)."""
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "scalar": [], "embed": [], "head": []}
+    for name, p in model.named_parameters():
+        if name.startswith("tok_emb"):
+            groups["embed"].append((name, p))
+        elif name.startswith("lm_head"):
+            groups["head"].append((name, p))
+        elif name.startswith("blocks.") and p.ndim == 2 and not is_control(name):
+            groups["matrix"].append((name, p))
+        else:
+            groups["scalar"].append((name, p))
+    return groups
+
+
+class Optimizers:
+    """Muon + Adam behind one step(); every group keeps ``base_lr`` and is scaled by ``lr_mul``."""
+
+    def __init__(self, model: nn.Module, cfg: OptimConfig, tied: bool, device: torch.device) -> None:
+        self.cfg = cfg
+        groups = split_parameters(model)
+        embed_lr = cfg.tied_embed_lr if tied else cfg.embed_lr
+        adam_groups = [
+            {"params": [p for _, p in groups["embed"]], "lr": embed_lr, "base_lr": embed_lr},
+            {"params": [p for _, p in groups["scalar"]], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr},
+        ]
+        if groups["head"]:
+            adam_groups.append(
+                {"params": [p for _, p in groups["head"]], "lr": cfg.head_lr, "base_lr": cfg.head_lr}
+            )
+        self.adam = torch.optim.Adam(
+            [g for g in adam_groups if g["params"]],
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.adam_eps,
+            fused=device.type == "cuda",
+        )
+        self.muon = Muon(
+            [p for _, p in groups["matrix"]],
+            lr=cfg.matrix_lr,
+            momentum=cfg.muon_momentum,
+            backend_steps=cfg.muon_backend_steps,
+            ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        )
+        for g in self.muon.param_groups:
+            g["base_lr"] = cfg.matrix_lr
+        self.params = [p for p in model.parameters()]
+
+    def step(self, lr_mul: float, momentum: float) -> None:
+        for opt in (self.adam, self.muon):
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_mul
+        for g in self.muon.param_groups:
+            g["momentum"] = momentum
+        if self.cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip_norm)
+        self.adam.step()
+        self.muon.step()
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"adam": self.adam.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adam.load_state_dict(state["adam"])
+        self.muon.load_state_dict(state["muon"])
+
+
+def muon_momentum(step: int, cfg: OptimConfig) -> float:
+    """Linear warm-up from muon_momentum_warmup_start to muon_momentum."""
+    if cfg.muon_momentum_warmup_steps <= 0:
+        return cfg.muon_momentum
+    f = min(step / cfg.muon_momentum_warmup_steps, 1.0)
+    return (1 - f) * cfg.muon_momentum_warmup_start + f * cfg.muon_momentum
+
+
+def lr_multiplier(
+    step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float, cfg: OptimConfig
+) -> float:
+    """Constant 1, then a linear decay to 0 at whichever cap (steps or wall clock) ends the run.
+
+    Step cap: decay over the last ``warmdown_iters`` steps (or ``warmdown_frac`` of the steps).
+    Wall-clock cap: decay over the last ``warmdown_iters * mean step time`` ms (or
+    ``warmdown_frac`` of the budget), linear in remaining time. In both, a warmdown longer than
+    the run is clamped to the whole run, so the LR starts at 1 (the contest script instead starts
+    below 1, e.g. at 0.25 for 300 steps with warmdown 1200: seed-techniques §6.3).
+    """
+    if cfg.warmdown_frac > 0:
+        wd_steps = cfg.warmdown_frac * iterations
+    else:
+        wd_steps = min(cfg.warmdown_iters, iterations)
+    mul = 1.0
+    if wd_steps > 0 and step >= iterations - wd_steps:
+        mul = max(iterations - step, 0) / wd_steps
+    if max_wallclock_ms > 0:
+        if cfg.warmdown_frac > 0:
+            wd_ms = cfg.warmdown_frac * max_wallclock_ms
+        else:
+            wd_ms = min(cfg.warmdown_iters * elapsed_ms / max(step, 1), max_wallclock_ms)
+        remaining = max(max_wallclock_ms - elapsed_ms, 0.0)
+        if wd_ms > 0 and remaining <= wd_ms:
+            mul = min(mul, remaining / wd_ms)
+    return mul

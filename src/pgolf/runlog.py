@@ -1,0 +1,74 @@
+"""Run logs: one parseable ``key:value`` line per event (contest-compatible), the same events as
+JSONL, and a progress bar when stdout is a terminal. Only the main rank writes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+class RunLog:
+    def __init__(
+        self, out_dir: Path | None, *, enabled: bool = True, echo: bool = True, stream: TextIO | None = None
+    ) -> None:
+        self.enabled = enabled
+        self.echo = echo
+        self.stream = stream or sys.stdout
+        self.text = self.jsonl = None
+        self.bar = None
+        if enabled and out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.text_path, self.jsonl_path = out_dir / "train.log", out_dir / "events.jsonl"
+            self.text = open(self.text_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self.jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def line(self, text: str) -> None:
+        """A free-form line (headers, the config block); text log and console only."""
+        if not self.enabled:
+            return
+        if self.text:
+            self.text.write(text + "\n")
+            self.text.flush()
+        if self.echo:
+            if self.bar is not None:
+                self.bar.write(text, file=self.stream)
+            else:
+                print(text, file=self.stream, flush=True)
+
+    def event(self, kind: str, text: str | None = None, **fields: Any) -> None:
+        """Write ``text`` (default: the fields as key:value) and a JSONL record of the fields."""
+        if not self.enabled:
+            return
+        self.line(text if text is not None else " ".join(f"{k}:{fmt(v)}" for k, v in fields.items()))
+        if self.jsonl:
+            self.jsonl.write(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}) + "\n")
+            self.jsonl.flush()
+
+    def start_progress(self, total: float, unit: str) -> None:
+        if self.enabled and self.echo and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=unit, file=self.stream, leave=False, dynamic_ncols=True)
+
+    def progress(self, value: float, **postfix: Any) -> None:
+        if self.bar is not None:
+            self.bar.n = min(value, self.bar.total)
+            self.bar.set_postfix({k: fmt(v) for k, v in postfix.items()}, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        for f in (self.text, self.jsonl):
+            if f:
+                f.close()
+        self.text = self.jsonl = None
