@@ -27,6 +27,8 @@ def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None =
     docs = field_docs()
     group = p.add_argument_group("config overrides (typed; see `pgolf config show`)")
     for key in all_fields():
+        if key == "preset":  # informational; chosen with --preset
+            continue
         if prefixes is None or key.startswith(prefixes):
             group.add_argument(f"--{key}", dest=f"ov:{key}", metavar="V", default=None, help=docs[key])
 

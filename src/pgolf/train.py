@@ -330,9 +330,7 @@ class Trainer:
                 "tokenizer_sha256": file_sha256(self.tokenizer_path),
                 "tokenizer_vocab_size": self.sp.vocab_size(),
             }
-            write_artifact(
-                path, entries, meta, self.cfg.export.compressor, self.cfg.export.level
-            )
+            write_artifact(path, entries, meta, self.cfg.export.compressor, self.cfg.export.level)
             self.log.event(
                 "quant",
                 int8_params=stats.int8_params,

@@ -1,0 +1,59 @@
+"""Shared fixtures: a small demo dataset built once per session, and tiny configs that use it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from pgolf.config import RunConfig, apply_overrides
+from pgolf.data.demo import build_demo_dataset
+from pgolf.presets import get_preset
+
+TEST_DOCS = 160
+TEST_VAL_DOCS = 12
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo pipeline on the first 160 stdlib modules: ~1M characters, vocab 1024."""
+    root = tmp_path_factory.mktemp("data")
+    build_demo_dataset(root, vocab_size=1024, val_docs=TEST_VAL_DOCS, max_docs=TEST_DOCS)
+    return root
+
+
+@pytest.fixture(scope="session")
+def built(data_root: Path):
+    return build_demo_dataset(data_root, vocab_size=1024, val_docs=TEST_VAL_DOCS, max_docs=TEST_DOCS)
+
+
+def debug_config(data_root: Path, **overrides) -> RunConfig:
+    cfg = get_preset("debug")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data_root)))
+    return apply_overrides(cfg, overrides)
+
+
+@pytest.fixture
+def debug_cfg(data_root: Path):
+    def make(**overrides) -> RunConfig:
+        return debug_config(data_root, **overrides)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    # Two cores: keep intra-op threads fixed so timings and results do not depend on the runner.
+    torch.set_num_threads(2)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

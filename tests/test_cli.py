@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from pgolf.cli import build_parser, main
+
+
+def test_config_show_and_list(capsys):
+    assert main(["config", "show", "baseline", "--model.num_layers", "11"]) == 0
+    out = capsys.readouterr().out
+    assert "model.num_layers: 11" in out and "train.batch_tokens: 524288" in out
+    assert main(["config", "show", "baseline-cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["track"] == "cpu-5min-2mb"
+    assert main(["config", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "baseline " in listing and "17,059,912" in listing and "baseline-cpu" in listing
+
+
+def test_help_lists_every_override_with_its_doc(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--model.num_layers" in out and "Transformer blocks" in out and "--optim.warmdown_frac" in out
+
+
+def test_errors_exit_2_with_a_message(capsys, tmp_path):
+    assert main(["config", "show", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main(["config", "show", "baseline", "--model.num_heads", "7"]) == 2
+    assert "must divide model.model_dim" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing.pgolf")]) == 2
+    assert "artifact not found" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--input",
+                str(tmp_path / "x.txt"),
+                "--vocab",
+                "300",
+                "--out",
+                str(tmp_path),
+                "--val-docs",
+                "1",
+            ]
+        )
+        == 2
+    )
+    assert "input not found" in capsys.readouterr().err
+
+
+def test_data_build_train_eval(tmp_path, capsys, data_root):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(
+        "".join(
+            json.dumps({"text": f"Line {i} of a tiny corpus, number {i * 7}."}) + "\n" for i in range(300)
+        )
+    )
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--input",
+                str(docs),
+                "--vocab",
+                "300",
+                "--out",
+                str(tmp_path / "d"),
+                "--name",
+                "tiny",
+                "--val-docs",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert "datasets/tiny_sp300" in capsys.readouterr().out
+
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "debug",
+                "--out",
+                str(out),
+                "--data.root",
+                str(data_root),
+                "--train.iterations",
+                "5",
+            ]
+        )
+        == 0
+    )
+    summary = capsys.readouterr().out
+    assert "val_bpb int8 roundtrip" in summary and "fits" in summary
+
+    assert main(["eval", str(out / "artifact.pgolf"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    trained = json.loads((out / "result.json").read_text())
+    assert r["val_bpb"] == pytest.approx(trained["val_bpb"], rel=1e-12)
+    assert r["val_tokens"] == trained["val_tokens"] and r["bytes_total"] == trained["bytes_total"]
+
+    # the tokenizer must be the one the artifact was trained with
+    other = tmp_path / "d" / "tokenizers" / "tiny_300_bpe.model"
+    assert main(["eval", str(out / "artifact.pgolf"), "--data.tokenizer", str(other)]) == 2
+    assert "is not the tokenizer" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+import dataclasses
+
+import pytest
+
+from pgolf.config import (
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    all_fields,
+    apply_overrides,
+    config_from_dict,
+    field_docs,
+    get_track,
+)
+from pgolf.model import GPT, count_parameters
+from pgolf.presets import PRESETS, get_preset
+
+# Freezes the set of config fields: adding or renaming one must update this list, the README and,
+# where it matters, checkpoint/artifact compatibility.
+FROZEN_FIELDS = [
+    "preset", "track",
+    "model.vocab_size", "model.num_layers", "model.model_dim", "model.num_heads", "model.num_kv_heads",
+    "model.mlp_mult", "model.tie_embeddings", "model.rope_base", "model.logit_softcap", "model.qk_gain_init",
+    "model.tied_embed_init_std",
+    "data.root", "data.dataset", "data.tokenizer", "data.train_pattern", "data.val_pattern",
+    "train.seq_len", "train.batch_tokens", "train.microbatches", "train.iterations",
+    "train.max_wallclock_seconds", "train.warmup_steps", "train.val_every", "train.log_every", "train.seed",
+    "train.checkpoint_every", "train.compile", "train.device",
+    "optim.matrix_lr", "optim.scalar_lr", "optim.tied_embed_lr", "optim.embed_lr", "optim.head_lr",
+    "optim.beta1", "optim.beta2", "optim.adam_eps", "optim.muon_momentum", "optim.muon_momentum_warmup_start",
+    "optim.muon_momentum_warmup_steps", "optim.muon_backend_steps", "optim.grad_clip_norm",
+    "optim.warmdown_iters", "optim.warmdown_frac",
+    "eval.batch_tokens", "eval.seq_len",
+    "export.compressor", "export.level", "export.keep_float_max_numel", "export.clip_quantile",
+]  # fmt: skip
+
+
+def test_field_list_is_frozen():
+    assert all_fields() == FROZEN_FIELDS
+
+
+def test_every_field_has_a_docstring():
+    docs = field_docs()
+    sections = {"model", "data", "train", "optim", "eval", "export"}
+    missing = [k for k, v in docs.items() if not v and k not in sections]
+    assert missing == []
+
+
+def test_overrides_are_typed():
+    cfg = apply_overrides(
+        RunConfig(),
+        {
+            "model.num_layers": "11",
+            "model.mlp_mult": "3",
+            "model.tie_embeddings": "false",
+            "track": "cpu-5min-2mb",
+        },
+    )
+    assert cfg.model.num_layers == 11 and isinstance(cfg.model.num_layers, int)
+    assert cfg.model.mlp_mult == 3.0 and isinstance(cfg.model.mlp_mult, float)
+    assert cfg.model.tie_embeddings is False
+    assert cfg.track == "cpu-5min-2mb"
+    assert RunConfig().model.num_layers == 9  # frozen: the original is untouched
+
+
+def test_unknown_override_names_the_key_and_suggests():
+    with pytest.raises(ConfigError, match=r"model\.num_layer'.*did you mean model\.num_layers"):
+        apply_overrides(RunConfig(), {"model.num_layer": "3"})
+
+
+def test_bad_value_names_the_key_and_type():
+    with pytest.raises(ConfigError, match=r"--train\.seq_len: expected int, got 'abc'"):
+        apply_overrides(RunConfig(), {"train.seq_len": "abc"})
+    with pytest.raises(ConfigError, match="expected bool"):
+        apply_overrides(RunConfig(), {"train.compile": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model_dim": 500, "num_heads": 8}, "model.num_heads=8 must divide model.model_dim=500"),
+        ({"num_heads": 8, "num_kv_heads": 3}, "model.num_kv_heads=3 must divide model.num_heads=8"),
+        ({"model_dim": 24, "num_heads": 8, "num_kv_heads": 4}, "head_dim .* must be even"),
+        ({"num_layers": 0}, "model.num_layers must be > 0"),
+        ({"vocab_size": 70_000}, "model.vocab_size=70000 exceeds"),
+    ],
+)
+def test_model_cross_field_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_train_batch_must_split_into_sequences():
+    with pytest.raises(ConfigError, match=r"train\.batch_tokens=1000 must be a multiple"):
+        TrainConfig(batch_tokens=1000, microbatches=8, seq_len=64)
+
+
+def test_unknown_track():
+    with pytest.raises(ConfigError, match="unknown track 'nope'"):
+        RunConfig(track="nope")
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; available: .*baseline-cpu"):
+        get_preset("nope")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_round_trips_through_dict(name):
+    cfg = get_preset(name)
+    assert cfg.preset == name
+    assert config_from_dict(cfg.to_dict()) == cfg
+    get_track(cfg.track)
+    assert PRESETS[name].__doc__, "every preset cites its source in its docstring"
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    d = RunConfig().to_dict()
+    d["model"]["num_layerz"] = 3
+    with pytest.raises(ConfigError, match="num_layerz"):
+        config_from_dict(d)
+
+
+def test_baseline_has_the_contest_parameter_count():
+    cfg = get_preset("baseline")
+    assert count_parameters(GPT(cfg.model)) == 17_059_912
+    m = cfg.model
+    assert (m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.mlp_mult, m.vocab_size) == (
+        9, 512, 8, 4, 2.0, 1024,
+    )  # fmt: skip
+    assert (cfg.train.seq_len, cfg.train.batch_tokens, m.logit_softcap, m.qk_gain_init) == (
+        1024,
+        524_288,
+        30.0,
+        1.5,
+    )
+    assert cfg.track == "10min-16mb" and get_track(cfg.track).artifact_cap_bytes == 16_000_000
+
+
+def test_cpu_presets_use_the_cpu_track():
+    for name in ("baseline-cpu", "debug"):
+        assert get_preset(name).track == "cpu-5min-2mb"
+    assert dataclasses.asdict(get_track("cpu-5min-2mb"))["artifact_cap_bytes"] == 2_000_000
+
+
+def test_baseline_cpu_fits_its_cap_even_uncompressed():
+    """An upper bound that does not depend on training: the int8 export stored with zlib level 0
+    (int8 codes take one byte whatever their values), plus the counted code, fits 2,000,000 bytes."""
+    from pgolf.artifact import code_bytes, encode
+    from pgolf.quant import quantize_state_dict
+
+    cfg = get_preset("baseline-cpu")
+    entries, stats = quantize_state_dict(GPT(cfg.model).state_dict(), cfg.export)
+    assert stats.raw_params < 5_000  # only vectors stay float
+    stored = len(encode(entries, {"model": dataclasses.asdict(cfg.model)}, "zlib", 0))
+    assert stored + code_bytes() <= get_track(cfg.track).artifact_cap_bytes

@@ -1,0 +1,135 @@
+"""val_bpb against hand computations (seed-techniques §3)."""
+
+import itertools
+import math
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pgolf.config import ModelConfig
+from pgolf.data.build import split_documents
+from pgolf.data.demo import iter_stdlib_documents
+from pgolf.data.shards import find_shards, read_shard
+from pgolf.evaluate import evaluate, load_val_tokens
+from pgolf.metric import BpbAccumulator, build_byte_lut
+from pgolf.model import GPT
+
+
+class ToySP:
+    """The SentencePieceProcessor calls the LUT builder makes, over a fixed piece list."""
+
+    PIECES = ("<pad>", "<s>", "</s>", "<unk>", "<0x41>", "\u2581the", "cat", "\u2581", "é", "<0xC3>")
+    KIND: ClassVar[dict[int, str]] = {
+        0: "control",
+        1: "control",
+        2: "control",
+        3: "unknown",
+        4: "byte",
+        9: "byte",
+    }
+
+    def vocab_size(self):
+        return len(self.PIECES)
+
+    def is_control(self, i):
+        return self.KIND.get(i) == "control"
+
+    def is_unknown(self, i):
+        return self.KIND.get(i) == "unknown"
+
+    def is_unused(self, i):
+        return False
+
+    def is_byte(self, i):
+        return self.KIND.get(i) == "byte"
+
+    def id_to_piece(self, i):
+        return self.PIECES[i]
+
+
+def test_lut_rules_on_a_toy_tokenizer():
+    lut = build_byte_lut(ToySP(), vocab_size=12)
+    assert lut.base_bytes.tolist() == [0, 0, 0, 0, 1, 3, 3, 0, 2, 1, 0, 0]
+    assert lut.has_leading_space.tolist() == [False] * 5 + [True, False, True] + [False] * 4
+    # specials, unknown and the two ids beyond the tokenizer are boundaries
+    assert lut.is_boundary.tolist() == [True] * 4 + [False] * 6 + [True, True]
+
+
+def test_bpb_by_hand():
+    lut = build_byte_lut(ToySP())
+    seq = torch.tensor([1, 5, 6, 7, 8, 1, 5, 4])
+    prev, tgt = seq[:-1], seq[1:]
+    # "▁the" after BOS: 3 (space not counted after a boundary); "cat": 3; "▁" after "cat": 0 + 1;
+    # "é": 2; BOS: 0; "▁the" after BOS: 3; byte <0x41>: 1.
+    expected = [3, 3, 1, 2, 0, 3, 1]
+    assert lut.target_bytes(prev, tgt).tolist() == expected
+    nll = torch.tensor([2.0, 1.5, 0.25, 3.0, 0.5, 1.0, 4.0])
+    acc = BpbAccumulator()
+    acc.add(nll, lut.target_bytes(prev, tgt))
+    r = acc.result()
+    assert (r.tokens, r.bytes) == (7, 13)
+    assert r.val_loss == pytest.approx(12.25 / 7)
+    assert r.val_bpb == pytest.approx(12.25 / (math.log(2) * 13))
+
+
+def test_evaluate_matches_a_per_window_hand_computation():
+    torch.manual_seed(0)
+    lut = build_byte_lut(ToySP(), vocab_size=10)
+    model = GPT(ModelConfig(vocab_size=10, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
+    for p in model.parameters():  # non-zero output projections so the logits depend on context
+        p.data.normal_(0, 0.2)
+    stream = torch.randint(0, 10, (103,))
+    seq_len = 8
+    val = stream[: (len(stream) - 1) // seq_len * seq_len + 1]
+    assert len(val) == 97  # 12 windows of 8 targets; the 6 tail tokens are trimmed
+    total_nll, total_bytes = 0.0, 0
+    pieces_bytes = {i: int(lut.base_bytes[i]) for i in range(10)}
+    for w in range(12):
+        x, y = val[w * 8 : w * 8 + 8], val[w * 8 + 1 : w * 8 + 9]
+        logp = F.log_softmax(model.logits(x[None]).double()[0], dim=-1)
+        for t in range(8):
+            total_nll -= float(logp[t, y[t]].detach())
+            space = bool(lut.has_leading_space[y[t]]) and not bool(lut.is_boundary[x[t]])
+            total_bytes += pieces_bytes[int(y[t])] + space
+    for batch_tokens in (8, 24, 1000):  # batching must not change which tokens are scored
+        r = evaluate(model, val, lut, seq_len=seq_len, batch_tokens=batch_tokens, device=torch.device("cpu"))
+        assert r.tokens == 96
+        assert r.bytes == total_bytes
+        assert r.val_bpb == pytest.approx(total_nll / (math.log(2) * total_bytes), rel=1e-6)
+
+
+def test_lut_bytes_equal_decoded_utf8_bytes_on_real_text(built):
+    """On the real validation split: the sum over every target of the val stream of the LUT's bytes
+    equals the sum over val documents of len(utf8(sp.decode(doc ids))); and each decoded document
+    equals sp.normalize(original text) with its whitespace marks "▁" turned back into spaces, so that
+    sum is the UTF-8 length of the validation text after the tokenizer's NFKC/whitespace normalisation."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(built.tokenizer_path))
+    lut = build_byte_lut(sp, 1024)
+    tokens = np.concatenate(
+        [np.asarray(read_shard(f)) for f in find_shards(built.dataset_dir, "fineweb_val_*")]
+    )
+    t = torch.from_numpy(tokens.astype(np.int64))
+    lut_total = int(lut.target_bytes(t[:-1], t[1:]).sum())
+    bos = [*np.flatnonzero(tokens == 1).tolist(), len(tokens)]
+    docs = [tokens[a + 1 : b].tolist() for a, b in itertools.pairwise(bos)]
+    assert len(docs) == built.manifest["splits"]["val"]["docs"]
+    decoded = [sp.decode(d) for d in docs]
+    assert lut_total == sum(len(d.encode("utf-8")) for d in decoded)
+    val_docs, _, _ = split_documents(iter_stdlib_documents(max_docs=160), built.manifest["val_docs"])
+    assert decoded == [sp.normalize(d).replace("\u2581", " ") for d in val_docs]
+
+
+def test_val_tokens_trimming_and_errors(built, tmp_path):
+    files = find_shards(built.dataset_dir, "fineweb_val_*")
+    n = sum(len(read_shard(f)) for f in files)
+    val = load_val_tokens(files, 64, 1024)
+    assert len(val) == (n - 1) // 64 * 64 + 1
+    with pytest.raises(Exception, match="shorter than one window"):
+        load_val_tokens(files, n + 10, 1024)
+    with pytest.raises(Exception, match="vocabularies do not match"):
+        load_val_tokens(files, 64, 300)

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from pgolf.data.shards import (
+    HEADER_BYTES,
+    MAGIC,
+    ShardError,
+    find_shards,
+    read_header,
+    read_shard,
+    write_shard,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(tokens=arrays(np.uint16, st.integers(0, 3000)))
+def test_shard_round_trip(tmp_path_factory, tokens):
+    path = tmp_path_factory.mktemp("s") / "fineweb_train_000000.bin"
+    write_shard(path, tokens)
+    assert path.stat().st_size == HEADER_BYTES + 2 * len(tokens)
+    for mmap in (True, False):
+        assert np.array_equal(np.asarray(read_shard(path, mmap=mmap)), tokens)
+
+
+def test_header_layout_matches_the_contest(tmp_path):
+    path = tmp_path / "a.bin"
+    write_shard(path, np.arange(5, dtype=np.uint16))
+    header = np.fromfile(path, dtype="<i4", count=256)
+    assert header[0] == MAGIC == 20240520 and header[1] == 1 and header[2] == 5 and not header[3:].any()
+    assert np.fromfile(path, dtype="<u2", offset=HEADER_BYTES).tolist() == [0, 1, 2, 3, 4]
+
+
+def _raw(path, header, payload=b""):
+    path.write_bytes(np.asarray(header, dtype="<i4").tobytes() + payload)
+    return path
+
+
+def test_bad_magic(tmp_path):
+    p = _raw(tmp_path / "x.bin", [123, 1, 0] + [0] * 253)
+    with pytest.raises(ShardError, match=r"x\.bin: bad magic 123"):
+        read_shard(p)
+
+
+def test_bad_version(tmp_path):
+    p = _raw(tmp_path / "x.bin", [MAGIC, 2, 0] + [0] * 253)
+    with pytest.raises(ShardError, match="unsupported shard version 2"):
+        read_header(p)
+
+
+def test_truncated_payload_and_trailing_bytes(tmp_path):
+    p = _raw(tmp_path / "t.bin", [MAGIC, 1, 10] + [0] * 253, b"\0" * 8)
+    with pytest.raises(ShardError, match=r"t\.bin: file truncated: 1032 bytes, header says 10 tokens"):
+        read_shard(p)
+    p = _raw(tmp_path / "u.bin", [MAGIC, 1, 1] + [0] * 253, b"\0" * 4)
+    with pytest.raises(ShardError, match="has trailing bytes"):
+        read_shard(p)
+
+
+def test_truncated_header(tmp_path):
+    p = tmp_path / "h.bin"
+    p.write_bytes(b"\0" * 100)
+    with pytest.raises(ShardError, match=r"truncated header \(100 of 1024 bytes\)"):
+        read_shard(p)
+
+
+def test_missing_file_and_empty_glob(tmp_path):
+    with pytest.raises(ShardError, match="shard file not found"):
+        read_shard(tmp_path / "nope.bin")
+    with pytest.raises(ShardError, match="data folder not found"):
+        find_shards(tmp_path / "nothere", "*.bin")
+    with pytest.raises(ShardError, match=r"no files match 'fineweb_train_\*\.bin'"):
+        find_shards(tmp_path, "fineweb_train_*.bin")
+
+
+def test_writer_refuses_out_of_range_ids_and_leaves_nothing(tmp_path):
+    with pytest.raises(ShardError, match="token ids must be in"):
+        write_shard(tmp_path / "bad.bin", np.array([1, 70_000]))
+    assert list(tmp_path.iterdir()) == []
