@@ -108,3 +108,23 @@ def test_data_build_train_eval(tmp_path, capsys, data_root):
     other = tmp_path / "d" / "tokenizers" / "tiny_300_bpe.model"
     assert main(["eval", str(out / "artifact.pgolf"), "--data.tokenizer", str(other)]) == 2
     assert "is not the tokenizer" in capsys.readouterr().err
+
+
+def test_over_the_cap_exits_1_with_the_reason(tmp_path, capsys, data_root):
+    # ~4.2M parameters kept in fp16 (no int8): far over 2 MB whatever zlib does
+    wide = [
+        "--model.model_dim",
+        "512",
+        "--model.num_heads",
+        "8",
+        "--model.num_kv_heads",
+        "4",
+        "--export.keep_float_max_numel",
+        "100000000",
+    ]
+    args = ["train", "--preset", "debug", "--out", str(tmp_path), "--data.root", str(data_root), *wide]
+    assert main([*args, "--train.iterations", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "artifact is over the cpu-5min-2mb cap by" in err and "> 2,000,000)" in err
+    assert (tmp_path / "artifact.pgolf").exists()  # nothing is lost: the artifact and log stay
+    assert main(["eval", str(tmp_path / "artifact.pgolf")]) == 1

@@ -105,9 +105,9 @@ def test_fetch_errors(remote, tmp_path):
 
 def test_real_client_reports_offline_clearly(tmp_path, monkeypatch):
     """The real hub client, with the network made unreachable, stops with the offline message."""
-    from pgolf.data.fineweb import HfHubClient
-
     import huggingface_hub.constants as hub_constants
+
+    from pgolf.data.fineweb import HfHubClient
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at call time by the client
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))

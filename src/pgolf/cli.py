@@ -103,7 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seconds=args.seconds if args.seconds is not None else DEMO_SECONDS,
         overrides=collect_overrides(args),
     )
-    return 0 if result.size.fits else 1
+    return _cap_status(result.size, result.config.track)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -153,10 +153,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         dist.teardown()
     if dist.rank() == 0:
         print("\n" + summary(result))
-    return 0
+    return _cap_status(result.size, result.config.track)
+
+
+def _cap_status(size, track: str) -> int:
+    """Exit status 1, with the reason on stderr, when an artifact does not fit its track's cap."""
+    if size.fits:
+        return 0
+    print(
+        f"pgolf: artifact is over the {track} cap by {-size.headroom:,} bytes "
+        f"(model {size.model_bytes:,} + code {size.code_bytes:,} > {size.cap_bytes:,})",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pgolf.artifact import SizeReport
     from pgolf.evaluate import evaluate_artifact
 
     r = evaluate_artifact(args.artifact, collect_overrides(args))
@@ -169,7 +182,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"bytes_model:{r['bytes_model']} bytes_code:{r['bytes_code']} bytes_total:{r['bytes_total']} "
             f"cap:{r['bytes_cap']} {'fits' if r['fits_cap'] else 'OVER THE CAP'}"
         )
-    return 0 if r["fits_cap"] else 1
+    return _cap_status(SizeReport(r["bytes_model"], r["bytes_code"], r["bytes_cap"]), r["track"])
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -59,10 +59,10 @@ class RunLog:
 
             self.bar = tqdm(total=total, unit=unit, file=self.stream, leave=False, dynamic_ncols=True)
 
-    def progress(self, value: float, **postfix: Any) -> None:
+    def progress(self, value: float) -> None:
         if self.bar is not None:
             self.bar.n = min(value, self.bar.total)
-            self.bar.set_postfix({k: fmt(v) for k, v in postfix.items()}, refresh=True)
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:

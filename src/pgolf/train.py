@@ -11,9 +11,9 @@ the artifact from disk and the round-trip evaluation that is the reported score.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -83,6 +83,30 @@ class RunResult:
             "fits_cap": self.size.fits,
             "config": self.config.to_dict(),
         }
+
+
+class TrainClock:
+    """Training time in ms: runs from construction, pauses around validation and checkpoints.
+    ``sync`` (a CUDA synchronize on GPU) makes queued device work count before each reading."""
+
+    def __init__(self, ms: float, sync) -> None:
+        self.ms, self.sync = ms, sync
+        self.sync()
+        self.t0 = time.perf_counter()
+
+    def elapsed_ms(self) -> float:
+        return self.ms + 1000 * (time.perf_counter() - self.t0)
+
+    def stop(self) -> float:
+        self.sync()
+        self.ms = self.elapsed_ms()
+        return self.ms
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.stop()
+        yield
+        self.t0 = time.perf_counter()
 
 
 class Trainer:
@@ -246,49 +270,29 @@ class Trainer:
         tc = self.cfg.train
         cap_ms = 1000 * tc.max_wallclock_seconds
         step, train_ms = self.load_checkpoint()
-        self.log.start_progress(
-            tc.max_wallclock_seconds if cap_ms else tc.iterations, "s" if cap_ms else "step"
-        )
-        last_val: tuple[int, BpbResult] | None = None
-        stopped_by = "iterations"
-        self._sync()
-        t0 = time.perf_counter()
+        unit = "s" if cap_ms else "step"
+        self.log.start_progress(tc.max_wallclock_seconds if cap_ms else tc.iterations, unit)
+        stopped_by, val_step, pre = "iterations", -1, None
+        clock = TrainClock(train_ms, self._sync)
         while step < tc.iterations:
-            elapsed = train_ms + 1000 * (time.perf_counter() - t0)
+            elapsed = clock.elapsed_ms()
             step_avg = elapsed / step if step else 0.0
             if dist.any_rank(cap_ms > 0 and elapsed + step_avg > cap_ms, self.device):
                 stopped_by = "wallclock"
                 break
-            loss = self.train_step(step, elapsed)
+            self._pending.append((step + 1, self.train_step(step, elapsed)))
             step += 1
-            self._pending.append((step, loss))
-            elapsed = train_ms + 1000 * (time.perf_counter() - t0)
+            elapsed = clock.elapsed_ms()
             if tc.log_every and (step % tc.log_every == 0 or step == 1):
-                self._flush_losses()
-                self.log.event(
-                    "train",
-                    f"step:{step}/{tc.iterations} train_loss:{self.history[-1]['train_loss']:.4f} "
-                    f"train_time:{elapsed:.0f}ms step_avg:{elapsed / step:.2f}ms",
-                    step=step,
-                    train_loss=self.history[-1]["train_loss"],
-                    train_time_ms=round(elapsed, 1),
-                )
-            self.log.progress(
-                elapsed / 1000 if cap_ms else step,
-                loss=self.history[-1]["train_loss"] if self.history else math.nan,
-            )
-            if tc.val_every and step % tc.val_every == 0 and step < tc.iterations:
-                self._sync()
-                train_ms += 1000 * (time.perf_counter() - t0)
-                last_val = (step, self._log_val(step, train_ms))
-                t0 = time.perf_counter()
+                self._log_train(step, elapsed)
+            self.log.progress(elapsed / 1000 if cap_ms else step)
+            if tc.val_every and step % tc.val_every == 0:
+                with clock.paused():
+                    val_step, pre = step, self._log_val(step, clock.ms)
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                self._sync()
-                train_ms += 1000 * (time.perf_counter() - t0)
-                self.save_checkpoint(step, train_ms)
-                t0 = time.perf_counter()
-        self._sync()
-        train_ms += 1000 * (time.perf_counter() - t0)
+                with clock.paused():
+                    self.save_checkpoint(step, clock.ms)
+        train_ms = clock.stop()
         self._flush_losses()
         if stopped_by == "wallclock":
             self.log.event(
@@ -297,8 +301,21 @@ class Trainer:
                 train_time_ms=round(train_ms, 1),
                 step=step,
             )
-        pre = last_val[1] if last_val and last_val[0] == step else self._log_val(step, train_ms)
+        if val_step != step or pre is None:
+            pre = self._log_val(step, train_ms)
         return step, train_ms, stopped_by, pre
+
+    def _log_train(self, step: int, elapsed: float) -> None:
+        self._flush_losses()
+        loss = self.history[-1]["train_loss"]
+        self.log.event(
+            "train",
+            f"step:{step}/{self.cfg.train.iterations} train_loss:{loss:.4f} "
+            f"train_time:{elapsed:.0f}ms step_avg:{elapsed / step:.2f}ms",
+            step=step,
+            train_loss=loss,
+            train_time_ms=round(elapsed, 1),
+        )
 
     def _log_val(self, step: int, train_ms: float) -> BpbResult:
         r = self.validate()
