@@ -256,9 +256,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def validate(self) -> BpbResult:
+    def validate(self, model: torch.nn.Module | None = None) -> BpbResult:
+        """Score ``model`` (default: the model being trained) on the validation tokens."""
         return evaluate(
-            self.model,
+            model or self.model,
             self.val_tokens,
             self.lut,
             seq_len=self.cfg.eval_seq_len,
@@ -374,14 +375,7 @@ class Trainer:
         loaded = load_model_from_artifact(path, self.device)
         self._sync()
         started = time.perf_counter()
-        r = evaluate(
-            loaded.model,
-            self.val_tokens,
-            self.lut,
-            seq_len=self.cfg.eval_seq_len,
-            batch_tokens=self.cfg.eval.batch_tokens,
-            device=self.device,
-        )
+        r = self.validate(loaded.model)
         seconds = time.perf_counter() - started
         self.log.event(
             "final",
