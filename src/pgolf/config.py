@@ -21,44 +21,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from pgolf.tracks import ConfigError, get_track
 
-class ConfigError(ValueError):
-    """A config value, key or combination is not acceptable; the message names the field."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Track:
-    """The caps a run is judged by (DESIGN.md, Tracks)."""
-
-    name: str
-    hardware: str
-    train_seconds: float
-    eval_seconds: float
-    artifact_cap_bytes: int
-
-
-TRACKS: dict[str, Track] = {
-    "10min-16mb": Track(
-        name="10min-16mb",
-        hardware="8xH100 SXM",
-        train_seconds=600.0,
-        eval_seconds=600.0,
-        artifact_cap_bytes=16_000_000,
-    ),
-    "cpu-5min-2mb": Track(
-        name="cpu-5min-2mb",
-        hardware="2 CPU cores",
-        train_seconds=300.0,
-        eval_seconds=300.0,
-        artifact_cap_bytes=2_000_000,
-    ),
-}
-
-
-def get_track(name: str) -> Track:
-    if name not in TRACKS:
-        raise ConfigError(f"track: unknown track {name!r}; expected one of {sorted(TRACKS)}")
-    return TRACKS[name]
+MLP_ACTIVATIONS = ("relu2", "leaky_relu2", "swiglu")
+AVERAGING = ("none", "ema", "swa")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,9 +51,41 @@ class ModelConfig:
     """Initial per-head gain applied to RMS-normalised queries."""
     tied_embed_init_std: float = 0.005
     """Std of the normal init of the (tied) token embedding."""
+    mlp_activation: str = "relu2"
+    """relu2 (relu(u)^2), leaky_relu2 (LeakyReLU(0.5)(u)^2) or swiglu (hidden = 2/3 of the width, rounded up
+    to a multiple of 64, so parameters match relu2 at the same mlp_mult)."""
+    smear_gate: bool = False
+    """SmearGate: blend each position's normalised embedding with the previous one's (never across BOS)."""
+    smear_gate_init: float = 0.0
+    """Initial SmearGate logit g; the previous token's weight starts at sigmoid(g) (0.5 at g=0)."""
+    bigram_buckets: int = 0
+    """BigramHash buckets (0: off): a hashed (previous, current) token embedding added to the input."""
+    bigram_dim: int = 128
+    """Width of the BigramHash table before its projection to model_dim."""
+    ortho_init: bool = False
+    """Orthogonal init of non-zero-init Linears with both dims >= 64; '.proj' ones also x 1/sqrt(2L)."""
+    xsa_last_n: int = 0
+    """Exclusive self-attention in the last N layers: remove each output's component along its own value."""
+    rope_dims: int = 0
+    """Rotate only the first rope_dims of each head (0: all of head_dim)."""
+    ln_scale: bool = False
+    """Scale block i's normalised attention/MLP inputs by 1/sqrt(i+1)."""
+    rope_ntk_seq_len: int = 0
+    """If > 0, sequences longer than this rescale the RoPE base NTK-style: base * s^(d/(d-2)), s = T/this."""
+    recurrent_blocks: int = 0
+    """If > 0: this many unique blocks looped num_layers/recurrent_blocks times, with per-loop AdaLN."""
+    loop_start: int = 0
+    """First layer of the looped middle range [loop_start, loop_end) (used when loop_repeats > 0)."""
+    loop_end: int = 0
+    """End (exclusive) of the looped middle range."""
+    loop_repeats: int = 0
+    """Extra passes over [loop_start, loop_end) once looping is on (see train.loop_from_frac)."""
 
     def __post_init__(self) -> None:
         _positive(self, "vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads")
+        _non_negative(self, "bigram_buckets", "xsa_last_n", "rope_dims", "rope_ntk_seq_len")
+        _non_negative(self, "recurrent_blocks", "loop_start", "loop_end", "loop_repeats")
+        self._check_layers()
         if self.model_dim % self.num_heads:
             raise ConfigError(
                 f"model.num_heads={self.num_heads} must divide model.model_dim={self.model_dim}"
@@ -107,13 +105,48 @@ class ModelConfig:
             raise ConfigError(f"model.mlp_mult={self.mlp_mult} gives an empty MLP")
         if self.logit_softcap <= 0:
             raise ConfigError(f"model.logit_softcap must be > 0, got {self.logit_softcap}")
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            raise ConfigError(
+                f"model.mlp_activation={self.mlp_activation!r}; expected one of {MLP_ACTIVATIONS}"
+            )
+        if self.bigram_buckets == 1 or (self.bigram_buckets and self.bigram_dim < 1):
+            raise ConfigError("model.bigram_buckets must be 0 or >= 2, with model.bigram_dim >= 1")
+        if self.rope_dims % 2 or self.rope_dims > self.head_dim:
+            raise ConfigError(
+                f"model.rope_dims={self.rope_dims} must be even and <= head_dim={self.head_dim}"
+            )
+
+    def _check_layers(self) -> None:
+        if self.xsa_last_n > self.num_layers:
+            raise ConfigError(
+                f"model.xsa_last_n={self.xsa_last_n} exceeds model.num_layers={self.num_layers}"
+            )
+        if self.recurrent_blocks and self.num_layers % self.recurrent_blocks:
+            raise ConfigError(
+                f"model.recurrent_blocks={self.recurrent_blocks} must divide "
+                f"model.num_layers={self.num_layers}"
+            )
+        if self.loop_repeats:
+            if not 0 <= self.loop_start < self.loop_end <= self.num_layers:
+                raise ConfigError(
+                    f"model.loop_start={self.loop_start} / model.loop_end={self.loop_end} must satisfy "
+                    f"0 <= loop_start < loop_end <= model.num_layers={self.num_layers}"
+                )
+            if self.recurrent_blocks:
+                raise ConfigError("model.loop_repeats and model.recurrent_blocks cannot be combined")
 
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
 
     @property
+    def rotary_dims(self) -> int:
+        return self.rope_dims or self.head_dim
+
+    @property
     def mlp_hidden(self) -> int:
+        if self.mlp_activation == "swiglu":  # seed-techniques §7.2: parameter-matched to relu^2
+            return -(-int(2 * self.mlp_mult * self.model_dim / 3) // 64) * 64
         return int(self.mlp_mult * self.model_dim)
 
 
@@ -157,6 +190,16 @@ class TrainConfig:
     """torch.compile the model and Newton-Schulz on CUDA (ignored on CPU, which runs eager)."""
     device: str = "auto"
     """auto (CUDA if available), cuda or cpu."""
+    loop_from_frac: float = 0.0
+    """Fraction of the run (wall clock, else steps) after which the model's middle-range loop turns on."""
+    averaging: str = "none"
+    """Weight averaging applied to the exported weights: none, ema or swa."""
+    ema_decay: float = 0.997
+    """EMA: ema <- d * ema + (1 - d) * w after every step (fp32 shadow)."""
+    swa_every: int = 50
+    """SWA: add a snapshot every N steps once the LR multiplier is below swa_start_lr_mul."""
+    swa_start_lr_mul: float = 0.5
+    """SWA collects only while the LR multiplier is below this (the second half of the warmdown at 0.5)."""
 
     def __post_init__(self) -> None:
         _positive(self, "seq_len", "batch_tokens", "microbatches", "iterations")
@@ -164,6 +207,11 @@ class TrainConfig:
         _non_negative(self, "checkpoint_every")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device={self.device!r}; expected auto, cpu or cuda")
+        if self.averaging not in AVERAGING:
+            raise ConfigError(f"train.averaging={self.averaging!r}; expected one of {AVERAGING}")
+        if not 0.0 <= self.loop_from_frac <= 1.0 or not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError("train.loop_from_frac must be in [0, 1] and train.ema_decay in (0, 1)")
+        _positive(self, "swa_every")
         if self.batch_tokens % (self.microbatches * self.seq_len):
             raise ConfigError(
                 f"train.batch_tokens={self.batch_tokens} must be a multiple of "
@@ -199,6 +247,10 @@ class OptimConfig:
     """Newton-Schulz iterations."""
     grad_clip_norm: float = 0.0
     """Global L2 gradient clip (0: off)."""
+    muon_weight_decay: float = 0.0
+    """Decoupled weight decay of Muon matrices: W <- W (1 - lr_t * wd) before each update."""
+    adam_weight_decay: float = 0.0
+    """Decoupled (AdamW) weight decay of the embedding, head and scalar groups."""
     warmdown_iters: int = 1200
     """Linear LR decay to 0 over the last N steps (in wall-clock mode: N times the mean step time)."""
     warmdown_frac: float = 0.0
@@ -206,6 +258,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _non_negative(self, "warmdown_iters", "grad_clip_norm", "muon_momentum_warmup_steps")
+        _non_negative(self, "muon_weight_decay", "adam_weight_decay")
         _positive(self, "muon_backend_steps")
         if not 0.0 <= self.warmdown_frac <= 1.0:
             raise ConfigError(f"optim.warmdown_frac must be in [0, 1], got {self.warmdown_frac}")

@@ -103,6 +103,7 @@ def load_model_from_artifact(path: str | Path, device: torch.device) -> LoadedAr
     try:
         model = GPT(ModelConfig(**meta["model"]))
         model.load_state_dict(dequantize(entries), strict=True)
+        model.looping = bool(meta.get("looping", False))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"{path}: weights do not fit the model config stored in it ({e})") from None
     return LoadedArtifact(model.to(device), meta, time.perf_counter() - started)

@@ -1,7 +1,8 @@
 """Muon for block matrices, Adam for the rest, and the wall-clock-aware schedule (seed-techniques §6).
 
 Muon, per owned parameter with gradient G: B <- mu B + G; U = G + mu B (Nesterov);
-O = NS5(U) * sqrt(max(1, rows/cols)); W <- W - lr O. Parameter i is orthogonalised by rank
+O = NS5(U) * sqrt(max(1, rows/cols)); W <- W (1 - lr wd) - lr O (decoupled weight decay with the
+scheduled lr, records 2026-03-19 onward; wd = 0 in the baseline). Parameter i is orthogonalised by rank
 i mod world_size; updates travel in one flat buffer and one all-reduce. Unlike the contest script,
 every rank keeps the (cheap, elementwise) momentum of every parameter, so optimizer state is
 identical on all ranks and a checkpoint from rank 0 resumes at any world size.
@@ -38,9 +39,22 @@ def newton_schulz5(g: Tensor, steps: int, dtype: torch.dtype = torch.float32, ep
 
 class Muon(torch.optim.Optimizer):
     def __init__(
-        self, params, *, lr: float, momentum: float, backend_steps: int, ns_dtype: torch.dtype
+        self,
+        params,
+        *,
+        lr: float,
+        momentum: float,
+        backend_steps: int,
+        ns_dtype: torch.dtype,
+        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "backend_steps": backend_steps})
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "backend_steps": backend_steps,
+            "weight_decay": weight_decay,
+        }
+        super().__init__(params, defaults)
         self.ns_dtype = ns_dtype
         self.ns = newton_schulz5
 
@@ -67,20 +81,24 @@ class Muon(torch.optim.Optimizer):
                 offset += p.numel()
             dist.all_reduce_sum_(flat)
             offset = 0
+            decay = 1 - group["lr"] * group["weight_decay"]
             for p in params:
+                if decay != 1:
+                    p.mul_(decay)
                 p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
                 offset += p.numel()
 
 
 def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Named parameters by optimizer group: matrix (Muon), scalar, embed, head (Adam)."""
+    """Named parameters by optimizer group: matrix (Muon: 2-D block weights and the BigramHash
+    projection), embed (token embedding and BigramHash table), head, scalar (everything else)."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "scalar": [], "embed": [], "head": []}
     for name, p in model.named_parameters():
-        if name.startswith("tok_emb"):
+        if name.startswith(("tok_emb", "bigram.embed")):
             groups["embed"].append((name, p))
         elif name.startswith("lm_head"):
             groups["head"].append((name, p))
-        elif name.startswith("blocks.") and p.ndim == 2 and not is_control(name):
+        elif name.startswith(("blocks.", "bigram.proj")) and p.ndim == 2 and not is_control(name):
             groups["matrix"].append((name, p))
         else:
             groups["scalar"].append((name, p))
@@ -102,10 +120,11 @@ class Optimizers:
             adam_groups.append(
                 {"params": [p for _, p in groups["head"]], "lr": cfg.head_lr, "base_lr": cfg.head_lr}
             )
-        self.adam = torch.optim.Adam(
+        self.adam = torch.optim.AdamW(
             [g for g in adam_groups if g["params"]],
             betas=(cfg.beta1, cfg.beta2),
             eps=cfg.adam_eps,
+            weight_decay=cfg.adam_weight_decay,
             fused=device.type == "cuda",
         )
         self.muon = Muon(
@@ -114,6 +133,7 @@ class Optimizers:
             momentum=cfg.muon_momentum,
             backend_steps=cfg.muon_backend_steps,
             ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+            weight_decay=cfg.muon_weight_decay,
         )
         for g in self.muon.param_groups:
             g["base_lr"] = cfg.matrix_lr

@@ -23,6 +23,7 @@ import torch
 
 from pgolf import __version__, dist
 from pgolf.artifact import SizeReport, code_bytes, write_artifact
+from pgolf.averaging import WeightAverage
 from pgolf.config import ConfigError, RunConfig, format_config, get_track
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.data.paths import load_tokenizer, resolve_data
@@ -124,6 +125,7 @@ class Trainer:
         self.local_tokens = tc.batch_tokens // tc.microbatches
         self.log = RunLog(out_dir, enabled=info.is_main, echo=echo)
         self.history: list[dict] = []
+        self.average: WeightAverage | None = None  # created after priming
         self._pending: list[tuple[int, torch.Tensor]] = []
 
     # ---- setup -------------------------------------------------------------------------------
@@ -192,6 +194,8 @@ class Trainer:
         )
         self.opt.step(mul, muon_momentum(step, self.cfg.optim))
         self.opt.zero_grad()
+        if self.average is not None:
+            self.average.update(self.base_model, step + 1, mul)
         return total / self.accum
 
     def prime(self) -> None:
@@ -224,6 +228,8 @@ class Trainer:
                 "optim": self.opt.state_dict(),
                 "loader": self.loader.stream.state(),
                 "history": self.history,
+                "average": self.average.state_dict(),
+                "looping": self.base_model.looping,
             }
             with atomic_file(self.checkpoint_path()) as f:
                 torch.save(state, f)
@@ -241,6 +247,8 @@ class Trainer:
         self.opt.load_state_dict(state["optim"])
         self.loader.stream.load_state(state["loader"])
         self.history = list(state["history"])
+        self.average.load_state_dict(state["average"])
+        self.base_model.looping = bool(state["looping"])
         self.log.event("resume", step=state["step"], train_time_ms=round(state["train_ms"]))
         return int(state["step"]), float(state["train_ms"])
 
@@ -267,13 +275,13 @@ class Trainer:
             device=self.device,
         )
 
-    def run_loop(self) -> tuple[int, float, str, BpbResult]:
+    def run_loop(self) -> tuple[int, float, str]:
         tc = self.cfg.train
         cap_ms = 1000 * tc.max_wallclock_seconds
         step, train_ms = self.load_checkpoint()
         unit = "s" if cap_ms else "step"
         self.log.start_progress(tc.max_wallclock_seconds if cap_ms else tc.iterations, unit)
-        stopped_by, val_step, pre = "iterations", -1, None
+        stopped_by = "iterations"
         clock = TrainClock(train_ms, self._sync)
         while step < tc.iterations:
             elapsed = clock.elapsed_ms()
@@ -281,15 +289,16 @@ class Trainer:
             if dist.any_rank(cap_ms > 0 and elapsed + step_avg > cap_ms, self.device):
                 stopped_by = "wallclock"
                 break
+            self._maybe_start_looping(step, elapsed / cap_ms if cap_ms else step / tc.iterations)
             self._pending.append((step + 1, self.train_step(step, elapsed)))
             step += 1
             elapsed = clock.elapsed_ms()
             if tc.log_every and (step % tc.log_every == 0 or step == 1):
                 self._log_train(step, elapsed)
             self.log.progress(elapsed / 1000 if cap_ms else step)
-            if tc.val_every and step % tc.val_every == 0:
+            if tc.val_every and step % tc.val_every == 0 and step < tc.iterations:
                 with clock.paused():
-                    val_step, pre = step, self._log_val(step, clock.ms)
+                    self._log_val(step, clock.ms)
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 with clock.paused():
                     self.save_checkpoint(step, clock.ms)
@@ -302,9 +311,17 @@ class Trainer:
                 train_time_ms=round(train_ms, 1),
                 step=step,
             )
-        if val_step != step or pre is None:
-            pre = self._log_val(step, train_ms)
-        return step, train_ms, stopped_by, pre
+        return step, train_ms, stopped_by
+
+    def _maybe_start_looping(self, step: int, progress: float) -> None:
+        """Switch the middle-range loop on once ``progress`` (fraction of the budget) reaches
+        train.loop_from_frac; all ranks switch at the same step."""
+        if not self.cfg.model.loop_repeats or self.base_model.looping:
+            return
+        if dist.any_rank(progress >= self.cfg.train.loop_from_frac, self.device):
+            self.base_model.looping = True
+            depth = len(self.base_model.layer_order())
+            self.log.event("loop", f"looping:on step:{step} virtual_layers:{depth}", step=step, depth=depth)
 
     def _log_train(self, step: int, elapsed: float) -> None:
         self._flush_losses()
@@ -342,6 +359,7 @@ class Trainer:
                 "preset": self.cfg.preset,
                 "track": self.cfg.track,
                 "steps": steps,
+                "looping": self.base_model.looping,
                 "export": dataclasses.asdict(self.cfg.export),
                 "data": dataclasses.asdict(self.cfg.data),
                 "eval": {**dataclasses.asdict(self.cfg.eval), "seq_len": self.cfg.eval_seq_len},
@@ -405,7 +423,11 @@ class Trainer:
         self.setup()
         self.write_header()
         self.prime()
-        steps, train_ms, stopped_by, pre = self.run_loop()
+        self.average = WeightAverage(self.base_model, self.cfg.train)
+        steps, train_ms, stopped_by = self.run_loop()
+        applied = self.average.apply(self.base_model)
+        self.log.event("averaging", f"averaging:{applied}", averaging=applied)
+        pre = self._log_val(steps, train_ms)
         path, size = self.export(steps)
         rt, eval_s = self.roundtrip(path)
         result = RunResult(

@@ -1,0 +1,75 @@
+"""Input-side token mixers: BigramHash and SmearGate (seed-techniques §7.3, §7.4).
+
+Neither lets information cross a document boundary: at a BOS position the SmearGate keeps the
+current token only and the BigramHash uses its reserved "no previous token" bucket, so the BOS that
+starts document n+1 carries nothing of document n (the BOS fix of records 2026-04-27, PR #1851).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BOS_ID = 1
+
+
+class BigramHash(nn.Module):
+    """s * P E[h_t], with h_t = (36313 x_t XOR 27191 x_{t-1}) mod (B-1) and h_t = B-1 at position 0 and
+    at BOS (PR162's hash; its README's "(prev*31 + curr)" differs from its code, which this follows).
+
+    Init (no dead branch): with ortho init, table E zero and P orthogonal x 1/sqrt(2L) (what PR162's
+    global init pass does to its zero-flagged projection); otherwise E ~ N(0, 0.01^2) and P zero
+    (kellyvv). Either way one of the two gets gradient at step 0.
+    """
+
+    def __init__(self, buckets: int, dim: int, model_dim: int, *, ortho: bool, num_layers: int) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, dim)
+        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+        self.ortho, self.num_layers = ortho, num_layers
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.ortho:
+            nn.init.zeros_(self.embed.weight)
+            nn.init.orthogonal_(self.proj.weight)
+            with torch.no_grad():
+                self.proj.weight.mul_(1 / math.sqrt(2 * self.num_layers))
+        else:
+            nn.init.normal_(self.embed.weight, std=0.01)
+            nn.init.zeros_(self.proj.weight)
+
+    def bucket_ids(self, ids: Tensor) -> Tensor:
+        """(B, T) token ids -> (B, T) bucket ids."""
+        prev = F.pad(ids[:, :-1], (1, 0))
+        h = torch.bitwise_xor(36313 * ids, 27191 * prev) % (self.buckets - 1)
+        h[:, 0] = self.buckets - 1
+        return h.masked_fill(ids == BOS_ID, self.buckets - 1)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.scale * self.proj(self.embed(self.bucket_ids(ids)))
+
+
+class SmearGate(nn.Module):
+    """y_t = (1 - sigma(g)) x_t + sigma(g) x_{t-1}, per dimension; x_{-1} = 0; y_t = x_t at BOS.
+
+    This is variant A of seed-techniques §7.3 (PR162, XSA4, PROPE, GPTQL, swapp): applied after the
+    embedding RMSNorm, gate logit g learned per dimension. It is chosen because the record lineage
+    used it; the initial previous-token weight sigma(g0) is the one knob that separates it from the
+    other variants (g0 = 0 gives 0.5 as PR162; g0 = -3 gives 0.047 as kellyvv and SGOI).
+    """
+
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: Tensor, ids: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate).to(x.dtype)
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros at t = 0
+        keep = (ids != BOS_ID).unsqueeze(-1).to(x.dtype)
+        return x + keep * g * (prev - x)
