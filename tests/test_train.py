@@ -169,3 +169,20 @@ def test_bad_inputs_fail_clearly(debug_cfg, data_root, tmp_path):
         )
     with pytest.raises(ConfigError, match=r"world size 3 must divide train.microbatches=2"):
         Trainer(debug_cfg(), tmp_path / "r6", DistInfo(0, 3, 0, torch.device("cpu")), False, False)
+
+
+def test_loop_switch_and_averaging_reach_the_artifact(debug_cfg, tmp_path):
+    from pgolf.artifact import read_artifact
+    from pgolf.evaluate import evaluate_artifact
+
+    cfg = debug_cfg(**{
+        "train.iterations": "10", "model.loop_start": "0", "model.loop_end": "1", "model.loop_repeats": "1",
+        "train.loop_from_frac": "0.5", "train.averaging": "ema", "train.ema_decay": "0.8",
+    })  # fmt: skip
+    r = train(cfg, out_dir=tmp_path, echo=False)
+    log = (tmp_path / "train.log").read_text()
+    assert "looping:on step:5 virtual_layers:3" in log and "averaging:ema: decay 0.8" in log
+    _, meta = read_artifact(r.artifact_path)
+    assert meta["looping"] is True
+    again = evaluate_artifact(r.artifact_path, {"data.root": cfg.data.root})
+    assert again["val_bpb"] == r.roundtrip.val_bpb
