@@ -221,6 +221,7 @@ def test_bigram_parameters_follow_pr162_groups():
         ({"loop_repeats": 1, "loop_end": 2, "recurrent_blocks": 2}, "cannot be combined"),
         ({"rope_dims": 7}, r"model\.rope_dims=7 must be even"),
         ({"rope_dims": 32}, r"<= head_dim=16"),
+        ({"rope_dims": 2, "rope_ntk_seq_len": 8}, r"more than 2 rotary dims"),
         ({"mlp_activation": "gelu"}, r"model\.mlp_activation='gelu'"),
         ({"bigram_buckets": 1}, "bigram_buckets must be 0 or >= 2"),
     ],

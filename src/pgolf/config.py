@@ -115,6 +115,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.rope_dims={self.rope_dims} must be even and <= head_dim={self.head_dim}"
             )
+        if self.rope_ntk_seq_len and self.rotary_dims <= 2:
+            raise ConfigError("model.rope_ntk_seq_len needs more than 2 rotary dims (exponent d/(d-2))")
 
     def _check_layers(self) -> None:
         if self.xsa_last_n > self.num_layers:
