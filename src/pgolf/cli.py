@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(cfg, out_dir=args.out or Path("runs") / args.preset, resume=args.resume)
     finally:
         dist.teardown()
-    if dist.rank() == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # the group is gone: ask the launcher
         print("\n" + summary(result))
     return _cap_status(result.size, result.config.track)
 

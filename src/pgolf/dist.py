@@ -99,5 +99,8 @@ def barrier() -> None:
 
 
 def teardown() -> None:
+    """Destroy the process group once every rank has arrived: a rank that leaves while another
+    is still finishing makes gloo abort at exit ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
