@@ -30,9 +30,9 @@ class WeightAverage:
     def update(self, model: nn.Module, step: int, lr_mul: float) -> None:
         """Call after the optimizer step that completed ``step`` steps, with that step's lr_mul."""
         if self.mode == "ema":
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    self.avg[k].lerp_(v.float(), 1 - self.decay)
+            with torch.no_grad():  # one fused call over all tensors; .float() is free for fp32
+                current = [v.float() for v in model.state_dict().values()]
+                torch._foreach_lerp_(list(self.avg.values()), current, 1 - self.decay)
         elif self.mode == "swa" and lr_mul < self.start and step % self.every == 0:
             if self.count == 0:
                 self.avg = _fp32_copy(model)

@@ -71,13 +71,13 @@ def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True if ``flag`` is true on any rank (a MAX all-reduce); no communication at world size 1."""
+def any_rank(flags: tuple[bool, ...], device: torch.device) -> tuple[bool, ...]:
+    """Each flag OR-ed over ranks with one MAX all-reduce (a host sync); free at world size 1."""
     if world_size() == 1:
-        return flag
-    t = torch.tensor(int(flag), device=device)
+        return flags
+    t = torch.tensor([int(f) for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:

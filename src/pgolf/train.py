@@ -267,7 +267,7 @@ class Trainer:
     def validate(self, model: torch.nn.Module | None = None) -> BpbResult:
         """Score ``model`` (default: the model being trained) on the validation tokens."""
         return evaluate(
-            model or self.model,
+            self.model if model is None else model,
             self.val_tokens,
             self.lut,
             seq_len=self.cfg.eval_seq_len,
@@ -285,11 +285,9 @@ class Trainer:
         clock = TrainClock(train_ms, self._sync)
         while step < tc.iterations:
             elapsed = clock.elapsed_ms()
-            step_avg = elapsed / step if step else 0.0
-            if dist.any_rank(cap_ms > 0 and elapsed + step_avg > cap_ms, self.device):
+            if self._decide(step, elapsed, cap_ms):
                 stopped_by = "wallclock"
                 break
-            self._maybe_start_looping(step, elapsed / cap_ms if cap_ms else step / tc.iterations)
             self._pending.append((step + 1, self.train_step(step, elapsed)))
             step += 1
             elapsed = clock.elapsed_ms()
@@ -313,15 +311,26 @@ class Trainer:
             )
         return step, train_ms, stopped_by
 
-    def _maybe_start_looping(self, step: int, progress: float) -> None:
-        """Switch the middle-range loop on once ``progress`` (fraction of the budget) reaches
-        train.loop_from_frac; all ranks switch at the same step."""
-        if not self.cfg.model.loop_repeats or self.base_model.looping:
-            return
-        if dist.any_rank(progress >= self.cfg.train.loop_from_frac, self.device):
+    def _decide(self, step: int, elapsed: float, cap_ms: float) -> bool:
+        """Before each step, decide together with the other ranks (one all-reduce, and none when
+        there is nothing to decide) whether to stop at the wall-clock cap, and whether to switch
+        the middle-range loop on (once the fraction train.loop_from_frac of the budget is used).
+        Returns True to stop."""
+        tc = self.cfg.train
+        loop_pending = bool(self.cfg.model.loop_repeats) and not self.base_model.looping
+        if not cap_ms and not loop_pending:
+            return False
+        step_avg = elapsed / step if step else 0.0
+        progress = elapsed / cap_ms if cap_ms else step / tc.iterations
+        stop, start_loop = dist.any_rank(
+            (bool(cap_ms) and elapsed + step_avg > cap_ms, loop_pending and progress >= tc.loop_from_frac),
+            self.device,
+        )
+        if start_loop and not stop:
             self.base_model.looping = True
             depth = len(self.base_model.layer_order())
             self.log.event("loop", f"looping:on step:{step} virtual_layers:{depth}", step=step, depth=depth)
+        return stop
 
     def _log_train(self, step: int, elapsed: float) -> None:
         self._flush_losses()
