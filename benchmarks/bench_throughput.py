@@ -19,17 +19,18 @@ from pathlib import Path
 
 import torch
 
-from pgolf.data.demo import build_demo_dataset
+from pgolf.data.stdlib_corpus import build_demo_dataset
 from pgolf.dist import DistInfo
 from pgolf.presets import get_preset
-from pgolf.train import Trainer
+from pgolf.runlog import RunLog
+from pgolf.train.trainer import Trainer
 
 
 def bench(preset: str, steps: int, data_root: Path) -> dict:
     build_demo_dataset(data_root)
     cfg = get_preset(preset)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data_root)))
-    t = Trainer(cfg, Path("/tmp/pgolf-bench"), DistInfo(0, 1, 0, torch.device("cpu")), False, echo=False)
+    t = Trainer(cfg, Path("/tmp/pgolf-bench"), DistInfo(0, 1, 0, torch.device("cpu")), RunLog(None), False)
     t.setup()
     tc = cfg.train
     phases = {"loader": 0.0, "forward_backward": 0.0, "optimizer": 0.0}

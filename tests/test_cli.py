@@ -9,6 +9,11 @@ def test_config_show_and_list(capsys):
     assert main(["config", "show", "baseline", "--model.num_layers", "11"]) == 0
     out = capsys.readouterr().out
     assert "model.num_layers: 11" in out and "train.batch_tokens: 524288" in out
+    assert main(["config", "show", "baseline-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "parameters             1,641,740" in out and "artifact upper bound" in out and "cap 2,000,000" in out
+    )
     assert main(["config", "show", "baseline-cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["track"] == "cpu-5min-2mb"
     assert main(["config", "list"]) == 0
@@ -96,13 +101,21 @@ def test_data_build_train_eval(tmp_path, capsys, data_root):
         == 0
     )
     summary = capsys.readouterr().out
-    assert "val_bpb int8 roundtrip" in summary and "fits" in summary
+    assert "val_bpb int8_zlib round trip" in summary and "on track (no cap bytes)" in summary
 
     assert main(["eval", str(out / "artifact.pgolf"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     trained = json.loads((out / "result.json").read_text())
-    assert r["val_bpb"] == pytest.approx(trained["val_bpb"], rel=1e-12)
+    assert r["val_bpb"] == trained["val_bpb"] and r["official_score"] is True
     assert r["val_tokens"] == trained["val_tokens"] and r["bytes_total"] == trained["bytes_total"]
+    assert r["code_sha256"] == trained["code_sha256"] and r["code_changed_since_training"] is False
+
+    # other data scores, but never under the official label
+    assert main(["eval", str(out / "artifact.pgolf"), "--data.val_pattern", "fineweb_train_*.bin"]) == 0
+    text = capsys.readouterr().out
+    assert "unofficial_int8_zlib_eval" in text and "validation tokens differ" in text and "final_" not in text
+    assert main(["eval", str(out / "artifact.pgolf"), "--eval.seq_len", "32"]) == 0
+    assert "eval.seq_len 32 differs from the artifact's 64" in capsys.readouterr().out
 
     # the tokenizer must be the one the artifact was trained with
     other = tmp_path / "d" / "tokenizers" / "tiny_300_bpe.model"
@@ -110,21 +123,17 @@ def test_data_build_train_eval(tmp_path, capsys, data_root):
     assert "is not the tokenizer" in capsys.readouterr().err
 
 
-def test_over_the_cap_exits_1_with_the_reason(tmp_path, capsys, data_root):
+def test_off_track_exits_1_with_the_reasons(tmp_path, capsys, data_root):
     # ~4.2M parameters kept in fp16 (no int8): far over 2 MB whatever zlib does
-    wide = [
-        "--model.model_dim",
-        "512",
-        "--model.num_heads",
-        "8",
-        "--model.num_kv_heads",
-        "4",
-        "--export.keep_float_max_numel",
-        "100000000",
-    ]
+    wide = ["--model.model_dim", "512", "--model.num_heads", "8", "--model.num_kv_heads", "4",
+            "--export.keep_float_max_numel", "100000000"]  # fmt: skip
     args = ["train", "--preset", "debug", "--out", str(tmp_path), "--data.root", str(data_root), *wide]
-    assert main([*args, "--train.iterations", "1"]) == 1
+    assert main([*args, "--track", "cpu-5min-2mb", "--train.iterations", "1"]) == 1
     err = capsys.readouterr().err
-    assert "artifact is over the cpu-5min-2mb cap by" in err and "> 2,000,000)" in err
+    assert (
+        "off track: artifact + code is" in err and "over the cpu-5min-2mb track's 2,000,000 byte cap" in err
+    )
+    assert "off track: train.max_wallclock_seconds=0 is not within" in err  # uncapped on a capped track
     assert (tmp_path / "artifact.pgolf").exists()  # nothing is lost: the artifact and log stay
     assert main(["eval", str(tmp_path / "artifact.pgolf")]) == 1
+    assert "over the cpu-5min-2mb track's 2,000,000 byte cap" in capsys.readouterr().err

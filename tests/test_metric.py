@@ -1,5 +1,6 @@
 """val_bpb against hand computations (seed-techniques §3)."""
 
+import hashlib
 import itertools
 import math
 from typing import ClassVar
@@ -8,14 +9,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pgolf.config import ModelConfig
+from pgolf.config import DataConfig, ModelConfig
 from pgolf.data.build import split_documents
-from pgolf.data.demo import iter_stdlib_documents
+from pgolf.data.bytes import build_byte_lut
 from pgolf.data.shards import find_shards, read_shard
-from pgolf.evaluate import evaluate, load_val_tokens
-from pgolf.metric import BpbAccumulator, build_byte_lut
-from pgolf.model import GPT
+from pgolf.data.stdlib_corpus import iter_stdlib_documents
+from pgolf.data.valset import load_validation
+from pgolf.errors import DataError
+from pgolf.eval.bpb import BpbAccumulator
+from pgolf.eval.predict import ModelPredictor
+from pgolf.eval.score import score
+from pgolf.eval.windows import Window, plain_windows, rank_share
+from pgolf.model.gpt import GPT
 
 
 class ToySP:
@@ -84,7 +92,7 @@ def test_evaluate_matches_a_per_window_hand_computation():
     stream = torch.randint(0, 10, (103,))
     seq_len = 8
     val = stream[: (len(stream) - 1) // seq_len * seq_len + 1]
-    assert len(val) == 97  # 12 windows of 8 targets; the 6 tail tokens are trimmed
+    assert len(val) == 97  # 12 windows of 8 targets; the 6 tail tokens are not scored
     total_nll, total_bytes = 0.0, 0
     pieces_bytes = {i: int(lut.base_bytes[i]) for i in range(10)}
     for w in range(12):
@@ -94,8 +102,10 @@ def test_evaluate_matches_a_per_window_hand_computation():
             total_nll -= float(logp[t, y[t]].detach())
             space = bool(lut.has_leading_space[y[t]]) and not bool(lut.is_boundary[x[t]])
             total_bytes += pieces_bytes[int(y[t])] + space
+    cpu = torch.device("cpu")
     for batch_tokens in (8, 24, 1000):  # batching must not change which tokens are scored
-        r = evaluate(model, val, lut, seq_len=seq_len, batch_tokens=batch_tokens, device=torch.device("cpu"))
+        windows = plain_windows(len(stream), seq_len)
+        r = score(ModelPredictor(model, cpu), stream, lut, windows, batch_tokens=batch_tokens, device=cpu)
         assert r.tokens == 96
         assert r.bytes == total_bytes
         assert r.val_bpb == pytest.approx(total_nll / (math.log(2) * total_bytes), rel=1e-6)
@@ -124,12 +134,94 @@ def test_lut_bytes_equal_decoded_utf8_bytes_on_real_text(built):
     assert decoded == [sp.normalize(d).replace("\u2581", " ") for d in val_docs]
 
 
-def test_val_tokens_trimming_and_errors(built, tmp_path):
+def test_contest_byte_tables_and_eval_formula_rederived(built):
+    """The contest's ``build_sentencepiece_luts`` and ``eval_val`` written again here from their
+    description (seed-techniques §3), in numpy, on the real tokenizer and validation stream, against
+    pgolf's tables and its BpbResult arithmetic."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(built.tokenizer_path))
+    n = sp.vocab_size()
+    base, space, boundary = np.zeros(n, np.int64), np.zeros(n, bool), np.ones(n, bool)
+    for i in range(n):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        if sp.is_byte(i):
+            base[i] = 1
+            continue
+        piece = sp.id_to_piece(i)
+        if piece.startswith("\u2581"):
+            space[i], piece = True, piece[1:]
+        base[i] = len(piece.encode("utf-8"))
+    lut = build_byte_lut(sp, n)
+    assert (lut.base_bytes.numpy() == base).all() and (lut.has_leading_space.numpy() == space).all()
+    assert (lut.is_boundary.numpy() == boundary).all()
+    tokens = np.concatenate(
+        [np.asarray(read_shard(f)) for f in find_shards(built.dataset_dir, "fineweb_val_*")]
+    )
+    prev, tgt = tokens[:-1].astype(np.int64), tokens[1:].astype(np.int64)
+    rng = np.random.default_rng(0)
+    nll = rng.uniform(0.1, 8.0, size=len(tgt))
+    byte_count = float((base[tgt] + (space[tgt] & ~boundary[prev])).sum())
+    val_loss = nll.sum() / len(tgt)  # eval_val: mean loss, bits per token x tokens per byte
+    contest_bpb = (val_loss / math.log(2.0)) * (len(tgt) / byte_count)
+    acc = BpbAccumulator()
+    acc.add(torch.from_numpy(nll), lut.target_bytes(torch.from_numpy(prev), torch.from_numpy(tgt)))
+    r = acc.result()
+    assert r.bytes == byte_count and r.val_loss == pytest.approx(val_loss, rel=1e-12)
+    assert r.val_bpb == pytest.approx(contest_bpb, rel=1e-12)
+
+
+def test_validation_set_and_errors(built, data_root):
+    data = DataConfig(root=str(data_root), dataset="datasets/pgolf_demo_sp1024",
+                      tokenizer="tokenizers/pgolf_demo_1024_bpe.model")  # fmt: skip
+    val = load_validation(data, 1024)
     files = find_shards(built.dataset_dir, "fineweb_val_*")
-    n = sum(len(read_shard(f)) for f in files)
-    val = load_val_tokens(files, 64, 1024)
-    assert len(val) == (n - 1) // 64 * 64 + 1
-    with pytest.raises(Exception, match="shorter than one window"):
-        load_val_tokens(files, n + 10, 1024)
-    with pytest.raises(Exception, match="vocabularies do not match"):
-        load_val_tokens(files, 64, 300)
+    tokens = np.concatenate([np.asarray(read_shard(f)) for f in files])
+    assert val.tokens.tolist() == tokens.tolist() and val.files == files  # untrimmed
+    assert val.sha256 == hashlib.sha256(tokens.astype("<u2").tobytes()).hexdigest()
+    with pytest.raises(DataError, match="shorter than one window"):
+        plain_windows(len(tokens), len(tokens) + 10)
+    with pytest.raises(DataError, match="vocab mismatch"):
+        load_validation(data, 300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 500), seq=st.integers(1, 64), world=st.integers(1, 5))
+def test_plain_plan_scores_every_target_once(n, seq, world):
+    """Over the ranks' shares, each target in [1, floor((n-1)/seq)*seq] is scored exactly once."""
+    if n - 1 < seq:
+        return
+    windows = plain_windows(n, seq)
+    counts = [0] * n
+    for rank in range(world):
+        for w in rank_share(windows, rank, world):
+            for pos in range(w.score_from, w.length):
+                counts[w.start + pos + 1] += 1
+    last = (n - 1) // seq * seq
+    assert counts[1 : last + 1] == [1] * last and sum(counts) == last
+
+
+def test_partially_scored_windows_score_only_their_tail():
+    """Windows that overlap (as sliding windows will) score only [score_from, length): the sums
+    equal a per-token hand computation over exactly those targets."""
+    torch.manual_seed(0)
+    lut = build_byte_lut(ToySP(), vocab_size=10)
+    model = GPT(ModelConfig(vocab_size=10, num_layers=1, model_dim=16, num_heads=2, num_kv_heads=1))
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    stream = torch.randint(0, 10, (30,))
+    windows = [Window(0, 8, 0), Window(4, 8, 4), Window(8, 8, 4), Window(12, 8, 4)]  # targets 1..20
+    cpu = torch.device("cpu")
+    r = score(ModelPredictor(model, cpu), stream, lut, windows, batch_tokens=64, device=cpu)
+    nll, nbytes = 0.0, 0
+    for w in windows:
+        x = stream[w.start : w.start + w.length]
+        logp = F.log_softmax(model.logits(x[None]).double()[0], dim=-1)
+        for t in range(w.score_from, w.length):
+            y = int(stream[w.start + t + 1])
+            nll -= float(logp[t, y].detach())
+            nbytes += int(lut.target_bytes(x[t : t + 1], stream[w.start + t + 1 : w.start + t + 2]))
+    assert r.tokens == 20 and r.bytes == nbytes
+    assert r.loss_sum == pytest.approx(nll, rel=1e-6)

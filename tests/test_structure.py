@@ -3,14 +3,88 @@
 import ast
 from pathlib import Path
 
-from pgolf.artifact import package_dir
+import pytest
+
+from pgolf.pack.size import _imported_modules, package_dir
 
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
+MAX_CLASS_LINES = 250
 
 
 def _modules():
     return sorted(package_dir().rglob("*.py"))
+
+
+def _name(path: Path) -> str:
+    rel = path.relative_to(package_dir()).with_suffix("")
+    parts = ["pgolf", *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph() -> dict[str, set[str]]:
+    """pgolf module -> pgolf modules its import statements name (lazy ones inside functions too)."""
+    return {_name(p): _imported_modules(_name(p), p) - {_name(p)} for p in _modules()}
+
+
+# (importer prefix, forbidden prefixes): DESIGN.md, "Layout"; imports point down the page.
+IMPORT_RULES = [
+    ("pgolf.pack.format", ("pgolf.model", "pgolf.data", "pgolf.train", "pgolf.eval", "pgolf.optim")),
+    ("pgolf.quant.grid", ("pgolf.",)),
+    ("pgolf.eval", ("pgolf.train", "pgolf.pipeline")),
+    ("pgolf.model", ("pgolf.optim", "pgolf.quant", "pgolf.eval", "pgolf.pack", "pgolf.train", "pgolf.data")),
+    ("pgolf.data", ("pgolf.eval", "pgolf.model", "pgolf.train", "pgolf.pack", "pgolf.quant")),
+    ("pgolf.config", ("pgolf.data", "pgolf.model", "pgolf.eval", "pgolf.train", "pgolf.pack", "pgolf.quant")),
+    ("pgolf.quant", ("pgolf.eval", "pgolf.train", "pgolf.pack", "pgolf.data")),
+]
+
+
+@pytest.mark.parametrize(("importer", "forbidden"), IMPORT_RULES)
+def test_imports_point_down(importer, forbidden):
+    graph = _graph()
+    bad = sorted(
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        if m == importer or m.startswith(importer + ".")
+        for t in targets
+        if t.startswith(forbidden)
+    )
+    assert bad == []
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                cycles.append(" -> ".join([*path[path.index(t) :], t]))
+            elif t not in state:
+                visit(t, [*path, t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
+
+
+def test_rule_checker_sees_lazy_imports(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("def f():\n    from pgolf.cli import main\n    import pgolf.plot\n")
+    assert _imported_modules("pgolf.x", f) >= {"pgolf.cli", "pgolf.plot"}
+
+
+def test_classes_are_short():
+    long = []
+    for p in _modules():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ClassDef) and (n := node.end_lineno - node.lineno + 1) > MAX_CLASS_LINES:
+                long.append(f"{p.name}:{node.name} ({n} lines)")
+    assert long == []
 
 
 def test_modules_are_short():

@@ -5,11 +5,14 @@ import math
 import pytest
 import torch
 
-from pgolf.averaging import WeightAverage
-from pgolf.config import ConfigError, ModelConfig, OptimConfig, TrainConfig
-from pgolf.embed import BOS_ID, BigramHash, SmearGate
-from pgolf.model import GPT, MLP, apply_rotary, exclusive_self_attention, ntk_base, rotary_tables
+from pgolf.config import ModelConfig, OptimConfig, TrainConfig
+from pgolf.errors import ConfigError
+from pgolf.model.gpt import GPT
+from pgolf.model.inputs import BigramHash, SmearGate
+from pgolf.model.layers import MLP, apply_rotary, exclusive_self_attention, ntk_base, rotary_tables
 from pgolf.optim import Muon, Optimizers, split_parameters
+from pgolf.train.averaging import WeightAverage
+from pgolf.vocab import BOS_ID
 
 SMALL = {"vocab_size": 64, "num_layers": 4, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2}
 VARIANTS = {
@@ -107,8 +110,12 @@ def test_partial_rope_and_ntk():
     cos, sin = rotary_tables(6, 8, 10_000.0, torch.device("cpu"))
     out = apply_rotary(x, cos, sin)
     assert torch.equal(out[..., 8:], x[..., 8:])  # beyond rope_dims: position-free
-    full_cos, full_sin = rotary_tables(6, 8, 10_000.0, torch.device("cpu"))
-    assert torch.allclose(out[..., :8], apply_rotary(x[..., :8], full_cos, full_sin))
+    # within them: the pair (x_j, x_{j+4}) as a complex number, turned by -t * base^(-2j/8)
+    t = torch.arange(6, dtype=torch.float64)[:, None]
+    theta = t * 10_000.0 ** (-2 * torch.arange(4, dtype=torch.float64) / 8)
+    z = torch.complex(x[..., :4].double(), x[..., 4:8].double()) * torch.exp(-1j * theta)
+    assert torch.allclose(out[..., :4].double(), z.real, atol=1e-5)
+    assert torch.allclose(out[..., 4:8].double(), z.imag, atol=1e-5)
     # seed-techniques §7.9 (derived): base at 2x the trained length is 20,452 (d=64), 22,082 (d=16)
     assert ntk_base(10_000.0, 64, 2048, 1024) == pytest.approx(20_452, abs=1)
     assert ntk_base(10_000.0, 16, 2048, 1024) == pytest.approx(22_082, abs=1)
@@ -209,7 +216,7 @@ def test_bigram_parameters_follow_pr162_groups():
     model = GPT(ModelConfig(**{**SMALL, "bigram_buckets": 97, "smear_gate": True}))
     groups = {k: [n for n, _ in v] for k, v in split_parameters(model).items()}
     assert "bigram.embed.weight" in groups["embed"] and "bigram.proj.weight" in groups["matrix"]
-    assert {"bigram.scale", "smear.gate"} <= set(groups["scalar"])
+    assert {"bigram.scale", "smear.gate"} <= set(groups["control"])
 
 
 @pytest.mark.parametrize(

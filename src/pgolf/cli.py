@@ -11,17 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from pgolf import __version__
-from pgolf.config import all_fields, apply_overrides, field_docs, format_config
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from pgolf.artifact import ArtifactError
-    from pgolf.config import ConfigError
-    from pgolf.data.build import DataBuildError
-    from pgolf.data.fineweb import FetchError
-    from pgolf.data.shards import ShardError
-
-    return (ConfigError, ShardError, ArtifactError, DataBuildError, FetchError, FileNotFoundError)
+from pgolf.config.overrides import apply_overrides, field_docs
+from pgolf.config.run import all_fields, format_config
+from pgolf.errors import PgolfError
 
 
 def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
@@ -104,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seconds=args.seconds if args.seconds is not None else DEMO_SECONDS,
         overrides=collect_overrides(args),
     )
-    return _cap_status(result.size, result.config.track)
+    return _track_status(result.off_track)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -144,46 +136,61 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pgolf import dist
     from pgolf.demo import summary
+    from pgolf.pipeline import run
     from pgolf.presets import get_preset
-    from pgolf.train import train
 
     cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
     try:
-        result = train(cfg, out_dir=args.out or Path("runs") / args.preset, resume=args.resume)
+        result = run(cfg, out_dir=args.out or Path("runs") / args.preset, resume=args.resume)
     finally:
         dist.teardown()
-    if int(os.environ.get("RANK", "0")) == 0:  # the group is gone: ask the launcher
-        print("\n" + summary(result))
-    return _cap_status(result.size, result.config.track)
-
-
-def _cap_status(size, track: str) -> int:
-    """Exit status 1, with the reason on stderr, when an artifact does not fit its track's cap."""
-    if size.fits:
+    if int(os.environ.get("RANK", "0")) != 0:  # the group is gone: ask the launcher
         return 0
-    print(
-        f"pgolf: artifact is over the {track} cap by {-size.headroom:,} bytes "
-        f"(model {size.model_bytes:,} + code {size.code_bytes:,} > {size.cap_bytes:,})",
-        file=sys.stderr,
-    )
-    return 1
+    print("\n" + summary(result))
+    return _track_status(result.off_track)
+
+
+def _track_status(off_track: list[str]) -> int:
+    """Exit status 1, with the reasons on stderr, when a run or an evaluation is off its track
+    (over the byte cap, the training-time cap or the eval-time cap)."""
+    for reason in off_track:
+        print(f"pgolf: off track: {reason}", file=sys.stderr)
+    return 1 if off_track else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pgolf.artifact import SizeReport
-    from pgolf.evaluate import evaluate_artifact
+    from pgolf.eval.artifact import evaluate_artifact
 
-    r = evaluate_artifact(args.artifact, collect_overrides(args))
+    overrides = collect_overrides(args)
+    device = overrides.pop("train.device", "auto")
+    data = eval_cfg = None
+    if overrides:
+        from pgolf.config.run import RunConfig
+        from pgolf.pack.format import read_artifact
+        from pgolf.pack.meta import ArtifactMeta
+
+        meta = ArtifactMeta.from_dict(read_artifact(args.artifact)[1], str(args.artifact))
+        cfg = apply_overrides(RunConfig(data=meta.data, eval=meta.eval), overrides)
+        data, eval_cfg = cfg.data, cfg.eval
+    r = evaluate_artifact(args.artifact, data=data, eval_cfg=eval_cfg, device=device)
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(json.dumps(r.to_dict(), indent=2))
     else:
+        res, size = r.score.result, r.size
+        print("\n".join(r.score.log_lines()))
         print(
-            f"final_int8_zlib_roundtrip_exact val_loss:{r['val_loss']:.8f} val_bpb:{r['val_bpb']:.8f}\n"
-            f"val_tokens:{r['val_tokens']} val_bytes:{r['val_bytes']} eval_time:{r['eval_seconds']:.2f}s\n"
-            f"bytes_model:{r['bytes_model']} bytes_code:{r['bytes_code']} bytes_total:{r['bytes_total']} "
-            f"cap:{r['bytes_cap']} {'fits' if r['fits_cap'] else 'OVER THE CAP'}"
+            f"val_tokens:{res.tokens} val_bytes:{res.bytes} eval_time:{r.score.seconds:.2f}s "
+            f"({', '.join(f'{k} {v:.2f}s' for k, v in r.score.phases.items())})\n"
+            f"bytes_model:{size.model_bytes} bytes_code:{size.code_bytes} (recorded at training) "
+            f"bytes_total:{size.total_bytes} {size.verdict()}"
         )
-    return _cap_status(SizeReport(r["bytes_model"], r["bytes_code"], r["bytes_cap"]), r["track"])
+    if r.code_changed:
+        print(
+            "pgolf: warning: the installed counted code differs from the code this artifact was trained "
+            f"with (sha256 {r.meta.code_sha256[:12]}...); bytes_code is the recorded one",
+            file=sys.stderr,
+        )
+    return _track_status(r.off_track)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -194,7 +201,14 @@ def cmd_config(args: argparse.Namespace) -> int:
             print(f"{name:14s} {' '.join((fn.__doc__ or '').split())}")
         return 0
     cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
-    print(json.dumps(cfg.to_dict(), indent=2) if args.json else format_config(cfg))
+    if args.json:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    from pgolf.estimate import estimate
+
+    print(format_config(cfg))
+    print(f"\n# estimate on track {cfg.track} (before training)")
+    print("\n".join(estimate(cfg).lines()))
     return 0
 
 
@@ -203,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "config": cmd_config}
     try:
         return handler[args.command](args)
-    except _known_errors() as e:
+    except PgolfError as e:
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
 

@@ -7,11 +7,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pgolf.config import RunConfig, apply_overrides
-from pgolf.data.demo import build_demo_dataset
+from pgolf.config.overrides import apply_overrides
+from pgolf.config.run import RunConfig
+from pgolf.data.stdlib_corpus import build_demo_dataset
+from pgolf.pipeline import run
 from pgolf.plot import plot_loss_curve
 from pgolf.presets import get_preset
-from pgolf.train import RunResult, train
+from pgolf.train.result import RunResult
 
 DEMO_SECONDS = 120.0
 """Default training budget of the demo: with data building and evaluation, about 2.5 minutes."""
@@ -28,19 +30,19 @@ def demo_config(data_root: Path, seconds: float, overrides: dict[str, Any]) -> R
 
 
 def summary(result: RunResult) -> str:
-    s = result.size
+    s, label = result.size, result.score.label
     lines = [
         f"preset {result.config.preset} on track {result.config.track}",
         f"parameters            {result.num_params:,}",
         f"steps                 {result.steps} ({result.stopped_by} cap, {result.train_seconds:.1f} s)",
         f"tokens/s (train)      {result.tokens_per_second:,.0f}",
         f"val_bpb pre-quant     {result.pre_quant.val_bpb:.4f}",
-        f"val_bpb int8 roundtrip {result.roundtrip.val_bpb:.4f}  ({result.roundtrip.tokens:,} tokens, "
-        f"{result.roundtrip.bytes:,} bytes, eval {result.eval_seconds:.1f} s)",
+        f"val_bpb {label} round trip {result.roundtrip.val_bpb:.4f}  ({result.roundtrip.tokens:,} tokens, "
+        f"{result.roundtrip.bytes:,} bytes, eval {result.score.seconds:.1f} s)",
         f"artifact bytes        {s.total_bytes:,} = model {s.model_bytes:,} + code {s.code_bytes:,}",
-        f"track cap             {s.cap_bytes:,}: {'fits' if s.fits else 'OVER'} "
-        f"({'headroom' if s.fits else 'excess'} {abs(s.headroom):,} bytes)",
+        f"track caps            {'on track' if result.on_track else 'OFF TRACK'} ({s.verdict()} bytes)",
     ]
+    lines += [f"  off track: {reason}" for reason in result.off_track]
     return "\n".join(lines)
 
 
@@ -55,13 +57,14 @@ def run_demo(*, data_root: Path, out_dir: Path, seconds: float, overrides: dict[
         f"{splits['val']['docs']} val docs / {splits['val']['tokens']:,} tokens",
         flush=True,
     )
-    result = train(demo_config(data_root, seconds, overrides), out_dir=out_dir)
+    result = run(demo_config(data_root, seconds, overrides), out_dir=out_dir)
     png = plot_loss_curve(
         result.history,
         out_dir / "loss_curve.png",
         title=f"pgolf demo: {result.config.preset}, {result.steps} steps, "
-        f"val_bpb {result.roundtrip.val_bpb:.4f} (int8 round trip)",
+        f"val_bpb {result.roundtrip.val_bpb:.4f} ({result.score.label} round trip)",
         val_loss=result.roundtrip.val_loss,
+        label=result.score.label,
     )
     print(
         "\n"

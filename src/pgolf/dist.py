@@ -6,11 +6,14 @@ used when the device is CUDA, gloo otherwise, so the same code runs CPU tests wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from pgolf.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,18 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available")
+            raise ConfigError("train.device=cuda but no CUDA device is available")
         return torch.device("cuda", local_rank)
     if name != "cpu":
-        raise ValueError(f"train.device={name!r}; expected auto, cpu or cuda")
+        raise ConfigError(f"train.device={name!r}; expected auto, cpu or cuda")
     return torch.device("cpu")
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (seed-techniques §5.4); nothing on CPU, where bf16 matmuls are slow."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def setup(device_name: str = "auto") -> DistInfo:

@@ -10,10 +10,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class atomic_file:
     """Open a temp file beside ``path``; on clean exit fsync and rename it over ``path``.
 
-    On error the temp file is removed, so a half-written file never appears under ``path``.
+    On error the temp file is removed, so a half-written file never appears under ``path``. The
+    file gets the mode an ordinary ``open`` would give it (0666 less the umask), not mkstemp's 0600,
+    so artifacts, logs and results are readable by others.
     """
 
     def __init__(self, path: str | os.PathLike, mode: str = "wb") -> None:
@@ -30,6 +38,7 @@ class atomic_file:
         try:
             if exc_type is None:
                 self.f.flush()
+                os.fchmod(self.f.fileno(), 0o666 & ~_umask())
                 os.fsync(self.f.fileno())
             self.f.close()
             if exc_type is None:

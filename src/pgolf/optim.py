@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from pgolf import dist
-from pgolf.config import OptimConfig
-from pgolf.model import is_control
+from pgolf.config.optim import OptimConfig
+from pgolf.model.params import param_role
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
@@ -90,18 +90,10 @@ class Muon(torch.optim.Optimizer):
 
 
 def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Named parameters by optimizer group: matrix (Muon: 2-D block weights and the BigramHash
-    projection), embed (token embedding and BigramHash table), head, scalar (everything else)."""
-    groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "scalar": [], "embed": [], "head": []}
+    """Named parameters by role (``model.params``): matrix (Muon), embed, head, control (Adam)."""
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "control": [], "embed": [], "head": []}
     for name, p in model.named_parameters():
-        if name.startswith(("tok_emb", "bigram.embed")):
-            groups["embed"].append((name, p))
-        elif name.startswith("lm_head"):
-            groups["head"].append((name, p))
-        elif name.startswith(("blocks.", "bigram.proj")) and p.ndim == 2 and not is_control(name):
-            groups["matrix"].append((name, p))
-        else:
-            groups["scalar"].append((name, p))
+        groups[param_role(name, p.ndim)].append((name, p))
     return groups
 
 
@@ -114,7 +106,7 @@ class Optimizers:
         embed_lr = cfg.tied_embed_lr if tied else cfg.embed_lr
         adam_groups = [
             {"params": [p for _, p in groups["embed"]], "lr": embed_lr, "base_lr": embed_lr},
-            {"params": [p for _, p in groups["scalar"]], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr},
+            {"params": [p for _, p in groups["control"]], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr},
         ]
         if groups["head"]:
             adam_groups.append(

@@ -6,9 +6,10 @@ from pathlib import Path
 
 
 def plot_loss_curve(
-    history: list[dict], path: str | Path, *, title: str, val_loss: float | None = None
+    history: list[dict], path: str | Path, *, title: str, val_loss: float | None = None, label: str = ""
 ) -> Path:
-    """Train loss per step (nats/token); optionally the final validation loss as a dashed line."""
+    """Train loss per step (nats/token); optionally the final validation loss (of the ``label``
+    round trip) as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +21,7 @@ def plot_loss_curve(
     ax.plot(steps, [h["train_loss"] for h in history], lw=1.2, label="train loss")
     if val_loss is not None:
         ax.axhline(
-            val_loss, color="tab:red", ls="--", lw=1, label=f"val loss (int8 round trip) {val_loss:.3f}"
+            val_loss, color="tab:red", ls="--", lw=1, label=f"val loss ({label} round trip) {val_loss:.3f}"
         )
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")

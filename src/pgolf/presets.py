@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from pgolf.config import (
-    ConfigError,
     DataConfig,
     EvalConfig,
     ExportConfig,
@@ -18,6 +17,7 @@ from pgolf.config import (
     RunConfig,
     TrainConfig,
 )
+from pgolf.errors import ConfigError
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {}
 
@@ -75,11 +75,13 @@ def baseline_cpu() -> RunConfig:
 
 @preset("debug")
 def debug() -> RunConfig:
-    """Tiny and fast, for tests: 2 layers x 64, seq 64, 30 steps, no wall-clock cap."""
+    """Tiny and fast, for tests: 2 layers x 64, seq 64, 30 steps, no wall-clock cap, on the ``debug``
+    track (no caps, nothing judged, nothing official)."""
     cfg = baseline_cpu()
     return replace(
         cfg,
         preset="debug",
+        track="debug",
         model=ModelConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2),
         train=replace(
             cfg.train, seq_len=64, batch_tokens=1024, iterations=30, max_wallclock_seconds=0.0, log_every=10

@@ -1,23 +1,60 @@
-"""Tracks: the caps a run is judged by (DESIGN.md, Tracks)."""
+"""Tracks: the caps a run is judged by (DESIGN.md, Tracks).
+
+A run is *on track* only if its configured training cap is set and within the track's, its measured
+training and evaluation times are within the track's, and its artifact fits the byte cap. The
+``debug`` track has no caps at all: nothing is judged on it and nothing on it is official.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class ConfigError(ValueError):
-    """A config value, key or combination is not acceptable; the message names the field."""
+from pgolf.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
 class Track:
-    """The caps a run is judged by (DESIGN.md, Tracks)."""
-
     name: str
     hardware: str
     train_seconds: float
+    """Training-time cap in seconds; 0: uncapped (debug only)."""
     eval_seconds: float
+    """Evaluation-time cap in seconds; 0: uncapped (debug only)."""
     artifact_cap_bytes: int
+    """Cap on artifact file + counted code bytes (decimal); 0: uncapped (debug only)."""
+
+    @property
+    def official(self) -> bool:
+        return bool(self.train_seconds and self.eval_seconds and self.artifact_cap_bytes)
+
+    def judge_train(self, configured_seconds: float, measured_seconds: float) -> list[str]:
+        """Reasons a training run is off this track (empty: on track)."""
+        if not self.train_seconds:
+            return []
+        reasons = []
+        if not configured_seconds or configured_seconds > self.train_seconds:
+            reasons.append(
+                f"train.max_wallclock_seconds={configured_seconds:g} is not within the {self.name} track's "
+                f"{self.train_seconds:g} s training cap"
+            )
+        if measured_seconds > self.train_seconds:
+            reasons.append(f"training took {measured_seconds:.2f} s, over the {self.train_seconds:g} s cap")
+        return reasons
+
+    def judge_eval(self, seconds: float) -> list[str]:
+        if self.eval_seconds and seconds > self.eval_seconds:
+            return [
+                f"evaluation took {seconds:.2f} s, over the {self.name} track's {self.eval_seconds:g} s cap"
+            ]
+        return []
+
+    def judge_bytes(self, total_bytes: int) -> list[str]:
+        if self.artifact_cap_bytes and total_bytes > self.artifact_cap_bytes:
+            return [
+                f"artifact + code is {total_bytes:,} bytes, over the {self.name} track's "
+                f"{self.artifact_cap_bytes:,} byte cap by {total_bytes - self.artifact_cap_bytes:,}"
+            ]
+        return []
 
 
 TRACKS: dict[str, Track] = {
@@ -35,6 +72,7 @@ TRACKS: dict[str, Track] = {
         eval_seconds=300.0,
         artifact_cap_bytes=2_000_000,
     ),
+    "debug": Track(name="debug", hardware="any", train_seconds=0.0, eval_seconds=0.0, artifact_cap_bytes=0),
 }
 
 

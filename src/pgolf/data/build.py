@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pgolf.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from pgolf.data.shards import write_shard
+from pgolf.errors import DataBuildError
 from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
+from pgolf.vocab import BOS_ID
 
-BOS_ID = 1
-MANIFEST_FORMAT = "pgolf-dataset-v1"
 SELECTION_RULE = (
     "documents deduplicated by exact text; ordered by sha256 of their UTF-8 text; "
     "the first val_docs documents of that order form the validation split, the rest train"
@@ -46,10 +47,6 @@ SP_SETTINGS = {
     "unk_id": 3,
 }
 SHARD_TOKENS = 100_000_000
-
-
-class DataBuildError(ValueError):
-    """Input documents cannot be turned into a dataset; the message names the input."""
 
 
 @dataclass(frozen=True)
@@ -213,23 +210,10 @@ def build_dataset(
     overlap = set(manifest["splits"]["val"]["doc_sha256"]) & set(manifest["splits"]["train"]["doc_sha256"])
     if overlap:  # impossible by construction; checked so a future change cannot break it silently
         raise DataBuildError(f"train/val overlap of {len(overlap)} documents")
-    write_json_atomic(folder / "manifest.json", manifest)
+    write_json_atomic(folder / MANIFEST_NAME, manifest)
     return BuiltDataset(folder, tok_path, manifest)
 
 
 def dataset_dir_name(name: str, vocab_size: int) -> str:
     """The contest's naming: ``fineweb10B`` + ``sp1024`` -> ``fineweb10B_sp1024``."""
     return f"{name}_sp{vocab_size}"
-
-
-def load_manifest(dataset_dir: str | os.PathLike) -> dict:
-    path = Path(dataset_dir) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataBuildError(f"{path}: manifest not found") from None
-    except json.JSONDecodeError as e:
-        raise DataBuildError(f"{path}: invalid JSON ({e.msg})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise DataBuildError(f"{path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    return manifest

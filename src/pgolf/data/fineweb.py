@@ -23,14 +23,11 @@ from pathlib import Path
 from typing import Protocol
 
 from pgolf.data.shards import read_header
+from pgolf.errors import FetchError
 from pgolf.fileio import atomic_file
 
 REPO_ID = "willdepueoai/parameter-golf"
 REMOTE_PREFIX = "datasets"
-
-
-class FetchError(RuntimeError):
-    """The export cannot be fetched (offline, missing file, bad manifest, size mismatch)."""
 
 
 class HubClient(Protocol):

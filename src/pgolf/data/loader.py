@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgolf.data.shards import ShardError, read_header, read_shard
+from pgolf.data.shards import check_token_ids, read_header, read_shard
+from pgolf.errors import ShardError
 
 
 class TokenStream:
@@ -32,11 +33,7 @@ class TokenStream:
 
     def _load(self, idx: int) -> np.ndarray:
         tokens = read_shard(self.files[idx])
-        if len(tokens) and int(tokens.max()) >= self.vocab_size:
-            raise ShardError(
-                f"{self.files[idx]}: token id {int(tokens.max())} >= model.vocab_size={self.vocab_size} "
-                "(tokenizer and model vocabularies do not match)"
-            )
+        check_token_ids(tokens, self.vocab_size, str(self.files[idx]))
         return tokens
 
     def take(self, n: int) -> np.ndarray:

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgolf.config import ConfigError, DataConfig
+from pgolf.config.data import DataConfig
+from pgolf.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,10 @@ def load_tokenizer(path: Path, vocab_size: int):
     import sentencepiece as spm
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: tokenizer model not found (set data.tokenizer / data.root)")
+        raise DataError(f"{path}: tokenizer model not found (set data.tokenizer / data.root)")
     sp = spm.SentencePieceProcessor(model_file=str(path))
     if sp.vocab_size() > vocab_size:
-        raise ConfigError(
+        raise DataError(
             f"vocab mismatch: tokenizer {path} has {sp.vocab_size()} pieces but model.vocab_size={vocab_size}"
         )
     return sp

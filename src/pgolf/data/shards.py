@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pgolf.errors import ShardError
 from pgolf.fileio import atomic_file
 
 MAGIC = 20240520
@@ -18,10 +19,6 @@ VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAX_TOKENS = 2**31 - 1
-
-
-class ShardError(ValueError):
-    """A shard file is missing, corrupt, truncated or of the wrong format; the message names it."""
 
 
 def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
@@ -92,3 +89,12 @@ def find_shards(folder: str | os.PathLike, pattern: str) -> list[Path]:
     if not files:
         raise ShardError(f"{folder}: no files match {pattern!r}")
     return files
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int, source: str) -> None:
+    """Every id must index the model's embedding: the tokenizer and the model must agree."""
+    if len(tokens) and int(tokens.max()) >= vocab_size:
+        raise ShardError(
+            f"{source}: token id {int(tokens.max())} >= model.vocab_size={vocab_size} "
+            "(tokenizer and model vocabularies do not match)"
+        )

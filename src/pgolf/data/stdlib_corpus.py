@@ -20,13 +20,9 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-from pgolf.data.build import (
-    BuiltDataset,
-    DataBuildError,
-    build_dataset,
-    dataset_dir_name,
-    load_manifest,
-)
+from pgolf.data.build import BuiltDataset, build_dataset, dataset_dir_name
+from pgolf.data.manifest import load_manifest
+from pgolf.errors import DataError
 
 MIN_CHARS = 400
 """Modules with less prose than this are skipped (mostly tiny ``__init__`` files)."""
@@ -150,7 +146,7 @@ def build_demo_dataset(
     if not force and (folder / "manifest.json").exists():
         try:
             manifest = load_manifest(folder)
-        except DataBuildError:
+        except DataError:
             manifest = {}
         tok = out_root / manifest.get("tokenizer", {}).get("path", "missing")
         same = {k: v for k, v in manifest.get("source", {}).items() if k != "corpus_sha256"} == source

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pgolf.config import TrainConfig
+from pgolf.config.train import TrainConfig
 
 
 class WeightAverage:

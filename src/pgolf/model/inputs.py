@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BOS_ID = 1
+from pgolf.vocab import BOS_ID
 
 
 class BigramHash(nn.Module):

@@ -1,18 +1,15 @@
-"""Tokenizer-agnostic bits per byte (seed-techniques §3).
+"""Byte tables of a SentencePiece tokenizer: how many UTF-8 bytes each scored token stands for
+(seed-techniques §3), the denominator of val_bpb.
 
 For target y_t whose preceding (input) token is p_t:
     bytes_t = base_bytes[y_t] + [has_leading_space[y_t] and not is_boundary[p_t]]
-    val_loss = sum(nll_t) / sum(1)          (nats per token)
-    val_bpb  = sum(nll_t) / (ln 2 * sum(bytes_t))
 Control, unknown and unused pieces (BOS, EOS, PAD) are 0 bytes and are boundaries; byte-fallback
 pieces ``<0xNN>`` are 1 byte; any other piece is the UTF-8 length of its text after stripping one
 leading "▁" (U+2581), which instead becomes a space byte unless the previous token is a boundary.
-Sums are float64 and are all-reduced over ranks.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -55,39 +52,3 @@ def build_byte_lut(sp, vocab_size: int = 0) -> ByteLUT:
             piece = piece[1:]
         base[i] = len(piece.encode("utf-8"))
     return ByteLUT(base, space, boundary)
-
-
-class BpbAccumulator:
-    """Float64 sums of NLL, scored tokens and bytes, kept on the device (no per-batch sync)."""
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
-
-    def add(self, nll: torch.Tensor, nbytes: torch.Tensor) -> None:
-        """Add per-token NLL (nats) and per-token byte counts of the same scored positions."""
-        self.sums[0] += nll.detach().to(torch.float64).sum()
-        self.sums[1] += nll.numel()
-        self.sums[2] += nbytes.to(torch.float64).sum()
-
-    def result(self) -> BpbResult:
-        loss, tokens, nbytes = (float(x) for x in self.sums.cpu())
-        return BpbResult(loss_sum=loss, tokens=int(tokens), bytes=int(nbytes))
-
-
-@dataclass(frozen=True)
-class BpbResult:
-    loss_sum: float
-    tokens: int
-    bytes: int
-
-    @property
-    def val_loss(self) -> float:
-        return self.loss_sum / self.tokens
-
-    @property
-    def val_bpb(self) -> float:
-        return self.loss_sum / (math.log(2) * self.bytes)
-
-    @property
-    def tokens_per_byte(self) -> float:
-        return self.tokens / self.bytes

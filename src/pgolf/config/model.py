@@ -1,0 +1,138 @@
+"""The model's schema: shape and every architectural technique (seed-techniques §5, §7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pgolf.config.base import non_negative, positive
+from pgolf.errors import ConfigError
+
+MLP_ACTIVATIONS = ("relu2", "leaky_relu2", "swiglu")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    SECTION: ClassVar[str] = "model"
+
+    vocab_size: int = 1024
+    """Rows of the token embedding; must be at least the tokenizer's vocabulary size."""
+    num_layers: int = 9
+    """Transformer blocks; the first half (rounded down) are U-Net encoders, the rest decoders."""
+    model_dim: int = 512
+    """Width of the residual stream."""
+    num_heads: int = 8
+    """Query heads; head_dim = model_dim / num_heads and must be even (RoPE)."""
+    num_kv_heads: int = 4
+    """Key/value heads (grouped-query attention); must divide num_heads."""
+    mlp_mult: float = 2.0
+    """MLP hidden width = int(mlp_mult * model_dim)."""
+    tie_embeddings: bool = True
+    """Use the token embedding as the output head."""
+    rope_base: float = 10_000.0
+    """RoPE base frequency."""
+    logit_softcap: float = 30.0
+    """Logits are c * tanh(z / c) with this c."""
+    qk_gain_init: float = 1.5
+    """Initial per-head gain applied to RMS-normalised queries."""
+    tied_embed_init_std: float = 0.005
+    """Std of the normal init of the (tied) token embedding."""
+    mlp_activation: str = "relu2"
+    """relu2 (relu(u)^2), leaky_relu2 (LeakyReLU(0.5)(u)^2) or swiglu (hidden = 2/3 of the width, rounded up
+    to a multiple of 64, so parameters match relu2 at the same mlp_mult)."""
+    smear_gate: bool = False
+    """SmearGate: blend each position's normalised embedding with the previous one's (never across BOS)."""
+    smear_gate_init: float = 0.0
+    """Initial SmearGate logit g; the previous token's weight starts at sigmoid(g) (0.5 at g=0)."""
+    bigram_buckets: int = 0
+    """BigramHash buckets (0: off): a hashed (previous, current) token embedding added to the input."""
+    bigram_dim: int = 128
+    """Width of the BigramHash table before its projection to model_dim."""
+    ortho_init: bool = False
+    """Orthogonal init of non-zero-init Linears with both dims >= 64; '.proj' ones also x 1/sqrt(2L)."""
+    xsa_last_n: int = 0
+    """Exclusive self-attention in the last N layers: remove each output's component along its own value."""
+    rope_dims: int = 0
+    """Rotate only the first rope_dims of each head (0: all of head_dim)."""
+    ln_scale: bool = False
+    """Scale block i's normalised attention/MLP inputs by 1/sqrt(i+1)."""
+    rope_ntk_seq_len: int = 0
+    """If > 0, sequences longer than this rescale the RoPE base NTK-style: base * s^(d/(d-2)), s = T/this."""
+    recurrent_blocks: int = 0
+    """If > 0: this many unique blocks looped num_layers/recurrent_blocks times, with per-loop AdaLN."""
+    loop_start: int = 0
+    """First layer of the looped middle range [loop_start, loop_end) (used when loop_repeats > 0)."""
+    loop_end: int = 0
+    """End (exclusive) of the looped middle range."""
+    loop_repeats: int = 0
+    """Extra passes over [loop_start, loop_end) once looping is on (see train.loop_from_frac)."""
+
+    def __post_init__(self) -> None:
+        positive(self, "vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads")
+        non_negative(self, "bigram_buckets", "xsa_last_n", "rope_dims", "rope_ntk_seq_len")
+        non_negative(self, "recurrent_blocks", "loop_start", "loop_end", "loop_repeats")
+        self._check_layers()
+        if self.model_dim % self.num_heads:
+            raise ConfigError(
+                f"model.num_heads={self.num_heads} must divide model.model_dim={self.model_dim}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"model.num_kv_heads={self.num_kv_heads} must divide model.num_heads={self.num_heads}"
+            )
+        if (self.model_dim // self.num_heads) % 2:
+            raise ConfigError(
+                f"head_dim = model.model_dim/model.num_heads = {self.model_dim // self.num_heads} "
+                "must be even for RoPE"
+            )
+        if self.vocab_size > 65_536:
+            raise ConfigError(f"model.vocab_size={self.vocab_size} exceeds the uint16 shard format (65536)")
+        if int(self.mlp_mult * self.model_dim) < 1:
+            raise ConfigError(f"model.mlp_mult={self.mlp_mult} gives an empty MLP")
+        if self.logit_softcap <= 0:
+            raise ConfigError(f"model.logit_softcap must be > 0, got {self.logit_softcap}")
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            raise ConfigError(
+                f"model.mlp_activation={self.mlp_activation!r}; expected one of {MLP_ACTIVATIONS}"
+            )
+        if self.bigram_buckets == 1 or (self.bigram_buckets and self.bigram_dim < 1):
+            raise ConfigError("model.bigram_buckets must be 0 or >= 2, with model.bigram_dim >= 1")
+        if self.rope_dims % 2 or self.rope_dims > self.head_dim:
+            raise ConfigError(
+                f"model.rope_dims={self.rope_dims} must be even and <= head_dim={self.head_dim}"
+            )
+        if self.rope_ntk_seq_len and self.rotary_dims <= 2:
+            raise ConfigError("model.rope_ntk_seq_len needs more than 2 rotary dims (exponent d/(d-2))")
+
+    def _check_layers(self) -> None:
+        if self.xsa_last_n > self.num_layers:
+            raise ConfigError(
+                f"model.xsa_last_n={self.xsa_last_n} exceeds model.num_layers={self.num_layers}"
+            )
+        if self.recurrent_blocks and self.num_layers % self.recurrent_blocks:
+            raise ConfigError(
+                f"model.recurrent_blocks={self.recurrent_blocks} must divide "
+                f"model.num_layers={self.num_layers}"
+            )
+        if self.loop_repeats:
+            if not 0 <= self.loop_start < self.loop_end <= self.num_layers:
+                raise ConfigError(
+                    f"model.loop_start={self.loop_start} / model.loop_end={self.loop_end} must satisfy "
+                    f"0 <= loop_start < loop_end <= model.num_layers={self.num_layers}"
+                )
+            if self.recurrent_blocks:
+                raise ConfigError("model.loop_repeats and model.recurrent_blocks cannot be combined")
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    @property
+    def rotary_dims(self) -> int:
+        return self.rope_dims or self.head_dim
+
+    @property
+    def mlp_hidden(self) -> int:
+        if self.mlp_activation == "swiglu":  # seed-techniques §7.2: parameter-matched to relu^2
+            return -(-int(2 * self.mlp_mult * self.model_dim / 3) // 64) * 64
+        return int(self.mlp_mult * self.model_dim)

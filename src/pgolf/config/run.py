@@ -1,0 +1,98 @@
+"""``RunConfig``: one frozen schema per concern, composed, with its dict form.
+
+Every section is a ``@dataclass(frozen=True, kw_only=True)`` whose fields carry attribute docstrings
+(read by ``config.overrides`` for ``--help``); cross-field checks live in ``__post_init__`` and
+raise ``ConfigError`` naming the field. Defaults reproduce the contest's naive baseline
+(seed-techniques §5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgolf.config.data import DataConfig
+from pgolf.config.eval import EvalConfig
+from pgolf.config.model import ModelConfig
+from pgolf.config.optim import OptimConfig
+from pgolf.config.pack import ExportConfig
+from pgolf.config.train import TrainConfig
+from pgolf.errors import ConfigError
+from pgolf.tracks import get_track
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "optim": OptimConfig,
+    "eval": EvalConfig,
+    "export": ExportConfig,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    preset: str = "baseline"
+    """Name of the preset this config came from (informational)."""
+    track: str = "10min-16mb"
+    """Track whose caps the run is judged by."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        get_track(self.track)
+
+    @property
+    def eval_seq_len(self) -> int:
+        return self.eval.seq_len or self.train.seq_len
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_from_dict(d: dict[str, Any]) -> RunConfig:
+    """Inverse of ``RunConfig.to_dict``; unknown keys are errors."""
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        if key not in top:
+            raise ConfigError(f"unknown config key {key!r}")
+        kwargs[key] = section_from_dict(key, value) if key in SECTIONS else value
+    return RunConfig(**kwargs)
+
+
+def section_from_dict(name: str, value: dict[str, Any]) -> Any:
+    """One section from its dict form; unknown keys are errors naming the section."""
+    cls = SECTIONS[name]
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section {name} must be a mapping, got {type(value).__name__}")
+    extra = set(value) - {f.name for f in dataclasses.fields(cls)}
+    if extra:
+        raise ConfigError(f"unknown config keys in {name}: {sorted(extra)}")
+    return cls(**value)
+
+
+def all_fields() -> list[str]:
+    """Every dotted config key, in declaration order."""
+    out = []
+    for f in dataclasses.fields(RunConfig):
+        if f.name in SECTIONS:
+            out += [f"{f.name}.{g.name}" for g in dataclasses.fields(SECTIONS[f.name])]
+        else:
+            out.append(f.name)
+    return out
+
+
+def format_config(cfg: RunConfig) -> str:
+    """``key: value`` lines, one per dotted field (the log's Hyperparameters block)."""
+    lines = []
+    for key in all_fields():
+        section, _, name = key.rpartition(".")
+        obj = getattr(cfg, section) if section else cfg
+        lines.append(f"{key}: {getattr(obj, name)}")
+    return "\n".join(lines)

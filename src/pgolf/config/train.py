@@ -1,0 +1,68 @@
+"""The training run's schema: batch, length, caps, checkpoints, weight averaging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pgolf.config.base import non_negative, positive
+from pgolf.errors import ConfigError
+
+AVERAGING = ("none", "ema", "swa")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    SECTION: ClassVar[str] = "train"
+
+    seq_len: int = 1024
+    """Training sequence length in tokens."""
+    batch_tokens: int = 524_288
+    """Tokens per optimizer step, summed over all ranks and micro-batches."""
+    microbatches: int = 8
+    """Micro-batches per step over all ranks; each rank accumulates microbatches / world_size."""
+    iterations: int = 20_000
+    """Maximum optimizer steps."""
+    max_wallclock_seconds: float = 600.0
+    """Training-time cap in seconds (validation excluded); 0 disables it."""
+    warmup_steps: int = 20
+    """Untimed priming steps (torch.compile warm-up) whose effect is undone before timing starts."""
+    val_every: int = 1000
+    """Validate every N steps (0: only at the end)."""
+    log_every: int = 200
+    """Log the train loss every N steps."""
+    seed: int = 1337
+    """Seed of the model initialisation (the data order does not depend on it)."""
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every N steps (0: never)."""
+    compile: bool = True
+    """torch.compile the model and Newton-Schulz on CUDA (ignored on CPU, which runs eager)."""
+    device: str = "auto"
+    """auto (CUDA if available), cuda or cpu."""
+    loop_from_frac: float = 0.0
+    """Fraction of the run (wall clock, else steps) after which the model's middle-range loop turns on."""
+    averaging: str = "none"
+    """Weight averaging applied to the exported weights: none, ema or swa."""
+    ema_decay: float = 0.997
+    """EMA: ema <- d * ema + (1 - d) * w after every step (fp32 shadow)."""
+    swa_every: int = 50
+    """SWA: add a snapshot every N steps once the LR multiplier is below swa_start_lr_mul."""
+    swa_start_lr_mul: float = 0.5
+    """SWA collects only while the LR multiplier is below this (the second half of the warmdown at 0.5)."""
+
+    def __post_init__(self) -> None:
+        positive(self, "seq_len", "batch_tokens", "microbatches", "iterations")
+        non_negative(self, "max_wallclock_seconds", "warmup_steps", "val_every", "log_every")
+        non_negative(self, "checkpoint_every")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device={self.device!r}; expected auto, cpu or cuda")
+        if self.averaging not in AVERAGING:
+            raise ConfigError(f"train.averaging={self.averaging!r}; expected one of {AVERAGING}")
+        if not 0.0 <= self.loop_from_frac <= 1.0 or not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError("train.loop_from_frac must be in [0, 1] and train.ema_decay in (0, 1)")
+        positive(self, "swa_every")
+        if self.batch_tokens % (self.microbatches * self.seq_len):
+            raise ConfigError(
+                f"train.batch_tokens={self.batch_tokens} must be a multiple of "
+                f"train.microbatches * train.seq_len = {self.microbatches * self.seq_len}"
+            )

@@ -1,0 +1,130 @@
+"""Scoring from the artifact alone: rebuild the model from the file, score it, judge it.
+
+What ``pgolf eval`` runs and what a run's round trip runs. The official score uses the
+validation data and window length recorded in the artifact; scoring other data (a different
+stream, tokenizer or length) is allowed but labelled unofficial and never printed with the
+contest's final line. Byte accounting uses the code bytes recorded at training, with a warning
+when the installed counted code differs from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pgolf import dist
+from pgolf.config.data import DataConfig
+from pgolf.config.eval import EvalConfig
+from pgolf.data.valset import ValidationSet, load_validation
+from pgolf.errors import ArtifactError, DataError
+from pgolf.eval.predict import ModelPredictor
+from pgolf.eval.score import EvalClock, ScoreReport, score
+from pgolf.eval.windows import plain_windows
+from pgolf.model.gpt import GPT
+from pgolf.pack.format import read_artifact
+from pgolf.pack.meta import ArtifactMeta
+from pgolf.pack.size import SizeReport, code_sha256
+from pgolf.quant.export import dequantize_state_dict
+from pgolf.tracks import get_track
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    model: GPT
+    meta: ArtifactMeta
+    file_bytes: int
+
+
+def load_artifact(path: str | Path, device: torch.device) -> LoadedArtifact:
+    """Rebuild the model from the artifact alone: config and weights come from the file."""
+    entries, raw_meta = read_artifact(path)
+    meta = ArtifactMeta.from_dict(raw_meta, str(path))
+    try:
+        model = GPT(meta.model)
+        model.load_state_dict(dequantize_state_dict(entries), strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{path}: weights do not fit the model config stored in it ({e})") from None
+    model.looping = meta.looping
+    return LoadedArtifact(model.to(device), meta, Path(path).stat().st_size)
+
+
+def score_loaded(
+    loaded: LoadedArtifact,
+    valset: ValidationSet,
+    eval_cfg: EvalConfig,
+    device: torch.device,
+    clock: EvalClock,
+) -> ScoreReport:
+    """Score a loaded artifact on ``valset`` with plain windows of ``eval_cfg.seq_len``."""
+    meta = loaded.meta
+    if valset.tokenizer_sha256 != meta.tokenizer_sha256:
+        raise DataError(
+            f"{valset.tokenizer_path} is not the tokenizer the artifact was trained with (sha256 differs)"
+        )
+    with clock.phase("score"):
+        r = score(
+            ModelPredictor(loaded.model, device),
+            valset.tokens,
+            valset.lut,
+            plain_windows(valset.tokens.numel(), eval_cfg.seq_len),
+            batch_tokens=eval_cfg.batch_tokens,
+            device=device,
+        )
+    notes = []
+    if valset.sha256 != meta.val_sha256:
+        notes.append(
+            f"validation tokens differ from the artifact's ({valset.tokens.numel()} vs {meta.val_tokens})"
+        )
+    if eval_cfg.seq_len != meta.eval.seq_len:
+        notes.append(f"eval.seq_len {eval_cfg.seq_len} differs from the artifact's {meta.eval.seq_len}")
+    return ScoreReport(r, dict(clock.phases), meta.label, official=not notes, note="; ".join(notes))
+
+
+@dataclass(frozen=True)
+class ArtifactEval:
+    """``pgolf eval``'s report: the score, the bytes (with the code recorded at training), and the
+    reasons the evaluation is off its track, if any."""
+
+    path: Path
+    meta: ArtifactMeta
+    score: ScoreReport
+    size: SizeReport
+    code_changed: bool
+    off_track: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "artifact": str(self.path),
+            "preset": self.meta.preset,
+            "track": self.meta.track,
+            **self.score.to_dict(),
+            **self.size.to_dict(),
+            "code_sha256": self.meta.code_sha256,
+            "code_changed_since_training": self.code_changed,
+            "on_track": not self.off_track,
+            "off_track": self.off_track,
+        }
+
+
+def evaluate_artifact(
+    path: str | Path,
+    *,
+    data: DataConfig | None = None,
+    eval_cfg: EvalConfig | None = None,
+    device: str = "auto",
+) -> ArtifactEval:
+    """Score an artifact with the data and eval settings recorded in it, or with the ones given."""
+    info = dist.setup(device)
+    sync = torch.cuda.synchronize if info.device.type == "cuda" else (lambda: None)
+    clock = EvalClock(sync)
+    with clock.phase("load"):
+        loaded = load_artifact(path, info.device)
+    meta = loaded.meta
+    valset = load_validation(data or meta.data, meta.model.vocab_size)
+    report = score_loaded(loaded, valset, eval_cfg or meta.eval, info.device, clock)
+    track = get_track(meta.track)
+    size = SizeReport(loaded.file_bytes, meta.code_bytes, track.artifact_cap_bytes)
+    off = track.judge_eval(report.seconds) + track.judge_bytes(size.total_bytes)
+    return ArtifactEval(Path(path), meta, report, size, code_sha256() != meta.code_sha256, off)

@@ -1,0 +1,42 @@
+"""Window plans: which inputs each forward sees and which of its targets it scores.
+
+A window ``w`` reads input tokens ``[w.start, w.start + w.length)`` and predicts the targets one
+token later; it scores the targets at positions ``[w.score_from, w.length)``. A plan is valid when
+every target it claims to score is scored by exactly one window (a test checks that property).
+
+``plain_windows`` is the contest's non-overlapping evaluation (seed-techniques §3.3): the stream of
+M tokens is cut into floor((M-1)/T) windows of T; window i predicts tokens [iT+1, (i+1)T], and the
+tail that does not fill a window is not scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgolf.errors import DataError
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    length: int
+    score_from: int = 0
+
+    @property
+    def scored(self) -> int:
+        return self.length - self.score_from
+
+
+def plain_windows(n_tokens: int, seq_len: int) -> list[Window]:
+    n = (n_tokens - 1) // seq_len
+    if n <= 0:
+        raise DataError(
+            f"validation data ({n_tokens} tokens) is shorter than one window of seq_len={seq_len} + 1"
+        )
+    return [Window(i * seq_len, seq_len) for i in range(n)]
+
+
+def rank_share(windows: list[Window], rank: int, world: int) -> list[Window]:
+    """Contiguous share of rank ``rank``; the shares partition ``windows``."""
+    n = len(windows)
+    return windows[n * rank // world : n * (rank + 1) // world]

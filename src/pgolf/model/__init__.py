@@ -1,0 +1,1 @@
+"""The model: topology (``gpt``), layers, input mixers (``inputs``) and parameter roles (``params``)."""

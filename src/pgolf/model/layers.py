@@ -1,0 +1,127 @@
+"""The baseline transformer's layers (seed-techniques §5) and their technique options (§7).
+
+Attention RMS-normalises q and k per head (no gain), applies RoPE (half-split convention) and a
+learned per-head query gain, and uses grouped-query SDPA; the MLP is relu² unless configured
+otherwise; a block mixes its input with x0 (``resid_mix``), then adds scaled attention and MLP
+outputs. All parameters are fp32; on CUDA the forward runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf.config.model import ModelConfig
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def rotary_tables(seq_len: int, rot_dims: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos, sin of shape (T, rot_dims/2): theta[t, j] = t * base^(-2j/rot_dims)."""
+    inv_freq = base ** (-torch.arange(0, rot_dims, 2, dtype=torch.float32, device=device) / rot_dims)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def ntk_base(base: float, rot_dims: int, seq_len: int, trained_len: int) -> float:
+    """NTK-aware rescale for sequences longer than ``trained_len`` (0: never):
+    base' = base * s^(d/(d-2)), s = seq_len/trained_len (seed-techniques §7.9)."""
+    if not trained_len or seq_len <= trained_len:
+        return base
+    return base * (seq_len / trained_len) ** (rot_dims / (rot_dims - 2))
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Half-split RoPE on the first 2*cos.size(-1) dims of x (B, H, T, D): within them
+    [x1 cos + x2 sin, -x1 sin + x2 cos]; the remaining dims pass through (partial RoPE)."""
+    rd = 2 * cos.size(-1)
+    rot, rest = x[..., :rd], x[..., rd:]
+    x1, x2 = rot[..., : rd // 2], rot[..., rd // 2 :]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
+
+
+def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
+    """XSA (arXiv:2603.09078; seed-techniques §7.6): y_h <- y_h - <y_h, v^_g> v^_g, where g is head h's
+    KV group and v^ = v/|v| is the token's own value, so a layer adds only what is orthogonal to the
+    token itself. GQA-aware by reshaping, without repeat_interleave.
+    y: (B, H, T, D); v: (B, KV, T, D)."""
+    b, h, t, d = y.shape
+    kv = v.size(1)
+    yg = y.view(b, kv, h // kv, t, d)
+    vn = F.normalize(v, dim=-1).unsqueeze(2)  # (B, KV, 1, T, D)
+    return (yg - (yg * vn).sum(-1, keepdim=True) * vn).view(b, h, t, d)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, xsa: bool = False) -> None:
+        super().__init__()
+        self.xsa = xsa
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        kv_dim = cfg.num_kv_heads * cfg.head_dim
+        self.c_q = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.c_k = nn.Linear(cfg.model_dim, kv_dim, bias=False)
+        self.c_v = nn.Linear(cfg.model_dim, kv_dim, bias=False)
+        self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.proj.zero_init = True
+        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
+        v = self.c_v(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[None, :, None, None]
+        k = apply_rotary(rms_norm(k), cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads
+        )
+        if self.xsa:
+            y = exclusive_self_attention(y, v)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    """relu2: relu(u)^2 (baseline); leaky_relu2: LeakyReLU(0.5)(u)^2 (records 2026-03-23);
+    swiglu: proj(silu(gate x) * up x) (swapp1990). u = fc x; proj is zero-initialised."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind = cfg.mlp_activation
+        if self.kind == "swiglu":
+            self.gate = nn.Linear(cfg.model_dim, cfg.mlp_hidden, bias=False)
+            self.up = nn.Linear(cfg.model_dim, cfg.mlp_hidden, bias=False)
+        else:
+            self.fc = nn.Linear(cfg.model_dim, cfg.mlp_hidden, bias=False)
+        self.proj = nn.Linear(cfg.mlp_hidden, cfg.model_dim, bias=False)
+        self.proj.zero_init = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "swiglu":
+            return self.proj(F.silu(self.gate(x)) * self.up(x))
+        u = self.fc(x)
+        h = F.relu(u) if self.kind == "relu2" else F.leaky_relu(u, 0.5)
+        return self.proj(h.square())
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, index: int = 0, xsa: bool = False) -> None:
+        super().__init__()
+        # LN scale (records 2026-03-21): block i's normalised inputs x 1/sqrt(i+1)
+        self.ln_mult = 1 / math.sqrt(index + 1) if cfg.ln_scale else 1.0
+        self.attn = Attention(cfg, xsa)
+        self.mlp = MLP(cfg)
+        self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_mult, cos, sin)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_mult)

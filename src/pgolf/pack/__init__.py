@@ -1,0 +1,1 @@
+"""Packing: the artifact format, codecs, its meta schema and the size accounting."""

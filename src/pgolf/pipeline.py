@@ -1,0 +1,112 @@
+"""``run(cfg)``: train -> pack -> round-trip score -> judge. What ``pgolf train`` runs, and, with
+``eval.artifact``, the entry point of the counted code.
+
+The reported score is the round trip: the artifact written to disk, read back into a new model with
+nothing from training, and scored on the validation set. The run is judged against its track: the
+configured and measured training time, the evaluation time and the bytes; anything outside a cap
+is recorded in ``result.json`` as off track.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from pgolf import __version__, dist
+from pgolf.config.run import RunConfig
+from pgolf.eval.artifact import load_artifact, score_loaded
+from pgolf.eval.score import EvalClock, ScoreReport
+from pgolf.fileio import write_json_atomic
+from pgolf.model.params import count_parameters
+from pgolf.pack.format import write_artifact
+from pgolf.pack.meta import ArtifactMeta
+from pgolf.pack.size import SizeReport, code_bytes, code_sha256
+from pgolf.quant.export import SCHEME, quantize_state_dict
+from pgolf.runlog import RunLog
+from pgolf.tracks import get_track
+from pgolf.train.result import RunResult
+from pgolf.train.trainer import Trainer, TrainOutcome
+
+ARTIFACT_NAME = "artifact.pgolf"
+RESULT_NAME = "result.json"
+
+
+def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, ArtifactMeta]:
+    """Quantise the trained weights, write the artifact (rank 0) and account its bytes."""
+    cfg, path = trainer.cfg, trainer.out_dir / ARTIFACT_NAME
+    meta = ArtifactMeta(
+        pgolf_version=__version__, preset=cfg.preset, track=cfg.track, steps=outcome.steps,
+        looping=trainer.base_model.looping, model=cfg.model, data=cfg.data,
+        eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len), export=cfg.export,
+        scheme=SCHEME, tokenizer_sha256=trainer.valset.tokenizer_sha256,
+        tokenizer_vocab_size=trainer.valset.tokenizer_vocab_size, val_tokens=trainer.valset.tokens.numel(),
+        val_sha256=trainer.valset.sha256, code_sha256=code_sha256(), code_bytes=code_bytes(),
+    )  # fmt: skip
+    if trainer.info.is_main:
+        entries, stats = quantize_state_dict(trainer.base_model.state_dict(), cfg.export)
+        write_artifact(path, entries, meta.to_dict(), cfg.export.compressor, cfg.export.level)
+        trainer.log.event(
+            "quant",
+            int8_params=stats.int8_params,
+            raw_params=stats.raw_params,
+            scale_floor_rows=f"{stats.floored_rows}/{stats.total_rows}",
+        )
+    dist.barrier()
+    size = SizeReport(path.stat().st_size, meta.code_bytes, get_track(cfg.track).artifact_cap_bytes)
+    model_line, code_line, total_line = size.log_lines(meta.size_label)
+    trainer.log.event("size", model_line, bytes_model=size.model_bytes)
+    trainer.log.event("size", code_line, bytes_code=size.code_bytes)
+    trainer.log.event(
+        "size", total_line, bytes_total=size.total_bytes, bytes_cap=size.cap_bytes, fits_cap=size.fits
+    )
+    return path, size, meta
+
+
+def roundtrip(trainer: Trainer, path: Path) -> ScoreReport:
+    """Read the artifact back into a new model and score it; the load is on the eval clock."""
+    device = trainer.device
+    clock = EvalClock(torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
+    with clock.phase("load"):
+        loaded = load_artifact(path, device)
+    report = score_loaded(loaded, trainer.valset, loaded.meta.eval, device, clock)
+    r = report.result
+    for kind, line in zip(("final", "final_exact"), report.log_lines(), strict=True):
+        trainer.log.event(kind, line, val_loss=r.val_loss, val_bpb=r.val_bpb, val_tokens=r.tokens,
+                          val_bytes=r.bytes, eval_time_ms=round(1000 * report.seconds, 1))  # fmt: skip
+    return report
+
+
+def run(
+    cfg: RunConfig, *, out_dir: str | Path = "runs/default", resume: bool = False, echo: bool = True
+) -> RunResult:
+    """Train, pack, reload and score one run; files go to ``out_dir`` (log, JSONL, artifact, result)."""
+    info = dist.setup(cfg.train.device)
+    out = Path(out_dir)
+    log = RunLog(out, enabled=info.is_main, echo=echo)
+    try:
+        trainer = Trainer(cfg, out, info, log, resume)
+        outcome = trainer.fit()
+        path, size, meta = pack(trainer, outcome)
+        report = roundtrip(trainer, path)
+        track = get_track(cfg.track)
+        off = (
+            track.judge_train(cfg.train.max_wallclock_seconds, outcome.train_ms / 1000)
+            + track.judge_eval(report.seconds)
+            + track.judge_bytes(size.total_bytes)
+        )
+        for reason in off:
+            log.event("off_track", f"OFF TRACK: {reason}", reason=reason)
+        result = RunResult(
+            config=cfg, out_dir=out, steps=outcome.steps, train_seconds=outcome.train_ms / 1000,
+            tokens_seen=outcome.steps * cfg.train.batch_tokens, stopped_by=outcome.stopped_by,
+            num_params=count_parameters(trainer.base_model), pre_quant=outcome.pre_quant, score=report,
+            artifact_path=path, size=size, off_track=off, code_sha256=meta.code_sha256,
+            history=trainer.history,
+        )  # fmt: skip
+        if info.is_main:
+            write_json_atomic(out / RESULT_NAME, {**result.to_dict(), "history": trainer.history})
+        return result
+    finally:
+        log.close()

@@ -1,0 +1,1 @@
+"""Quantisation: rounding grids (``grid``), the export policy (``policy``), state dicts (``export``)."""

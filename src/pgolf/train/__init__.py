@@ -1,0 +1,1 @@
+"""Training: the trainer loop, its clock, checkpoints, weight averaging and the result schema."""

@@ -1,0 +1,280 @@
+"""The trainer: one code path for CPU, one GPU and ``torchrun --nproc_per_node=N``.
+
+Per step each rank accumulates ``microbatches / world_size`` micro-batches, gradients are averaged
+over ranks in one all-reduce, then Adam and Muon step with the scheduled LR. Training time counts
+only steps and their data reads (``clock``). On CUDA the model and Newton-Schulz are compiled and
+primed with ``warmup_steps`` real steps whose effect is undone (model, optimizer and data loader
+restored) before the clock starts. ``fit`` ends with the weight average applied and the pre-quant
+score; packing and the round trip are ``pipeline``'s.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pgolf import __version__, dist
+from pgolf.config.run import RunConfig, format_config
+from pgolf.data.loader import DistributedTokenLoader
+from pgolf.data.manifest import check_train_val_disjoint
+from pgolf.data.paths import resolve_data
+from pgolf.data.shards import find_shards
+from pgolf.data.valset import ValidationSet, load_validation
+from pgolf.errors import ConfigError
+from pgolf.eval.bpb import BpbResult
+from pgolf.eval.predict import ModelPredictor
+from pgolf.eval.score import score
+from pgolf.eval.windows import plain_windows
+from pgolf.model.gpt import GPT
+from pgolf.model.params import count_parameters
+from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5
+from pgolf.pack.size import code_bytes, code_sha256
+from pgolf.runlog import RunLog
+from pgolf.train.averaging import WeightAverage
+from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from pgolf.train.clock import PhaseSwitch, TrainClock
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    train_ms: float
+    stopped_by: str
+    pre_quant: BpbResult
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, out_dir: Path, info: dist.DistInfo, log: RunLog, resume: bool) -> None:
+        self.cfg, self.out_dir, self.info, self.log, self.resume = cfg, out_dir, info, log, resume
+        self.device = info.device
+        tc = cfg.train
+        if tc.microbatches % info.world_size:
+            raise ConfigError(
+                f"world size {info.world_size} must divide train.microbatches={tc.microbatches}"
+            )
+        self.accum = tc.microbatches // info.world_size
+        self.local_tokens = tc.batch_tokens // tc.microbatches
+        self.history: list[dict] = []
+        self.average: WeightAverage | None = None  # created after priming
+        self._pending: list[tuple[int, torch.Tensor]] = []
+
+    # ---- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        paths = resolve_data(cfg.data)
+        self.valset: ValidationSet = load_validation(cfg.data, cfg.model.vocab_size)
+        self.train_files = find_shards(paths.dataset_dir, cfg.data.train_pattern)
+        check_train_val_disjoint(self.train_files, self.valset.files, paths.dataset_dir)
+        self.windows = plain_windows(self.valset.tokens.numel(), cfg.eval_seq_len)
+        self.loader = self._new_loader()
+        torch.manual_seed(cfg.train.seed)
+        self.base_model = GPT(cfg.model).to(self.device)
+        self.model = self.base_model
+        self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
+        if self.device.type == "cuda" and cfg.train.compile:
+            self.model = torch.compile(self.base_model, dynamic=False, fullgraph=True)
+            self.opt.muon.ns = torch.compile(newton_schulz5)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def _new_loader(self) -> DistributedTokenLoader:
+        return DistributedTokenLoader(
+            self.train_files,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            vocab_size=self.cfg.model.vocab_size,
+            device=self.device,
+        )
+
+    def write_header(self) -> None:
+        """Self-describing log: versions, device, the counted code's digest, the resolved config."""
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
+        self.log.line(f"pgolf {__version__} python {platform.python_version()} torch {torch.__version__}")
+        self.log.line(f"device:{self.device} ({gpu or 'cpu'}) world_size:{self.info.world_size} "
+                      f"grad_accum_steps:{self.accum}")  # fmt: skip
+        self.log.event("code", code_sha256=code_sha256(), bytes_code=code_bytes())
+        self.log.line(
+            "Hyperparameters:\n" + "\n".join("  " + s for s in format_config(self.cfg).splitlines())
+        )
+        self.log.event(
+            "data",
+            train_shards=len(self.train_files),
+            train_tokens=self.loader.stream.total,
+            val_tokens=self.valset.tokens.numel(),
+            tokenizer=str(self.valset.tokenizer_path),
+        )
+        self.log.event("model", model_params=count_parameters(self.base_model))
+
+    # ---- one step ----------------------------------------------------------------------------
+    def train_step(self, step: int, elapsed_ms: float) -> torch.Tensor:
+        tc = self.cfg.train
+        total = torch.zeros((), device=self.device)
+        for _ in range(self.accum):
+            x, y = self.loader.next_batch(self.local_tokens, tc.seq_len)
+            with dist.autocast_for(self.device):
+                loss = self.model(x, y)
+            (loss / self.accum).backward()
+            total += loss.detach()
+        dist.average_gradients(self.opt.params)
+        mul = lr_multiplier(
+            step, elapsed_ms, iterations=tc.iterations, max_wallclock_ms=1000 * tc.max_wallclock_seconds,
+            cfg=self.cfg.optim,
+        )  # fmt: skip
+        self.opt.step(mul, muon_momentum(step, self.cfg.optim))
+        self.opt.zero_grad()
+        if self.average is not None:
+            self.average.update(self.base_model, step + 1, mul)
+        return total / self.accum
+
+    def prime(self) -> None:
+        """Run ``warmup_steps`` real steps (to trigger compilation), then restore every state."""
+        n = self.cfg.train.warmup_steps
+        if n <= 0:
+            return
+        model_state = copy.deepcopy(self.base_model.state_dict())
+        opt_state = copy.deepcopy(self.opt.state_dict())
+        for i in range(n):
+            self.train_step(0, 0.0)
+            self.log.event("warmup", f"warmup_step:{i + 1}/{n}", warmup_step=i + 1)
+        self.base_model.load_state_dict(model_state)
+        self.opt.load_state_dict(opt_state)
+        self.opt.zero_grad()
+        self.loader = self._new_loader()
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self, step: int, train_ms: float) -> None:
+        self._flush_losses()
+        if self.info.is_main:
+            path = self.out_dir / CHECKPOINT_NAME
+            save_checkpoint(path, {
+                "config": self.cfg.to_dict(), "step": step, "train_ms": train_ms,
+                "model": self.base_model.state_dict(), "optim": self.opt.state_dict(),
+                "loader": self.loader.stream.state(), "history": self.history,
+                "average": self.average.state_dict(), "looping": self.base_model.looping,
+            })  # fmt: skip
+            self.log.event("checkpoint", step=step, path=str(path))
+        dist.barrier()
+
+    def restore(self) -> tuple[int, float]:
+        if not self.resume:
+            return 0, 0.0
+        state = load_checkpoint(self.out_dir / CHECKPOINT_NAME, self.cfg.to_dict(), self.device)
+        if state is None:
+            return 0, 0.0
+        self.base_model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optim"])
+        self.loader.stream.load_state(state["loader"])
+        self.history = list(state["history"])
+        self.average.load_state_dict(state["average"])
+        self.base_model.looping = bool(state["looping"])
+        self.log.event("resume", step=state["step"], train_time_ms=round(state["train_ms"]))
+        return int(state["step"]), float(state["train_ms"])
+
+    # ---- loop --------------------------------------------------------------------------------
+    def _flush_losses(self) -> None:
+        if self._pending:
+            values = torch.stack([t for _, t in self._pending]).tolist()
+            steps = [s for s, _ in self._pending]
+            self.history += [{"step": s, "train_loss": v} for s, v in zip(steps, values, strict=True)]
+            self._pending = []
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def validate(self) -> BpbResult:
+        """Score the model being trained on the validation set (plain windows)."""
+        was_training = self.model.training
+        self.model.eval()
+        r = score(
+            ModelPredictor(self.model, self.device), self.valset.tokens, self.valset.lut, self.windows,
+            batch_tokens=self.cfg.eval.batch_tokens, device=self.device,
+        )  # fmt: skip
+        self.model.train(was_training)
+        return r
+
+    def run_loop(self, clock_now=None) -> tuple[int, float, str]:
+        tc = self.cfg.train
+        cap_ms = 1000 * tc.max_wallclock_seconds
+        step, train_ms = self.restore()
+        self.log.start_progress(
+            tc.max_wallclock_seconds if cap_ms else tc.iterations, "s" if cap_ms else "step"
+        )
+        stopped_by = "iterations"
+        clock = TrainClock(train_ms, self._sync, **({"now": clock_now} if clock_now else {}))
+        switch = PhaseSwitch(cap_ms, tc.iterations, tc.loop_from_frac, self.device)
+        while step < tc.iterations:
+            before = clock.elapsed_ms()
+            if self._decide(switch, step, before):
+                stopped_by = "wallclock"
+                break
+            self._pending.append((step + 1, self.train_step(step, before)))
+            step += 1
+            elapsed = clock.elapsed_ms()
+            switch.last_step_ms = elapsed - before
+            if tc.log_every and (step % tc.log_every == 0 or step == 1):
+                self._log_train(step, elapsed)
+            self.log.progress(elapsed / 1000 if cap_ms else step)
+            if tc.val_every and step % tc.val_every == 0 and step < tc.iterations:
+                with clock.paused():
+                    self._log_val(step, clock.ms)
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                with clock.paused():
+                    self.save(step, clock.ms)
+        train_ms = clock.stop()
+        self._flush_losses()
+        if stopped_by == "wallclock":
+            self.log.event(
+                "stop",
+                f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{tc.iterations}",
+                train_time_ms=round(train_ms, 1),
+                step=step,
+            )
+        return step, train_ms, stopped_by
+
+    def _decide(self, switch: PhaseSwitch, step: int, elapsed: float) -> bool:
+        """Stop at the cap, or switch the middle-range loop on (``clock.PhaseSwitch``); True: stop."""
+        pending = bool(self.cfg.model.loop_repeats) and not self.base_model.looping
+        stop, start_loop = switch.decide(step, elapsed, pending)
+        if start_loop:
+            self.base_model.looping = True
+            depth = len(self.base_model.layer_order())
+            self.log.event("loop", f"looping:on step:{step} virtual_layers:{depth}", step=step, depth=depth)
+        return stop
+
+    def _log_train(self, step: int, elapsed: float) -> None:
+        self._flush_losses()
+        loss = self.history[-1]["train_loss"]
+        self.log.event(
+            "train",
+            f"step:{step}/{self.cfg.train.iterations} train_loss:{loss:.4f} "
+            f"train_time:{elapsed:.0f}ms step_avg:{elapsed / step:.2f}ms",
+            step=step, train_loss=loss, train_time_ms=round(elapsed, 1),
+        )  # fmt: skip
+
+    def _log_val(self, step: int, train_ms: float) -> BpbResult:
+        r = self.validate()
+        self.log.event(
+            "val",
+            f"step:{step}/{self.cfg.train.iterations} val_loss:{r.val_loss:.4f} val_bpb:{r.val_bpb:.4f} "
+            f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms",
+            step=step, val_loss=r.val_loss, val_bpb=r.val_bpb, train_time_ms=round(train_ms, 1),
+        )  # fmt: skip
+        return r
+
+    def fit(self, clock_now=None) -> TrainOutcome:
+        """Set up, prime, train to the cap, apply the weight average and score the result."""
+        self.setup()
+        self.write_header()
+        self.prime()
+        self.average = WeightAverage(self.base_model, self.cfg.train)
+        steps, train_ms, stopped_by = self.run_loop(clock_now)
+        applied = self.average.apply(self.base_model)
+        self.log.event("averaging", f"averaging:{applied}", averaging=applied)
+        pre = self._log_val(steps, train_ms)
+        return TrainOutcome(steps, train_ms, stopped_by, pre)
