@@ -101,7 +101,7 @@ def test_data_build_train_eval(tmp_path, capsys, data_root):
         == 0
     )
     summary = capsys.readouterr().out
-    assert "val_bpb int8_zlib round trip" in summary and "on track (no cap bytes)" in summary
+    assert "val_bpb int8_zlib round trip" in summary and "on track (bytes: no cap)" in summary
 
     assert main(["eval", str(out / "artifact.pgolf"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

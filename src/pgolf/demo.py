@@ -40,7 +40,7 @@ def summary(result: RunResult) -> str:
         f"val_bpb {label} round trip {result.roundtrip.val_bpb:.4f}  ({result.roundtrip.tokens:,} tokens, "
         f"{result.roundtrip.bytes:,} bytes, eval {result.score.seconds:.1f} s)",
         f"artifact bytes        {s.total_bytes:,} = model {s.model_bytes:,} + code {s.code_bytes:,}",
-        f"track caps            {'on track' if result.on_track else 'OFF TRACK'} ({s.verdict()} bytes)",
+        f"track                 {'on track' if result.on_track else 'OFF TRACK'} (bytes: {s.verdict()})",
     ]
     lines += [f"  off track: {reason}" for reason in result.off_track]
     return "\n".join(lines)
