@@ -9,7 +9,7 @@ from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
 from pgolf.quant.grid import SCALE_FLOOR, dequantize, quantize_int8
-from pgolf.quant.policy import tensor_format
+from pgolf.quant.policy import FORMATS, tensor_format
 
 
 def test_int8_rows_reconstruct_within_half_a_step():
@@ -57,6 +57,7 @@ def test_policy_routing():
     assert tensor_format("blocks.0.attn.c_q.weight", state["blocks.0.attn.c_q.weight"], cfg) == "fp16"
     assert tensor_format("blocks.0.resid_mix", state["blocks.0.resid_mix"], cfg) == "fp32"  # control
     assert tensor_format("x", torch.arange(3), cfg) == "exact"
+    assert {tensor_format(k, v, cfg) for k, v in state.items()} <= set(FORMATS)
     entries, stats = quantize_state_dict(state, cfg)
     assert entries["blocks.0.attn.c_q.weight"].data.dtype == torch.float16
     assert entries["blocks.0.resid_mix"].data.dtype == torch.float32

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from pgolf import dist
 from pgolf.config.optim import OptimConfig
-from pgolf.model.params import param_role
+from pgolf.model.params import ROLES, param_role
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
@@ -91,7 +91,7 @@ class Muon(torch.optim.Optimizer):
 
 def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Named parameters by role (``model.params``): matrix (Muon), embed, head, control (Adam)."""
-    groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "control": [], "embed": [], "head": []}
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {role: [] for role in ROLES}
     for name, p in model.named_parameters():
         groups[param_role(name, p.ndim)].append((name, p))
     return groups

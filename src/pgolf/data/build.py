@@ -27,7 +27,7 @@ from pgolf.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from pgolf.data.shards import write_shard
 from pgolf.errors import DataBuildError
 from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
-from pgolf.vocab import BOS_ID
+from pgolf.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SELECTION_RULE = (
     "documents deduplicated by exact text; ordered by sha256 of their UTF-8 text; "
@@ -41,10 +41,10 @@ SP_SETTINGS = {
     "normalization_rule_name": "nmt_nfkc",
     "add_dummy_prefix": False,
     "character_coverage": 0.999,
-    "pad_id": 0,
-    "bos_id": 1,
-    "eos_id": 2,
-    "unk_id": 3,
+    "pad_id": PAD_ID,
+    "bos_id": BOS_ID,
+    "eos_id": EOS_ID,
+    "unk_id": UNK_ID,
 }
 SHARD_TOKENS = 100_000_000
 

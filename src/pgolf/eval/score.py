@@ -24,7 +24,7 @@ from pgolf.eval.windows import Window, rank_share
 
 
 class EvalClock:
-    """Seconds per named phase (load, score, ...); ``total`` is what the track's eval cap judges.
+    """Seconds per named phase (load, score, ...); their sum is what the track's eval cap judges.
     ``sync`` makes queued device work count before each reading."""
 
     def __init__(self, sync: Callable[[], None] = lambda: None, now: Callable[[], float] = time.perf_counter):
@@ -40,10 +40,6 @@ class EvalClock:
         finally:
             self.sync()
             self.phases[name] = self.phases.get(name, 0.0) + self.now() - t0
-
-    @property
-    def total(self) -> float:
-        return sum(self.phases.values())
 
 
 def _batches(windows: list[Window], per_batch: int):

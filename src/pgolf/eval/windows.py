@@ -22,10 +22,6 @@ class Window:
     length: int
     score_from: int = 0
 
-    @property
-    def scored(self) -> int:
-        return self.length - self.score_from
-
 
 def plain_windows(n_tokens: int, seq_len: int) -> list[Window]:
     n = (n_tokens - 1) // seq_len

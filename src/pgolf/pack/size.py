@@ -119,12 +119,6 @@ class SizeReport:
             f"Total submission size {label}: {self.total_bytes} bytes ({self.verdict()})",
         ]
 
-    def over_cap_reason(self, track: str) -> str:
-        return (
-            f"artifact is over the {track} cap by {-self.headroom:,} bytes "
-            f"(model {self.model_bytes:,} + code {self.code_bytes:,} > {self.cap_bytes:,})"
-        )
-
     def to_dict(self) -> dict:
         return {
             "bytes_model": self.model_bytes,
