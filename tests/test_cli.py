@@ -55,7 +55,7 @@ def test_errors_exit_2_with_a_message(capsys, tmp_path):
     assert "input not found" in capsys.readouterr().err
 
 
-def test_data_build_train_eval(tmp_path, capsys, data_root):
+def test_data_build_train_eval(tmp_path, capsys, data_root, monkeypatch):
     docs = tmp_path / "docs.jsonl"
     docs.write_text(
         "".join(
@@ -116,6 +116,16 @@ def test_data_build_train_eval(tmp_path, capsys, data_root):
     assert "unofficial_int8_zlib_eval" in text and "validation tokens differ" in text and "final_" not in text
     assert main(["eval", str(out / "artifact.pgolf"), "--eval.seq_len", "32"]) == 0
     assert "eval.seq_len 32 differs from the artifact's 64" in capsys.readouterr().out
+
+    # counted code changed since training: the recorded bytes are reported, with a warning
+    import pgolf.eval.artifact
+
+    monkeypatch.setattr(pgolf.eval.artifact, "code_sha256", lambda: "0" * 64)
+    assert main(["eval", str(out / "artifact.pgolf")]) == 0
+    captured = capsys.readouterr()
+    assert "installed counted code differs" in captured.err
+    assert f"bytes_code:{trained['bytes_code']} (recorded at training)" in captured.out
+    monkeypatch.undo()
 
     # the tokenizer must be the one the artifact was trained with
     other = tmp_path / "d" / "tokenizers" / "tiny_300_bpe.model"
