@@ -136,7 +136,7 @@ def test_data_build_train_eval(tmp_path, capsys, data_root, monkeypatch):
 def test_off_track_exits_1_with_the_reasons(tmp_path, capsys, data_root):
     # ~4.2M parameters kept in fp16 (no int8): far over 2 MB whatever zlib does
     wide = ["--model.model_dim", "512", "--model.num_heads", "8", "--model.num_kv_heads", "4",
-            "--export.keep_float_max_numel", "100000000"]  # fmt: skip
+            "--quant.keep_float_max_numel", "100000000"]  # fmt: skip
     args = ["train", "--preset", "debug", "--out", str(tmp_path), "--data.root", str(data_root), *wide]
     assert main([*args, "--track", "cpu-5min-2mb", "--train.iterations", "1"]) == 1
     err = capsys.readouterr().err

@@ -31,7 +31,10 @@ FROZEN_FIELDS = [
     "optim.muon_weight_decay", "optim.adam_weight_decay",
     "optim.warmdown_iters", "optim.warmdown_frac",
     "eval.batch_tokens", "eval.seq_len",
-    "export.compressor", "export.level", "export.keep_float_max_numel", "export.clip_quantile",
+    "quant.matrix", "quant.mlp", "quant.embed", "quant.clip", "quant.clip_quantile", "quant.clip_k",
+    "quant.embed_clip_k", "quant.keep_float_max_numel", "quant.keep_fp16", "quant.gptq", "quant.gptq_batches",
+    "quant.gptq_damp", "quant.gptq_block", "quant.gptq_reserve_seconds", "quant.qat", "quant.qat_from_frac",
+    "pack.compressor", "pack.level", "pack.transform",
 ]  # fmt: skip
 
 
@@ -41,7 +44,7 @@ def test_field_list_is_frozen():
 
 def test_every_field_has_a_docstring():
     docs = field_docs()
-    sections = {"model", "data", "train", "optim", "eval", "export"}
+    sections = {"model", "data", "train", "optim", "eval", "quant", "pack"}
     missing = [k for k, v in docs.items() if not v and k not in sections]
     assert missing == []
 

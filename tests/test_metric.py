@@ -22,7 +22,7 @@ from pgolf.errors import DataError
 from pgolf.eval.bpb import BpbAccumulator
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
-from pgolf.eval.windows import Window, plain_windows, rank_share
+from pgolf.eval.windows import Window, check_plan, plain_windows, rank_share
 from pgolf.model.gpt import GPT
 
 
@@ -195,12 +195,25 @@ def test_plain_plan_scores_every_target_once(n, seq, world):
         return
     windows = plain_windows(n, seq)
     counts = [0] * n
+    check_plan(windows, n)
     for rank in range(world):
         for w in rank_share(windows, rank, world):
             for pos in range(w.score_from, w.length):
                 counts[w.start + pos + 1] += 1
     last = (n - 1) // seq * seq
     assert counts[1 : last + 1] == [1] * last and sum(counts) == last
+
+
+def test_bad_plans_are_refused():
+    from pgolf.eval.windows import check_plan
+
+    check_plan([Window(0, 8, 0), Window(4, 8, 4)], 13)
+    with pytest.raises(DataError, match="scores target 5 twice"):
+        check_plan([Window(0, 8, 0), Window(4, 8, 0)], 13)
+    with pytest.raises(DataError, match="does not fit a stream of 12 tokens"):
+        check_plan([Window(4, 8, 4)], 12)  # its last target would be token 12
+    with pytest.raises(DataError, match="does not fit"):
+        check_plan([Window(0, 8, 8)], 20)  # scores nothing
 
 
 def test_partially_scored_windows_score_only_their_tail():

@@ -13,11 +13,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.config import ExportConfig
+from pgolf.config import QuantConfig
 from pgolf.config.pack import COMPRESSORS
 from pgolf.errors import ArtifactError
-from pgolf.pack.codec import CODECS, get_codec
-from pgolf.pack.format import MAGIC, VERSION, decode, encode, read_artifact, write_artifact
+from pgolf.pack.codec import CODECS, TRANSFORMS, get_codec, shuffle, unshuffle
+from pgolf.pack.format import (
+    MAGIC,
+    VERSION,
+    PackSpec,
+    decode,
+    encode,
+    read_artifact,
+    read_sections,
+    write_artifact,
+)
 from pgolf.pack.meta import ArtifactMeta
 from pgolf.pack.size import SizeReport, code_bytes, code_sha256, counted_modules, package_dir
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
@@ -27,67 +36,87 @@ from pgolf.quant.grid import QTensor
 def _entries():
     torch.manual_seed(1)
     return {
-        "a": QTensor(
-            "int8_row",
-            torch.randint(-127, 128, (5, 7), dtype=torch.int8),
-            torch.float32,
-            torch.rand(5).half(),
-        ),
-        "b": QTensor("raw", torch.randn(4).half(), torch.bfloat16),
-        "c": QTensor("raw", torch.arange(6, dtype=torch.int64).view(2, 3), torch.int64),
-        "d": QTensor(
-            "int8_tensor",
-            torch.randint(-127, 128, (3, 2, 2), dtype=torch.int8),
-            torch.float32,
-            torch.tensor(0.25),
-        ),
-        "e": QTensor("raw", torch.randn(3, dtype=torch.float32).to(torch.bfloat16), torch.bfloat16),
-    }
+        "a": QTensor("row", torch.randint(-31, 32, (5, 7), dtype=torch.int8), torch.float32,
+                     torch.rand(5).half(), "int6"),
+        "b": QTensor("raw", torch.randn(4).half(), torch.bfloat16, fmt="fp16"),
+        "c": QTensor("raw", torch.arange(6, dtype=torch.int64).view(2, 3), torch.int64, fmt="exact"),
+        "d": QTensor("tensor", torch.randint(-127, 128, (3, 2, 2), dtype=torch.int8), torch.float32,
+                     torch.tensor(0.25), "int8-contest"),
+        "e": QTensor("raw", torch.randn(3).to(torch.bfloat16), torch.bfloat16, fmt="fp16"),
+    }  # fmt: skip
 
 
-def _frame(body: bytes, codec: str = "zlib") -> bytes:
-    """Artifact bytes around a hand-made body (valid header and digest)."""
-    name = codec.encode()
-    return MAGIC + struct.pack("<HB", VERSION, len(name)) + name + hashlib.sha256(body).digest() + body
+def _pstr(s: str) -> bytes:
+    return bytes([len(s)]) + s.encode()
 
 
-def _body(meta: dict, payload: bytes = b"") -> bytes:
-    m = json.dumps(meta).encode()
-    return zlib.compress(struct.pack("<I", len(m)) + m + payload)
+def _frame(sections: list[tuple[str, str, bytes, int]], version: int = VERSION) -> bytes:
+    """Artifact bytes around hand-made sections (name, codec, stored bytes, declared raw length)."""
+    body = struct.pack("<I", len(sections)) + b"".join(
+        _pstr(n) + _pstr(c) + _pstr("none") + struct.pack("<BQQ", 1, raw, len(b)) + b
+        for n, c, b, raw in sections
+    )
+    return MAGIC + struct.pack("<H", version) + hashlib.sha256(body).digest() + body
+
+
+def _meta_section(meta: dict) -> tuple[str, str, bytes, int]:
+    raw = json.dumps(meta).encode()
+    return ("meta", "zlib", zlib.compress(raw), len(raw))
 
 
 def test_encode_decode_is_exact():
     entries = _entries()
-    out, meta = decode(encode(entries, {"model": {"x": 1}}, "zlib", 9))
+    out, meta = decode(encode(entries, {"model": {"x": 1}}))
     assert meta == {"model": {"x": 1}}
     for name, e in entries.items():
         o = out[name]
-        assert (o.kind, o.orig_dtype, o.data.dtype, o.data.shape) == (
-            e.kind,
-            e.orig_dtype,
-            e.data.dtype,
-            e.data.shape,
-        )
+        assert (o.kind, o.fmt, o.orig_dtype, o.data.dtype, o.data.shape) == (
+            e.kind, e.fmt, e.orig_dtype, e.data.dtype, e.data.shape)  # fmt: skip
         assert torch.equal(o.data, e.data)
         assert (o.scale is None) == (e.scale is None) and (e.scale is None or torch.equal(o.scale, e.scale))
 
 
-@settings(max_examples=30, deadline=None)
-@given(rows=st.integers(1, 20), cols=st.integers(1, 20), seed=st.integers(0, 10**6), level=st.integers(0, 9))
-def test_quantised_state_round_trips_through_bytes(rows, cols, seed, level):
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 20), cols=st.integers(1, 20), seed=st.integers(0, 10**6),
+    codec=st.sampled_from(["zlib", "zstd", "lzma", "brotli", "auto"]), transform=st.sampled_from(TRANSFORMS),
+    fmt=st.sampled_from(["int8-contest", "int6", "int5", "int4"]),
+)  # fmt: skip
+def test_quantised_state_round_trips_through_bytes(rows, cols, seed, codec, transform, fmt):
+    """quantize -> pack -> compress -> decompress -> unpack -> dequantize: codes exact, values exact."""
     g = torch.Generator().manual_seed(seed)
     state = {"w": torch.randn(rows, cols, generator=g) * 3, "v": torch.randn(cols, generator=g)}
-    entries, _ = quantize_state_dict(state, ExportConfig(keep_float_max_numel=10))
-    back, _ = decode(encode(entries, {}, "zlib", level))
-    for name, e in entries.items():  # codes exact, so the dequantised values are exact too
-        assert torch.equal(back[name].data, e.data)
+    entries, _ = quantize_state_dict(state, QuantConfig(keep_float_max_numel=10, matrix=fmt, clip="max"))
+    back, _ = decode(encode(entries, {}, PackSpec(codec, 6, transform)))
+    for name, e in entries.items():
+        assert torch.equal(back[name].data, e.data) and back[name].fmt == e.fmt
     want, got = dequantize_state_dict(entries), dequantize_state_dict(back)
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_sections_group_by_format_and_auto_picks_the_smallest():
+    torch.manual_seed(5)
+    state = {"blocks.0.mlp.fc.weight": torch.randn(64, 256), "blocks.0.attn.c_q.weight": torch.randn(64, 256)}
+    entries, _ = quantize_state_dict(state, QuantConfig(keep_float_max_numel=0, matrix="int6", mlp="int5"))
+    data = encode(entries, {}, PackSpec("auto", 0, "auto"))
+    sections = {s.name: s for s, _ in read_sections(data)}
+    assert {"meta", "int6.codes", "int5.codes", "int6.scales.float16", "int5.scales.float16"} == set(sections)
+    for name in ("int6.codes", "int5.codes"):
+        raw = b"".join(entries[k].data.numpy().tobytes() for k in entries if entries[k].fmt == name[:4])
+        smallest = min(len(CODECS[c].compress(raw, CODECS[c].max_level)) for c in CODECS)
+        assert sections[name].stored_bytes == smallest
+    assert sections["int6.codes"].transform == "none"  # 1-byte values are never shuffled
+
+
+def test_shuffle_is_a_byte_plane_transpose():
+    data = bytes(range(12))
+    assert shuffle(data, 4) == bytes([0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11])
+    assert unshuffle(shuffle(data, 4), 4) == data and shuffle(data, 1) == data
+
+
 def test_corruption_is_refused(tmp_path):
     path = tmp_path / "m.pgolf"
-    write_artifact(path, _entries(), {}, "zlib", 9)
+    write_artifact(path, _entries(), {}, PackSpec())
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -103,56 +132,89 @@ def test_corruption_is_refused(tmp_path):
         read_artifact(tmp_path / "missing.pgolf")
 
 
-def test_version_and_codec_are_checked():
-    data = bytearray(encode(_entries(), {}, "zlib", 9))
-    data[8] = 9
-    with pytest.raises(ArtifactError, match="artifact version 9"):
-        decode(bytes(data))
-    body = _body({"tensors": []})
+def test_version_codec_and_lengths_are_checked():
+    meta = _meta_section({"tensors": []})
+    with pytest.raises(ArtifactError, match="artifact version 1, this pgolf reads 2"):
+        decode(_frame([meta], version=1))
+    assert decode(_frame([meta])) == ({}, {})
     with pytest.raises(ArtifactError, match="unknown codec 'lzmq'"):
-        decode(_frame(body, "lzmq"))
+        decode(_frame([(meta[0], "lzmq", meta[2], meta[3])]))
     with pytest.raises(ArtifactError, match="corrupt zlib stream"):  # digest fine, stream is not zlib
-        decode(_frame(b"\x00" * 40))
+        decode(_frame([("meta", "zlib", b"\x00" * 40, 40)]))
     with pytest.raises(ArtifactError, match="zlib stream is truncated"):
-        decode(_frame(body[:-6]))
+        decode(_frame([(meta[0], "zlib", meta[2][:-6], meta[3])]))
+    with pytest.raises(ArtifactError, match="exceeds 5 bytes"):  # declares less than it inflates to
+        decode(_frame([(meta[0], "zlib", meta[2], 5)]))
+    with pytest.raises(ArtifactError, match="declare more than"):  # a hostile length, refused up front
+        decode(_frame([(meta[0], "zlib", meta[2], 1 << 40)]))
+    whole = _frame([meta])
+    body = struct.pack("<I", 2) + whole[len(MAGIC) + 34 + 4 :]  # claims 2 sections, holds 1; digest valid
+    with pytest.raises(ArtifactError, match="truncated section table"):
+        decode(MAGIC + struct.pack("<H", VERSION) + hashlib.sha256(body).digest() + body)
+    with pytest.raises(ArtifactError, match="malformed section table"):
+        decode(_frame([("data", "zlib", meta[2], meta[3])]))
 
 
 def test_codecs_round_trip_and_bound_decompression():
-    assert set(CODECS) == set(COMPRESSORS)  # the config accepts exactly the registered codecs
+    assert set(CODECS) | {"auto"} == set(COMPRESSORS)  # the config accepts exactly the registered codecs
     data = bytes(range(256)) * 100
     for name, codec in CODECS.items():
-        assert codec.decompress(codec.compress(data, 9), len(data)) == data, name
-        with pytest.raises(ArtifactError, match="exceeds 1000 bytes"):
-            get_codec(name).decompress(codec.compress(data, 9), 1000)
+        stored = codec.compress(data, codec.max_level)
+        assert codec.decompress(stored, len(data)) == data, name
+        with pytest.raises(ArtifactError, match=r"exceeds 1000 bytes|truncated or exceeds 1000"):
+            get_codec(name).decompress(stored, 1000)
+        with pytest.raises(ArtifactError, match=r"corrupt|truncated"):
+            get_codec(name).decompress(stored[: len(stored) // 2], len(data))
+        with pytest.raises(ArtifactError, match=r"trailing|corrupt"):
+            get_codec(name).decompress(stored + b"xyz", len(data))
+
+
+W = {"name": "w", "kind": "raw", "fmt": "fp32", "orig_dtype": "float32"}
+D = {"section": 1, "dtype": "float32", "shape": [4], "offset": 0, "nbytes": 16}
 
 
 @pytest.mark.parametrize(
     ("record", "match"),
     [
-        ({"name": "w", "kind": "raw", "orig_dtype": "float32",
-          "data": {"dtype": "float32", "shape": [3, 3], "offset": 0, "nbytes": 16}}, "shape"),
-        ({"name": "w", "kind": "raw", "orig_dtype": "float32"}, "malformed tensor record"),
-        ({"name": "w", "kind": "raw", "orig_dtype": "float32",
-          "data": {"dtype": "float32", "shape": [4], "offset": 8, "nbytes": 16}}, "outside the payload"),
-        ({"name": "w", "kind": "int8_row", "orig_dtype": "float32",
-          "data": {"dtype": "int8", "shape": [16], "offset": 0, "nbytes": 16}}, "bad kind"),
-        ({"name": "w", "kind": "raw", "orig_dtype": "complex64",
-          "data": {"dtype": "float32", "shape": [4], "offset": 0, "nbytes": 16}}, "unknown dtype"),
+        ({**W, "data": {**D, "shape": [3, 3]}}, "shape"),
+        (W, "malformed tensor record"),
+        ({**W, "data": {**D, "offset": 8}}, "outside its section"),
+        ({**W, "data": {**D, "section": 0}}, "outside its section"),
+        ({**W, "kind": "row", "data": {**D, "dtype": "int8", "shape": [16]}}, "bad kind"),
+        ({**W, "orig_dtype": "complex64", "data": D}, "unknown dtype"),
+        ({**W, "data": {**D, "dtype": "float64"}}, "unknown tensor dtype"),
+        ({**W, "name": [1], "data": D}, "string name"),
+        ({**W, "data": {**D, "offset": 1e400}}, "offset must be a non-negative integer"),
+        ({**W, "data": {**D, "offset": 0.9}}, "offset must be a non-negative integer"),
+        ({**W, "data": {**D, "shape": [-1]}}, "shape must be a non-negative integer"),
+        ({**W, "data": {**D, "shape": "4"}}, "shape must be a list"),
+        ("not a record", "malformed tensor record"),
     ],
 )  # fmt: skip
 def test_handcrafted_bad_tensor_records_raise_the_artifact_error(record, match):
+    """Each record lies about its section (payload: 16 zero bytes in section 1)."""
+    payload = ("fp32", "zlib", zlib.compress(bytes(16)), 16)
     with pytest.raises(ArtifactError, match=match):
-        decode(_frame(_body({"tensors": [record]}, bytes(16))))
+        decode(_frame([_meta_section({"tensors": [record]}), payload]))
+
+
+def test_hostile_meta_bodies_raise_the_artifact_error():
+    payload = ("fp32", "zlib", zlib.compress(bytes(16)), 16)
+    deep = b"[" * 200_000
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        decode(_frame([("meta", "zlib", zlib.compress(deep), len(deep))]))
+    with pytest.raises(ArtifactError, match="stored twice"):
+        decode(_frame([_meta_section({"tensors": [{**W, "data": D}, {**W, "data": D}]}), payload]))
 
 
 def _meta_dict() -> dict:
-    from pgolf.config import DataConfig, EvalConfig, ModelConfig
+    from pgolf.config import DataConfig, EvalConfig, ModelConfig, PackConfig
 
     return ArtifactMeta(
         pgolf_version="0", preset="p", track="debug", steps=1, looping=False, model=ModelConfig(),
-        data=DataConfig(), eval=EvalConfig(seq_len=64), export=ExportConfig(), scheme="int8",
+        data=DataConfig(), eval=EvalConfig(seq_len=64), quant=QuantConfig(), pack=PackConfig(),
         tokenizer_sha256="t", tokenizer_vocab_size=1024, val_tokens=10, val_sha256="v", code_sha256="c",
-        code_bytes=5,
+        code_bytes=5, train_seconds=1.5, train_cap_seconds=0.0,
     ).to_dict()  # fmt: skip
 
 
@@ -166,14 +228,29 @@ def test_meta_round_trips_and_bad_meta_raises_the_artifact_error():
     with pytest.raises(ArtifactError, match="bad meta"):
         ArtifactMeta.from_dict({**d, "model": {**d["model"], "num_heads": 7}})
     with pytest.raises(ArtifactError, match="bad meta"):
-        ArtifactMeta.from_dict({**d, "model": {**d["model"], "depth": 3}})
+        ArtifactMeta.from_dict({**d, "quant": {**d["quant"], "matrix": "int3"}})
     with pytest.raises(ArtifactError, match="steps must be int"):
         ArtifactMeta.from_dict({**d, "steps": "1"})
+    bad = [
+        ({"code_bytes": -10_000_000}, "code_bytes must be >= 0"),
+        ({"val_tokens": -5}, "val_tokens must be >= 0"),
+        ({"track": "nope"}, "unknown track"),
+        ({"eval": {**d["eval"], "seq_len": 0}}, r"eval\.seq_len must be >= 1"),
+        ({"eval": {**d["eval"], "seq_len": 64.5}}, r"eval\.seq_len must be int"),
+        ({"model": {**d["model"], "num_layers": 9.5}}, r"model\.num_layers must be int"),
+        ({"model": {**d["model"], "logit_softcap": float("nan")}}, r"model\.logit_softcap must be float"),
+        ({"data": {**d["data"], "val_pattern": ["x"]}}, r"data\.val_pattern must be str"),
+        ({"train_seconds": True}, "train_seconds must be float"),
+        ({"quant": [1]}, "quant must be an object"),
+    ]
+    for change, match in bad:
+        with pytest.raises(ArtifactError, match=match):
+            ArtifactMeta.from_dict({**d, **change})
 
 
 def test_loading_never_unpickles(tmp_path, monkeypatch):
     path = tmp_path / "m.pgolf"
-    write_artifact(path, _entries(), {"k": "v"}, "zlib", 9)
+    write_artifact(path, _entries(), {"k": "v"}, PackSpec("brotli", 5, "shuffle"))
 
     def boom(*a, **k):
         raise AssertionError("unpickling attempted")
@@ -221,11 +298,17 @@ def test_a_lazy_import_of_tooling_would_be_counted(tmp_path, monkeypatch):
 
 def test_a_run_through_the_pipeline_loads_no_uncounted_module(data_root, tmp_path):
     script = """
-import sys, json
+import sys, json, pathlib
+import pgolf
 from pgolf.config.run import config_from_dict
 from pgolf.pipeline import run
 cfg = config_from_dict(json.loads(sys.argv[1]))
 run(cfg, out_dir=sys.argv[2], echo=False)
+src = pathlib.Path(pgolf.__file__).resolve().parents[1]  # the src/ folder of a checkout
+files = [pathlib.Path(f).resolve() for m in list(sys.modules.values()) if (f := getattr(m, "__file__", 0))]
+siblings = sorted(str(f) for f in files if src.name == "src" and f.is_relative_to(src)
+                  and "pgolf" not in f.parts)
+print(json.dumps(siblings))
 print(json.dumps(sorted(m for m in sys.modules if m == "pgolf" or m.startswith("pgolf."))))
 """
     from dataclasses import replace
@@ -239,7 +322,9 @@ print(json.dumps(sorted(m for m in sys.modules if m == "pgolf" or m.startswith("
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    *_, siblings, modules = proc.stdout.strip().splitlines()
+    assert json.loads(siblings) == []  # no other package of the checkout (uncounted code) was loaded
+    loaded = json.loads(modules)
     as_files = set()
     for m in loaded:
         rel = m.split(".")[1:]

@@ -1,80 +1,147 @@
-"""Rounding grids, the export policy and state dicts (seed-techniques §9.1)."""
+"""Rounding grids, the export policy, state dicts and QAT equivalence (seed-techniques §9)."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.config import ExportConfig, ModelConfig
+from pgolf.config import ModelConfig, QuantConfig
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
-from pgolf.quant.grid import SCALE_FLOOR, dequantize, quantize_int8
-from pgolf.quant.policy import FORMATS, tensor_format
+from pgolf.quant.grid import SEARCH_QUANTILES, GridSpec, dequantize, fake_quant, quantize, quantize_rows
+from pgolf.quant.policy import FORMATS, scheme_label, tensor_format
+
+CONTEST_Q = 0.9999984
 
 
-def test_int8_rows_reconstruct_within_half_a_step():
+def contest_quantize_float_tensor(t: torch.Tensor):
+    """The contest's ``quantize_float_tensor`` as seed-techniques §9.1 specifies it, written out here:
+    clip at the row quantile, fp32 scale max(c/127, 1/127) for the rounding, fp16 scale stored."""
+    t32 = t.float()
+    if t32.ndim == 2:
+        clip_abs = torch.quantile(t32.abs(), CONTEST_Q, dim=1)
+        clipped = torch.maximum(torch.minimum(t32, clip_abs[:, None]), -clip_abs[:, None])
+        scale = (clip_abs / 127.0).clamp_min(1.0 / 127.0)
+        q = torch.clamp(torch.round(clipped / scale[:, None]), -127, 127).to(torch.int8)
+        return q, scale.to(torch.float16)
+    clip_abs = float(torch.quantile(t32.abs().flatten(), CONTEST_Q).item())
+    scale = torch.tensor(clip_abs / 127.0 if clip_abs > 0 else 1.0, dtype=torch.float32)
+    q = torch.clamp(torch.round(torch.clamp(t32, -clip_abs, clip_abs) / scale), -127, 127).to(torch.int8)
+    return q, scale
+
+
+def test_int8_contest_reproduces_the_contest_quantizer_on_a_state_dict():
     torch.manual_seed(0)
-    w = torch.randn(64, 256) * torch.logspace(-1, 1, 64)[:, None]
-    e, floored = quantize_int8(w, 0.9999984)
-    q, scale = e.data, e.scale
-    assert e.kind == "int8_row" and q.dtype == torch.int8 and scale.dtype == torch.float16
-    assert q.abs().max() <= 127
-    clip = torch.quantile(w.abs(), 0.9999984, dim=1)
+    model = GPT(ModelConfig(vocab_size=1024, num_layers=2, model_dim=256, num_heads=4, num_kv_heads=2))
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    state = {**model.state_dict(), "extra.conv": torch.randn(4, 130, 130) * 0.02}  # a non-2-D tensor
+    cfg = QuantConfig(keep_float_max_numel=16_384)
+    entries, stats = quantize_state_dict(state, cfg)
+    quantised = 0
+    for name, t in state.items():
+        e = entries[name]
+        if t.numel() <= cfg.keep_float_max_numel:
+            assert e.kind == "raw"
+            continue
+        q, scale = contest_quantize_float_tensor(t)
+        assert torch.equal(e.data, q) and torch.equal(e.scale, scale), name
+        quantised += 1
+    assert quantised >= 8 and stats.contest_rows > 0
+
+
+def test_int_grids_by_hand():
+    w = torch.tensor([[0.62, -0.31, 0.0, 0.1], [0.001, -0.002, 0.003, 0.0]])
+    q, s = quantize_rows(w, GridSpec("int6", "max"))
+    s0 = torch.tensor(0.62 / 31).half()
+    # with the fp16 scale 0.0200043: 0.62/s = 30.99, -0.31/s = -15.50 (just above: -15), 0.1/s = 4.999
+    assert s[0] == s0 and q[0].tolist() == [31, -15, 0, 5]
+    assert q.abs().max() <= 31 and q[1].abs().max() == 31  # tiny rows use their own scale: no floor
+    q4, _ = quantize_rows(w, GridSpec("int4", "max"))
+    assert q4.abs().max() == 7 and q4.min() >= -7
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int7", "int6", "int5", "int4"])
+@pytest.mark.parametrize("clip", ["max", "percentile", "sdclip", "search"])
+def test_grid_codes_stay_in_range_and_reconstruct_within_half_a_step(fmt, clip):
+    torch.manual_seed(1)
+    w = torch.randn(32, 96) * torch.logspace(-2, 0, 32)[:, None]
+    spec = GridSpec(fmt, clip, 0.999, 3.0)
+    e = quantize(w, spec)
+    assert e.kind == "row" and e.data.abs().max() <= spec.qmax and e.scale.dtype == torch.float16
     deq = dequantize(e)
-    clipped = torch.maximum(torch.minimum(w, clip[:, None]), -clip[:, None])
-    assert ((deq - clipped).abs() <= scale.float()[:, None] / 2 + 1e-6).all()
-    assert floored == int((clip / 127 < SCALE_FLOOR).sum())
+    inside = w.abs() <= e.scale.float()[:, None] * spec.qmax  # values the grid covers (not clipped)
+    assert ((deq - w).abs()[inside] <= e.scale.float()[:, None].expand_as(w)[inside] / 2 + 1e-7).all()
 
 
-def test_scale_floor_applies_to_small_rows():
-    e, floored = quantize_int8(torch.full((3, 8), 0.01), 1.0)
-    assert floored == 3 and torch.allclose(e.scale.float(), torch.full((3,), 1 / 127), rtol=1e-3)
-    assert e.data.unique().tolist() == [1]  # 0.01 / (1/127) = 1.27 -> 1
+def test_search_clip_is_never_worse_than_any_candidate():
+    torch.manual_seed(2)
+    w = torch.randn(16, 256) ** 3  # heavy tails: the best clip differs between rows
+    err = ((dequantize(quantize(w, GridSpec("int6", "search"))) - w) ** 2).sum(1)
+    for q in SEARCH_QUANTILES:
+        other = ((dequantize(quantize(w, GridSpec("int6", "percentile", q))) - w) ** 2).sum(1)
+        assert (err <= other + 1e-9).all()
 
 
-def test_contest_int8_rows_by_hand():
-    """A 2x4 matrix quantised by hand with the contest's rule: clip at the row's max (q = 1),
-    scale = max(clip/127, 1/127) in fp16, codes = round(w / scale)."""
-    w = torch.tensor([[2.54, -1.27, 0.0, 0.5], [0.001, -0.002, 0.003, 0.0]])
-    e, floored = quantize_int8(w, 1.0)
-    s0 = torch.tensor(2.54 / 127).half().float()
-    assert e.scale.tolist() == [s0.item(), torch.tensor(1 / 127).half().item()]
-    assert e.data[0].tolist() == [
-        round(2.54 / s0.item()),
-        round(-1.27 / s0.item()),
-        0,
-        round(0.5 / s0.item()),
-    ]
-    assert e.data[1].tolist() == [0, 0, 0, 0] and floored == 1  # 0.003 * 127 = 0.38 rounds to 0
+def test_sdclip_clip_is_k_standard_deviations():
+    torch.manual_seed(3)
+    w = torch.randn(8, 512)
+    _, s = quantize_rows(w, GridSpec("int6", "sdclip", k=2.0))
+    assert torch.allclose(s.float(), (2.0 * w.std(dim=1, correction=0) / 31).half().float())
+
+
+@pytest.mark.parametrize("fmt", ["int8-contest", "int6", "int5"])
+def test_fake_quant_forward_is_the_exported_weight_and_its_gradient_passes_through(fmt):
+    torch.manual_seed(4)
+    w = torch.randn(24, 64, requires_grad=True)
+    spec = GridSpec(fmt, "percentile", 0.9999)
+    out = fake_quant(w, spec)
+    assert torch.equal(out, dequantize(quantize(w.detach(), spec)))
+    (out * torch.arange(64.0)).sum().backward()
+    assert torch.equal(w.grad, torch.arange(64.0).expand(24, 64))
 
 
 def test_policy_routing():
     model = GPT(ModelConfig(vocab_size=1024, num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2))
-    cfg = ExportConfig(keep_float_max_numel=20_000)
     state = model.state_dict()
-    assert tensor_format("tok_emb.weight", state["tok_emb.weight"], cfg) == "int8"
-    assert tensor_format("blocks.0.mlp.fc.weight", state["blocks.0.mlp.fc.weight"], cfg) == "int8"
-    assert tensor_format("blocks.0.attn.c_q.weight", state["blocks.0.attn.c_q.weight"], cfg) == "fp16"
+    cfg = QuantConfig(keep_float_max_numel=20_000, matrix="int6", mlp="int5", embed="int7",
+                      keep_fp16="blocks.1.attn.c_k")  # fmt: skip
+    assert tensor_format("tok_emb.weight", state["tok_emb.weight"], cfg) == "int7"
+    assert tensor_format("blocks.0.mlp.fc.weight", state["blocks.0.mlp.fc.weight"], cfg) == "int5"
+    assert (
+        tensor_format("blocks.0.attn.c_q.weight", state["blocks.0.attn.c_q.weight"], cfg) == "fp16"
+    )  # small
     assert tensor_format("blocks.0.resid_mix", state["blocks.0.resid_mix"], cfg) == "fp32"  # control
+    assert tensor_format("blocks.1.attn.c_k.weight", state["blocks.1.attn.c_k.weight"], cfg) == "fp16"
     assert tensor_format("x", torch.arange(3), cfg) == "exact"
     assert {tensor_format(k, v, cfg) for k, v in state.items()} <= set(FORMATS)
     entries, stats = quantize_state_dict(state, cfg)
-    assert entries["blocks.0.attn.c_q.weight"].data.dtype == torch.float16
-    assert entries["blocks.0.resid_mix"].data.dtype == torch.float32
-    assert stats.int8_params + stats.raw_params == count_parameters(model)
+    assert (
+        entries["blocks.0.mlp.fc.weight"].fmt == "int5"
+        and entries["blocks.0.mlp.fc.weight"].data.abs().max() <= 15
+    )
+    assert sum(stats.params.values()) == count_parameters(model)
+    assert (
+        scheme_label(cfg, "zstd") == "int6-int5-int7_zstd"
+        and scheme_label(QuantConfig(), "zlib") == "int8_zlib"
+    )
 
 
 @settings(max_examples=30, deadline=None)
 @given(rows=st.integers(1, 20), cols=st.integers(1, 20), seed=st.integers(0, 10**6))
 def test_dequantised_values_stay_within_half_a_step_of_the_clipped_input(rows, cols, seed):
+    """pgolf's grids round with the scale they store, so every value is within half a step. (Not
+    int8-contest, which rounds with the fp32 scale and reloads with the fp16 one, as the contest does.)"""
     g = torch.Generator().manual_seed(seed)
     state = {"w": torch.randn(rows, cols, generator=g) * 3, "v": torch.randn(cols, generator=g)}
-    entries, _ = quantize_state_dict(state, ExportConfig(keep_float_max_numel=10, clip_quantile=1.0))
+    cfg = QuantConfig(keep_float_max_numel=10, clip_quantile=1.0, matrix="int8", clip="max")
+    entries, _ = quantize_state_dict(state, cfg)
     back = dequantize_state_dict(entries)
     for k, v in state.items():
         e = entries[k]
         if e.kind == "raw":
             assert torch.equal(back[k], v.to(e.data.dtype).float())
         else:
-            step = e.scale.float()[:, None] if e.kind == "int8_row" else e.scale.float()
+            step = e.scale.float()[:, None] if e.kind == "row" else e.scale.float()
             assert ((back[k] - v).abs() <= step / 2 + 1e-6).all()

@@ -79,3 +79,30 @@ def test_writer_refuses_out_of_range_ids_and_leaves_nothing(tmp_path):
     with pytest.raises(ShardError, match="token ids must be in"):
         write_shard(tmp_path / "bad.bin", np.array([1, 70_000]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_val_guard_compares_whole_payloads(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    import pytest
+
+    from pgolf.data import manifest
+    from pgolf.errors import DataError
+
+    monkeypatch.setattr(manifest, "_PREFIX_BYTES", 64)  # tiny shards, same logic as 1 MiB prefixes
+    tokens = np.arange(1000, dtype=np.uint16) % 700
+    val = tmp_path / "fineweb_val_000000.bin"
+    write_shard(val, tokens)
+    near = tokens.copy()
+    near[-1] += 1  # same size, same prefix, different tokens: not a copy
+    write_shard(tmp_path / "fineweb_train_000000.bin", near)
+    manifest.check_train_val_disjoint([tmp_path / "fineweb_train_000000.bin"], [val], tmp_path)
+    copy = bytearray(val.read_bytes())
+    copy[100] = 7  # a reserved header int edited: still the validation tokens
+    (tmp_path / "fineweb_train_000001.bin").write_bytes(bytes(copy))
+    with pytest.raises(DataError, match="holds the same tokens as validation shard"):
+        manifest.check_train_val_disjoint([tmp_path / "fineweb_train_000001.bin"], [val], tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": manifest.MANIFEST_FORMAT, "splits": []}))
+    with pytest.raises(DataError, match="malformed splits"):
+        manifest.check_train_val_disjoint([tmp_path / "fineweb_train_000000.bin"], [val], tmp_path)

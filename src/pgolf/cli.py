@@ -112,7 +112,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             source={"inputs": [str(p) for p in args.input]},
         )
     elif args.data_command == "demo":
-        from pgolf.data.demo import build_demo_dataset
+        from pgolf.data.stdlib_corpus import build_demo_dataset
 
         built = build_demo_dataset(args.out, vocab_size=args.vocab, force=args.force)
     else:

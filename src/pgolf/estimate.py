@@ -9,7 +9,7 @@ import torch
 from pgolf.config.run import RunConfig
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
-from pgolf.pack.format import encode
+from pgolf.pack.format import PackSpec, encode, pack_spec
 from pgolf.pack.size import code_bytes
 from pgolf.quant.export import quantize_state_dict
 from pgolf.tracks import get_track
@@ -48,13 +48,14 @@ class Estimate:
 def estimate(cfg: RunConfig) -> Estimate:
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model)
-    entries, stats = quantize_state_dict(model.state_dict(), cfg.export)
+    entries, stats = quantize_state_dict(model.state_dict(), cfg.quant)
+    raw = sum(v for k, v in stats.params.items() if k in ("exact", "fp32", "fp16"))
     return Estimate(
         params=count_parameters(model),
-        quantized_params=stats.int8_params,
-        raw_params=stats.raw_params,
-        upper_bound_bytes=len(encode(entries, {}, cfg.export.compressor, 0)),
-        untrained_bytes=len(encode(entries, {}, cfg.export.compressor, cfg.export.level)),
+        quantized_params=count_parameters(model) - raw,
+        raw_params=raw,
+        upper_bound_bytes=len(encode(entries, {}, PackSpec("zlib", 0))),
+        untrained_bytes=len(encode(entries, {}, pack_spec(cfg.pack))),
         code_bytes=code_bytes(),
         cap_bytes=get_track(cfg.track).artifact_cap_bytes,
     )

@@ -20,10 +20,10 @@ from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.fileio import write_json_atomic
 from pgolf.model.params import count_parameters
-from pgolf.pack.format import write_artifact
+from pgolf.pack.format import pack_spec, write_artifact
 from pgolf.pack.meta import ArtifactMeta
 from pgolf.pack.size import SizeReport, code_bytes, code_sha256
-from pgolf.quant.export import SCHEME, quantize_state_dict
+from pgolf.quant.export import quantize_state_dict
 from pgolf.runlog import RunLog
 from pgolf.tracks import get_track
 from pgolf.train.result import RunResult
@@ -39,19 +39,17 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
     meta = ArtifactMeta(
         pgolf_version=__version__, preset=cfg.preset, track=cfg.track, steps=outcome.steps,
         looping=trainer.base_model.looping, model=cfg.model, data=cfg.data,
-        eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len), export=cfg.export,
-        scheme=SCHEME, tokenizer_sha256=trainer.valset.tokenizer_sha256,
+        eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len), quant=cfg.quant, pack=cfg.pack,
+        tokenizer_sha256=trainer.valset.tokenizer_sha256,
         tokenizer_vocab_size=trainer.valset.tokenizer_vocab_size, val_tokens=trainer.valset.tokens.numel(),
         val_sha256=trainer.valset.sha256, code_sha256=code_sha256(), code_bytes=code_bytes(),
+        train_seconds=outcome.train_ms / 1000, train_cap_seconds=cfg.train.max_wallclock_seconds,
     )  # fmt: skip
     if trainer.info.is_main:
-        entries, stats = quantize_state_dict(trainer.base_model.state_dict(), cfg.export)
-        write_artifact(path, entries, meta.to_dict(), cfg.export.compressor, cfg.export.level)
+        entries, stats = quantize_state_dict(trainer.base_model.state_dict(), cfg.quant)
+        write_artifact(path, entries, meta.to_dict(), pack_spec(cfg.pack))
         trainer.log.event(
-            "quant",
-            int8_params=stats.int8_params,
-            raw_params=stats.raw_params,
-            scale_floor_rows=f"{stats.floored_rows}/{stats.total_rows}",
+            "quant", stats.summary(), params=dict(stats.params), floored_rows=stats.floored_rows
         )
     dist.barrier()
     size = SizeReport(path.stat().st_size, meta.code_bytes, get_track(cfg.track).artifact_cap_bytes)

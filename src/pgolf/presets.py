@@ -11,9 +11,9 @@ from dataclasses import replace
 from pgolf.config import (
     DataConfig,
     EvalConfig,
-    ExportConfig,
     ModelConfig,
     OptimConfig,
+    QuantConfig,
     RunConfig,
     TrainConfig,
 )
@@ -69,7 +69,7 @@ def baseline_cpu() -> RunConfig:
         ),
         optim=OptimConfig(warmdown_frac=0.087, muon_momentum_warmup_steps=15),
         eval=EvalConfig(batch_tokens=32_768),
-        export=ExportConfig(keep_float_max_numel=16_384),
+        quant=QuantConfig(keep_float_max_numel=16_384),
     )
 
 
@@ -215,7 +215,7 @@ def _cpu_twin(full: RunConfig, name: str, *, model: dict, train: dict, optim: di
         model=replace(full.model, **{**shape, **model}),
         train=replace(base.train, averaging=full.train.averaging, **train),
         optim=replace(full.optim, warmdown_iters=0, **optim),
-        export=ExportConfig(keep_float_max_numel=12_544),
+        quant=QuantConfig(keep_float_max_numel=12_544),
     )
 
 

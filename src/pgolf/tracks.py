@@ -2,7 +2,10 @@
 
 A run is *on track* only if its configured training cap is set and within the track's, its measured
 training and evaluation times are within the track's, and its artifact fits the byte cap. The
-``debug`` track has no caps at all: nothing is judged on it and nothing on it is official.
+``debug`` track has no caps at all: nothing is judged on it, and ``Track.official`` is false, so
+nothing run on it can stand as a track result (records and checks refuse it). Whether a *score* is
+official (the artifact's own validation data and window length) is a separate question, answered by
+``eval.score.ScoreReport.official`` on any track.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The export's schema: which tensors are quantised, how, and the compressor (seed-techniques §9)."""
+"""The packing schema: how the stored tensors are compressed into the artifact (seed-techniques §9.9,
+sota-stack §2.5)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,24 @@ from typing import ClassVar
 
 from pgolf.errors import ConfigError
 
-COMPRESSORS = ("zlib",)
+COMPRESSORS = ("zlib", "zstd", "lzma", "brotli", "auto")
+TRANSFORMS = ("none", "shuffle", "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExportConfig:
-    SECTION: ClassVar[str] = "export"
+class PackConfig:
+    SECTION: ClassVar[str] = "pack"
 
     compressor: str = "zlib"
-    """Compressor of the artifact payload."""
+    """zlib, zstd, lzma, brotli, or auto: per tensor group, the codec that gives the fewest bytes."""
     level: int = 9
-    """Compression level."""
-    keep_float_max_numel: int = 65_536
-    """Float tensors with at most this many elements are stored unquantised (fp16, or fp32 for
-    control tensors)."""
-    clip_quantile: float = 0.9999984
-    """Per-row quantile of |w| used as the int8 clip value (seed-techniques §9.1)."""
+    """Compression level of a named compressor (auto uses each codec's strongest)."""
+    transform: str = "none"
+    """Byte transform before compression: none, shuffle (byte planes of multi-byte values), or auto
+    (per group, whichever is smaller)."""
 
     def __post_init__(self) -> None:
         if self.compressor not in COMPRESSORS:
-            raise ConfigError(f"export.compressor={self.compressor!r}; expected one of {COMPRESSORS}")
-        if not 0.0 < self.clip_quantile <= 1.0:
-            raise ConfigError(f"export.clip_quantile must be in (0, 1], got {self.clip_quantile}")
+            raise ConfigError(f"pack.compressor={self.compressor!r}; expected one of {COMPRESSORS}")
+        if self.transform not in TRANSFORMS:
+            raise ConfigError(f"pack.transform={self.transform!r}; expected one of {TRANSFORMS}")

@@ -16,7 +16,8 @@ from pgolf.config.data import DataConfig
 from pgolf.config.eval import EvalConfig
 from pgolf.config.model import ModelConfig
 from pgolf.config.optim import OptimConfig
-from pgolf.config.pack import ExportConfig
+from pgolf.config.pack import PackConfig
+from pgolf.config.quant import QuantConfig
 from pgolf.config.train import TrainConfig
 from pgolf.errors import ConfigError
 from pgolf.tracks import get_track
@@ -27,7 +28,8 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "optim": OptimConfig,
     "eval": EvalConfig,
-    "export": ExportConfig,
+    "quant": QuantConfig,
+    "pack": PackConfig,
 }
 
 
@@ -42,7 +44,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
 
     def __post_init__(self) -> None:
         get_track(self.track)

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from pgolf.data.shards import HEADER_BYTES
 from pgolf.errors import DataError
 
 MANIFEST_FORMAT = "pgolf-dataset-v1"
@@ -31,14 +32,27 @@ def load_manifest(dataset_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def _fingerprint(path: Path) -> tuple[int, str]:
-    """(size, sha256 of the first MiB): equal for a copy, cheap for 100 MB shards."""
+def _payload_digest(path: Path, limit: int | None) -> tuple[int, str]:
+    """(payload bytes, sha256 of the first ``limit`` payload bytes, or all of them): the 1 KiB header
+    is skipped, so a copy with an edited header still matches."""
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        return path.stat().st_size, hashlib.sha256(f.read(_PREFIX_BYTES)).hexdigest()
+        f.seek(HEADER_BYTES)
+        left = limit
+        while block := f.read(1 << 20 if left is None else min(1 << 20, left)):
+            h.update(block)
+            if left is not None:
+                left -= len(block)
+                if not left:
+                    break
+    return path.stat().st_size - HEADER_BYTES, h.hexdigest()
 
 
 def check_train_val_disjoint(train_files: list[Path], val_files: list[Path], dataset_dir: Path) -> None:
-    """Raise DataError if any training data is validation data (by file, by content, by document)."""
+    """Raise DataError if training data is validation data: the same file, a copy of a validation
+    shard's tokens (size and a prefix digest, confirmed by a digest of the whole payload), or, where
+    the dataset's manifest lists document hashes, a document in both splits. A validation shard
+    re-cut into differently sized training shards is caught only by the manifest's document check."""
     val = {p.resolve() for p in val_files}
     shared = sorted(str(p) for p in train_files if p.resolve() in val)
     if shared:
@@ -46,25 +60,28 @@ def check_train_val_disjoint(train_files: list[Path], val_files: list[Path], dat
             f"{len(shared)} shard(s) match both data.train_pattern and data.val_pattern, e.g. {shared[0]}: "
             "training on validation data is not allowed"
         )
-    val_prints = {_fingerprint(p): p for p in val_files}
+    val_prints = {_payload_digest(p, _PREFIX_BYTES): p for p in val_files}
     for p in train_files:
-        twin = val_prints.get(_fingerprint(p))
-        if twin is not None:
-            raise DataError(
-                f"training shard {p} has the same size and content prefix as validation shard {twin}"
-            )
-    if not (dataset_dir / MANIFEST_NAME).is_file():
-        return
-    manifest = load_manifest(dataset_dir)
-    splits = manifest.get("splits", {})
-    val_docs = set(splits.get("val", {}).get("doc_sha256", []))
-    train_docs = set(splits.get("train", {}).get("doc_sha256", []))
+        twin = val_prints.get(_payload_digest(p, _PREFIX_BYTES))
+        if twin is not None and _payload_digest(p, None) == _payload_digest(twin, None):
+            raise DataError(f"training shard {p} holds the same tokens as validation shard {twin}")
+    if (dataset_dir / MANIFEST_NAME).is_file():
+        _check_manifest_splits(dataset_dir, train_files)
+
+
+def _check_manifest_splits(dataset_dir: Path, train_files: list[Path]) -> None:
+    path = dataset_dir / MANIFEST_NAME
+    splits = load_manifest(dataset_dir).get("splits", {})
+    try:
+        val_docs = set(splits.get("val", {}).get("doc_sha256", []))
+        train_docs = set(splits.get("train", {}).get("doc_sha256", []))
+        val_names = {s["file"] for s in splits.get("val", {}).get("shards", [])}
+    except (AttributeError, TypeError, KeyError) as e:
+        raise DataError(f"{path}: malformed splits ({type(e).__name__}: {e})") from None
     if val_docs & train_docs:
         raise DataError(
-            f"{dataset_dir / MANIFEST_NAME}: {len(val_docs & train_docs)} document(s) are in both the train "
-            "and the validation split"
+            f"{path}: {len(val_docs & train_docs)} document(s) are in both the train and the validation split"
         )
-    val_names = {s["file"] for s in splits.get("val", {}).get("shards", [])}
     listed = sorted(p.name for p in train_files if p.name in val_names)
     if listed:
-        raise DataError(f"{dataset_dir / MANIFEST_NAME} lists {listed[0]} as a validation shard")
+        raise DataError(f"{path} lists {listed[0]} as a validation shard")

@@ -1,14 +1,16 @@
 """Scoring from the artifact alone: rebuild the model from the file, score it, judge it.
 
 What ``pgolf eval`` runs and what a run's round trip runs. The official score uses the
-validation data and window length recorded in the artifact; scoring other data (a different
-stream, tokenizer or length) is allowed but labelled unofficial and never printed with the
-contest's final line. Byte accounting uses the code bytes recorded at training, with a warning
-when the installed counted code differs from it.
+validation data and window length recorded in the artifact; scoring another validation stream or
+window length is allowed but labelled unofficial and never printed with the contest's final line;
+a tokenizer other than the artifact's is refused. The verdict covers the whole run: the training
+time and cap recorded in the artifact, this evaluation's time, and the bytes. Byte accounting
+uses the code bytes recorded at training, with a warning when the installed counted code differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from pgolf.eval.windows import plain_windows
 from pgolf.model.gpt import GPT
 from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
-from pgolf.pack.size import SizeReport, code_sha256
+from pgolf.pack.size import SizeReport, code_bytes, code_sha256
 from pgolf.quant.export import dequantize_state_dict
 from pgolf.tracks import get_track
 
@@ -123,8 +125,18 @@ def evaluate_artifact(
         loaded = load_artifact(path, info.device)
     meta = loaded.meta
     valset = load_validation(data or meta.data, meta.model.vocab_size)
+    if eval_cfg is not None and not eval_cfg.seq_len:  # 0 means the length the artifact was scored at
+        eval_cfg = dataclasses.replace(eval_cfg, seq_len=meta.eval.seq_len)
     report = score_loaded(loaded, valset, eval_cfg or meta.eval, info.device, clock)
     track = get_track(meta.track)
-    size = SizeReport(loaded.file_bytes, meta.code_bytes, track.artifact_cap_bytes)
-    off = track.judge_eval(report.seconds) + track.judge_bytes(size.total_bytes)
-    return ArtifactEval(Path(path), meta, report, size, code_sha256() != meta.code_sha256, off)
+    changed = code_sha256() != meta.code_sha256
+    # the recorded bytes when the code changed since; the installed code's own count when it is the same
+    size = SizeReport(
+        loaded.file_bytes, meta.code_bytes if changed else code_bytes(), track.artifact_cap_bytes
+    )
+    off = (
+        track.judge_train(meta.train_cap_seconds, meta.train_seconds)
+        + track.judge_eval(report.seconds)
+        + track.judge_bytes(size.total_bytes)
+    )
+    return ArtifactEval(Path(path), meta, report, size, changed, off)

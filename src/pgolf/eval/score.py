@@ -20,7 +20,7 @@ from pgolf import dist
 from pgolf.data.bytes import ByteLUT
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.predict import Predictor
-from pgolf.eval.windows import Window, rank_share
+from pgolf.eval.windows import Window, check_plan, rank_share
 
 
 class EvalClock:
@@ -63,6 +63,7 @@ def score(
     device: torch.device,
 ) -> BpbResult:
     """Score every target the plan assigns; returns the summed NLL, tokens and bytes over all ranks."""
+    check_plan(windows, tokens.numel())
     world = dist.world_size()
     mine = rank_share(windows, dist.rank(), world)
     acc = BpbAccumulator(device)
@@ -106,7 +107,7 @@ def _scored_mask(batch: list[Window], shape: torch.Size, device: torch.device) -
 @dataclass(frozen=True)
 class ScoreReport:
     """A scored evaluation: the sums, the eval clock's phases, and whether it is the official score
-    of the artifact (its recorded validation data and window length)."""
+    of the artifact (its recorded validation data and window length; the track is judged apart)."""
 
     result: BpbResult
     phases: dict[str, float]

@@ -1,21 +1,32 @@
-"""Compressors of the artifact body, by name, with bounded decompression: a corrupt or hostile
-payload cannot make the loader allocate more than ``MAX_BODY_BYTES``."""
+"""Compressors and byte transforms of the artifact's sections, by name, with bounded decompression:
+a corrupt or hostile payload cannot make the loader allocate more than the size its header declares
+(itself bounded by ``MAX_BODY_BYTES``).
+
+Codecs (seed-techniques §9.9, sota-stack §2.5): zlib (levels 0-9), zstd (1-22, long-distance
+matching from level 20), lzma (0-9, extreme), brotli (0-11). Transform ``shuffle`` regroups the bytes
+of fixed-size values by byte position (all low bytes, then all high bytes), which helps entropy
+coders on fp16/fp32 data; on 1-byte codes it is the identity and is never chosen.
+"""
 
 from __future__ import annotations
 
+import lzma
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from pgolf.errors import ArtifactError
 
 MAX_BODY_BYTES = 1 << 30
-"""Largest decompressed body accepted (1 GiB: a 16 MB artifact of int8 codes inflates to ~40 MB)."""
+"""Largest decompressed artifact accepted (1 GiB: a 16 MB artifact of int8 codes inflates to ~40 MB)."""
 
 
 @dataclass(frozen=True)
 class Codec:
     name: str
+    max_level: int
     compress: Callable[[bytes, int], bytes]
     decompress: Callable[[bytes, int], bytes]
     """(data, limit) -> bytes; raises ArtifactError past ``limit`` bytes or on a corrupt stream."""
@@ -28,18 +39,113 @@ def _zlib_decompress(data: bytes, limit: int) -> bytes:
     except zlib.error as e:
         raise ArtifactError(f"corrupt zlib stream ({e})") from None
     if d.unconsumed_tail:
-        raise ArtifactError(f"decompressed body exceeds {limit} bytes")
+        raise ArtifactError(f"decompressed section exceeds {limit} bytes")
     if not d.eof:
         raise ArtifactError("zlib stream is truncated")
+    if d.unused_data:
+        raise ArtifactError("trailing bytes after the zlib stream")
+    return out
+
+
+def _zstd_compress(data: bytes, level: int) -> bytes:
+    import zstandard
+
+    params = zstandard.ZstdCompressionParameters.from_level(level, enable_ldm=level >= 20)
+    return zstandard.ZstdCompressor(compression_params=params).compress(data)
+
+
+def _zstd_decompress(data: bytes, limit: int) -> bytes:
+    import zstandard
+
+    try:  # the frame header declares the size (we always write it): check it before allocating
+        size = zstandard.frame_content_size(data)
+        if size < 0:
+            raise ArtifactError("zstd frame does not declare its size")
+        if size > limit:
+            raise ArtifactError(f"decompressed section exceeds {limit} bytes")
+        d = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
+        out = d.decompress(data)
+    except zstandard.ZstdError as e:
+        raise ArtifactError(f"corrupt zstd stream ({e})") from None
+    if not d.eof or len(out) != size:
+        raise ArtifactError("zstd stream is truncated")
+    if d.unused_data:
+        raise ArtifactError("trailing bytes after the zstd stream")
+    return out
+
+
+def _lzma_compress(data: bytes, level: int) -> bytes:
+    return lzma.compress(data, preset=level | lzma.PRESET_EXTREME)
+
+
+def _lzma_decompress(data: bytes, limit: int) -> bytes:
+    d = lzma.LZMADecompressor()
+    try:
+        out = d.decompress(data, max_length=limit)
+    except lzma.LZMAError as e:
+        raise ArtifactError(f"corrupt lzma stream ({e})") from None
+    if not d.eof:
+        raise ArtifactError(f"lzma stream is truncated or exceeds {limit} bytes")
+    if d.unused_data:
+        raise ArtifactError("trailing bytes after the lzma stream")
+    return out
+
+
+def _brotli_compress(data: bytes, level: int) -> bytes:
+    import brotli
+
+    return brotli.compress(data, quality=level)
+
+
+def _brotli_decompress(data: bytes, limit: int) -> bytes:
+    import brotli
+
+    d = brotli.Decompressor()
+    try:
+        out = d.process(data, output_buffer_limit=limit + 1)
+    except brotli.error as e:
+        raise ArtifactError(f"corrupt brotli stream ({e})") from None
+    if len(out) > limit:
+        raise ArtifactError(f"decompressed section exceeds {limit} bytes")
+    if not d.is_finished():
+        raise ArtifactError("brotli stream is truncated")
     return out
 
 
 CODECS: dict[str, Codec] = {
-    "zlib": Codec("zlib", lambda data, level: zlib.compress(data, level), _zlib_decompress),
+    "zlib": Codec("zlib", 9, lambda data, level: zlib.compress(data, level), _zlib_decompress),
+    "zstd": Codec("zstd", 22, _zstd_compress, _zstd_decompress),
+    "lzma": Codec("lzma", 9, _lzma_compress, _lzma_decompress),
+    "brotli": Codec("brotli", 11, _brotli_compress, _brotli_decompress),
 }
+
+TRANSFORMS = ("none", "shuffle")
 
 
 def get_codec(name: str) -> Codec:
     if name not in CODECS:
         raise ArtifactError(f"unknown codec {name!r}; this pgolf reads {sorted(CODECS)}")
     return CODECS[name]
+
+
+def shuffle(data: bytes, width: int) -> bytes:
+    """Byte planes of ``width``-byte values: byte 0 of every value, then byte 1, ..."""
+    if width <= 1 or len(data) % width:
+        return data
+    return np.frombuffer(data, np.uint8).reshape(-1, width).T.tobytes()
+
+
+def unshuffle(data: bytes, width: int) -> bytes:
+    if width <= 1 or len(data) % width:
+        return data
+    return np.frombuffer(data, np.uint8).reshape(width, -1).T.tobytes()
+
+
+def apply_transform(name: str, data: bytes, width: int) -> bytes:
+    return shuffle(data, width) if name == "shuffle" else data
+
+
+def undo_transform(name: str, data: bytes, width: int) -> bytes:
+    if name not in TRANSFORMS:
+        raise ArtifactError(f"unknown byte transform {name!r}")
+    return unshuffle(data, width) if name == "shuffle" else data

@@ -9,15 +9,18 @@ score on other data) and the counted code it was trained with (digest and bytes)
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from pgolf.config.data import DataConfig
 from pgolf.config.eval import EvalConfig
 from pgolf.config.model import ModelConfig
-from pgolf.config.pack import ExportConfig
+from pgolf.config.pack import PackConfig
+from pgolf.config.quant import QuantConfig
 from pgolf.errors import ArtifactError, PgolfError
 from pgolf.quant.policy import scheme_label
+from pgolf.tracks import get_track
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,9 +35,8 @@ class ArtifactMeta:
     data: DataConfig
     eval: EvalConfig
     """Evaluation settings of the official score, with ``seq_len`` resolved."""
-    export: ExportConfig
-    scheme: str
-    """Quantiser family of the weights (``int8``)."""
+    quant: QuantConfig
+    pack: PackConfig
     tokenizer_sha256: str
     tokenizer_vocab_size: int
     val_tokens: int
@@ -43,24 +45,32 @@ class ArtifactMeta:
     """Digest of that stream (``data.valset.ValidationSet.sha256``)."""
     code_sha256: str
     code_bytes: int
+    train_seconds: float
+    """Measured training time (the clock's, calibration included)."""
+    train_cap_seconds: float
+    """The run's configured training cap (train.max_wallclock_seconds; 0: none)."""
 
     @property
     def label(self) -> str:
         """The scheme's name in log lines, e.g. ``int8_zlib``."""
-        return scheme_label(self.scheme, self.export.compressor)
+        return scheme_label(self.quant, self.pack.compressor)
 
     @property
     def size_label(self) -> str:
         """The scheme's name in the size lines, e.g. ``int8+zlib``."""
-        return f"{self.scheme}+{self.export.compressor}"
+        return scheme_label(self.quant, self.pack.compressor, "+")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "artifact") -> ArtifactMeta:
-        """Validate and rebuild; any missing key, unknown key or bad value is an ArtifactError."""
-        sections = {"model": ModelConfig, "data": DataConfig, "eval": EvalConfig, "export": ExportConfig}
+        """Validate and rebuild; any missing or unknown key, wrongly typed or out-of-range value is an
+        ArtifactError (an artifact is input: its meta is checked like any other file)."""
+        sections = {"model": ModelConfig, "data": DataConfig, "eval": EvalConfig, "quant": QuantConfig,
+                    "pack": PackConfig}  # fmt: skip
+        if not isinstance(d, dict):
+            raise ArtifactError(f"{source}: meta must be a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         missing, extra = names - set(d), set(d) - names
         if missing or extra:
@@ -68,12 +78,36 @@ class ArtifactMeta:
                 f"{source}: meta does not match this pgolf's schema "
                 f"(missing {sorted(missing)}, unknown {sorted(extra)})"
             )
+        _check_types(cls, {k: v for k, v in d.items() if k not in sections}, source, "")
+        for key, section in sections.items():
+            if not isinstance(d[key], dict):
+                raise ArtifactError(f"{source}: meta field {key} must be an object")
+            _check_types(section, d[key], source, f"{key}.")
         try:
             kwargs = {k: (sections[k](**v) if k in sections else v) for k, v in d.items()}
+            get_track(kwargs["track"])
         except (TypeError, PgolfError) as e:
             raise ArtifactError(f"{source}: bad meta ({e})") from None
-        for f in dataclasses.fields(cls):
-            want = {"str": str, "int": int, "bool": bool}.get(str(f.type))
-            if want is not None and type(kwargs[f.name]) is not want:
-                raise ArtifactError(f"{source}: meta field {f.name} must be {want.__name__}")
+        for name in ("steps", "tokenizer_vocab_size", "val_tokens", "code_bytes", "train_seconds",
+                     "train_cap_seconds"):  # fmt: skip
+            if kwargs[name] < 0:
+                raise ArtifactError(f"{source}: meta field {name} must be >= 0, got {kwargs[name]}")
+        if kwargs["eval"].seq_len < 1:
+            raise ArtifactError(f"{source}: meta field eval.seq_len must be >= 1")
         return cls(**kwargs)
+
+
+def _check_types(cls: type, values: dict[str, Any], source: str, prefix: str) -> None:
+    """JSON values against the dataclass annotations: int (not bool), float (finite; ints allowed),
+    bool, str. Fields of other types are left to the class's own checks."""
+    hints = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        want = hints.get(name)
+        ok = {
+            "int": type(value) is int,
+            "float": type(value) in (int, float) and math.isfinite(value),
+            "bool": type(value) is bool,
+            "str": type(value) is str,
+        }.get(want, True)
+        if not ok:
+            raise ArtifactError(f"{source}: meta field {prefix}{name} must be {want}, got {value!r:.40}")

@@ -1,15 +1,20 @@
-"""Rounding grids: quantise a tensor to integer codes plus scales, and back. Imports nothing of pgolf
-(the artifact format and QAT both build on it).
+"""Rounding grids: a tensor to integer codes plus scales, and back. Imports nothing of pgolf (the
+artifact format, the export, GPTQ and QAT all build on it).
 
-The contest's int8 scheme (seed-techniques §9.1), kept bit-compatible except where noted:
+Row grids (2-D weights, one fp16 scale per row, codes in an int8 container):
 
-* 2-D tensors, per row r: clip c_r = quantile(|W_r|, q); scale s_r = max(c_r/127, 1/127) stored
-  fp16; codes = clamp(round(clip(W)/s_r), -127, 127) as int8;
-* other tensors: one fp32 scale c/127 with c the same quantile over all elements.
+* ``int8-contest``, the contest's baseline exactly (seed-techniques §9.1): clip c_r = quantile(|W_r|,
+  q); codes = clamp(round(clip(W) / s32), ±127) with s32 = max(c_r/127, 1/127) in fp32; the stored
+  scale is fp16(s32), so the loader multiplies by a slightly different number than the rounding
+  divided by (the contest's own mismatch, kept for bit-compatibility).
+* ``intB`` for B in 4..8: symmetric, codes in [-(2^(B-1)-1), 2^(B-1)-1]; s = fp16(c_r / qmax) floored
+  at fp16's smallest normal, and codes are rounded with that same fp16 scale, so quantise and
+  dequantise agree exactly. The clip c_r is each row's own: ``max``, ``percentile`` (quantile q),
+  ``sdclip`` (k x the row's standard deviation; sota-stack §2.5) or ``search`` (GPTQ-lite,
+  seed-techniques §9.5, per row: the candidate quantile with the least squared error).
 
-Difference from the contest script, on purpose: codes are computed with the fp16-rounded row scale
-that the loader multiplies by, so quantise and dequantise agree exactly (the script rounds with the
-fp32 scale and dequantises with the fp16 one). The 1/127 scale floor is the script's.
+Other tensors get ``int8-contest``'s per-tensor form (one fp32 scale). ``fake_quant`` is the QAT
+forward: the dequantised grid value, with a straight-through gradient.
 """
 
 from __future__ import annotations
@@ -20,52 +25,138 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SCALE_FLOOR = 1.0 / 127.0
-KINDS = ("raw", "int8_row", "int8_tensor")
+CONTEST_FLOOR = 1.0 / 127.0
+FP16_TINY = float(torch.finfo(torch.float16).tiny)
+SEARCH_QUANTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+KINDS = ("raw", "row", "tensor")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    fmt: str
+    """int8-contest or int4..int8."""
+    clip: str = "percentile"
+    quantile: float = 0.9999984
+    k: float = 12.85
+
+    @property
+    def contest(self) -> bool:
+        return self.fmt == "int8-contest"
+
+    @property
+    def bits(self) -> int:
+        return 8 if self.contest else int(self.fmt.removeprefix("int"))
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1
 
 
 @dataclass
 class QTensor:
-    """One stored tensor: ``kind`` is ``raw`` (``data`` kept as is, cast back to ``orig_dtype`` on
-    load), ``int8_row`` (codes (R, C) with an fp16 scale per row) or ``int8_tensor`` (one fp32
-    scale)."""
+    """One stored tensor. ``raw``: ``data`` as stored, cast back to ``orig_dtype`` on load; ``row``:
+    codes (R, C) times an fp16 scale per row; ``tensor``: codes times one fp32 scale. ``fmt`` names
+    the storage format for reports (exact, fp32, fp16, int8-contest, int6, ...)."""
 
     kind: str
     data: Tensor
     orig_dtype: torch.dtype
     scale: Tensor | None = None
+    fmt: str = ""
 
 
 def _quantile(x: Tensor, q: float, dim: int | None = None) -> Tensor:
     # torch.quantile refuses inputs above 2**24 elements; numpy has no such limit.
     if x.numel() <= 1 << 24:
         return torch.quantile(x, q, dim=dim) if dim is not None else torch.quantile(x.flatten(), q)
-    arr = np.quantile(x.numpy(), q, axis=dim) if dim is not None else np.quantile(x.numpy().ravel(), q)
-    return torch.as_tensor(arr, dtype=torch.float32)
+    arr = (
+        np.quantile(x.cpu().numpy(), q, axis=dim)
+        if dim is not None
+        else np.quantile(x.cpu().numpy().ravel(), q)
+    )
+    return torch.as_tensor(arr, dtype=torch.float32, device=x.device)
 
 
-def quantize_int8(t: Tensor, clip_q: float) -> tuple[QTensor, int]:
-    """int8 codes of ``t`` (per row when 2-D) and the number of rows whose scale hit the floor."""
+def _clip_for(w: Tensor, spec: GridSpec, quantile: float) -> Tensor:
+    if spec.contest or spec.clip in ("percentile", "search"):
+        if quantile >= 1.0:
+            return w.abs().amax(dim=1)
+        return _quantile(w.abs(), quantile, dim=1) if w.numel() else torch.zeros(w.shape[0], device=w.device)
+    if spec.clip == "max":
+        return w.abs().amax(dim=1)
+    if spec.clip == "sdclip":
+        return spec.k * w.std(dim=1, correction=0)
+    raise ValueError(f"unknown clip rule {spec.clip!r}")
+
+
+def row_scales(clip: Tensor, spec: GridSpec) -> tuple[Tensor, Tensor]:
+    """(fp16 scale stored, fp32 scale the codes are rounded with) for row clips ``clip``."""
+    if spec.contest:
+        s32 = (clip / 127.0).clamp_min(CONTEST_FLOOR)
+        return s32.to(torch.float16), s32
+    s16 = (clip / spec.qmax).clamp_min(FP16_TINY).to(torch.float16).clamp_min(FP16_TINY)
+    return s16, s16.float()
+
+
+def round_codes(w: Tensor, clip: Tensor, s: Tensor, qmax: int) -> Tensor:
+    """int8 codes of the rows of ``w`` clipped to +-clip and divided by ``s`` (both (R,))."""
+    clipped = torch.maximum(torch.minimum(w, clip[:, None]), -clip[:, None])
+    return torch.clamp(torch.round(clipped / s[:, None]), -qmax, qmax).to(torch.int8)
+
+
+def row_grid(w: Tensor, spec: GridSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """(clip, fp16 scale, fp32 rounding scale) per row of a 2-D fp32 ``w``, by the spec's rule."""
+    if spec.clip != "search" or spec.contest:
+        clip = _clip_for(w, spec, spec.quantile)
+        return (clip, *row_scales(clip, spec))
+    best = None
+    for q in SEARCH_QUANTILES:  # GPTQ-lite, per row (never worse than per matrix)
+        clip = _clip_for(w, spec, q)
+        s16, s32 = row_scales(clip, spec)
+        err = ((round_codes(w, clip, s32, spec.qmax).float() * s16.float()[:, None] - w) ** 2).sum(1)
+        if best is None:
+            best = [err, clip, s16, s32]
+        else:
+            better = err < best[0]
+            for i, new in enumerate((err, clip, s16, s32)):
+                best[i] = torch.where(better, new, best[i])
+    return best[1], best[2], best[3]
+
+
+def quantize_rows(w: Tensor, spec: GridSpec) -> tuple[Tensor, Tensor]:
+    """(int8 codes, fp16 scales) of a 2-D tensor."""
+    w32 = w.detach().float()
+    clip, s16, s32 = row_grid(w32, spec)
+    return round_codes(w32, clip, s32, spec.qmax), s16
+
+
+def quantize(t: Tensor, spec: GridSpec) -> QTensor:
+    """Store ``t`` on the grid: per row when 2-D; otherwise int8-contest's per-tensor form."""
+    if t.ndim == 2:
+        q, s16 = quantize_rows(t.cpu(), spec)
+        return QTensor("row", q, t.dtype, s16, spec.fmt)
     t32 = t.detach().float().cpu()
-    if t32.ndim == 2:
-        clip = _quantile(t32.abs(), clip_q, dim=1) if t32.numel() else torch.zeros(t32.shape[0])
-        floored = int((clip / 127.0 < SCALE_FLOOR).sum())
-        scale = (clip / 127.0).clamp_min(SCALE_FLOOR).to(torch.float16)
-        s = scale.float()[:, None]
-        q = torch.clamp(torch.round(torch.clamp(t32, -clip[:, None], clip[:, None]) / s), -127, 127)
-        return QTensor("int8_row", q.to(torch.int8), t.dtype, scale), floored
-    clip = float(_quantile(t32.abs(), clip_q)) if t32.numel() else 0.0
+    clip = float(_quantile(t32.abs(), spec.quantile)) if t32.numel() else 0.0
     scale = torch.tensor(clip / 127.0 if clip > 0 else 1.0, dtype=torch.float32)
     q = torch.clamp(torch.round(torch.clamp(t32, -clip, clip) / scale), -127, 127)
-    return QTensor("int8_tensor", q.to(torch.int8), t.dtype, scale), 0
+    return QTensor("tensor", q.to(torch.int8), t.dtype, scale, "int8-contest")
 
 
 def dequantize(e: QTensor) -> Tensor:
     """The tensor a stored entry stands for, in its original dtype."""
     if e.kind == "raw":
         return e.data.to(e.orig_dtype)
-    if e.kind == "int8_row":
+    if e.kind == "row":
         return (e.data.float() * e.scale.float()[:, None]).to(e.orig_dtype)
-    if e.kind == "int8_tensor":
+    if e.kind == "tensor":
         return (e.data.float() * e.scale.float()).to(e.orig_dtype)
     raise ValueError(f"unknown quantisation kind {e.kind!r}")
+
+
+def fake_quant(w: Tensor, spec: GridSpec) -> Tensor:
+    """QAT forward of a 2-D weight: exactly the dequantised grid value (bit for bit what the export
+    stores and the loader rebuilds), with the gradient of the identity (straight-through)."""
+    with torch.no_grad():
+        q, s16 = quantize_rows(w, spec)
+        deq = (q.float() * s16.float()[:, None]).to(w.dtype)
+    return deq + (w - w.detach())

@@ -1,30 +1,52 @@
-"""Export policy: which storage format each tensor gets, from its role (``model.params``) and size.
+"""Export policy: the storage format of each tensor, from its role (``model.params``), its size and
+the ``quant`` config.
 
-* non-float tensors: ``exact`` (stored as they are);
+* non-float tensors: ``exact``;
+* names matching ``quant.keep_fp16``: ``fp16``;
 * float tensors with at most ``keep_float_max_numel`` elements: ``fp32`` for control tensors,
   ``fp16`` for the rest (the original dtype is recorded and restored on load);
-* everything else: ``int8`` (per row when 2-D).
+* tensors that are not 2-D: ``int8-contest`` per tensor;
+* the embedding role (token embedding, BigramHash table, untied head): ``quant.embed``;
+* MLP matrices: ``quant.mlp`` (default: ``quant.matrix``); other matrices: ``quant.matrix``.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from pgolf.config.pack import ExportConfig
+from pgolf.config.quant import QuantConfig
 from pgolf.model.params import param_role
+from pgolf.quant.grid import GridSpec
 
-FORMATS = ("exact", "fp32", "fp16", "int8")
+FORMATS = ("exact", "fp32", "fp16", "int8-contest", "int8", "int7", "int6", "int5", "int4")
 
 
-def tensor_format(name: str, t: Tensor, cfg: ExportConfig) -> str:
+def tensor_format(name: str, t: Tensor, cfg: QuantConfig) -> str:
     if not t.is_floating_point():
         return "exact"
+    if any(f in name for f in cfg.fp16_names):
+        return "fp16"
+    role = param_role(name, t.ndim)
     if t.numel() <= cfg.keep_float_max_numel:
-        return "fp32" if param_role(name, t.ndim) == "control" else "fp16"
-    return "int8"
+        return "fp32" if role == "control" else "fp16"
+    if t.ndim != 2:
+        return "int8-contest"
+    if role in ("embed", "head"):
+        return cfg.embed
+    return cfg.mlp_format if ".mlp." in name else cfg.matrix
 
 
-def scheme_label(quant: str, codec: str) -> str:
-    """The contest's name for an export scheme in its log lines, e.g. ``int8_zlib``
-    (``final_int8_zlib_roundtrip_exact``)."""
-    return f"{quant}_{codec}"
+def grid_spec(name: str, t: Tensor, cfg: QuantConfig) -> GridSpec | None:
+    """The grid of a quantised tensor (None for the float and exact formats)."""
+    fmt = tensor_format(name, t, cfg)
+    if fmt in ("exact", "fp32", "fp16"):
+        return None
+    k = cfg.embed_clip_k if param_role(name, t.ndim) in ("embed", "head") else cfg.clip_k
+    return GridSpec(fmt, cfg.clip, cfg.clip_quantile, k)
+
+
+def scheme_label(quant: QuantConfig, codec: str, sep: str = "_") -> str:
+    """The export scheme's name in log lines: the contest's ``int8_zlib`` (``int8+zlib`` with
+    ``sep="+"``) for its own scheme, else the distinct formats and the codec, e.g. ``int6-int5_zstd``."""
+    formats = dict.fromkeys(f.removesuffix("-contest") for f in (quant.matrix, quant.mlp_format, quant.embed))
+    return f"{'-'.join(formats)}{sep}{codec}"

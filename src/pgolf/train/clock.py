@@ -13,7 +13,7 @@ is used.
 The cap is strict, as the contest's reviewers enforced it (runs that ended at 601-602 s of a 600 s
 cap were called out; sota-stack §3.2): a step is started only if ``STOP_MARGIN`` times the larger
 of the mean and the last step time still fits before the cap. A step that is slower than that
-still overshoots, and the run is then judged off track (``tracks.Track.judge``), never hidden.
+still overshoots, and the run is then judged off track (``tracks.Track.judge_train``), never hidden.
 """
 
 from __future__ import annotations

@@ -1,0 +1,79 @@
+"""The quantisation schema: which storage format each tensor role gets, the clip rule, GPTQ and QAT
+(seed-techniques §9, sota-stack §2.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pgolf.config.base import non_negative, positive
+from pgolf.errors import ConfigError
+
+FORMATS = ("fp32", "fp16", "int8-contest", "int8", "int7", "int6", "int5", "int4")
+CLIPS = ("percentile", "max", "search", "sdclip")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantConfig:
+    SECTION: ClassVar[str] = "quant"
+
+    matrix: str = "int8-contest"
+    """Format of the 2-D block weights outside the MLP (attention, BigramHash projection): fp32, fp16,
+    int8-contest (the contest's exact int8), or int8/int7/int6/int5/int4 (symmetric per-row grids)."""
+    mlp: str = ""
+    """Format of the MLP matrices ('' = the matrix format)."""
+    embed: str = "int8-contest"
+    """Format of the token embedding, the BigramHash table and an untied head."""
+    clip: str = "percentile"
+    """Row clip of the intN grids: percentile (clip_quantile of |w|), max, search (GPTQ-lite: per row, the
+    candidate quantile with the least squared error) or sdclip (clip_k standard deviations of the row)."""
+    clip_quantile: float = 0.9999984
+    """Quantile of |w| used as the clip by int8-contest and by the percentile rule."""
+    clip_k: float = 12.85
+    """SDClip: a matrix row's clip is k x its standard deviation (sota-stack §2.5: 12.85 at int6)."""
+    embed_clip_k: float = 20.0
+    """SDClip k of the embedding role (sota-stack §2.5: 20 at int8)."""
+    keep_float_max_numel: int = 65_536
+    """Float tensors with at most this many elements are stored unquantised (fp32 for control tensors,
+    fp16 otherwise)."""
+    keep_fp16: str = ""
+    """Comma-separated name fragments of tensors kept fp16 whatever their size (e.g. 'blocks.8.attn.c_k')."""
+    gptq: bool = False
+    """Full-Hessian GPTQ rounding of the intN matrices and the embedding, calibrated on training batches
+    inside the training clock."""
+    gptq_batches: int = 16
+    """Calibration micro-batches of training data (each train.batch_tokens / train.microbatches tokens)."""
+    gptq_damp: float = 0.01
+    """GPTQ damping: this fraction of the mean diagonal of H is added to its diagonal."""
+    gptq_block: int = 128
+    """GPTQ column block size."""
+    gptq_reserve_seconds: float = 0.0
+    """Training stops this many seconds before the cap, so calibration ends inside it."""
+    qat: bool = False
+    """Straight-through fake quantisation of the quantised Linear weights during training, with the
+    export's exact grid per tensor."""
+    qat_from_frac: float = 0.5
+    """Fraction of the run (wall clock, else steps) after which QAT is on."""
+
+    def __post_init__(self) -> None:
+        for name in ("matrix", "embed"):
+            if getattr(self, name) not in FORMATS:
+                raise ConfigError(f"quant.{name}={getattr(self, name)!r}; expected one of {FORMATS}")
+        if self.mlp and self.mlp not in FORMATS:
+            raise ConfigError(f"quant.mlp={self.mlp!r}; expected '' or one of {FORMATS}")
+        if self.clip not in CLIPS:
+            raise ConfigError(f"quant.clip={self.clip!r}; expected one of {CLIPS}")
+        if not 0.0 < self.clip_quantile <= 1.0:
+            raise ConfigError(f"quant.clip_quantile must be in (0, 1], got {self.clip_quantile}")
+        positive(self, "clip_k", "embed_clip_k", "gptq_batches", "gptq_block")
+        non_negative(self, "keep_float_max_numel", "gptq_damp", "gptq_reserve_seconds")
+        if not 0.0 <= self.qat_from_frac <= 1.0:
+            raise ConfigError(f"quant.qat_from_frac must be in [0, 1], got {self.qat_from_frac}")
+
+    @property
+    def mlp_format(self) -> str:
+        return self.mlp or self.matrix
+
+    @property
+    def fp16_names(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.keep_fp16.split(",") if s.strip())
