@@ -147,3 +147,40 @@ def test_off_track_exits_1_with_the_reasons(tmp_path, capsys, data_root):
     assert (tmp_path / "artifact.pgolf").exists()  # nothing is lost: the artifact and log stay
     assert main(["eval", str(tmp_path / "artifact.pgolf")]) == 1
     assert "over the cpu-5min-2mb track's 2,000,000 byte cap" in capsys.readouterr().err
+
+
+def test_pack_inspect_and_fit(tmp_path, capsys, data_root):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "debug", "--out", str(out), "--data.root", str(data_root),
+                 "--train.iterations", "5"]) == 0  # fmt: skip
+    trained = json.loads((out / "result.json").read_text())
+    capsys.readouterr()
+
+    # re-packing under the run's own policy reproduces its artifact and score exactly
+    assert main(["pack", str(out), "--out", str(tmp_path / "same.pgolf"), "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["val_bpb"] == trained["val_bpb"] and same["bytes_model"] == trained["bytes_model"]
+    assert (tmp_path / "same.pgolf").read_bytes() == (out / "artifact.pgolf").read_bytes()
+
+    args = ["pack", str(out), "--quant.matrix", "int5", "--quant.embed", "int6",
+            "--quant.keep_float_max_numel", "0", "--pack.compressor", "auto", "--json"]  # fmt: skip
+    assert main(args) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert small["bytes_model"] < same["bytes_model"] and small["bits_per_param"] < same["bits_per_param"]
+    assert small["quant_gap_bpb"] == small["val_bpb"] - small["pre_quant_val_bpb"]
+    assert small["pre_quant_val_bpb"] == trained["pre_quant_val_bpb"]
+
+    assert main(["inspect", small["artifact"], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {t["format"] for t in report["tensors"]} == {"int5", "int6", "int8-contest"}  # vectors: per tensor
+    assert sum(t["params"] for t in report["tensors"]) == small["params"]
+    assert report["bytes_model"] == small["bytes_model"]
+    assert sum(s["stored_bytes"] for s in report["sections"]) < report["bytes_model"]
+
+    assert main(["pack", str(out), "--fit", "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["first_fit"] == "as configured" and len(fit["ladder"]) == 8  # the debug track has no cap
+    assert fit["ladder"][-1]["bytes_model"] < fit["ladder"][0]["bytes_model"]
+
+    assert main(["pack", str(tmp_path / "nowhere")]) == 2
+    assert "weights.pgolf: not found; re-packing needs the float weights" in capsys.readouterr().err

@@ -262,7 +262,8 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     assert meta == {"k": "v"} and set(entries) == set(_entries())
 
 
-TOOLING = {"__main__.py", "cli.py", "demo.py", "plot.py", "presets.py", "estimate.py", "config/overrides.py",
+TOOLING = {"__main__.py", "cli.py", "demo.py", "plot.py", "presets.py", "estimate.py", "packtool.py",
+           "config/overrides.py",
            "data/build.py", "data/fineweb.py", "data/stdlib_corpus.py"}  # fmt: skip
 
 

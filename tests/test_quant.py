@@ -145,3 +145,76 @@ def test_dequantised_values_stay_within_half_a_step_of_the_clipped_input(rows, c
         else:
             step = e.scale.float()[:, None] if e.kind == "row" else e.scale.float()
             assert ((back[k] - v).abs() <= step / 2 + 1e-6).all()
+
+
+def _correlated_layer(rows: int = 48, cols: int = 96, n: int = 4096):
+    g = torch.Generator().manual_seed(7)
+    mix = torch.randn(cols, cols, generator=g) / cols**0.5 + torch.eye(cols)
+    x = torch.randn(n, cols, generator=g) @ mix * torch.linspace(0.2, 3.0, cols)  # correlated, uneven scales
+    w = torch.randn(rows, cols, generator=g) * 0.05
+    return x, w
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int6", "int8-contest"])
+def test_gptq_lowers_the_layer_output_error_against_round_to_nearest(fmt):
+    from pgolf.quant.gptq import gptq_quantize
+
+    x, w = _correlated_layer()
+    h = x.T @ x / x.shape[0]
+    spec = GridSpec(fmt, "max") if fmt != "int8-contest" else GridSpec(fmt)
+    rtn = dequantize(quantize(w, spec))
+    gq = gptq_quantize(w, h, spec, block=32, damp=0.01)
+    assert gq.kind == "row" and gq.fmt == fmt and gq.data.abs().max() <= spec.qmax
+    assert torch.equal(gq.scale, quantize(w, spec).scale)  # same grid: only the codes move
+    err = lambda what: float(((x @ (w - what).T) ** 2).mean())  # noqa: E731
+    assert err(dequantize(gq)) < 0.8 * err(rtn)
+
+
+def test_gptq_with_an_identity_hessian_is_round_to_nearest():
+    from pgolf.quant.gptq import gptq_quantize
+
+    _, w = _correlated_layer()
+    spec = GridSpec("int5", "percentile", 0.999)
+    gq = gptq_quantize(w, torch.eye(w.shape[1]), spec, block=16, damp=0.0)
+    assert torch.equal(gq.data, quantize(w, spec).data)
+
+
+def test_hessians_are_the_input_second_moments():
+    from pgolf.model.layers import Linear
+    from pgolf.quant.gptq import collect_hessians
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    torch.manual_seed(8)
+    batches = [torch.randn(3, 5, 8) for _ in range(4)]
+    hs = collect_hessians(Toy(), {"fc.weight"}, batches)
+    x = torch.cat([b.reshape(-1, 8) for b in batches])
+    assert torch.allclose(hs["fc.weight"], x.T @ x / x.shape[0], atol=1e-5)
+
+
+def test_qat_forward_weights_are_the_exported_dequantised_weights():
+    from pgolf.model.layers import Linear
+    from pgolf.quant.qat import enable_qat
+
+    torch.manual_seed(9)
+    cfg = QuantConfig(keep_float_max_numel=2_000, matrix="int6", mlp="int5", clip="sdclip")
+    model = GPT(ModelConfig(vocab_size=256, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2))
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    ids = torch.randint(0, 256, (2, 16))
+    before = model(ids)
+    assert enable_qat(model, cfg) == 2 * 6  # q, k, v, o, fc, proj in each block
+    entries, _ = quantize_state_dict(model.state_dict(), cfg)
+    for name, module in model.named_modules():
+        if isinstance(module, Linear) and module.weight_fn is not None:
+            assert torch.equal(module.weight_fn(module.weight), dequantize(entries[f"{name}.weight"])), name
+    model.train()
+    assert not torch.allclose(model(ids), before)  # QAT changes the training forward
+    model.eval()
+    assert torch.equal(model(ids), before)  # and never the eval forward

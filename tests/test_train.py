@@ -323,3 +323,26 @@ def test_loop_switch_and_averaging_reach_the_artifact(debug_cfg, tmp_path):
     assert meta["looping"] is True
     again = evaluate_artifact(r.artifact_path)
     assert again.score.result.val_bpb == r.roundtrip.val_bpb and again.score.official
+
+
+def test_qat_and_gptq_end_to_end(debug_cfg, tmp_path):
+    """QAT switches on at its fraction; GPTQ calibrates on training batches (logged on the training
+    clock) and its codes, not round-to-nearest's, are what the artifact holds and the round trip scores."""
+    from pgolf.eval.artifact import evaluate_artifact
+    from pgolf.packtool import load_run
+
+    cfg = debug_cfg(**{
+        "train.iterations": "12", "quant.matrix": "int6", "quant.mlp": "int5", "quant.clip": "sdclip",
+        "quant.keep_float_max_numel": "1000", "quant.qat": "true", "quant.qat_from_frac": "0.5",
+        "quant.gptq": "true", "quant.gptq_batches": "2", "pack.compressor": "auto", "pack.transform": "auto",
+    })  # fmt: skip
+    r = run(cfg, out_dir=tmp_path, echo=False)
+    log = (tmp_path / "train.log").read_text()
+    assert "qat:on step:6 matrices:12" in log and "gptq_calibration batches:2 matrices:13" in log
+    entries, _ = read_artifact(r.artifact_path)
+    rtn, _ = quantize_state_dict(load_run(tmp_path).state, cfg.quant)
+    rows = [k for k, e in entries.items() if e.kind == "row"]
+    assert len(rows) == 13 and any(not torch.equal(entries[k].data, rtn[k].data) for k in rows)
+    assert all(torch.equal(entries[k].scale, rtn[k].scale) for k in rows)
+    assert evaluate_artifact(r.artifact_path).score.result == r.roundtrip
+    assert r.score.label == "int6-int5-int8_auto"

@@ -78,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     add_overrides(e, ("data.", "eval.", "train.device"))
 
+    k = sub.add_parser("pack", help="re-pack a finished run's weights under another policy (no retraining)")
+    k.add_argument(
+        "run_dir", type=Path, help="a run folder with weights.pgolf (written by every pgolf train)"
+    )
+    k.add_argument(
+        "--out", type=Path, default=None, help="artifact path (default RUN_DIR/artifact-<scheme>.pgolf)"
+    )
+    k.add_argument(
+        "--fit", action="store_true", help="measure the policy ladder against the track's byte cap"
+    )
+    k.add_argument("--no-score", action="store_true", help="skip the round-trip evaluation")
+    k.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_overrides(k, ("quant.", "pack."))
+
+    i = sub.add_parser("inspect", help="an artifact tensor by tensor: role, format, bits, bytes")
+    i.add_argument("artifact", type=Path)
+    i.add_argument("--json", action="store_true")
+
     c = sub.add_parser("config", help="inspect presets").add_subparsers(dest="config_command", required=True)
     s = c.add_parser("show", help="print a preset's resolved config")
     s.add_argument("preset")
@@ -193,6 +211,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return _track_status(r.off_track)
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from pgolf import packtool
+
+    overrides = collect_overrides(args)
+    if args.fit:
+        rows = packtool.fit_ladder(args.run_dir, overrides)
+        fitting = next((name for name, size in rows if size.fits), None)
+        if args.json:
+            print(json.dumps({"ladder": [{"step": n, **s.to_dict()} for n, s in rows], "first_fit": fitting}))
+        else:
+            for name, size in rows:
+                print(f"{name:46s} {size.total_bytes:>12,} bytes  {size.verdict()}")
+            print(f"first policy that fits: {fitting}" if fitting else "no policy of the ladder fits")
+        return 0 if fitting else 1
+    r = packtool.repack(args.run_dir, overrides, args.out, score=not args.no_score)
+    d = r.to_dict()
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(
+            f"artifact              {r.path}\nscheme                {r.label}\n"
+            f"bytes                 {r.size.total_bytes:,} = model {r.size.model_bytes:,} + code "
+            f"{r.size.code_bytes:,} ({r.size.verdict()})\n"
+            f"bits per parameter    {r.bits_per_param:.3f} ({r.params:,} parameters)\n"
+            f"pack / unpack         {r.pack_seconds:.2f} s / {r.unpack_seconds:.2f} s"
+            + (f" (+ {r.calibration_seconds:.2f} s GPTQ calibration)" if r.calibration_seconds > 0.01 else "")
+        )
+        if r.roundtrip is not None:
+            print(
+                f"val_bpb               {d['val_bpb']:.6f} (pre-quant {r.pre_quant_bpb:.6f}, "
+                f"gap {d['quant_gap_bpb']:+.6f})"
+            )
+    return _track_status(r.off_track)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pgolf.pack.meta import ArtifactMeta
+    from pgolf.pack.size import SizeReport
+    from pgolf.packtool import inspect_rows
+    from pgolf.tracks import get_track
+
+    rows, sections, raw_meta = inspect_rows(args.artifact)
+    meta = ArtifactMeta.from_dict(raw_meta, str(args.artifact))
+    size = SizeReport(args.artifact.stat().st_size, meta.code_bytes, get_track(meta.track).artifact_cap_bytes)
+    if args.json:
+        print(json.dumps({"tensors": rows, "sections": sections, **size.to_dict()}, indent=2))
+        return 0
+    print(
+        f"{'tensor':34s} {'role':8s} {'format':12s} {'bits':>4s} {'params':>10s} {'raw':>10s} "
+        f"{'~stored':>10s}"
+    )
+    for r in rows:
+        print(f"{r['name']:34s} {r['role']:8s} {r['format']:12s} {r['bits']:>4d} {r['params']:>10,} "
+              f"{r['raw_bytes']:>10,} {r['compressed_bytes']:>10,}")  # fmt: skip
+    print(f"\n{'section':28s} {'codec':7s} {'transform':9s} {'raw':>11s} {'stored':>11s}")
+    for sec in sections:
+        print(f"{sec['section']:28s} {sec['codec']:7s} {sec['transform']:9s} {sec['raw_bytes']:>11,} "
+              f"{sec['stored_bytes']:>11,}")  # fmt: skip
+    print(f"\ntotal {size.total_bytes:,} = file {size.model_bytes:,} + code {size.code_bytes:,} "
+          f"(recorded at training): {size.verdict()} on {meta.track}")  # fmt: skip
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from pgolf.presets import PRESETS, get_preset
 
@@ -214,7 +295,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "config": cmd_config}
+    handler = {
+        "demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "pack": cmd_pack,
+        "inspect": cmd_inspect, "config": cmd_config,
+    }  # fmt: skip
     try:
         return handler[args.command](args)
     except PgolfError as e:

@@ -47,6 +47,12 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext()
 
 
+def synchronizer(device: torch.device):
+    """A callable that waits for queued work on ``device`` (CUDA), or does nothing (CPU): clocks call
+    it before each reading so that device time is counted."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def setup(device_name: str = "auto") -> DistInfo:
     """Initialise the process group if launched with WORLD_SIZE > 1; idempotent."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

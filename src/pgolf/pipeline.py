@@ -16,14 +16,17 @@ import torch
 
 from pgolf import __version__, dist
 from pgolf.config.run import RunConfig
+from pgolf.data.valset import ValidationSet
 from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.fileio import write_json_atomic
 from pgolf.model.params import count_parameters
-from pgolf.pack.format import pack_spec, write_artifact
+from pgolf.pack.format import PackSpec, pack_spec, write_artifact
 from pgolf.pack.meta import ArtifactMeta
 from pgolf.pack.size import SizeReport, code_bytes, code_sha256
-from pgolf.quant.export import quantize_state_dict
+from pgolf.quant.export import QuantStats, quantize_state_dict
+from pgolf.quant.gptq import gptq_rounders
+from pgolf.quant.grid import QTensor
 from pgolf.runlog import RunLog
 from pgolf.tracks import get_track
 from pgolf.train.result import RunResult
@@ -31,23 +34,57 @@ from pgolf.train.trainer import Trainer, TrainOutcome
 
 ARTIFACT_NAME = "artifact.pgolf"
 RESULT_NAME = "result.json"
+WEIGHTS_NAME = "weights.pgolf"
+
+
+def artifact_meta(
+    cfg: RunConfig, valset: ValidationSet, *, steps: int, looping: bool, train_seconds: float
+) -> ArtifactMeta:
+    """The meta of an artifact of ``cfg``'s model, scored on ``valset``."""
+    return ArtifactMeta(
+        pgolf_version=__version__, preset=cfg.preset, track=cfg.track, steps=steps, looping=looping,
+        model=cfg.model, data=cfg.data, eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len),
+        quant=cfg.quant, pack=cfg.pack, tokenizer_sha256=valset.tokenizer_sha256,
+        tokenizer_vocab_size=valset.tokenizer_vocab_size, val_tokens=valset.tokens.numel(),
+        val_sha256=valset.sha256, code_sha256=code_sha256(), code_bytes=code_bytes(),
+        train_seconds=train_seconds, train_cap_seconds=cfg.train.max_wallclock_seconds,
+    )  # fmt: skip
+
+
+def export_model(
+    state: dict[str, torch.Tensor], cfg: RunConfig, meta: ArtifactMeta, path: Path, hessians: dict | None
+) -> QuantStats:
+    """Quantise ``state`` under ``cfg.quant`` (GPTQ where Hessians are given) and write the artifact."""
+    q = cfg.quant
+    rounders = gptq_rounders(hessians, block=q.gptq_block, damp=q.gptq_damp) if hessians else None
+    entries, stats = quantize_state_dict(state, q, rounders)
+    write_artifact(path, entries, meta.to_dict(), pack_spec(cfg.pack))
+    return stats
+
+
+def save_weights(trainer: Trainer, outcome: TrainOutcome) -> None:
+    """The float weights and the config of the run (``weights.pgolf``, no pickle), so that ``pgolf
+    pack`` can re-pack it under another policy without retraining. Not part of the artifact."""
+    state = trainer.base_model.state_dict()
+    entries = {k: QTensor("raw", v.detach().float().cpu(), v.dtype, fmt="fp32") for k, v in state.items()}
+    meta = {
+        "config": trainer.cfg.to_dict(), "steps": outcome.steps, "looping": trainer.base_model.looping,
+        "train_seconds": outcome.train_ms / 1000, "pre_quant_val_loss": outcome.pre_quant.val_loss,
+        "pre_quant_val_bpb": outcome.pre_quant.val_bpb,
+    }  # fmt: skip
+    write_artifact(trainer.out_dir / WEIGHTS_NAME, entries, meta, PackSpec("zlib", 1))
 
 
 def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, ArtifactMeta]:
-    """Quantise the trained weights, write the artifact (rank 0) and account its bytes."""
+    """Write the artifact and the run's float weights (rank 0) and account the artifact's bytes."""
     cfg, path = trainer.cfg, trainer.out_dir / ARTIFACT_NAME
-    meta = ArtifactMeta(
-        pgolf_version=__version__, preset=cfg.preset, track=cfg.track, steps=outcome.steps,
-        looping=trainer.base_model.looping, model=cfg.model, data=cfg.data,
-        eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len), quant=cfg.quant, pack=cfg.pack,
-        tokenizer_sha256=trainer.valset.tokenizer_sha256,
-        tokenizer_vocab_size=trainer.valset.tokenizer_vocab_size, val_tokens=trainer.valset.tokens.numel(),
-        val_sha256=trainer.valset.sha256, code_sha256=code_sha256(), code_bytes=code_bytes(),
-        train_seconds=outcome.train_ms / 1000, train_cap_seconds=cfg.train.max_wallclock_seconds,
+    meta = artifact_meta(
+        cfg, trainer.valset, steps=outcome.steps, looping=trainer.base_model.looping,
+        train_seconds=outcome.train_ms / 1000,
     )  # fmt: skip
     if trainer.info.is_main:
-        entries, stats = quantize_state_dict(trainer.base_model.state_dict(), cfg.quant)
-        write_artifact(path, entries, meta.to_dict(), pack_spec(cfg.pack))
+        save_weights(trainer, outcome)
+        stats = export_model(trainer.base_model.state_dict(), cfg, meta, path, outcome.hessians)
         trainer.log.event(
             "quant", stats.summary(), params=dict(stats.params), floored_rows=stats.floored_rows
         )
@@ -65,7 +102,7 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
 def roundtrip(trainer: Trainer, path: Path) -> ScoreReport:
     """Read the artifact back into a new model and score it; the load is on the eval clock."""
     device = trainer.device
-    clock = EvalClock(torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
+    clock = EvalClock(dist.synchronizer(device))
     with clock.phase("load"):
         loaded = load_artifact(path, device)
     report = score_loaded(loaded, trainer.valset, loaded.meta.eval, device, clock)

@@ -119,8 +119,7 @@ def evaluate_artifact(
 ) -> ArtifactEval:
     """Score an artifact with the data and eval settings recorded in it, or with the ones given."""
     info = dist.setup(device)
-    sync = torch.cuda.synchronize if info.device.type == "cuda" else (lambda: None)
-    clock = EvalClock(sync)
+    clock = EvalClock(dist.synchronizer(info.device))
     with clock.phase("load"):
         loaded = load_artifact(path, info.device)
     meta = loaded.meta

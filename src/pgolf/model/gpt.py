@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pgolf.config.model import ModelConfig
 from pgolf.model.inputs import BigramHash, SmearGate
-from pgolf.model.layers import Block, ntk_base, rms_norm, rotary_tables
+from pgolf.model.layers import Block, Linear, ntk_base, rms_norm, rotary_tables
 
 
 class GPT(nn.Module):
@@ -46,7 +46,9 @@ class GPT(nn.Module):
         else:
             depth = len(self.layer_order(looping=cfg.loop_repeats > 0))
             self.skip_weights = nn.Parameter(torch.ones(min(depth // 2, depth - depth // 2), cfg.model_dim))
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.model_dim, cfg.vocab_size)
+        self.head_in = nn.Identity()
+        """The head's input (final-norm output); a hook point for GPTQ's Hessian of the head."""
         if self.lm_head is not None:
             self.lm_head.zero_init = True
         self.reset_parameters()
@@ -121,7 +123,7 @@ class GPT(nn.Module):
             x = self.smear(x, input_ids)
         x0 = x
         x = (self._recurrent if cfg.recurrent_blocks else self._unet)(x, x0, cos, sin)
-        x = rms_norm(x)
+        x = self.head_in(rms_norm(x))
         z = F.linear(x, self.tok_emb.weight.to(x.dtype)) if self.lm_head is None else self.lm_head(x)
         c = cfg.logit_softcap
         return c * torch.tanh(z / c)

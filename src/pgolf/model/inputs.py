@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.model.layers import Linear
 from pgolf.vocab import BOS_ID
 
 
@@ -29,7 +30,7 @@ class BigramHash(nn.Module):
         super().__init__()
         self.buckets = buckets
         self.embed = nn.Embedding(buckets, dim)
-        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.proj = Linear(dim, model_dim)
         self.scale = nn.Parameter(torch.tensor(0.05))
         self.ortho, self.num_layers = ortho, num_layers
         self.reset_parameters()

@@ -58,16 +58,32 @@ def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
     return (yg - (yg * vn).sum(-1, keepdim=True) * vn).view(b, h, t, d)
 
 
+class Linear(nn.Linear):
+    """A bias-free nn.Linear whose weight passes through ``weight_fn`` in the training forward: QAT's
+    fake quantisation, set from outside (the model imports no quant code); None is the plain weight,
+    and eval mode always uses the plain weight. The hook is an attribute, not a module or buffer, so
+    the state dict is nn.Linear's."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.weight_fn = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight_fn is None or not self.training:
+            return F.linear(x, self.weight)
+        return F.linear(x, self.weight_fn(self.weight))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, xsa: bool = False) -> None:
         super().__init__()
         self.xsa = xsa
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         kv_dim = cfg.num_kv_heads * cfg.head_dim
-        self.c_q = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
-        self.c_k = nn.Linear(cfg.model_dim, kv_dim, bias=False)
-        self.c_v = nn.Linear(cfg.model_dim, kv_dim, bias=False)
-        self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.c_q = Linear(cfg.model_dim, cfg.model_dim)
+        self.c_k = Linear(cfg.model_dim, kv_dim)
+        self.c_v = Linear(cfg.model_dim, kv_dim)
+        self.proj = Linear(cfg.model_dim, cfg.model_dim)
         self.proj.zero_init = True
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
 
@@ -94,11 +110,11 @@ class MLP(nn.Module):
         super().__init__()
         self.kind = cfg.mlp_activation
         if self.kind == "swiglu":
-            self.gate = nn.Linear(cfg.model_dim, cfg.mlp_hidden, bias=False)
-            self.up = nn.Linear(cfg.model_dim, cfg.mlp_hidden, bias=False)
+            self.gate = Linear(cfg.model_dim, cfg.mlp_hidden)
+            self.up = Linear(cfg.model_dim, cfg.mlp_hidden)
         else:
-            self.fc = nn.Linear(cfg.model_dim, cfg.mlp_hidden, bias=False)
-        self.proj = nn.Linear(cfg.mlp_hidden, cfg.model_dim, bias=False)
+            self.fc = Linear(cfg.model_dim, cfg.mlp_hidden)
+        self.proj = Linear(cfg.mlp_hidden, cfg.model_dim)
         self.proj.zero_init = True
 
     def forward(self, x: Tensor) -> Tensor:

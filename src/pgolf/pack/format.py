@@ -100,6 +100,14 @@ def _from_bytes(buf: bytes, dtype_name: str, shape: list[int]) -> torch.Tensor:
     return t.reshape(shape)
 
 
+def section_name(e: QTensor, part: str) -> str:
+    """The section a stored tensor's ``data`` or ``scale`` goes to: e.g. ``int6.codes``,
+    ``int6.scales.float16``, ``fp16.float16``. Tensors of one format and part compress together."""
+    if part == "scale":
+        return f"{e.fmt}.scales.{_dtype_name(e.scale.dtype)}"
+    return f"{e.fmt}.codes" if e.kind != "raw" else f"{e.fmt}.{_dtype_name(e.data.dtype)}"
+
+
 def _compress(raw: bytes, width: int, spec: PackSpec) -> tuple[str, str, bytes]:
     """(codec, transform, stored bytes): the smallest over the choices ``spec`` allows."""
     codecs = list(CODECS) if spec.compressor == "auto" else [spec.compressor]
@@ -141,11 +149,10 @@ def encode(entries: dict[str, QTensor], meta: dict, spec: PackSpec = PackSpec())
 
     records = []
     for name, e in entries.items():
-        part = "codes" if e.kind != "raw" else _dtype_name(e.data.dtype)
         rec = {"name": name, "kind": e.kind, "fmt": e.fmt, "orig_dtype": _dtype_name(e.orig_dtype),
-               "data": add(e.data, f"{e.fmt}.{part}")}  # fmt: skip
+               "data": add(e.data, section_name(e, "data"))}  # fmt: skip
         if e.scale is not None:
-            rec["scale"] = add(e.scale, f"{e.fmt}.scales.{_dtype_name(e.scale.dtype)}")
+            rec["scale"] = add(e.scale, section_name(e, "scale"))
         records.append(rec)
     meta_raw = json.dumps({**meta, "tensors": records}, sort_keys=True).encode()
     parts = [("meta", meta_raw, 1)] + [(g, b"".join(blobs), widths[g]) for g, blobs in groups.items()]

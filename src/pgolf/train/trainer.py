@@ -33,8 +33,10 @@ from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5
 from pgolf.pack.size import code_bytes, code_sha256
+from pgolf.quant.qat import enable_qat
 from pgolf.runlog import RunLog
 from pgolf.train.averaging import WeightAverage
+from pgolf.train.calibration import calibrate
 from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from pgolf.train.clock import PhaseSwitch, TrainClock
 
@@ -43,8 +45,20 @@ from pgolf.train.clock import PhaseSwitch, TrainClock
 class TrainOutcome:
     steps: int
     train_ms: float
+    """Training time, GPTQ calibration included."""
     stopped_by: str
     pre_quant: BpbResult
+    hessians: dict[str, torch.Tensor] | None = None
+    """GPTQ's input second moments per weight name (None without quant.gptq)."""
+
+
+def log_environment(log: RunLog, cfg: RunConfig, info: dist.DistInfo, accum: int) -> None:
+    """Versions, device, world size, the counted code's digest and bytes, the resolved config."""
+    gpu = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else platform.processor()
+    log.line(f"pgolf {__version__} python {platform.python_version()} torch {torch.__version__}")
+    log.line(f"device:{info.device} ({gpu or 'cpu'}) world_size:{info.world_size} grad_accum_steps:{accum}")
+    log.event("code", code_sha256=code_sha256(), bytes_code=code_bytes())
+    log.line("Hyperparameters:\n" + "\n".join("  " + s for s in format_config(cfg).splitlines()))
 
 
 class Trainer:
@@ -60,7 +74,11 @@ class Trainer:
         self.local_tokens = tc.batch_tokens // tc.microbatches
         self.history: list[dict] = []
         self.average: WeightAverage | None = None  # created after priming
+        self.qat_on = False
         self._pending: list[tuple[int, torch.Tensor]] = []
+        reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.gptq else 0.0
+        self.cap_ms = 1000 * max(tc.max_wallclock_seconds - reserve, 0.0) if tc.max_wallclock_seconds else 0.0
+        """Where the steps must end: the training cap less the GPTQ calibration reserve (0: no cap)."""
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -92,15 +110,8 @@ class Trainer:
         )
 
     def write_header(self) -> None:
-        """Self-describing log: versions, device, the counted code's digest, the resolved config."""
-        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
-        self.log.line(f"pgolf {__version__} python {platform.python_version()} torch {torch.__version__}")
-        self.log.line(f"device:{self.device} ({gpu or 'cpu'}) world_size:{self.info.world_size} "
-                      f"grad_accum_steps:{self.accum}")  # fmt: skip
-        self.log.event("code", code_sha256=code_sha256(), bytes_code=code_bytes())
-        self.log.line(
-            "Hyperparameters:\n" + "\n".join("  " + s for s in format_config(self.cfg).splitlines())
-        )
+        """Self-describing log: the environment (``log_environment``), then the data and the model."""
+        log_environment(self.log, self.cfg, self.info, self.accum)
         self.log.event(
             "data",
             train_shards=len(self.train_files),
@@ -122,9 +133,8 @@ class Trainer:
             total += loss.detach()
         dist.average_gradients(self.opt.params)
         mul = lr_multiplier(
-            step, elapsed_ms, iterations=tc.iterations, max_wallclock_ms=1000 * tc.max_wallclock_seconds,
-            cfg=self.cfg.optim,
-        )  # fmt: skip
+            step, elapsed_ms, iterations=tc.iterations, max_wallclock_ms=self.cap_ms, cfg=self.cfg.optim
+        )
         self.opt.step(mul, muon_momentum(step, self.cfg.optim))
         self.opt.zero_grad()
         if self.average is not None:
@@ -156,6 +166,7 @@ class Trainer:
                 "model": self.base_model.state_dict(), "optim": self.opt.state_dict(),
                 "loader": self.loader.stream.state(), "history": self.history,
                 "average": self.average.state_dict(), "looping": self.base_model.looping,
+                "qat": self.qat_on,
             })  # fmt: skip
             self.log.event("checkpoint", step=step, path=str(path))
         dist.barrier()
@@ -172,6 +183,9 @@ class Trainer:
         self.history = list(state["history"])
         self.average.load_state_dict(state["average"])
         self.base_model.looping = bool(state["looping"])
+        self.qat_on = bool(state["qat"])
+        if self.qat_on:
+            enable_qat(self.base_model, self.cfg.quant)
         self.log.event("resume", step=state["step"], train_time_ms=round(state["train_ms"]))
         return int(state["step"]), float(state["train_ms"])
 
@@ -182,10 +196,6 @@ class Trainer:
             steps = [s for s, _ in self._pending]
             self.history += [{"step": s, "train_loss": v} for s, v in zip(steps, values, strict=True)]
             self._pending = []
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
 
     def validate(self) -> BpbResult:
         """Score the model being trained on the validation set (plain windows)."""
@@ -200,14 +210,18 @@ class Trainer:
 
     def run_loop(self, clock_now=None) -> tuple[int, float, str]:
         tc = self.cfg.train
-        cap_ms = 1000 * tc.max_wallclock_seconds
+        cap_ms = self.cap_ms
         step, train_ms = self.restore()
         self.log.start_progress(
             tc.max_wallclock_seconds if cap_ms else tc.iterations, "s" if cap_ms else "step"
         )
         stopped_by = "iterations"
-        clock = TrainClock(train_ms, self._sync, **({"now": clock_now} if clock_now else {}))
-        switch = PhaseSwitch(cap_ms, tc.iterations, tc.loop_from_frac, self.device)
+        clock = TrainClock(
+            train_ms, dist.synchronizer(self.device), **({"now": clock_now} if clock_now else {})
+        )
+        switch = PhaseSwitch(
+            cap_ms, tc.iterations, tc.loop_from_frac, self.device, self.cfg.quant.qat_from_frac
+        )
         while step < tc.iterations:
             before = clock.elapsed_ms()
             if self._decide(switch, step, before):
@@ -238,9 +252,15 @@ class Trainer:
         return step, train_ms, stopped_by
 
     def _decide(self, switch: PhaseSwitch, step: int, elapsed: float) -> bool:
-        """Stop at the cap, or switch the middle-range loop on (``clock.PhaseSwitch``); True: stop."""
+        """Stop at the cap, switch the middle-range loop or QAT on (``clock.PhaseSwitch``); True: stop."""
         pending = bool(self.cfg.model.loop_repeats) and not self.base_model.looping
-        stop, start_loop = switch.decide(step, elapsed, pending)
+        stop, start_loop, start_qat = switch.decide(
+            step, elapsed, pending, self.cfg.quant.qat and not self.qat_on
+        )
+        if start_qat:
+            self.qat_on = True
+            n = enable_qat(self.base_model, self.cfg.quant)
+            self.log.event("qat", f"qat:on step:{step} matrices:{n}", step=step, matrices=n)
         if start_loop:
             self.base_model.looping = True
             depth = len(self.base_model.layer_order())
@@ -276,5 +296,12 @@ class Trainer:
         steps, train_ms, stopped_by = self.run_loop(clock_now)
         applied = self.average.apply(self.base_model)
         self.log.event("averaging", f"averaging:{applied}", averaging=applied)
+        hessians = None
+        if self.cfg.quant.gptq:
+            batches = iter(lambda: self.loader.next_batch(self.local_tokens, self.cfg.train.seq_len)[0], None)
+            clock = TrainClock(train_ms, dist.synchronizer(self.device))
+            hessians, train_ms = calibrate(
+                self.base_model, self.cfg.quant, batches, clock, self.device, self.log
+            )
         pre = self._log_val(steps, train_ms)
-        return TrainOutcome(steps, train_ms, stopped_by, pre)
+        return TrainOutcome(steps, train_ms, stopped_by, pre, hessians)

@@ -1,0 +1,192 @@
+"""``pgolf pack`` and ``pgolf inspect`` (tooling): re-pack a finished run under another quantisation
+and packing policy without retraining, search the policy ladder for one that fits the cap, and
+take an artifact apart tensor by tensor."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgolf import dist
+from pgolf.config.overrides import apply_overrides
+from pgolf.config.run import RunConfig, config_from_dict
+from pgolf.data.loader import DistributedTokenLoader
+from pgolf.data.paths import resolve_data
+from pgolf.data.shards import find_shards
+from pgolf.data.valset import load_validation
+from pgolf.errors import ConfigError, DataError
+from pgolf.eval.artifact import load_artifact, score_loaded
+from pgolf.eval.bpb import BpbResult
+from pgolf.eval.score import EvalClock
+from pgolf.model.gpt import GPT
+from pgolf.model.params import param_role
+from pgolf.pack.format import encode, pack_spec, read_artifact, read_sections, section_name
+from pgolf.pack.size import SizeReport, code_bytes
+from pgolf.pipeline import WEIGHTS_NAME, artifact_meta, export_model
+from pgolf.quant.export import quantize_state_dict
+from pgolf.quant.gptq import collect_hessians
+from pgolf.quant.policy import grid_spec
+from pgolf.tracks import get_track
+
+
+@dataclass(frozen=True)
+class RunWeights:
+    config: RunConfig
+    state: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+def load_run(run_dir: Path) -> RunWeights:
+    path = Path(run_dir) / WEIGHTS_NAME
+    if not path.is_file():
+        raise DataError(
+            f"{path}: not found; re-packing needs the float weights that pgolf train writes there"
+        )
+    entries, meta = read_artifact(path)
+    try:
+        cfg = config_from_dict(meta["config"])
+        state = {k: e.data.to(e.orig_dtype) for k, e in entries.items()}
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{run_dir / WEIGHTS_NAME}: not a run's weights file ({e})") from None
+    return RunWeights(cfg, state, meta)
+
+
+def with_policy(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """``cfg`` with quant.* and pack.* overrides; anything else would need retraining."""
+    other = sorted(k for k in overrides if not k.startswith(("quant.", "pack.")))
+    if other:
+        raise ConfigError(f"re-packing changes only quant.* and pack.* settings, not {other}")
+    return apply_overrides(cfg, overrides)
+
+
+@dataclass(frozen=True)
+class RepackReport:
+    path: Path
+    label: str
+    params: int
+    size: SizeReport
+    pre_quant_bpb: float
+    roundtrip: BpbResult | None
+    pack_seconds: float
+    unpack_seconds: float
+    calibration_seconds: float
+    off_track: list[str]
+
+    @property
+    def bits_per_param(self) -> float:
+        return 8 * self.size.model_bytes / self.params
+
+    def to_dict(self) -> dict:
+        rt = self.roundtrip
+        return {
+            "artifact": str(self.path), "scheme": self.label, "params": self.params, **self.size.to_dict(),
+            "bits_per_param": round(self.bits_per_param, 4), "pre_quant_val_bpb": self.pre_quant_bpb,
+            "val_bpb": rt.val_bpb if rt else None, "val_loss": rt.val_loss if rt else None,
+            "quant_gap_bpb": rt.val_bpb - self.pre_quant_bpb if rt else None,
+            "pack_seconds": round(self.pack_seconds, 3), "unpack_seconds": round(self.unpack_seconds, 3),
+            "calibration_seconds": round(self.calibration_seconds, 3), "off_track": self.off_track,
+        }  # fmt: skip
+
+
+def _calibrate(cfg: RunConfig, model: GPT, device: torch.device) -> dict[str, torch.Tensor]:
+    """GPTQ Hessians from the first quant.gptq_batches micro-batches of the training stream."""
+    files = find_shards(resolve_data(cfg.data).dataset_dir, cfg.data.train_pattern)
+    loader = DistributedTokenLoader(
+        files, rank=0, world_size=1, vocab_size=cfg.model.vocab_size, device=device
+    )
+    local = cfg.train.batch_tokens // cfg.train.microbatches
+    names = {n for n, t in model.state_dict().items() if t.ndim == 2 and grid_spec(n, t, cfg.quant)}
+    batches = (loader.next_batch(local, cfg.train.seq_len)[0] for _ in range(cfg.quant.gptq_batches))
+    return collect_hessians(model, names, batches)
+
+
+def repack(
+    run_dir: Path, overrides: dict[str, Any], out: Path | None = None, score: bool = True
+) -> RepackReport:
+    """Write ``run_dir``'s weights as an artifact under the given policy, read it back and score it.
+    GPTQ calibration reads training data, so its time is added to the run's training time."""
+    run = load_run(run_dir)
+    cfg = with_policy(run.config, overrides)
+    device = dist.setup("cpu").device
+    model = GPT(cfg.model)
+    model.load_state_dict(run.state)
+    model.looping = bool(run.meta["looping"])
+    valset = load_validation(cfg.data, cfg.model.vocab_size)
+    hessians, calibration = None, 0.0
+    if cfg.quant.gptq:
+        started = time.perf_counter()
+        hessians = _calibrate(cfg, model, device)
+        calibration = time.perf_counter() - started
+    meta = artifact_meta(cfg, valset, steps=int(run.meta["steps"]), looping=model.looping,
+                         train_seconds=float(run.meta["train_seconds"]) + calibration)  # fmt: skip
+    path = Path(out) if out else Path(run_dir) / f"artifact-{meta.label}.pgolf"
+    started = time.perf_counter()
+    export_model(run.state, cfg, meta, path, hessians)
+    pack_s = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = load_artifact(path, device)
+    unpack_s = time.perf_counter() - started
+    track = get_track(cfg.track)
+    size = SizeReport(path.stat().st_size, code_bytes(), track.artifact_cap_bytes)
+    rt = score_loaded(loaded, valset, meta.eval, device, EvalClock()).result if score else None
+    off = track.judge_train(meta.train_cap_seconds, meta.train_seconds) + track.judge_bytes(size.total_bytes)
+    params = sum(t.numel() for t in run.state.values())
+    pre = float(run.meta["pre_quant_val_bpb"])
+    return RepackReport(path, meta.label, params, size, pre, rt, pack_s, unpack_s, calibration, off)
+
+
+FIT_LADDER: list[tuple[str, dict[str, str]]] = [
+    ("as configured", {}),
+    ("best codec and byte transform per section", {"pack.compressor": "auto", "pack.transform": "auto"}),
+    ("+ embeddings int7", {"quant.embed": "int7"}),
+    ("+ matrices int6 (SDClip 12.85)", {"quant.matrix": "int6", "quant.clip": "sdclip"}),
+    ("+ MLP int5", {"quant.mlp": "int5"}),
+    ("+ matrices int5", {"quant.matrix": "int5"}),
+    ("+ embeddings int6", {"quant.embed": "int6"}),
+    ("+ MLP int4", {"quant.mlp": "int4"}),
+]
+"""Policy changes in the order they cost precision (seed-techniques §9, sota-stack §2.5); each step
+keeps the ones before it."""
+
+
+def fit_ladder(run_dir: Path, overrides: dict[str, Any]) -> list[tuple[str, SizeReport]]:
+    """Measured total bytes of each cumulative step of FIT_LADDER (round-to-nearest; no scoring)."""
+    run = load_run(run_dir)
+    cfg = with_policy(run.config, overrides)
+    cap, code = get_track(cfg.track).artifact_cap_bytes, code_bytes()
+    rows, applied = [], dict(overrides)
+    for name, change in FIT_LADDER:
+        applied |= change
+        step_cfg = with_policy(run.config, applied)
+        entries, _ = quantize_state_dict(run.state, step_cfg.quant)
+        meta = dataclasses.asdict(step_cfg.model)  # stands in for the meta's size (a few KB)
+        rows.append(
+            (name, SizeReport(len(encode(entries, {"model": meta}, pack_spec(step_cfg.pack))), code, cap))
+        )
+    return rows
+
+
+def inspect_rows(path: Path) -> tuple[list[dict], list[dict], dict]:
+    """(per-tensor rows, per-section rows, meta) of an artifact. A tensor's compressed bytes are its
+    share of its section's, in proportion to its raw bytes (sections compress as a whole)."""
+    data = Path(path).read_bytes()
+    sections = read_sections(data, str(path))
+    entries, meta = read_artifact(path)
+    ratio = {s.name: s.stored_bytes / max(s.raw_bytes, 1) for s, _ in sections}
+    rows = []
+    for name, e in entries.items():
+        parts = {"data": e.data} | ({"scale": e.scale} if e.scale is not None else {})
+        raw = {p: t.numel() * t.element_size() for p, t in parts.items()}
+        stored = sum(n * ratio[section_name(e, p)] for p, n in raw.items())
+        bits = {"fp32": 32, "fp16": 16, "int8-contest": 8, "exact": 8 * e.data.element_size()}.get(e.fmt)
+        rows.append({"name": name, "role": param_role(name, e.data.ndim), "format": e.fmt,
+                     "bits": bits or int(e.fmt.removeprefix("int")), "params": e.data.numel(),
+                     "raw_bytes": sum(raw.values()), "compressed_bytes": round(stored)})  # fmt: skip
+    sec_rows = [{"section": s.name, "codec": s.codec, "transform": s.transform, "raw_bytes": s.raw_bytes,
+                 "stored_bytes": s.stored_bytes} for s, _ in sections]  # fmt: skip
+    return rows, sec_rows, meta

@@ -1,0 +1,107 @@
+"""Full-Hessian GPTQ (Frantar et al. 2022; sota-stack §2.5) on the export's own grids.
+
+For a weight W (R x C) that multiplies inputs x (C,), the layer-output error of a rounding W^ is
+E ||x (W - W^)^T||^2 = tr((W - W^) H (W - W^)^T) with H = E[x x^T]. GPTQ rounds one column at a
+time and moves the rounding error onto the columns not yet rounded, along H's inverse:
+H += damp * mean(diag H) * I; columns in descending diag(H) order ("act-order"); U = the upper
+Cholesky factor of H^-1; for column j: q_j = grid(w_j), e = (w_j - q_j) / U_jj, W[:, j:] -= e U_j,j:,
+in blocks of ``block`` columns with the block's error applied to the rest at once.
+
+The grid (row clip and scale) is fixed from the original W by the export's clip rule, so GPTQ only
+changes which code each weight gets, and the artifact format is unchanged. The Hessians come from
+forward hooks on each quantised Linear's input and, for the (tied) head, on ``GPT.head_in``; they
+are summed over calibration batches of *training* data (never validation data) and over ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from pgolf import dist
+from pgolf.quant.grid import GridSpec, QTensor, row_grid
+
+
+def hessian_targets(model: nn.Module, names: set[str]) -> dict[str, nn.Module]:
+    """Weight name -> the module whose *input* multiplies it, for the names GPTQ should round."""
+    targets = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    head = "lm_head.weight" if getattr(model, "lm_head", None) is not None else "tok_emb.weight"
+    if hasattr(model, "head_in"):
+        targets[head] = model.head_in
+    return {k: v for k, v in targets.items() if k in names}
+
+
+@torch.no_grad()
+def collect_hessians(model: nn.Module, names: set[str], batches: Iterable[Tensor]) -> dict[str, Tensor]:
+    """H = mean over calibration tokens of x x^T (fp32, (C, C)) for each name, from forward passes on
+    ``batches`` of input ids; summed over ranks."""
+    targets = hessian_targets(model, names)
+    sums: dict[str, Tensor] = {}
+    rows: dict[str, Tensor] = {}
+    hooks = []
+    for name, module in targets.items():
+
+        def hook(mod, inputs, output, name=name):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+            sums[name] = sums.get(name, 0) + x.T @ x
+            rows[name] = rows.get(name, 0) + torch.tensor(
+                float(x.shape[0]), dtype=torch.float64, device=x.device
+            )
+
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        for ids in batches:
+            model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    out = {}
+    for name in targets:
+        dist.all_reduce_sum_(sums[name])
+        dist.all_reduce_sum_(rows[name])
+        out[name] = (sums[name] / rows[name]).float()
+    return out
+
+
+def gptq_quantize(w: Tensor, h: Tensor, spec: GridSpec, *, block: int = 128, damp: float = 0.01) -> QTensor:
+    """Round a 2-D ``w`` on ``spec``'s grid with GPTQ under input second moment ``h`` (C, C)."""
+    w32 = w.detach().float().cpu().clone()
+    clip, s16, s32 = row_grid(w32, spec)
+    deq_scale = s16.float()
+    h = h.detach().double().cpu().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w32[:, dead] = 0.0
+    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    perm = torch.argsort(torch.diag(h), descending=True)
+    w32, h = w32[:, perm], h[perm][:, perm]
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    codes = torch.zeros_like(w32, dtype=torch.int8)
+    qmax = spec.qmax
+    for i1 in range(0, w32.shape[1], block):
+        i2 = min(i1 + block, w32.shape[1])
+        wb, ub = w32[:, i1:i2].clone(), u[i1:i2, i1:i2]
+        err = torch.zeros_like(wb)
+        for i in range(i2 - i1):
+            col = wb[:, i]
+            q = torch.clamp(torch.round(torch.maximum(torch.minimum(col, clip), -clip) / s32), -qmax, qmax)
+            codes[:, i1 + i] = q.to(torch.int8)
+            e = (col - q * deq_scale) / ub[i, i]
+            wb[:, i:] -= e[:, None] * ub[i, i:][None, :]
+            err[:, i] = e
+        w32[:, i2:] -= err @ u[i1:i2, i2:]
+    inverse = torch.argsort(perm)
+    return QTensor("row", codes[:, inverse].contiguous(), w.dtype, s16, spec.fmt)
+
+
+def gptq_rounders(hessians: dict[str, Tensor], *, block: int, damp: float) -> dict[str, Callable]:
+    """``quant.export.quantize_state_dict``'s rounders: GPTQ for every tensor with a Hessian."""
+    return {
+        name: (lambda t, spec, h=h: gptq_quantize(t, h, spec, block=block, damp=damp))
+        for name, h in hessians.items()
+    }

@@ -1,0 +1,31 @@
+"""Quantisation-aware training: the export's exact grid in the training forward (seed-techniques §9.7).
+
+Every Linear whose weight the export stores on a grid gets ``weight_fn = fake_quant(., its spec)``,
+with the spec from the same policy function the export uses, so the forward weights are bit for bit
+the exported-then-dequantised ones (a test checks it) and gradients pass straight through. The
+layers apply it in training mode only, so validation scores the float weights. The tied embedding
+and the BigramHash table are not Linears and never see fake quantisation (their export is int8 or
+int7 round-to-nearest). With GPTQ on, the export's codes differ from QAT's round-to-nearest ones by
+design: QAT then trains against the grid, GPTQ chooses the codes.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pgolf.config.quant import QuantConfig
+from pgolf.model.layers import Linear
+from pgolf.quant.grid import fake_quant
+from pgolf.quant.policy import grid_spec
+
+
+def enable_qat(model: nn.Module, cfg: QuantConfig) -> int:
+    """Install fake quantisation on every grid-quantised Linear; returns how many."""
+    n = 0
+    for name, module in model.named_modules():
+        if isinstance(module, Linear):
+            spec = grid_spec(f"{name}.weight", module.weight, cfg)
+            if spec is not None:
+                module.weight_fn = lambda w, spec=spec: fake_quant(w, spec)
+                n += 1
+    return n
