@@ -93,6 +93,21 @@ def test_model_cross_field_errors(kwargs, message):
         ModelConfig(**kwargs)
 
 
+def test_gptq_reserve_must_leave_training_time_and_levels_must_suit_the_codec():
+    from pgolf.config import PackConfig, QuantConfig
+
+    train = TrainConfig(max_wallclock_seconds=5.0)
+    with pytest.raises(
+        ConfigError, match=r"quant\.gptq_reserve_seconds=8 must be below train\.max_wallclock"
+    ):
+        RunConfig(train=train, quant=QuantConfig(gptq=True, gptq_reserve_seconds=8.0))
+    RunConfig(train=train, quant=QuantConfig(gptq=False, gptq_reserve_seconds=8.0))  # no GPTQ: no reserve
+    for codec, level in (("zlib", 22), ("brotli", 12), ("lzma", 10), ("zstd", 0)):
+        with pytest.raises(ConfigError, match=f"pack.level={level} is not a {codec} level"):
+            PackConfig(compressor=codec, level=level)
+    PackConfig(compressor="auto", level=99)  # auto uses each codec's strongest level
+
+
 def test_train_batch_must_split_into_sequences():
     with pytest.raises(ConfigError, match=r"train\.batch_tokens=1000 must be a multiple"):
         TrainConfig(batch_tokens=1000, microbatches=8, seq_len=64)

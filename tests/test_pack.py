@@ -112,6 +112,8 @@ def test_shuffle_is_a_byte_plane_transpose():
     data = bytes(range(12))
     assert shuffle(data, 4) == bytes([0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11])
     assert unshuffle(shuffle(data, 4), 4) == data and shuffle(data, 1) == data
+    odd = bytes(range(13))  # not a whole number of values: left as is, both ways
+    assert shuffle(odd, 4) == odd and unshuffle(odd, 4) == odd
 
 
 def test_corruption_is_refused(tmp_path):
@@ -153,6 +155,38 @@ def test_version_codec_and_lengths_are_checked():
         decode(MAGIC + struct.pack("<H", VERSION) + hashlib.sha256(body).digest() + body)
     with pytest.raises(ArtifactError, match="malformed section table"):
         decode(_frame([("data", "zlib", meta[2], meta[3])]))
+
+
+def test_empty_and_hostile_zero_length_sections():
+    """A section may be empty; one that declares 0 bytes but inflates to more is refused before the
+    whole stream is inflated (zlib reads a max_length of 0 as 'no limit')."""
+    for name, codec in CODECS.items():
+        assert codec.decompress(codec.compress(b"", codec.max_level), 0) == b"", name
+        with pytest.raises(ArtifactError, match="exceeds 0 bytes"):
+            codec.decompress(codec.compress(bytes(1 << 20), 1), 0)
+    meta = _meta_section({"tensors": []})
+    hostile = ("x", "zlib", zlib.compress(bytes(1 << 22)), 0)
+    with pytest.raises(ArtifactError, match="exceeds 0 bytes"):
+        decode(_frame([meta, hostile]))
+
+
+def test_foreign_frames_are_refused():
+    import lzma
+
+    import zstandard
+
+    no_size = zstandard.ZstdCompressor(write_content_size=False).compress(b"abc" * 100)
+    with pytest.raises(ArtifactError, match="does not declare its size"):
+        CODECS["zstd"].decompress(no_size, 300)
+    alone = lzma.compress(b"abc" * 100, format=lzma.FORMAT_ALONE)  # .lzma: may declare any dictionary
+    with pytest.raises(ArtifactError, match="corrupt lzma stream"):
+        CODECS["lzma"].decompress(alone, 300)
+
+
+def test_config_levels_match_the_codecs():
+    from pgolf.config.pack import LEVELS
+
+    assert {name: high for name, (_, high) in LEVELS.items()} == {n: c.max_level for n, c in CODECS.items()}
 
 
 def test_codecs_round_trip_and_bound_decompression():

@@ -84,11 +84,13 @@ def test_search_clip_is_never_worse_than_any_candidate():
         assert (err <= other + 1e-9).all()
 
 
-def test_sdclip_clip_is_k_standard_deviations():
+def test_sdclip_clip_is_k_times_the_row_rms():
     torch.manual_seed(3)
     w = torch.randn(8, 512)
+    w[0] = 0.25 + 1e-4 * torch.randn(512)  # a row far from zero-mean: its spread about the grid's 0
     _, s = quantize_rows(w, GridSpec("int6", "sdclip", k=2.0))
-    assert torch.allclose(s.float(), (2.0 * w.std(dim=1, correction=0) / 31).half().float())
+    assert torch.allclose(s.float(), (2.0 * w.pow(2).mean(1).sqrt() / 31).half().float())
+    assert torch.allclose(dequantize(quantize(w, GridSpec("int6", "sdclip", k=2.0)))[0], w[0], atol=0.01)
 
 
 @pytest.mark.parametrize("fmt", ["int8-contest", "int6", "int5"])

@@ -346,3 +346,13 @@ def test_qat_and_gptq_end_to_end(debug_cfg, tmp_path):
     assert all(torch.equal(entries[k].scale, rtn[k].scale) for k in rows)
     assert evaluate_artifact(r.artifact_path).score.result == r.roundtrip
     assert r.score.label == "int6-int5-int8_auto"
+    # a GPTQ re-pack counts its own calibration in place of the run's, never both
+    from pgolf.packtool import repack
+
+    weights = load_run(tmp_path).meta
+    assert 0 < weights["calibration_seconds"] < weights["train_seconds"]
+    report = repack(tmp_path, {}, tmp_path / "again.pgolf", score=False)
+    _, meta = read_artifact(tmp_path / "again.pgolf")
+    steps_only = weights["train_seconds"] - weights["calibration_seconds"]
+    assert report.calibration_seconds > 0
+    assert meta["train_seconds"] == pytest.approx(steps_only + report.calibration_seconds, abs=1e-9)

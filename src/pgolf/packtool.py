@@ -4,7 +4,6 @@ take an artifact apart tensor by tensor."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pgolf import dist
 from pgolf.config.overrides import apply_overrides
 from pgolf.config.run import RunConfig, config_from_dict
 from pgolf.data.loader import DistributedTokenLoader
+from pgolf.data.manifest import check_train_val_disjoint
 from pgolf.data.paths import resolve_data
 from pgolf.data.shards import find_shards
 from pgolf.data.valset import load_validation
@@ -41,6 +41,9 @@ class RunWeights:
     meta: dict[str, Any]
 
 
+WEIGHTS_KEYS = ("config", "steps", "looping", "train_seconds", "pre_quant_val_bpb")
+
+
 def load_run(run_dir: Path) -> RunWeights:
     path = Path(run_dir) / WEIGHTS_NAME
     if not path.is_file():
@@ -48,19 +51,30 @@ def load_run(run_dir: Path) -> RunWeights:
             f"{path}: not found; re-packing needs the float weights that pgolf train writes there"
         )
     entries, meta = read_artifact(path)
+    missing = [k for k in WEIGHTS_KEYS if k not in meta]
+    if missing:
+        raise DataError(f"{path}: not a run's weights file (missing {missing})")
     try:
         cfg = config_from_dict(meta["config"])
         state = {k: e.data.to(e.orig_dtype) for k, e in entries.items()}
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{run_dir / WEIGHTS_NAME}: not a run's weights file ({e})") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"{path}: not a run's weights file ({e})") from None
+    if "calibration_seconds" not in meta:  # written before it was recorded: known only without GPTQ
+        if cfg.quant.gptq:
+            raise DataError(f"{path}: a GPTQ run written before calibration time was recorded; retrain")
+        meta = {**meta, "calibration_seconds": 0.0}
     return RunWeights(cfg, state, meta)
+
+
+TRAINING_ONLY = ("quant.qat", "quant.qat_from_frac", "quant.gptq_reserve_seconds")
+"""Settings that act during training: a re-pack cannot change them (its meta would claim them)."""
 
 
 def with_policy(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """``cfg`` with quant.* and pack.* overrides; anything else would need retraining."""
-    other = sorted(k for k in overrides if not k.startswith(("quant.", "pack.")))
+    other = sorted(k for k in overrides if not k.startswith(("quant.", "pack.")) or k in TRAINING_ONLY)
     if other:
-        raise ConfigError(f"re-packing changes only quant.* and pack.* settings, not {other}")
+        raise ConfigError(f"re-packing changes only export-time quant.* and pack.* settings, not {other}")
     return apply_overrides(cfg, overrides)
 
 
@@ -93,9 +107,15 @@ class RepackReport:
         }  # fmt: skip
 
 
-def _calibrate(cfg: RunConfig, model: GPT, device: torch.device) -> dict[str, torch.Tensor]:
-    """GPTQ Hessians from the first quant.gptq_batches micro-batches of the training stream."""
-    files = find_shards(resolve_data(cfg.data).dataset_dir, cfg.data.train_pattern)
+def _calibrate(
+    cfg: RunConfig, model: GPT, device: torch.device, val_files: list[Path]
+) -> dict[str, torch.Tensor]:
+    """GPTQ Hessians from the first quant.gptq_batches micro-batches of the training stream, in one
+    process, fp32, on CPU. The run's own calibration read on from where its training stopped, on
+    every rank, under bf16 on a GPU: a GPTQ re-pack is not the run's GPTQ artifact bit for bit."""
+    dataset = resolve_data(cfg.data).dataset_dir
+    files = find_shards(dataset, cfg.data.train_pattern)
+    check_train_val_disjoint(files, val_files, dataset)
     loader = DistributedTokenLoader(
         files, rank=0, world_size=1, vocab_size=cfg.model.vocab_size, device=device
     )
@@ -120,10 +140,12 @@ def repack(
     hessians, calibration = None, 0.0
     if cfg.quant.gptq:
         started = time.perf_counter()
-        hessians = _calibrate(cfg, model, device)
+        hessians = _calibrate(cfg, model, device, valset.files)
         calibration = time.perf_counter() - started
+    # the run's steps, plus this re-pack's calibration in place of the run's own (never both)
+    steps_seconds = float(run.meta["train_seconds"]) - float(run.meta["calibration_seconds"])
     meta = artifact_meta(cfg, valset, steps=int(run.meta["steps"]), looping=model.looping,
-                         train_seconds=float(run.meta["train_seconds"]) + calibration)  # fmt: skip
+                         train_seconds=steps_seconds + calibration)  # fmt: skip
     path = Path(out) if out else Path(run_dir) / f"artifact-{meta.label}.pgolf"
     started = time.perf_counter()
     export_model(run.state, cfg, meta, path, hessians)
@@ -143,15 +165,17 @@ def repack(
 FIT_LADDER: list[tuple[str, dict[str, str]]] = [
     ("as configured", {}),
     ("best codec and byte transform per section", {"pack.compressor": "auto", "pack.transform": "auto"}),
-    ("+ embeddings int7", {"quant.embed": "int7"}),
-    ("+ matrices int6 (SDClip 12.85)", {"quant.matrix": "int6", "quant.clip": "sdclip"}),
-    ("+ MLP int5", {"quant.mlp": "int5"}),
-    ("+ matrices int5", {"quant.matrix": "int5"}),
-    ("+ embeddings int6", {"quant.embed": "int6"}),
-    ("+ MLP int4", {"quant.mlp": "int4"}),
-]
-"""Policy changes in the order they cost precision (seed-techniques §9, sota-stack §2.5); each step
-keeps the ones before it."""
+    ("+ int6 matrices, SDClip k=12.85", {"quant.matrix": "int6", "quant.mlp": "", "quant.clip": "sdclip",
+                                        "quant.clip_k": "12.85"}),
+    ("+ SDClip k=16", {"quant.clip_k": "16"}),
+    ("+ SDClip k=20", {"quant.clip_k": "20"}),
+    ("+ SDClip k=24", {"quant.clip_k": "24"}),
+    ("+ embeddings pgolf int8, k=20", {"quant.embed": "int8", "quant.embed_clip_k": "20"}),
+]  # fmt: skip
+"""Cumulative policy changes in the order of their measured cost on a trained model (gap with GPTQ:
+int6 k=12.85 +0.0047, k=16 +0.0059, k=20 +0.0101; the embedding step +0.05: benchmarks/RESULTS.md).
+Sizes are round-to-nearest's; GPTQ moves them by under 1% (measured) and is what keeps the gaps
+small, so a run should train with quant.gptq on once its policy is chosen."""
 
 
 def fit_ladder(run_dir: Path, overrides: dict[str, Any]) -> list[tuple[str, SizeReport]]:
@@ -164,10 +188,8 @@ def fit_ladder(run_dir: Path, overrides: dict[str, Any]) -> list[tuple[str, Size
         applied |= change
         step_cfg = with_policy(run.config, applied)
         entries, _ = quantize_state_dict(run.state, step_cfg.quant)
-        meta = dataclasses.asdict(step_cfg.model)  # stands in for the meta's size (a few KB)
-        rows.append(
-            (name, SizeReport(len(encode(entries, {"model": meta}, pack_spec(step_cfg.pack))), code, cap))
-        )
+        meta = {"config": step_cfg.to_dict(), "digests": "0" * 400}  # about the real meta's size
+        rows.append((name, SizeReport(len(encode(entries, meta, pack_spec(step_cfg.pack))), code, cap)))
     return rows
 
 

@@ -69,7 +69,8 @@ def save_weights(trainer: Trainer, outcome: TrainOutcome) -> None:
     entries = {k: QTensor("raw", v.detach().float().cpu(), v.dtype, fmt="fp32") for k, v in state.items()}
     meta = {
         "config": trainer.cfg.to_dict(), "steps": outcome.steps, "looping": trainer.base_model.looping,
-        "train_seconds": outcome.train_ms / 1000, "pre_quant_val_loss": outcome.pre_quant.val_loss,
+        "train_seconds": outcome.train_ms / 1000, "calibration_seconds": outcome.calibration_ms / 1000,
+        "pre_quant_val_loss": outcome.pre_quant.val_loss,
         "pre_quant_val_bpb": outcome.pre_quant.val_bpb,
     }  # fmt: skip
     write_artifact(trainer.out_dir / WEIGHTS_NAME, entries, meta, PackSpec("zlib", 1))

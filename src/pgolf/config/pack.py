@@ -9,6 +9,8 @@ from typing import ClassVar
 from pgolf.errors import ConfigError
 
 COMPRESSORS = ("zlib", "zstd", "lzma", "brotli", "auto")
+LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9), "brotli": (0, 11)}
+"""Valid levels per codec (pack.codec's registry agrees; a test checks it)."""
 TRANSFORMS = ("none", "shuffle", "auto")
 
 
@@ -27,5 +29,10 @@ class PackConfig:
     def __post_init__(self) -> None:
         if self.compressor not in COMPRESSORS:
             raise ConfigError(f"pack.compressor={self.compressor!r}; expected one of {COMPRESSORS}")
+        low, high = LEVELS.get(self.compressor, (self.level, self.level))  # auto: each codec's strongest
+        if not low <= self.level <= high:
+            raise ConfigError(
+                f"pack.level={self.level} is not a {self.compressor} level (expected {low}-{high})"
+            )
         if self.transform not in TRANSFORMS:
             raise ConfigError(f"pack.transform={self.transform!r}; expected one of {TRANSFORMS}")

@@ -26,11 +26,12 @@ class QuantConfig:
     """Format of the token embedding, the BigramHash table and an untied head."""
     clip: str = "percentile"
     """Row clip of the intN grids: percentile (clip_quantile of |w|), max, search (GPTQ-lite: per row, the
-    candidate quantile with the least squared error) or sdclip (clip_k standard deviations of the row)."""
+    candidate quantile with the least squared error) or sdclip (clip_k x the row's RMS)."""
     clip_quantile: float = 0.9999984
     """Quantile of |w| used as the clip by int8-contest and by the percentile rule."""
     clip_k: float = 12.85
-    """SDClip: a matrix row's clip is k x its standard deviation (sota-stack §2.5: 12.85 at int6)."""
+    """SDClip: a matrix row's clip is k x its RMS (sota-stack §2.5: 12.85 at int6). The step is
+    k x RMS / qmax, so keep k proportional to the range when changing bits (int5: ~6 for int6's step)."""
     embed_clip_k: float = 20.0
     """SDClip k of the embedding role (sota-stack §2.5: 20 at int8)."""
     keep_float_max_numel: int = 65_536

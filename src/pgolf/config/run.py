@@ -49,6 +49,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         get_track(self.track)
+        cap, reserve = self.train.max_wallclock_seconds, self.quant.gptq_reserve_seconds
+        if self.quant.gptq and cap and reserve >= cap:
+            raise ConfigError(
+                f"quant.gptq_reserve_seconds={reserve:g} must be below train.max_wallclock_seconds={cap:g} "
+                "(the steps end that long before the cap)"
+            )
 
     @property
     def eval_seq_len(self) -> int:

@@ -21,6 +21,8 @@ from pgolf.errors import ArtifactError
 
 MAX_BODY_BYTES = 1 << 30
 """Largest decompressed artifact accepted (1 GiB: a 16 MB artifact of int8 codes inflates to ~40 MB)."""
+LZMA_MEMLIMIT = 1 << 28
+"""lzma decoder memory (256 MiB; preset 9 extreme needs ~65 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,11 @@ class Codec:
 
 def _zlib_decompress(data: bytes, limit: int) -> bytes:
     d = zlib.decompressobj()
-    try:
-        out = d.decompress(data, limit)
+    try:  # limit + 1: zlib reads a max_length of 0 as "no limit"
+        out = d.decompress(data, limit + 1)
     except zlib.error as e:
         raise ArtifactError(f"corrupt zlib stream ({e})") from None
-    if d.unconsumed_tail:
+    if len(out) > limit or d.unconsumed_tail:
         raise ArtifactError(f"decompressed section exceeds {limit} bytes")
     if not d.eof:
         raise ArtifactError("zlib stream is truncated")
@@ -79,13 +81,17 @@ def _lzma_compress(data: bytes, level: int) -> bytes:
 
 
 def _lzma_decompress(data: bytes, limit: int) -> bytes:
-    d = lzma.LZMADecompressor()
+    # .xz only (what _lzma_compress writes), and a decoder memory limit: a header cannot make the
+    # loader reserve a 4 GiB dictionary
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT)
     try:
-        out = d.decompress(data, max_length=limit)
+        out = d.decompress(data, max_length=limit + 1)
     except lzma.LZMAError as e:
         raise ArtifactError(f"corrupt lzma stream ({e})") from None
+    if len(out) > limit:
+        raise ArtifactError(f"decompressed section exceeds {limit} bytes")
     if not d.eof:
-        raise ArtifactError(f"lzma stream is truncated or exceeds {limit} bytes")
+        raise ArtifactError("lzma stream is truncated")
     if d.unused_data:
         raise ArtifactError("trailing bytes after the lzma stream")
     return out

@@ -262,7 +262,7 @@ def decode(data: bytes, source: str = "artifact") -> tuple[dict[str, QTensor], d
     raws = [_inflate(s, stored, source) for s, stored in sections]
     try:
         meta = json.loads(raws[0])
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, ints over 4300 digits
         raise ArtifactError(f"{source}: metadata is not valid JSON") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("tensors"), list):
         raise ArtifactError(f"{source}: metadata has no tensor list")

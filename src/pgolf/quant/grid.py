@@ -10,8 +10,9 @@ Row grids (2-D weights, one fp16 scale per row, codes in an int8 container):
 * ``intB`` for B in 4..8: symmetric, codes in [-(2^(B-1)-1), 2^(B-1)-1]; s = fp16(c_r / qmax) floored
   at fp16's smallest normal, and codes are rounded with that same fp16 scale, so quantise and
   dequantise agree exactly. The clip c_r is each row's own: ``max``, ``percentile`` (quantile q),
-  ``sdclip`` (k x the row's standard deviation; sota-stack §2.5) or ``search`` (GPTQ-lite,
-  seed-techniques §9.5, per row: the candidate quantile with the least squared error).
+  ``sdclip`` (k x the row's root mean square, its spread about the grid's centre 0: the standard
+  deviation of sota-stack §2.5 for the zero-mean rows of trained matrices) or ``search``
+  (GPTQ-lite, seed-techniques §9.5, per row: the candidate quantile with the least squared error).
 
 Other tensors get ``int8-contest``'s per-tensor form (one fp32 scale). ``fake_quant`` is the QAT
 forward: the dequantised grid value, with a straight-through gradient.
@@ -78,14 +79,16 @@ def _quantile(x: Tensor, q: float, dim: int | None = None) -> Tensor:
 
 
 def _clip_for(w: Tensor, spec: GridSpec, quantile: float) -> Tensor:
+    if w.shape[1] == 0:
+        return torch.zeros(w.shape[0], device=w.device)
     if spec.contest or spec.clip in ("percentile", "search"):
         if quantile >= 1.0:
             return w.abs().amax(dim=1)
         return _quantile(w.abs(), quantile, dim=1) if w.numel() else torch.zeros(w.shape[0], device=w.device)
     if spec.clip == "max":
         return w.abs().amax(dim=1)
-    if spec.clip == "sdclip":
-        return spec.k * w.std(dim=1, correction=0)
+    if spec.clip == "sdclip":  # the grid is symmetric about 0: spread about 0 (= std for zero-mean rows)
+        return spec.k * w.pow(2).mean(dim=1).sqrt()
     raise ValueError(f"unknown clip rule {spec.clip!r}")
 
 

@@ -50,6 +50,8 @@ class TrainOutcome:
     pre_quant: BpbResult
     hessians: dict[str, torch.Tensor] | None = None
     """GPTQ's input second moments per weight name (None without quant.gptq)."""
+    calibration_ms: float = 0.0
+    """The part of train_ms spent collecting them."""
 
 
 def log_environment(log: RunLog, cfg: RunConfig, info: dist.DistInfo, accum: int) -> None:
@@ -296,7 +298,7 @@ class Trainer:
         steps, train_ms, stopped_by = self.run_loop(clock_now)
         applied = self.average.apply(self.base_model)
         self.log.event("averaging", f"averaging:{applied}", averaging=applied)
-        hessians = None
+        hessians, before = None, train_ms
         if self.cfg.quant.gptq:
             batches = iter(lambda: self.loader.next_batch(self.local_tokens, self.cfg.train.seq_len)[0], None)
             clock = TrainClock(train_ms, dist.synchronizer(self.device))
@@ -304,4 +306,4 @@ class Trainer:
                 self.base_model, self.cfg.quant, batches, clock, self.device, self.log
             )
         pre = self._log_val(steps, train_ms)
-        return TrainOutcome(steps, train_ms, stopped_by, pre, hessians)
+        return TrainOutcome(steps, train_ms, stopped_by, pre, hessians, train_ms - before)
