@@ -12,9 +12,11 @@ def test_config_show_and_list(capsys):
     assert "model.num_layers: 11" in out and "train.batch_tokens: 524288" in out
     assert main(["config", "show", "baseline-cpu"]) == 0
     out = capsys.readouterr().out
-    assert (
-        "parameters             1,641,740" in out and "artifact upper bound" in out and "cap 2,000,000" in out
-    )
+    assert "parameters             1,641,740" in out and "artifact upper bound" in out
+    assert "cap 2,000,000" in out
+    assert "int8-contest     1,638,400 params  tok_emb.weight, blocks.*.attn.c_q.weight" in out  # the policy
+    assert main(["config", "show", "pr162"]) == 0
+    assert "int6            21,233,664 params  blocks.*.attn.c_q.weight" in capsys.readouterr().out
     assert main(["config", "show", "baseline-cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["track"] == "cpu-5min-2mb"
     assert main(["config", "list"]) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from pgolf.model.params import count_parameters
 from pgolf.pack.format import PackSpec, encode, pack_spec
 from pgolf.pack.size import code_bytes
 from pgolf.quant.export import quantize_state_dict
+from pgolf.quant.policy import tensor_format
 from pgolf.tracks import get_track
 
 
@@ -24,10 +26,15 @@ class Estimate:
     """Artifact with the payload stored uncompressed (zlib level 0): codes cost one byte each whatever
     their values, so training cannot make the file larger than this (meta aside)."""
     untrained_bytes: int
-    """The artifact of the untrained model with the configured compressor (a trained model's weights
-    compress worse: a lower bound in practice)."""
+    """The artifact of the untrained model with the configured compressor (zstd-3 standing in for
+    ``auto``, whose search is slow at full size); a trained model's weights compress worse: a lower
+    bound in practice."""
+    untrained_codec: str
     code_bytes: int
     cap_bytes: int
+    formats: dict[str, list[str]]
+    """The resolved export policy: storage format -> the tensors that get it."""
+    format_params: dict[str, int]
 
     def lines(self) -> list[str]:
         cap = f"{self.cap_bytes:,}" if self.cap_bytes else "none"
@@ -36,26 +43,48 @@ class Estimate:
             if not self.cap_bytes or self.upper_bound_bytes + self.code_bytes <= self.cap_bytes
             else "OVER"
         )
+        policy = [
+            f"  {fmt:13s} {self.format_params[fmt]:>12,} params  {_names(names)}"
+            for fmt, names in self.formats.items()
+        ]
         return [
+            "export policy (format, parameters, tensors):",
+            *policy,
             f"parameters             {self.params:,} ({self.quantized_params:,} quantised, "
             f"{self.raw_params:,} kept float)",
             f"artifact upper bound   {self.upper_bound_bytes + self.code_bytes:,} bytes = "
             f"{self.upper_bound_bytes:,} uncompressed codes + {self.code_bytes:,} code ({fit}, cap {cap})",
-            f"untrained, compressed  {self.untrained_bytes + self.code_bytes:,} bytes",
+            f"untrained, compressed  {self.untrained_bytes + self.code_bytes:,} bytes "
+            f"({self.untrained_codec})",
         ]
+
+
+def _names(names: list[str]) -> str:
+    """Tensor names with their block index folded: blocks.{0..8}.attn.c_q.weight."""
+    folded = dict.fromkeys(re.sub(r"^blocks\.\d+\.", "blocks.*.", n) for n in names)
+    text = ", ".join(folded)
+    return text if len(text) <= 90 else text[:87] + "..."
 
 
 def estimate(cfg: RunConfig) -> Estimate:
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model)
-    entries, stats = quantize_state_dict(model.state_dict(), cfg.quant)
+    state = model.state_dict()
+    formats: dict[str, list[str]] = {}
+    for name, t in state.items():
+        formats.setdefault(tensor_format(name, t, cfg.quant), []).append(name)
+    entries, stats = quantize_state_dict(state, cfg.quant)
+    spec = PackSpec("zstd", 3) if cfg.pack.compressor == "auto" else pack_spec(cfg.pack)
     raw = sum(v for k, v in stats.params.items() if k in ("exact", "fp32", "fp16"))
     return Estimate(
         params=count_parameters(model),
         quantized_params=count_parameters(model) - raw,
         raw_params=raw,
         upper_bound_bytes=len(encode(entries, {}, PackSpec("zlib", 0))),
-        untrained_bytes=len(encode(entries, {}, pack_spec(cfg.pack))),
+        untrained_bytes=len(encode(entries, {}, spec)),
+        untrained_codec=f"{spec.compressor}-{spec.level}",
         code_bytes=code_bytes(),
         cap_bytes=get_track(cfg.track).artifact_cap_bytes,
+        formats=formats,
+        format_params=dict(stats.params),
     )
