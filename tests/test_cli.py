@@ -210,6 +210,13 @@ def test_pack_inspect_and_fit(tmp_path, capsys, data_root, monkeypatch):
     assert json.loads(capsys.readouterr().out)["first_fit"] == "+ SDClip k=20"
     monkeypatch.undo()
 
+    # with GPTQ, the calibration runs through the training path but prints nothing: stdout stays JSON
+    assert (
+        main(["pack", str(out), "--quant.gptq", "true", "--quant.gptq_batches", "2", "--no-score", "--json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["calibration_seconds"] > 0
+
     assert main(["pack", str(out), "--quant.qat", "true"]) == 2
     assert "re-packing changes only export-time" in capsys.readouterr().err
     assert main(["pack", str(tmp_path / "nowhere")]) == 2

@@ -13,7 +13,6 @@ from pgolf.model.params import count_parameters
 from pgolf.pack.format import PackSpec, encode, pack_spec
 from pgolf.pack.size import code_bytes
 from pgolf.quant.export import quantize_state_dict
-from pgolf.quant.policy import tensor_format
 from pgolf.tracks import get_track
 
 
@@ -70,10 +69,10 @@ def estimate(cfg: RunConfig) -> Estimate:
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model)
     state = model.state_dict()
-    formats: dict[str, list[str]] = {}
-    for name, t in state.items():
-        formats.setdefault(tensor_format(name, t, cfg.quant), []).append(name)
     entries, stats = quantize_state_dict(state, cfg.quant)
+    formats: dict[str, list[str]] = {}
+    for name, e in entries.items():
+        formats.setdefault(e.fmt, []).append(name)
     spec = PackSpec("zstd", 3) if cfg.pack.compressor == "auto" else pack_spec(cfg.pack)
     raw = sum(v for k, v in stats.params.items() if k in ("exact", "fp32", "fp16"))
     return Estimate(

@@ -25,13 +25,14 @@ from pgolf.eval.bpb import BpbResult
 from pgolf.eval.score import EvalClock
 from pgolf.model.gpt import GPT
 from pgolf.model.params import param_role
-from pgolf.pack.format import encode, pack_spec, read_artifact, read_sections, section_name
+from pgolf.pack.format import decode, encode, pack_spec, read_artifact, read_sections, section_name
 from pgolf.pack.size import SizeReport, code_bytes
 from pgolf.pipeline import WEIGHTS_NAME, artifact_meta, export_model
 from pgolf.quant.export import quantize_state_dict
-from pgolf.quant.gptq import collect_hessians
-from pgolf.quant.policy import grid_spec
+from pgolf.runlog import RunLog
 from pgolf.tracks import get_track
+from pgolf.train.calibration import calibrate
+from pgolf.train.clock import TrainClock
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,10 @@ class RepackReport:
         }  # fmt: skip
 
 
-def _calibrate(
-    cfg: RunConfig, model: GPT, device: torch.device, val_files: list[Path]
-) -> dict[str, torch.Tensor]:
-    """GPTQ Hessians from the first quant.gptq_batches micro-batches of the training stream, in one
-    process, fp32, on CPU. The run's own calibration read on from where its training stopped, on
-    every rank, under bf16 on a GPU: a GPTQ re-pack is not the run's GPTQ artifact bit for bit."""
+def _calibration_batches(cfg: RunConfig, device: torch.device, val_files: list[Path]):
+    """The first micro-batches of the training stream, in one process. The run's own calibration read
+    on from where its training stopped, on every rank, under bf16 on a GPU: a GPTQ re-pack is not the
+    run's GPTQ artifact bit for bit."""
     dataset = resolve_data(cfg.data).dataset_dir
     files = find_shards(dataset, cfg.data.train_pattern)
     check_train_val_disjoint(files, val_files, dataset)
@@ -120,9 +119,7 @@ def _calibrate(
         files, rank=0, world_size=1, vocab_size=cfg.model.vocab_size, device=device
     )
     local = cfg.train.batch_tokens // cfg.train.microbatches
-    names = {n for n, t in model.state_dict().items() if t.ndim == 2 and grid_spec(n, t, cfg.quant)}
-    batches = (loader.next_batch(local, cfg.train.seq_len)[0] for _ in range(cfg.quant.gptq_batches))
-    return collect_hessians(model, names, batches)
+    return iter(lambda: loader.next_batch(local, cfg.train.seq_len)[0], None)
 
 
 def repack(
@@ -138,10 +135,12 @@ def repack(
     model.looping = bool(run.meta["looping"])
     valset = load_validation(cfg.data, cfg.model.vocab_size)
     hessians, calibration = None, 0.0
-    if cfg.quant.gptq:
-        started = time.perf_counter()
-        hessians = _calibrate(cfg, model, device, valset.files)
-        calibration = time.perf_counter() - started
+    if cfg.quant.gptq:  # the training path's calibration, on a clock of its own
+        batches = _calibration_batches(cfg, device, valset.files)
+        hessians, ms = calibrate(
+            model, cfg.quant, batches, TrainClock(0.0, lambda: None), device, RunLog(None, enabled=False)
+        )
+        calibration = ms / 1000
     # the run's steps, plus this re-pack's calibration in place of the run's own (never both)
     steps_seconds = float(run.meta["train_seconds"]) - float(run.meta["calibration_seconds"])
     meta = artifact_meta(cfg, valset, steps=int(run.meta["steps"]), looping=model.looping,
@@ -198,7 +197,7 @@ def inspect_rows(path: Path) -> tuple[list[dict], list[dict], dict]:
     share of its section's, in proportion to its raw bytes (sections compress as a whole)."""
     data = Path(path).read_bytes()
     sections = read_sections(data, str(path))
-    entries, meta = read_artifact(path)
+    entries, meta = decode(data, str(path))
     ratio = {s.name: s.stored_bytes / max(s.raw_bytes, 1) for s, _ in sections}
     rows = []
     for name, e in entries.items():

@@ -34,19 +34,27 @@ class Codec:
     """(data, limit) -> bytes; raises ArtifactError past ``limit`` bytes or on a corrupt stream."""
 
 
+def _finish(codec: str, out: bytes, limit: int, *, complete: bool, trailing: bytes = b"") -> bytes:
+    """The checks every bounded decompressor ends with: within the limit, at the end of its stream,
+    nothing after it."""
+    if len(out) > limit:
+        raise ArtifactError(f"decompressed section exceeds {limit} bytes")
+    if not complete:
+        raise ArtifactError(f"{codec} stream is truncated")
+    if trailing:
+        raise ArtifactError(f"trailing bytes after the {codec} stream")
+    return out
+
+
 def _zlib_decompress(data: bytes, limit: int) -> bytes:
     d = zlib.decompressobj()
     try:  # limit + 1: zlib reads a max_length of 0 as "no limit"
         out = d.decompress(data, limit + 1)
     except zlib.error as e:
         raise ArtifactError(f"corrupt zlib stream ({e})") from None
-    if len(out) > limit or d.unconsumed_tail:
+    if d.unconsumed_tail:
         raise ArtifactError(f"decompressed section exceeds {limit} bytes")
-    if not d.eof:
-        raise ArtifactError("zlib stream is truncated")
-    if d.unused_data:
-        raise ArtifactError("trailing bytes after the zlib stream")
-    return out
+    return _finish("zlib", out, limit, complete=d.eof, trailing=d.unused_data)
 
 
 def _zstd_compress(data: bytes, level: int) -> bytes:
@@ -69,11 +77,7 @@ def _zstd_decompress(data: bytes, limit: int) -> bytes:
         out = d.decompress(data)
     except zstandard.ZstdError as e:
         raise ArtifactError(f"corrupt zstd stream ({e})") from None
-    if not d.eof or len(out) != size:
-        raise ArtifactError("zstd stream is truncated")
-    if d.unused_data:
-        raise ArtifactError("trailing bytes after the zstd stream")
-    return out
+    return _finish("zstd", out, limit, complete=d.eof and len(out) == size, trailing=d.unused_data)
 
 
 def _lzma_compress(data: bytes, level: int) -> bytes:
@@ -88,13 +92,7 @@ def _lzma_decompress(data: bytes, limit: int) -> bytes:
         out = d.decompress(data, max_length=limit + 1)
     except lzma.LZMAError as e:
         raise ArtifactError(f"corrupt lzma stream ({e})") from None
-    if len(out) > limit:
-        raise ArtifactError(f"decompressed section exceeds {limit} bytes")
-    if not d.eof:
-        raise ArtifactError("lzma stream is truncated")
-    if d.unused_data:
-        raise ArtifactError("trailing bytes after the lzma stream")
-    return out
+    return _finish("lzma", out, limit, complete=d.eof, trailing=d.unused_data)
 
 
 def _brotli_compress(data: bytes, level: int) -> bytes:
@@ -111,11 +109,7 @@ def _brotli_decompress(data: bytes, limit: int) -> bytes:
         out = d.process(data, output_buffer_limit=limit + 1)
     except brotli.error as e:
         raise ArtifactError(f"corrupt brotli stream ({e})") from None
-    if len(out) > limit:
-        raise ArtifactError(f"decompressed section exceeds {limit} bytes")
-    if not d.is_finished():
-        raise ArtifactError("brotli stream is truncated")
-    return out
+    return _finish("brotli", out, limit, complete=d.is_finished())
 
 
 CODECS: dict[str, Codec] = {

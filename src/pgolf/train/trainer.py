@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,9 @@ class Trainer:
         self.qat_on = False
         self._pending: list[tuple[int, torch.Tensor]] = []
         reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.gptq else 0.0
-        self.cap_ms = 1000 * max(tc.max_wallclock_seconds - reserve, 0.0) if tc.max_wallclock_seconds else 0.0
-        """Where the steps must end: the training cap less the GPTQ calibration reserve (0: no cap)."""
+        self.cap_ms = 1000 * (tc.max_wallclock_seconds - reserve) if tc.max_wallclock_seconds else 0.0
+        """Where the steps must end: the training cap less the GPTQ calibration reserve (0: no cap; the
+        config refuses a reserve that would leave none)."""
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -218,9 +220,7 @@ class Trainer:
             tc.max_wallclock_seconds if cap_ms else tc.iterations, "s" if cap_ms else "step"
         )
         stopped_by = "iterations"
-        clock = TrainClock(
-            train_ms, dist.synchronizer(self.device), **({"now": clock_now} if clock_now else {})
-        )
+        clock = TrainClock(train_ms, dist.synchronizer(self.device), clock_now or time.perf_counter)
         switch = PhaseSwitch(
             cap_ms, tc.iterations, tc.loop_from_frac, self.device, self.cfg.quant.qat_from_frac
         )
