@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pgolf.config.overrides import apply_overrides
+from pgolf.config.run import apply_overrides
 from pgolf.pipeline import run
 from pgolf.presets import get_preset
 from pgolf.train.checkpoint import CHECKPOINT_NAME

@@ -21,9 +21,9 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from pgolf.config.overrides import apply_overrides
+from pgolf.config.run import apply_overrides
 from pgolf.model.gpt import GPT
-from pgolf.pack.size import code_bytes
+from pgolf.pack.bundle import code_account
 from pgolf.packtool import inspect_rows, repack
 from pgolf.presets import get_preset
 from pgolf.quant.policy import tensor_format
@@ -73,7 +73,7 @@ def project(run_dir: Path, name: str, policy: str, tmp: Path) -> dict:
         counts[tensor_format(k, v, cfg.quant)] += v.numel()
     meta = next(s["stored_bytes"] for s in sections if s["section"] == "meta")
     model = sum(n * rate.get(f, RAW_BITS.get(f, 8.0)) / 8 for f, n in counts.items()) + 4 * meta
-    total = model + code_bytes()
+    total = model + code_account(cfg).bytes
     return {
         "preset": name, "policy": policy, "params": sum(counts.values()), "params_by_format": dict(counts),
         "bits_by_format": {f: round(rate[f], 3) for f in counts if f in rate},

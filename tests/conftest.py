@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgolf.config.overrides import apply_overrides
-from pgolf.config.run import RunConfig
+from pgolf.config.run import RunConfig, apply_overrides
 from pgolf.data.stdlib_corpus import build_demo_dataset
 from pgolf.presets import get_preset
 

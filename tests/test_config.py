@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 
 from pgolf.config import ModelConfig, RunConfig, TrainConfig, all_fields, config_from_dict
-from pgolf.config.overrides import apply_overrides, field_docs
+from pgolf.config.overrides import field_docs
+from pgolf.config.run import apply_overrides
 from pgolf.errors import ConfigError
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
@@ -34,7 +35,7 @@ FROZEN_FIELDS = [
     "quant.matrix", "quant.mlp", "quant.embed", "quant.clip", "quant.clip_quantile", "quant.clip_k",
     "quant.embed_clip_k", "quant.keep_float_max_numel", "quant.keep_fp16", "quant.gptq", "quant.gptq_batches",
     "quant.gptq_damp", "quant.gptq_block", "quant.gptq_reserve_seconds", "quant.qat", "quant.qat_from_frac",
-    "pack.compressor", "pack.level", "pack.transform",
+    "pack.compressor", "pack.level", "pack.transform", "pack.code_form",
 ]  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from pgolf.pack.format import (
     write_artifact,
 )
 from pgolf.pack.meta import ArtifactMeta
-from pgolf.pack.size import SizeReport, code_bytes, code_sha256, counted_modules, package_dir
+from pgolf.pack.size import SizeReport, counted_modules, package_dir, sources_sha256
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
 from pgolf.quant.grid import QTensor
 
@@ -247,8 +247,9 @@ def _meta_dict() -> dict:
     return ArtifactMeta(
         pgolf_version="0", preset="p", track="debug", steps=1, looping=False, model=ModelConfig(),
         data=DataConfig(), eval=EvalConfig(seq_len=64), quant=QuantConfig(), pack=PackConfig(),
-        tokenizer_sha256="t", tokenizer_vocab_size=1024, val_tokens=10, val_sha256="v", code_sha256="c",
-        code_bytes=5, train_seconds=1.5, train_cap_seconds=0.0,
+        tokenizer_sha256="t", tokenizer_vocab_size=1024, val_tokens=10, val_sha256="v",
+        code_form="compressed", code_bytes=5, code_sha256="c", sources_sha256="s", train_seconds=1.5,
+        train_cap_seconds=0.0,
     ).to_dict()  # fmt: skip
 
 
@@ -306,9 +307,8 @@ def test_counted_code_is_the_import_closure_and_excludes_tooling():
     files = {str(p.relative_to(package_dir())) for p in package_dir().rglob("*.py")}
     assert counted <= files and not counted & TOOLING
     assert files - counted == TOOLING, "every module is either counted or declared tooling here"
-    assert {"pipeline.py", "eval/artifact.py", "pack/format.py", "model/gpt.py", "__init__.py"} <= counted
-    assert code_bytes() == sum(len((package_dir() / m).read_bytes()) for m in counted)
-    assert len(code_sha256()) == 64
+    assert {"entry.py", "pipeline.py", "eval/artifact.py", "pack/bundle.py", "__init__.py"} <= counted
+    assert len(sources_sha256()) == 64
 
 
 def test_a_lazy_import_of_tooling_would_be_counted(tmp_path, monkeypatch):

@@ -2,12 +2,12 @@
 
 import pytest
 
-from pgolf.config.overrides import apply_overrides
+from pgolf.config.run import apply_overrides
 from pgolf.eval.artifact import evaluate_artifact
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
+from pgolf.pack.bundle import code_account
 from pgolf.pack.format import PackSpec, encode
-from pgolf.pack.size import code_bytes
 from pgolf.pipeline import run
 from pgolf.presets import PRESETS, get_preset
 from pgolf.quant.export import quantize_state_dict
@@ -36,7 +36,7 @@ def test_cpu_presets_fit_the_cap_even_uncompressed(name):
     entries, stats = quantize_state_dict(GPT(cfg.model).state_dict(), cfg.quant)
     assert stats.params["fp32"] + stats.params["fp16"] < 10_000  # only vectors stay float
     stored = len(encode(entries, {}, PackSpec("zlib", 0)))
-    assert stored + code_bytes() <= get_track(cfg.track).artifact_cap_bytes
+    assert stored + code_account(cfg).bytes <= get_track(cfg.track).artifact_cap_bytes
 
 
 @pytest.mark.slow
@@ -86,5 +86,5 @@ def test_full_size_sdclip_presets_fit_16mb(name):
                 p.normal_(0, 0.02)
     entries, stats = quantize_state_dict(model.state_dict(), cfg.quant)
     assert stats.params["int6"] > 0.9 * count_parameters(model)
-    total = len(encode(entries, {}, PackSpec("zstd", 3))) + code_bytes()
+    total = len(encode(entries, {}, PackSpec("zstd", 3))) + code_account(cfg).bytes
     assert total <= get_track(cfg.track).artifact_cap_bytes, total

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pgolf import __version__
-from pgolf.config.overrides import apply_overrides, field_docs
-from pgolf.config.run import all_fields, format_config
+from pgolf.config.overrides import field_docs
+from pgolf.config.run import all_fields, apply_overrides, format_config
 from pgolf.errors import PgolfError
 
 
@@ -28,6 +28,17 @@ def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None =
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k[3:]: v for k, v in vars(args).items() if k.startswith("ov:") and v is not None}
+
+
+def _add_bundle(sub: argparse._SubParsersAction) -> None:
+    u = sub.add_parser("bundle", help="write the single counted train_gpt.py of a preset (config baked in)")
+    u.add_argument("--preset", default="baseline-cpu", help="preset name (see `pgolf config list`)")
+    u.add_argument("--out", type=Path, default=Path("train_gpt.py"), help="file to write")
+    u.add_argument(
+        "--form", choices=("readable", "minified", "compressed"), default=None,
+        help="form to write (default: the config's pack.code_form, the one a run counts)",
+    )  # fmt: skip
+    add_overrides(u)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--no-score", action="store_true", help="skip the round-trip evaluation")
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     add_overrides(k, ("quant.", "pack."))
+
+    _add_bundle(sub)
 
     i = sub.add_parser("inspect", help="an artifact tensor by tensor: role, format, bits, bytes")
     i.add_argument("artifact", type=Path)
@@ -205,7 +218,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if r.code_changed:
         print(
             "pgolf: warning: the installed counted code differs from the code this artifact was trained "
-            f"with (sha256 {r.meta.code_sha256[:12]}...); bytes_code is the recorded one",
+            f"with (sources sha256 {r.meta.sources_sha256[:12]}...); bytes_code is the recorded bundle's",
             file=sys.stderr,
         )
     return _track_status(r.off_track)
@@ -244,6 +257,24 @@ def cmd_pack(args: argparse.Namespace) -> int:
                 f"gap {d['quant_gap_bpb']:+.6f})"
             )
     return _track_status(r.off_track)
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from pgolf.fileio import write_bytes_atomic
+    from pgolf.pack.bundle import build_bundle, bundle_digest
+    from pgolf.presets import get_preset
+
+    cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
+    form = args.form or cfg.pack.code_form
+    text = build_bundle(cfg, form)
+    write_bytes_atomic(args.out, text.encode("utf-8"))
+    for f in ("readable", "minified", "compressed"):
+        n, digest = bundle_digest(build_bundle(cfg, f))
+        mark = f"  -> {args.out}" if f == form else ""
+        counted = "  (counted: pack.code_form)" if f == cfg.pack.code_form else ""
+        print(f"{f:10s} {n:>9,} bytes  sha256 {digest[:16]}{counted}{mark}")
+    print(f"run it: torchrun --standalone --nproc_per_node=N {args.out}  (or python {args.out})")
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -297,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
         "demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "pack": cmd_pack,
-        "inspect": cmd_inspect, "config": cmd_config,
+        "inspect": cmd_inspect, "config": cmd_config, "bundle": cmd_bundle,
     }  # fmt: skip
     try:
         return handler[args.command](args)

@@ -7,8 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pgolf.config.overrides import apply_overrides
-from pgolf.config.run import RunConfig
+from pgolf.config.run import RunConfig, apply_overrides
 from pgolf.data.stdlib_corpus import build_demo_dataset
 from pgolf.pipeline import run
 from pgolf.plot import plot_loss_curve

@@ -10,8 +10,8 @@ import torch
 from pgolf.config.run import RunConfig
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
+from pgolf.pack.bundle import code_account
 from pgolf.pack.format import PackSpec, encode, pack_spec
-from pgolf.pack.size import code_bytes
 from pgolf.quant.export import quantize_state_dict
 from pgolf.tracks import get_track
 
@@ -82,7 +82,7 @@ def estimate(cfg: RunConfig) -> Estimate:
         upper_bound_bytes=len(encode(entries, {}, PackSpec("zlib", 0))),
         untrained_bytes=len(encode(entries, {}, spec)),
         untrained_codec=f"{spec.compressor}-{spec.level}",
-        code_bytes=code_bytes(),
+        code_bytes=code_account(cfg).bytes,
         cap_bytes=get_track(cfg.track).artifact_cap_bytes,
         formats=formats,
         format_params=dict(stats.params),

@@ -12,8 +12,7 @@ from typing import Any
 import torch
 
 from pgolf import dist
-from pgolf.config.overrides import apply_overrides
-from pgolf.config.run import RunConfig, config_from_dict
+from pgolf.config.run import RunConfig, apply_overrides, config_from_dict
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.data.manifest import check_train_val_disjoint
 from pgolf.data.paths import resolve_data
@@ -25,8 +24,9 @@ from pgolf.eval.bpb import BpbResult
 from pgolf.eval.score import EvalClock
 from pgolf.model.gpt import GPT
 from pgolf.model.params import param_role
+from pgolf.pack.bundle import code_account
 from pgolf.pack.format import decode, encode, pack_spec, read_artifact, read_sections, section_name
-from pgolf.pack.size import SizeReport, code_bytes
+from pgolf.pack.size import SizeReport
 from pgolf.pipeline import WEIGHTS_NAME, artifact_meta, export_model
 from pgolf.quant.export import quantize_state_dict
 from pgolf.runlog import RunLog
@@ -153,7 +153,7 @@ def repack(
     loaded = load_artifact(path, device)
     unpack_s = time.perf_counter() - started
     track = get_track(cfg.track)
-    size = SizeReport(path.stat().st_size, code_bytes(), track.artifact_cap_bytes)
+    size = SizeReport(path.stat().st_size, meta.code_bytes, track.artifact_cap_bytes)
     rt = score_loaded(loaded, valset, meta.eval, device, EvalClock()).result if score else None
     off = track.judge_train(meta.train_cap_seconds, meta.train_seconds) + track.judge_bytes(size.total_bytes)
     params = sum(t.numel() for t in run.state.values())
@@ -181,7 +181,7 @@ def fit_ladder(run_dir: Path, overrides: dict[str, Any]) -> list[tuple[str, Size
     """Measured total bytes of each cumulative step of FIT_LADDER (round-to-nearest; no scoring)."""
     run = load_run(run_dir)
     cfg = with_policy(run.config, overrides)
-    cap, code = get_track(cfg.track).artifact_cap_bytes, code_bytes()
+    cap, code = get_track(cfg.track).artifact_cap_bytes, code_account(cfg).bytes
     rows, applied = [], dict(overrides)
     for name, change in FIT_LADDER:
         applied |= change

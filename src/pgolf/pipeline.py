@@ -21,9 +21,10 @@ from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.fileio import write_json_atomic
 from pgolf.model.params import count_parameters
+from pgolf.pack.bundle import code_account
 from pgolf.pack.format import PackSpec, pack_spec, write_artifact
 from pgolf.pack.meta import ArtifactMeta
-from pgolf.pack.size import SizeReport, code_bytes, code_sha256
+from pgolf.pack.size import SizeReport
 from pgolf.quant.export import QuantStats, quantize_state_dict
 from pgolf.quant.gptq import gptq_rounders
 from pgolf.quant.grid import QTensor
@@ -41,12 +42,14 @@ def artifact_meta(
     cfg: RunConfig, valset: ValidationSet, *, steps: int, looping: bool, train_seconds: float
 ) -> ArtifactMeta:
     """The meta of an artifact of ``cfg``'s model, scored on ``valset``."""
+    code = code_account(cfg)
     return ArtifactMeta(
         pgolf_version=__version__, preset=cfg.preset, track=cfg.track, steps=steps, looping=looping,
         model=cfg.model, data=cfg.data, eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len),
         quant=cfg.quant, pack=cfg.pack, tokenizer_sha256=valset.tokenizer_sha256,
         tokenizer_vocab_size=valset.tokenizer_vocab_size, val_tokens=valset.tokens.numel(),
-        val_sha256=valset.sha256, code_sha256=code_sha256(), code_bytes=code_bytes(),
+        val_sha256=valset.sha256, code_form=code.form, code_bytes=code.bytes,
+        code_sha256=code.sha256, sources_sha256=code.sources_sha256,
         train_seconds=train_seconds, train_cap_seconds=cfg.train.max_wallclock_seconds,
     )  # fmt: skip
 

@@ -12,6 +12,7 @@ COMPRESSORS = ("zlib", "zstd", "lzma", "brotli", "auto")
 LEVELS = {"zlib": (0, 9), "zstd": (1, 22), "lzma": (0, 9), "brotli": (0, 11)}
 """Valid levels per codec (pack.codec's registry agrees; a test checks it)."""
 TRANSFORMS = ("none", "shuffle", "auto")
+CODE_FORMS = ("readable", "minified", "compressed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +26,9 @@ class PackConfig:
     transform: str = "none"
     """Byte transform before compression: none, shuffle (byte planes of multi-byte values), or auto
     (per group, whichever is smaller)."""
+    code_form: str = "compressed"
+    """Form of the bundled train_gpt.py whose bytes count: readable (the sources as they are),
+    minified (python-minifier) or compressed (minified, lzma, base85, self-extracting)."""
 
     def __post_init__(self) -> None:
         if self.compressor not in COMPRESSORS:
@@ -36,3 +40,5 @@ class PackConfig:
             )
         if self.transform not in TRANSFORMS:
             raise ConfigError(f"pack.transform={self.transform!r}; expected one of {TRANSFORMS}")
+        if self.code_form not in CODE_FORMS:
+            raise ConfigError(f"pack.code_form={self.code_form!r}; expected one of {CODE_FORMS}")

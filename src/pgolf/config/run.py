@@ -9,6 +9,7 @@ raise ``ConfigError`` naming the field. Defaults reproduce the contest's naive b
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,3 +106,53 @@ def format_config(cfg: RunConfig) -> str:
         obj = getattr(cfg, section) if section else cfg
         lines.append(f"{key}: {getattr(obj, name)}")
     return "\n".join(lines)
+
+
+def field_kind(key: str) -> str:
+    """The declared type of dotted field ``key``: ``int``, ``float``, ``bool`` or ``str``."""
+    section, _, name = key.rpartition(".")
+    cls = SECTIONS[section] if section else RunConfig
+    return str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
+
+
+def parse_value(key: str, text: str, source: str = "") -> Any:
+    """Parse ``text`` as the declared type of field ``key``; errors name ``source`` (the flag or
+    environment variable the text came from), default ``--key``."""
+    kind = field_kind(key)
+    try:
+        if kind == "bool":
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            return int(text.replace("_", ""))
+        if kind == "float":
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{source or '--' + key}: expected {kind}, got {text!r}") from None
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return ``cfg`` with dotted keys replaced; string values are parsed as the field's type."""
+    keys = all_fields()
+    per_section: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+        if isinstance(value, str) and field_kind(key) != "str":
+            value = parse_value(key, value)
+        section, _, name = key.rpartition(".")
+        if section:
+            per_section.setdefault(section, {})[name] = value
+        else:
+            top[name] = value
+    for section, values in per_section.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **top)

@@ -27,7 +27,7 @@ from pgolf.eval.windows import plain_windows
 from pgolf.model.gpt import GPT
 from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
-from pgolf.pack.size import SizeReport, code_bytes, code_sha256
+from pgolf.pack.size import SizeReport, sources_sha256
 from pgolf.quant.export import dequantize_state_dict
 from pgolf.tracks import get_track
 
@@ -103,7 +103,9 @@ class ArtifactEval:
             "track": self.meta.track,
             **self.score.to_dict(),
             **self.size.to_dict(),
+            "code_form": self.meta.code_form,
             "code_sha256": self.meta.code_sha256,
+            "sources_sha256": self.meta.sources_sha256,
             "code_changed_since_training": self.code_changed,
             "on_track": not self.off_track,
             "off_track": self.off_track,
@@ -128,11 +130,10 @@ def evaluate_artifact(
         eval_cfg = dataclasses.replace(eval_cfg, seq_len=meta.eval.seq_len)
     report = score_loaded(loaded, valset, eval_cfg or meta.eval, info.device, clock)
     track = get_track(meta.track)
-    changed = code_sha256() != meta.code_sha256
-    # the recorded bytes when the code changed since; the installed code's own count when it is the same
+    changed = sources_sha256() != meta.sources_sha256
     size = SizeReport(
-        loaded.file_bytes, meta.code_bytes if changed else code_bytes(), track.artifact_cap_bytes
-    )
+        loaded.file_bytes, meta.code_bytes, track.artifact_cap_bytes
+    )  # the bundle it shipped with
     off = (
         track.judge_train(meta.train_cap_seconds, meta.train_seconds)
         + track.judge_eval(report.seconds)

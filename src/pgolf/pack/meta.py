@@ -43,8 +43,13 @@ class ArtifactMeta:
     """Length of the validation token stream the official score reads."""
     val_sha256: str
     """Digest of that stream (``data.valset.ValidationSet.sha256``)."""
-    code_sha256: str
+    code_form: str
+    """Form of the bundled train_gpt.py that counts (readable, minified, compressed)."""
     code_bytes: int
+    code_sha256: str
+    """Digest of that file."""
+    sources_sha256: str
+    """Digest of the counted sources it was built from (``pack.size.sources_sha256``)."""
     train_seconds: float
     """Measured training time (the clock's, calibration included)."""
     train_cap_seconds: float

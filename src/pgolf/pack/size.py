@@ -1,10 +1,11 @@
 """Byte accounting: counted code (a computed import closure) and the one size report.
 
 Counted bytes (the contest rule, seed-techniques §10) = artifact file + code. The code is every
-pgolf module that ``pgolf.pipeline`` (train -> pack -> score) or ``pgolf.eval.artifact`` (score an
-artifact) can import, found by walking their ``import`` statements, lazy ones inside functions
-included, plus the ``__init__`` of every package on the way. Tooling (CLI, presets, data
-building, plots, overrides) stays outside because nothing counted imports it; a test keeps it so.
+pgolf module that ``pgolf.entry`` (the bundled file's main: train -> pack -> score) or
+``pgolf.eval.artifact`` (score an artifact) can import, found by walking their ``import``
+statements, lazy ones inside functions included, plus the ``__init__`` of every package on the way.
+Tooling (CLI, presets, data building, plots, help text) stays outside because nothing counted
+imports it; a test keeps it so. Its bytes are those of the bundled file (``pack.bundle``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-ENTRY_POINTS = ("pgolf.pipeline", "pgolf.eval.artifact")
+import pgolf
+
+ENTRY_POINTS = ("pgolf.entry", "pgolf.eval.artifact")
 
 
 def package_dir() -> Path:
@@ -69,14 +72,11 @@ def counted_modules(entry_points: tuple[str, ...] = ENTRY_POINTS) -> tuple[str, 
     return tuple(sorted(str(_module_file(m).relative_to(root)) for m in seen))
 
 
-def code_bytes() -> int:
-    """Bytes of the counted modules' source (what a submission must ship)."""
-    root = package_dir()
-    return sum((root / m).stat().st_size for m in counted_modules())
-
-
-def code_sha256() -> str:
-    """Digest over the counted modules' paths and bytes: changes whenever counted code does."""
+def sources_sha256() -> str:
+    """Digest over the counted modules' paths and sources (before any minifying): changes whenever
+    counted code does. A bundled file carries the digest of the sources it was built from."""
+    if pgolf.BUNDLE:
+        return pgolf.BUNDLE["sources_sha256"]
     h = hashlib.sha256()
     root = package_dir()
     for m in counted_modules():

@@ -33,7 +33,7 @@ from pgolf.eval.windows import plain_windows
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5
-from pgolf.pack.size import code_bytes, code_sha256
+from pgolf.pack.bundle import code_account
 from pgolf.quant.qat import enable_qat
 from pgolf.runlog import RunLog
 from pgolf.train.averaging import WeightAverage
@@ -60,7 +60,9 @@ def log_environment(log: RunLog, cfg: RunConfig, info: dist.DistInfo, accum: int
     gpu = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else platform.processor()
     log.line(f"pgolf {__version__} python {platform.python_version()} torch {torch.__version__}")
     log.line(f"device:{info.device} ({gpu or 'cpu'}) world_size:{info.world_size} grad_accum_steps:{accum}")
-    log.event("code", code_sha256=code_sha256(), bytes_code=code_bytes())
+    code = code_account(cfg)
+    log.event("code", code_form=code.form, code_sha256=code.sha256, bytes_code=code.bytes,
+              sources_sha256=code.sources_sha256)  # fmt: skip
     log.line("Hyperparameters:\n" + "\n".join("  " + s for s in format_config(cfg).splitlines()))
 
 

@@ -1,0 +1,139 @@
+"""The bundled train_gpt.py: it runs with nothing of pgolf installed, reproduces the package's score
+exactly, counts its own bytes, and takes the contest's environment variables."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgolf.cli import main
+from pgolf.config.pack import CODE_FORMS
+from pgolf.entry import config_from_env, env_overrides, out_dir
+from pgolf.errors import ConfigError
+from pgolf.pack.bundle import _literal, build_bundle, bundle_digest, code_account
+from pgolf.pipeline import run
+from pgolf.presets import PRESETS, get_preset
+
+RUNNER = """import runpy, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(2)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+"""Runs a file under ``python -S`` with only the given site folder importable."""
+
+
+def isolated_site(dest: Path, roots: tuple[str, ...] = ("torch", "numpy", "sentencepiece")) -> Path:
+    """A folder of links to ``roots`` and their installed requirements, nothing else: pgolf,
+    zstandard, brotli, python-minifier, matplotlib... are not importable from it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        dist = md.distribution(todo.pop())
+        if dist.metadata["Name"].lower() in seen:
+            continue
+        seen.add(dist.metadata["Name"].lower())
+        for req in dist.requires or []:
+            name, _, marker = req.partition(";")
+            if "extra" not in marker:
+                todo.append(re.split(r"[ <>=!~\[(]", name.strip(), maxsplit=1)[0])
+        for f in dist.files or []:
+            top = f.parts[0]
+            if top not in ("..", "__pycache__") and not top.endswith(".dist-info"):
+                link = dest / top
+                if not link.exists():
+                    link.symlink_to(Path(dist.locate_file(top)).resolve())
+    return dest
+
+
+def run_isolated(script: Path, site: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    runner = script.parent / "runner.py"
+    runner.write_text(RUNNER)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PGOLF_", "PYTHON"))}
+    return subprocess.run(
+        [sys.executable, "-S", str(runner), str(site), script.name],
+        cwd=script.parent, env={**clean, **env}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_the_bundle_runs_without_pgolf_and_reproduces_the_package_run(debug_cfg, tmp_path):
+    cfg = debug_cfg()
+    site = isolated_site(tmp_path / "site")
+    package = run(cfg, out_dir=tmp_path / "package", echo=False)
+    assert package.size.code_bytes == bundle_digest(build_bundle(cfg, cfg.pack.code_form))[0]
+    for form in ("readable", "compressed"):
+        folder = tmp_path / form
+        folder.mkdir()
+        script = folder / "train_gpt.py"
+        script.write_text(build_bundle(cfg, form), encoding="utf-8")
+        proc = run_isolated(script, site, {"RUN_ID": "r1", "SEED": str(cfg.train.seed)})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        result = json.loads((folder / "runs" / "r1" / "result.json").read_text())
+        assert result["val_bpb"] == package.roundtrip.val_bpb
+        assert result["val_loss"] == package.roundtrip.val_loss
+        data = script.read_bytes()
+        assert result["bytes_code"] == len(data) and result["code_sha256"] == hashlib.sha256(data).hexdigest()
+        assert f"Code size: {len(data)} bytes" in proc.stdout
+    # the package counted exactly the compressed file it would ship
+    assert package.size.code_bytes == len((tmp_path / "compressed" / "train_gpt.py").read_bytes())
+
+
+def test_a_bundle_refuses_bad_environment(debug_cfg, tmp_path):
+    cfg = debug_cfg()
+    site = isolated_site(tmp_path / "site")
+    script = tmp_path / "train_gpt.py"
+    script.write_text(build_bundle(cfg, "compressed"), encoding="utf-8")
+    proc = run_isolated(script, site, {"ITERATIONS": "ten"})
+    assert proc.returncode == 2 and "ITERATIONS: expected int, got 'ten'" in proc.stderr
+
+
+def test_contest_environment_variables_map_onto_the_config(tmp_path):
+    baked = get_preset("baseline-cpu").to_dict()
+    env = {"DATA_PATH": "./data/datasets/x", "VOCAB_SIZE": "1024", "SEED": "42", "MAX_WALLCLOCK_SECONDS": "0",
+           "TIE_EMBEDDINGS": "0", "MLP_MULT": "3", "PGOLF_TRAIN_SEQ_LEN": "256",
+           "PGOLF_PACK_CODE_FORM": "readable", "PGOLF_DATA": "/somewhere", "HOME": "/root"}  # fmt: skip
+    cfg = config_from_env(baked, env)
+    assert cfg.data.dataset == "./data/datasets/x" and cfg.train.seed == 42
+    assert cfg.train.max_wallclock_seconds == 0.0 and cfg.model.tie_embeddings is False
+    assert cfg.model.mlp_mult == 3.0 and cfg.train.seq_len == 256 and cfg.pack.code_form == "readable"
+    assert out_dir(cfg, {}) == Path("runs/baseline-cpu_seed42")
+    assert out_dir(cfg, {"RUN_ID": "x"}) == Path("runs/x") and out_dir(cfg, {"OUT_DIR": "/o"}) == Path("/o")
+    with pytest.raises(ConfigError, match=r"PGOLF_MODEL_NUM_LAYER: model\.num_layer is not a config field"):
+        env_overrides({"PGOLF_MODEL_NUM_LAYER": "3"})
+    with pytest.raises(ConfigError, match="SEED: expected int"):
+        env_overrides({"SEED": "1.5"})
+
+
+@pytest.mark.parametrize("name", [p for p in PRESETS if p.endswith("-cpu")])
+def test_cpu_presets_compressed_code_is_under_40kb(name):
+    cfg = get_preset(name)
+    sizes = {form: bundle_digest(build_bundle(cfg, form))[0] for form in CODE_FORMS}
+    assert sizes["compressed"] < sizes["minified"] < sizes["readable"]
+    assert sizes["compressed"] <= 40_000, sizes
+    assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60))
+def test_embedded_sources_read_back_exactly(text):
+    assert eval(_literal(text)) == text  # the bundle's own literal, checked as Python reads it
+
+
+def test_pgolf_bundle_writes_the_chosen_form(tmp_path, capsys):
+    out = tmp_path / "train_gpt.py"
+    assert main(["bundle", "--preset", "debug", "--out", str(out), "--form", "minified"]) == 0
+    printed = capsys.readouterr().out
+    n = len(out.read_bytes())
+    assert f"{'minified':10s} {n:>9,} bytes" in printed and "(counted: pack.code_form)" in printed
+    assert out.read_text().startswith("FORM='minified'")
