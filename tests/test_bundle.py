@@ -41,7 +41,10 @@ def isolated_site(dest: Path, roots: tuple[str, ...] = ("torch", "numpy", "sente
     seen: set[str] = set()
     todo = list(roots)
     while todo:
-        dist = md.distribution(todo.pop())
+        try:
+            dist = md.distribution(todo.pop())
+        except md.PackageNotFoundError:  # a requirement whose marker excludes this platform
+            continue
         if dist.metadata["Name"].lower() in seen:
             continue
         seen.add(dist.metadata["Name"].lower())
@@ -105,7 +108,8 @@ def test_contest_environment_variables_map_onto_the_config(tmp_path):
            "TIE_EMBEDDINGS": "0", "MLP_MULT": "3", "PGOLF_TRAIN_SEQ_LEN": "256",
            "PGOLF_PACK_CODE_FORM": "readable", "PGOLF_DATA": "/somewhere", "HOME": "/root"}  # fmt: skip
     cfg = config_from_env(baked, env)
-    assert cfg.data.dataset == "./data/datasets/x" and cfg.train.seed == 42
+    assert cfg.data.dataset == str(Path("data/datasets/x").resolve()) and cfg.train.seed == 42
+    assert Path(cfg.data.root or "data") / cfg.data.dataset == Path.cwd() / "data/datasets/x"  # root ignored
     assert cfg.train.max_wallclock_seconds == 0.0 and cfg.model.tie_embeddings is False
     assert cfg.model.mlp_mult == 3.0 and cfg.train.seq_len == 256 and cfg.pack.code_form == "readable"
     assert out_dir(cfg, {}) == Path("runs/baseline-cpu_seed42")

@@ -298,7 +298,8 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
 
 
 TOOLING = {"__main__.py", "cli.py", "demo.py", "plot.py", "presets.py", "estimate.py", "packtool.py",
-           "config/overrides.py",
+           "config/overrides.py", "records/__init__.py", "records/check.py", "records/commands.py",
+           "records/folder.py", "records/logs.py", "records/probes.py", "records/stats.py",
            "data/build.py", "data/fineweb.py", "data/stdlib_corpus.py"}  # fmt: skip
 
 

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     add_overrides(s)
     c.add_parser("list", help="list presets with their sources")
+    from pgolf.records.commands import add_parsers
+
+    add_parsers(sub, add_overrides)
     return p
 
 
@@ -324,11 +327,23 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_records(args: argparse.Namespace) -> int:
+    from pgolf.records import commands
+
+    if args.command == "record":
+        from pgolf.presets import get_preset
+
+        cfg = apply_overrides(get_preset(args.preset), collect_overrides(args)) if args.preset else None
+        return commands.cmd_record(args, cfg)
+    return getattr(commands, f"cmd_{args.command}")(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
         "demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "pack": cmd_pack,
         "inspect": cmd_inspect, "config": cmd_config, "bundle": cmd_bundle,
+        **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:
         return handler[args.command](args)

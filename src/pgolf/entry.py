@@ -3,8 +3,8 @@
 
 Environment variables: the contest's customary names (``CONTEST_ENV``), and ``PGOLF_<SECTION>_<FIELD>``
 for every config field (``PGOLF_TRAIN_SEQ_LEN=2048``). ``DATA_PATH`` and ``TOKENIZER_PATH`` are
-paths as given (relative to the working directory). The run's files go to ``$OUT_DIR``, else
-``runs/$RUN_ID``, else ``runs/<preset>_seed<seed>``.
+paths relative to the working directory (made absolute, so ``data.root`` does not apply). The
+run's files go to ``$OUT_DIR``, else ``runs/$RUN_ID``, else ``runs/<preset>_seed<seed>``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,11 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             if key not in all_fields():
                 raise ConfigError(f"environment variable {name}: {key} is not a config field")
             found[key] = (name, value)
-    return {key: parse_value(key, value, source=name) for key, (name, value) in found.items()}
+    out = {key: parse_value(key, value, source=name) for key, (name, value) in found.items()}
+    for key in ("data.dataset", "data.tokenizer"):  # the contest's paths are the working directory's
+        if key in out and found[key][0] in CONTEST_ENV:
+            out[key] = str(Path(out[key]).resolve())
+    return out
 
 
 def config_from_env(baked: dict[str, Any], environ: Mapping[str, str]) -> RunConfig:

@@ -10,6 +10,7 @@ is recorded in ``result.json`` as off track.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -121,6 +122,7 @@ def run(
     cfg: RunConfig, *, out_dir: str | Path = "runs/default", resume: bool = False, echo: bool = True
 ) -> RunResult:
     """Train, pack, reload and score one run; files go to ``out_dir`` (log, JSONL, artifact, result)."""
+    started_at = time.time()
     info = dist.setup(cfg.train.device)
     out = Path(out_dir)
     log = RunLog(out, enabled=info.is_main, echo=echo)
@@ -142,7 +144,7 @@ def run(
             tokens_seen=outcome.steps * cfg.train.batch_tokens, stopped_by=outcome.stopped_by,
             num_params=count_parameters(trainer.base_model), pre_quant=outcome.pre_quant, score=report,
             artifact_path=path, size=size, off_track=off, code_sha256=meta.code_sha256,
-            history=trainer.history,
+            started_at=started_at, history=trainer.history,
         )  # fmt: skip
         if info.is_main:
             write_json_atomic(out / RESULT_NAME, {**result.to_dict(), "history": trainer.history})

@@ -112,7 +112,8 @@ def field_kind(key: str) -> str:
     """The declared type of dotted field ``key``: ``int``, ``float``, ``bool`` or ``str``."""
     section, _, name = key.rpartition(".")
     cls = SECTIONS[section] if section else RunConfig
-    return str(next(f.type for f in dataclasses.fields(cls) if f.name == name))
+    kind = next(f.type for f in dataclasses.fields(cls) if f.name == name)
+    return kind if isinstance(kind, str) else kind.__name__  # annotations are strings in pgolf
 
 
 def parse_value(key: str, text: str, source: str = "") -> Any:

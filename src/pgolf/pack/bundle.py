@@ -7,9 +7,9 @@ environment variables (``DATA_PATH``, ``SEED``, ``MAX_WALLCLOCK_SECONDS``, ...) 
 (``pgolf.entry``). Three forms, each a plain UTF-8 Python file whose size is its counted bytes:
 
 - ``readable``: the sources as they are, one raw string per module;
-- ``minified``: each module through python-minifier (docstrings and annotations of arguments and
-  variables dropped, locals renamed, module-level names kept since modules import them), then the
-  whole file once more;
+- ``minified``: each module, and the import hook, through python-minifier (docstrings and
+  annotations of arguments and variables dropped, locals renamed, module-level names kept since
+  modules import them);
 - ``compressed``: the minified file, lzma (stdlib, so nothing more needs installing), base85, and a
   one-line self-extracting wrapper, the late records' layout.
 
@@ -23,6 +23,7 @@ import ast
 import base64
 import hashlib
 import lzma
+import math
 import pprint
 from dataclasses import dataclass
 from functools import cache
@@ -41,12 +42,15 @@ class PgolfBundle(importlib.abc.MetaPathFinder,importlib.abc.Loader):
     """Serves pgolf's modules from the sources embedded in this file."""
     def find_spec(self,name,path=None,target=None):
         if name in MODULES:
-            return importlib.util.spec_from_loader(name,self,is_package=MODULES[name][0])
+            origin,package=self.filename(name),MODULES[name][0]
+            return importlib.util.spec_from_loader(name,self,origin=origin,is_package=package)
+    def filename(self,name):
+        return '<bundle>/'+name.replace('.','/')+'.py'
     def create_module(self,spec):
         return None
     def exec_module(self,module):
         source=MODULES[module.__name__][1]
-        filename='<bundle>/'+module.__name__.replace('.','/')+'.py'
+        filename=self.filename(module.__name__)
         linecache.cache[filename]=(len(source),None,source.splitlines(True),filename)
         exec(compile(source,filename,'exec'),module.__dict__)
     def get_source(self,name):
@@ -128,8 +132,18 @@ def _literal(text: str) -> str:
     return repr(text)
 
 
+def _flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+    return out
+
+
 def _assemble(cfg: RunConfig, modules: dict[str, tuple[bool, str]], form: str, readable: bool) -> str:
     config: Any = cfg.to_dict()
+    bad = [k for k, v in _flat(config) if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"cannot bake non-finite values into the bundle: {', '.join(bad)}")
     lines = (
         [HEADER.format(version=__version__, preset=cfg.preset, track=cfg.track, form=form)]
         if readable

@@ -31,6 +31,8 @@ class RunResult:
     off_track: list[str]
     """Why the run is off its track (empty: on track)."""
     code_sha256: str
+    started_at: float = 0.0
+    """Unix time the run started (``pgolf check``: seeds must be declared before it)."""
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -63,5 +65,6 @@ class RunResult:
             "on_track": self.on_track,
             "off_track": self.off_track,
             "code_sha256": self.code_sha256,
+            "started_at": self.started_at,
             "config": self.config.to_dict(),
         }

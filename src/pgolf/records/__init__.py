@@ -1,0 +1,1 @@
+"""Submissions (tooling): record folders, per-seed statistics and the compliance check."""

@@ -1,0 +1,348 @@
+"""``pgolf check FOLDER|RUN``: the rules reviewers enforced by hand (sota-stack §3), pass/fail each.
+
+A record folder (``pgolf record``): ``submission.json``, ``seeds.json`` (declared before the runs),
+the bundled ``train_gpt.py``, and per seed ``result_seed<S>.json`` and ``train_seed<S>.log``
+(artifacts ``artifact_seed<S>.pgolf`` are checked where present). A run folder: ``result.json`` and
+``artifact.pgolf``. Bytes, clocks and code are taken from the files themselves where they exist
+(the artifact's size and meta, the bundled file's size and digest), not from the reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgolf.config.run import config_from_dict
+from pgolf.errors import PgolfError
+from pgolf.tracks import get_track
+
+PROBE_TOL = 1e-6
+"""Normalisation (|log sum p|) and causality tolerance, float32 log-probabilities (issue 8: 1e-6)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    status: str
+    """pass; fail; unverified (passes on reported numbers only: the artifacts or data that would
+    prove it are absent); skip (the rule does not apply)."""
+    detail: str
+
+
+@dataclass
+class Seed:
+    name: str
+    result: dict
+    artifact: Path | None
+    meta: dict | None
+
+
+@dataclass
+class Subject:
+    path: Path
+    kind: str
+    """record or run."""
+    seeds: list[Seed]
+    code: Path | None
+    """The bundled train_gpt.py (record folders)."""
+    declared: dict | None
+    """seeds.json (record folders)."""
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PgolfError(f"{path}: unreadable JSON ({e})") from None
+
+
+def _seed(name: str, result: Path, artifact: Path) -> Seed:
+    from pgolf.pack.format import read_artifact
+
+    meta = read_artifact(artifact)[1] if artifact.is_file() else None
+    return Seed(name, _json(result), artifact if artifact.is_file() else None, meta)
+
+
+def load_subject(path: str | Path) -> Subject:
+    p = Path(path)
+    if (p / "submission.json").is_file():
+        results = sorted(p.glob("result_seed*.json"))
+        seeds = [
+            _seed(r.stem.removeprefix("result_"), r, p / f"artifact_{r.stem[7:]}.pgolf") for r in results
+        ]
+        declared = _json(p / "seeds.json") if (p / "seeds.json").is_file() else None
+        code = p / "train_gpt.py"
+        return Subject(p, "record", seeds, code if code.is_file() else None, declared)
+    if (p / "result.json").is_file():
+        return Subject(p, "run", [_seed(p.name, p / "result.json", p / "artifact.pgolf")], None, None)
+    raise PgolfError(f"{p}: neither a record folder (submission.json) nor a run folder (result.json)")
+
+
+def _track(subject: Subject):
+    """The first seed's track (``rule_track`` checks that every record of the run agrees)."""
+    return get_track(str(subject.seeds[0].result.get("track")))
+
+
+def rule_track(subject: Subject) -> Rule:
+    name = "an official track, the same everywhere"
+    claims = {f"{s.name} result": s.result.get("track") for s in subject.seeds}
+    claims |= {f"{s.name} artifact": s.meta["track"] for s in subject.seeds if s.meta}
+    if subject.kind == "record":
+        claims["submission.json"] = _json(subject.path / "submission.json").get("track")
+    tracks = set(claims.values())
+    track = _track(subject)
+    if len(tracks) > 1:
+        return Rule(name, "fail", f"the files disagree: {claims}")
+    if not track.official:
+        return Rule(name, "fail", f"track {track.name!r} has no caps: nothing to comply with")
+    return Rule(name, "pass", f"{track.name}: {track.hardware}, {track.train_seconds:g} s train, "
+                f"{track.eval_seconds:g} s eval, {track.artifact_cap_bytes:,} bytes")  # fmt: skip
+
+
+def _log_of(subject: Subject, seed: Seed) -> Path:
+    return subject.path / (f"train_{seed.name}.log" if subject.kind == "record" else "train.log")
+
+
+def rule_logs(subject: Subject) -> Rule:
+    """The reported numbers are the ones the run printed (score to the log's 8 decimals, bytes)."""
+    from pgolf.records.logs import parse_log
+
+    name, problems, seen = "results agree with the logs", [], 0
+    for s in subject.seeds:
+        path = _log_of(subject, s)
+        if not path.is_file():
+            problems.append(f"{s.name}: no log {path.name}")
+            continue
+        seen += 1
+        try:
+            log = parse_log(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        except PgolfError as e:
+            problems.append(str(e))
+            continue
+        r = s.result
+        if abs(log.val_bpb - r["val_bpb"]) > 5e-9 or abs(log.val_loss - r["val_loss"]) > 5e-9:
+            problems.append(f"{s.name}: the log scores {log.val_bpb:.8f}, the result {r['val_bpb']:.8f}")
+        if log.bytes_total != r["bytes_total"]:
+            problems.append(f"{s.name}: the log says {log.bytes_total} bytes, the result {r['bytes_total']}")
+    detail = "; ".join(problems) or f"{seen} log(s): the same val_loss, val_bpb and bytes"
+    return Rule(name, "fail" if problems else "pass", detail)
+
+
+def _code_bytes(subject: Subject, seed: Seed) -> int:
+    if subject.code is not None:
+        return subject.code.stat().st_size
+    return int((seed.meta or seed.result)["code_bytes" if seed.meta else "bytes_code"])
+
+
+def rule_bytes(subject: Subject) -> Rule:
+    track, lines, bad = _track(subject), [], False
+    for s in subject.seeds:
+        model = s.artifact.stat().st_size if s.artifact else int(s.result["bytes_model"])
+        total = model + _code_bytes(subject, s)
+        reasons = track.judge_bytes(total)
+        bad |= bool(reasons)
+        src = "artifact file" if s.artifact else "reported"
+        lines.append(f"{s.name}: {total:,} ({src} {model:,} + code {_code_bytes(subject, s):,})")
+    cap = f"cap {track.artifact_cap_bytes:,}" if track.artifact_cap_bytes else "no cap"
+    status = "fail" if bad else "unverified" if any(s.artifact is None for s in subject.seeds) else "pass"
+    return Rule("artifact bytes", status, f"{cap}; " + "; ".join(lines))
+
+
+def rule_train_time(subject: Subject) -> Rule:
+    track, problems, lines = _track(subject), [], []
+    for s in subject.seeds:
+        src = s.meta or {}
+        cap = float(src.get("train_cap_seconds", s.result["config"]["train"]["max_wallclock_seconds"]))
+        took = float(src.get("train_seconds", s.result["train_seconds"]))
+        problems += [f"{s.name}: {r}" for r in track.judge_train(cap, took)]
+        lines.append(f"{s.name}: {took:.1f} s (cap set {cap:g})")
+    detail = "; ".join(problems) if problems else f"track cap {track.train_seconds:g} s; " + "; ".join(lines)
+    status = "fail" if problems else "unverified" if any(s.meta is None for s in subject.seeds) else "pass"
+    return Rule("training time (GPTQ calibration included)", status, detail)
+
+
+def rule_eval_time(subject: Subject) -> Rule:
+    track = _track(subject)
+    problems = [
+        f"{s.name}: {r}" for s in subject.seeds for r in track.judge_eval(float(s.result["eval_seconds"]))
+    ]
+    times = "; ".join(f"{s.name}: {float(s.result['eval_seconds']):.1f} s" for s in subject.seeds)
+    detail = "; ".join(problems) if problems else f"track cap {track.eval_seconds:g} s; {times}"
+    return Rule("evaluation time", "fail" if problems else "pass", detail)
+
+
+def _config_key(result: dict) -> str:
+    cfg = json.loads(json.dumps(result["config"]))
+    cfg["train"].pop("seed", None)
+    cfg["data"].pop("root", None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def rule_seeds(subject: Subject) -> Rule:
+    if subject.kind == "run":
+        return Rule("at least 3 seeds of one configuration", "skip", "a single run (records need 3 seeds)")
+    seeds = [s.result["config"]["train"]["seed"] for s in subject.seeds]
+    configs = {_config_key(s.result) for s in subject.seeds}
+    ok = len(set(seeds)) >= 3 and len(seeds) == len(set(seeds)) and len(configs) == 1
+    detail = f"seeds {seeds}; {len(configs)} distinct configuration(s) besides seed and data root"
+    return Rule("at least 3 seeds of one configuration", "pass" if ok else "fail", detail)
+
+
+def rule_probes(subject: Subject) -> Rule:
+    from pgolf.eval.artifact import load_artifact
+    from pgolf.eval.predict import ModelPredictor
+    from pgolf.records.probes import causality_error, normalisation_error, sample_inputs
+
+    lines, bad = [], False
+    for s in subject.seeds:
+        if s.artifact is None:
+            lines.append(f"{s.name}: no artifact here")
+            continue
+        loaded = load_artifact(s.artifact, torch.device("cpu"))
+        vocab, length = loaded.meta.model.vocab_size, max(2, min(loaded.meta.eval.seq_len, 48))
+        predictor = ModelPredictor(loaded.model.eval(), torch.device("cpu"))
+        inputs = sample_inputs(vocab, length)
+        norm = normalisation_error(predictor, inputs)
+        causal = causality_error(predictor, inputs, [0, length // 2, length - 2], vocab)
+        bad |= not (norm <= PROBE_TOL and causal <= PROBE_TOL)
+        lines.append(f"{s.name}: normalisation {norm:.1e}, causality {causal:.1e}")
+    if all(s.artifact is None for s in subject.seeds):
+        return Rule("score-first, causal, normalised evaluation", "unverified", "no artifacts to probe")
+    detail = (f"method: plain windows of a fixed network (nothing updates, so score-before-update holds); "
+              f"tolerance {PROBE_TOL:g}; " + "; ".join(lines))  # fmt: skip
+    status = "fail" if bad else "unverified" if any(s.artifact is None for s in subject.seeds) else "pass"
+    return Rule("score-first, causal, normalised evaluation", status, detail)
+
+
+def _truthy_key(obj: Any, key: str) -> bool:
+    if isinstance(obj, dict):
+        return any((k == key and bool(v)) or _truthy_key(v, key) for k, v in obj.items())
+    return isinstance(obj, list) and any(_truthy_key(v, key) for v in obj)
+
+
+def _data_findings(seed: Seed) -> list[str]:
+    """Overlap and validation-stream digest against the data the run names, where it is here."""
+    from pgolf.data.manifest import check_train_val_disjoint
+    from pgolf.data.paths import resolve_data
+    from pgolf.data.shards import find_shards
+    from pgolf.data.valset import load_validation
+    from pgolf.errors import DataError
+
+    try:
+        cfg = config_from_dict(seed.result["config"])
+    except PgolfError as e:
+        return [f"FAIL: {seed.name}'s config is not one this pgolf can run ({e})"]
+    paths = resolve_data(cfg.data)
+    if not paths.dataset_dir.is_dir():
+        return [f"UNVERIFIED: data {paths.dataset_dir} not here, overlap and stream digest unchecked"]
+    try:
+        train = find_shards(paths.dataset_dir, cfg.data.train_pattern)
+        val = find_shards(paths.dataset_dir, cfg.data.val_pattern)
+        check_train_val_disjoint(train, val, paths.dataset_dir)
+        digest = load_validation(cfg.data, cfg.model.vocab_size).sha256
+    except DataError as e:
+        return [f"FAIL: {e}"]
+    if seed.meta and seed.meta["val_sha256"] != digest:
+        return [f"FAIL: the artifact was scored on another validation stream than {paths.dataset_dir}'s"]
+    return [f"{paths.dataset_dir}: train and val disjoint, val stream sha256 {digest[:12]}..."]
+
+
+def rule_val_leak(subject: Subject) -> Rule:
+    found = []
+    for s in subject.seeds:
+        if _truthy_key(s.result.get("config"), "val_leak") or _truthy_key(s.meta, "val_leak"):
+            found.append(f"FAIL: {s.name} used a val_leak feature (it stores or trains on validation data)")
+    digests = {s.meta["val_sha256"] for s in subject.seeds if s.meta}
+    if len(digests) > 1:
+        found.append(f"FAIL: seeds were scored on {len(digests)} different validation streams")
+    by_data = {json.dumps(s.result["config"]["data"], sort_keys=True): s for s in subject.seeds}
+    for seed in by_data.values():
+        found += _data_findings(seed)
+    found.append("no validation digest is pinned for the track: runs are compared with their own data")
+    status = "fail" if any(f.startswith("FAIL") for f in found) else "pass"
+    if status == "pass" and any(f.startswith("UNVERIFIED") for f in found):
+        status = "unverified"
+    return Rule("no validation leakage", status, "; ".join(found))
+
+
+def rule_code(subject: Subject) -> Rule:
+    if subject.kind == "record":
+        if subject.code is None:
+            return Rule("counted code is the bundled file", "fail", "train_gpt.py is missing")
+        data = subject.code.read_bytes()
+        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+        bad = [s.name for s in subject.seeds if s.result["code_sha256"] != digest
+               or (s.meta and (s.meta["code_sha256"], s.meta["code_bytes"]) != (digest, size))]  # fmt: skip
+        detail = f"train_gpt.py {size:,} bytes sha256 {digest[:12]}...; " + (
+            f"differs from the code that ran seeds {bad}" if bad else "every seed ran exactly this file"
+        )
+        return Rule("counted code is the bundled file", "fail" if bad else "pass", detail)
+    return _run_code(subject)
+
+
+def _run_code(subject: Subject) -> Rule:
+    """A run: the bundled file it ran (a train_gpt.py above it, as in a records folder), else the
+    bundle rebuilt from its config with the installed sources."""
+    from pgolf.pack.bundle import build_bundle, bundle_digest
+    from pgolf.pack.size import sources_sha256
+
+    name, seed = "counted code is the bundled file", subject.seeds[0]
+    if seed.meta is None:
+        return Rule(name, "unverified", "no artifact: the code digest is only the report's")
+    recorded = {(seed.meta["code_sha256"], seed.meta["code_bytes"]),
+                (seed.result["code_sha256"], seed.result["bytes_code"])}  # fmt: skip
+    if len(recorded) != 1:
+        return Rule(name, "fail", "the artifact and result.json record different code")
+    digest, size = recorded.pop()
+    for parent in list(subject.path.resolve().parents)[:3]:
+        f = parent / "train_gpt.py"
+        if f.is_file() and (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_size) == (digest, size):
+            return Rule(name, "pass", f"ran the bundled file {f} ({size:,} bytes)")
+    if seed.meta["sources_sha256"] != sources_sha256():
+        return Rule(
+            name, "unverified", "the counted sources changed since this run: its bundle cannot be rebuilt"
+        )
+    built, built_digest = bundle_digest(
+        build_bundle(config_from_dict(seed.result["config"]), seed.meta["code_form"])
+    )
+    ok = (built_digest, built) == (digest, size)
+    detail = (
+        f"{seed.meta['code_form']} bundle of the run's config: {built:,} bytes sha256 {built_digest[:12]}..."
+    )
+    return Rule(name, "pass" if ok else "fail", detail + ("" if ok else " (differs from the recorded code)"))
+
+
+def rule_declared(subject: Subject) -> Rule:
+    name = "seeds declared before the runs"
+    if subject.kind == "run":
+        return Rule(name, "skip", "a single run")
+    if not subject.declared:
+        return Rule(name, "fail", "seeds.json is missing")
+    declared = subject.declared.get("seeds", [])
+    try:
+        at = float(subject.declared["declared_at"])
+    except (KeyError, TypeError, ValueError):
+        return Rule(name, "fail", "seeds.json has no declared_at (unix time)")
+    ran = [s.result["config"]["train"]["seed"] for s in subject.seeds]
+    early = [s.name for s in subject.seeds if float(s.result.get("started_at", 0)) < at]
+    ok = sorted(declared) == sorted(ran) and not early
+    detail = f"declared {declared}, ran {ran}" + (
+        f"; started before the declaration: {early}" if early else ""
+    )
+    return Rule(name, "pass" if ok else "fail", detail)
+
+
+RULES = (rule_track, rule_logs, rule_bytes, rule_train_time, rule_eval_time, rule_seeds, rule_probes,
+         rule_val_leak, rule_code, rule_declared)  # fmt: skip
+
+
+def check(path: str | Path) -> list[Rule]:
+    subject = load_subject(path)
+    if not subject.seeds:
+        raise PgolfError(f"{path}: no seed results (result_seed<S>.json) in this record folder")
+    return [rule(subject) for rule in RULES]

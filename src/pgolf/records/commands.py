@@ -1,0 +1,165 @@
+"""The submission commands of the CLI: ``record``, ``compare``, ``check``, ``runs``, ``plot``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pgolf.errors import PgolfError
+
+
+def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
+    r = sub.add_parser("record", help="run seeds of a preset through its bundled file into a records folder")
+    r.add_argument("--preset", default=None)
+    r.add_argument(
+        "--seeds", default=None, help="comma-separated, e.g. 1337,42,2025 (declared before the runs)"
+    )
+    r.add_argument("--name", default=None, help="folder name: records/<track>/<date>_<name>/")
+    r.add_argument("--finalize", type=Path, default=None, metavar="FOLDER",
+                   help="refresh submission.json and README.md of a record whose seeds have run")  # fmt: skip
+    r.add_argument("--root", type=Path, default=Path("records"))
+    r.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
+    r.add_argument("--author", default="")
+    r.add_argument("--github-id", default="")
+    r.add_argument("--blurb", default="")
+    r.add_argument(
+        "--against", type=Path, default=None, help="record/runs/logs to compare with in the README"
+    )
+    add_overrides(r)
+
+    c = sub.add_parser("compare", help="one-sided Welch t-tests of B against A (nats and bpb)")
+    c.add_argument("a", type=Path, help="the reference: record folder, run folder(s) parent, or log file")
+    c.add_argument("b", type=Path, help="the challenger")
+    c.add_argument("--rule", choices=("readme", "practice"), default="readme",
+                   help="readme: 0.005 nats at p<0.01; practice: no margin at p<0.25")  # fmt: skip
+    c.add_argument("--margin", type=float, default=None, help="nats (overrides the rule's)")
+    c.add_argument("--alpha", type=float, default=None, help="significance level (overrides the rule's)")
+    c.add_argument("--json", action="store_true")
+
+    k = sub.add_parser("check", help="compliance report of a record folder or a run folder")
+    k.add_argument("path", type=Path)
+    k.add_argument("--json", action="store_true")
+
+    u = sub.add_parser("runs", help="list run folders as a table")
+    u.add_argument("roots", type=Path, nargs="*", default=[Path("runs")])
+
+    p = sub.add_parser("plot", help="loss curves and val_bpb of several runs in one PNG, with seed spread")
+    p.add_argument("runs", type=Path, nargs="+", help="run folders (grouped by preset)")
+    p.add_argument("--out", type=Path, default=Path("runs.png"))
+
+
+def _comparison(against: Path | None):
+    if against is None:
+        return None
+    return lambda scores: _compare_lines(against, scores, "readme")
+
+
+def cmd_record(args: argparse.Namespace, cfg) -> int:
+    from pgolf.records.folder import RecordInfo, finalize_record, make_record
+
+    if args.finalize is not None:
+        sub = args.finalize / "submission.json"
+        old = json.loads(sub.read_text()) if sub.is_file() else {}
+        info = RecordInfo(
+            *(getattr(args, k) or old.get(k, "") for k in ("name", "author", "github_id", "blurb"))
+        )
+        rules = finalize_record(args.finalize, info, _comparison(args.against))
+        _print_rules(rules)
+        return 1 if any(r.status == "fail" for r in rules) else 0
+    if not (args.preset and args.seeds and args.name):
+        raise PgolfError("pgolf record needs --preset, --seeds and --name (or --finalize FOLDER)")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise PgolfError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    info = RecordInfo(args.name, args.author, args.github_id, args.blurb)
+    comparison = _comparison(args.against)
+    folder, rules = make_record(cfg, seeds, info, root=args.root, nproc=args.nproc, comparison=comparison)
+    _print_rules(rules)
+    print(f"record folder: {folder}")
+    return 1 if any(r.status == "fail" for r in rules) else 0
+
+
+def _compare_lines(a: Path, new_scores, rule: str) -> list[str]:
+    from pgolf.records.logs import load_scores
+    from pgolf.records.stats import RULES
+
+    old = load_scores(a)
+    margin, alpha = RULES[rule]
+    result = _compare(old, new_scores, margin, alpha)
+    return [f"rule {rule}: margin {margin} nats, alpha {alpha}", *result.lines(str(a), "this record")]
+
+
+def _compare(old, new, margin: float, alpha: float):
+    """Welch in nats and bpb; the verdict is bpb's when the sides tokenize differently."""
+    from pgolf.records.stats import compare, same_tokenizer
+
+    pairs = [[(s.val_loss, s.val_bpb) for s in side] for side in (old, new)]
+    return compare(*pairs, margin_nats=margin, alpha=alpha, same_tokens=same_tokenizer(*pairs))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pgolf.records.logs import load_scores
+    from pgolf.records.stats import RULES
+
+    old, new = load_scores(args.a), load_scores(args.b)
+    margin, alpha = RULES[args.rule]
+    margin = args.margin if args.margin is not None else margin
+    alpha = args.alpha if args.alpha is not None else alpha
+    result = _compare(old, new, margin, alpha)
+    if args.json:
+        print(
+            json.dumps({"a": [s.to_dict() for s in old], "b": [s.to_dict() for s in new], **result.to_dict()})
+        )
+    else:
+        for name, scores in (("A", old), ("B", new)):
+            for s in scores:
+                print(f"{name} seed {s.seed}: val_loss {s.val_loss:.8f} val_bpb {s.val_bpb:.8f} "
+                      f"({s.score_label or 'result.json'}; bytes {s.bytes_total}; {s.source})")  # fmt: skip
+        print("\n".join(result.lines(str(args.a), str(args.b))))
+    return 0 if result.verdict.passes else 1
+
+
+def _print_rules(rules) -> None:
+    for r in rules:
+        print(f"{r.status.upper():5s} {r.name}: {r.detail}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pgolf.records.check import check
+
+    rules = check(args.path)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rules], indent=2))
+    else:
+        _print_rules(rules)
+        failed = [r.name for r in rules if r.status == "fail"]
+        print(f"\n{len(failed)} rule(s) failed: {', '.join(failed)}" if failed else "\nall rules pass")
+    return 1 if any(r.status == "fail" for r in rules) else 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    found = sorted({p.parent for root in args.roots for p in root.glob("**/result.json")})
+    if not found:
+        print(f"no run folders (with result.json) under {', '.join(map(str, args.roots))}")
+        return 0
+    print(f"{'run':40s} {'preset':22s} {'track':13s} {'seed':>5s} {'steps':>6s} {'val_bpb':>9s} "
+          f"{'bytes':>11s}  status")  # fmt: skip
+    for run in found:
+        try:
+            r = json.loads((run / "result.json").read_text())
+            status = "on track" if r["on_track"] else "OFF TRACK"
+            seed = r["config"]["train"]["seed"]
+            print(f"{str(run)[-40:]:40s} {r['preset']:22s} {r['track']:13s} {seed:>5d} "
+                  f"{r['steps']:>6d} {r['val_bpb']:>9.4f} {r['bytes_total']:>11,}  {status}")  # fmt: skip
+        except (ValueError, KeyError, TypeError) as e:
+            print(f"{str(run)[-40:]:40s} unreadable result.json ({type(e).__name__}: {e})")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pgolf.plot import plot_runs
+
+    print(plot_runs(args.runs, args.out))
+    return 0

@@ -1,0 +1,267 @@
+"""Submissions: Welch statistics, log parsing in the contest's dialects, record folders and the
+compliance check (each rule failed on purpose once, and passed by a good record)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from pgolf.cli import main
+from pgolf.config.run import apply_overrides
+from pgolf.errors import PgolfError
+from pgolf.records.check import check
+from pgolf.records.folder import RecordInfo, make_record
+from pgolf.records.logs import load_scores, parse_log
+from pgolf.records.probes import causality_error, normalisation_error, sample_inputs
+from pgolf.records.stats import compare, seeds_needed, welch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_welch_matches_the_formula_and_scipy():
+    old, new, margin = [1.2244, 1.2261, 1.2230], [1.2101, 1.2140, 1.2119, 1.2090], 0.005
+    w = welch(old, new, margin=margin, alpha=0.01)
+    a, b = np.array(old), np.array(new)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (b.mean() - (a.mean() - margin)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    assert w.t == pytest.approx(t, rel=1e-12) and w.df == pytest.approx(df, rel=1e-12)
+    assert w.p == pytest.approx(stats.t.cdf(t, df), rel=1e-9)
+    ref = stats.ttest_ind(b, a - margin, equal_var=False, alternative="less")
+    assert w.p == pytest.approx(ref.pvalue, rel=1e-12) and w.delta == pytest.approx(b.mean() - a.mean())
+    assert w.passes == (w.p < 0.01)
+
+
+def test_seeds_needed_is_the_first_count_that_passes():
+    old, new = np.array([1.2300, 1.2360, 1.2260]), np.array([1.2280, 1.2310, 1.2220])
+    n = seeds_needed(old, new, 0.0, 0.01)
+    assert n is not None and n > 3
+
+    def p_at(k):  # the same means and spreads with k seeds a side
+        va, vb = old.var(ddof=1) / k, new.var(ddof=1) / k
+        df = (va + vb) ** 2 / (va**2 / (k - 1) + vb**2 / (k - 1))
+        return stats.t.sf((old.mean() - new.mean()) / math.sqrt(va + vb), df)
+
+    assert p_at(n) < 0.01 <= p_at(n - 1)
+    assert seeds_needed(new, old, 0.0, 0.01) is None  # worse never passes
+
+
+def test_compare_converts_the_nats_margin_to_bpb():
+    old = [(2.0727, 1.2244), (2.0750, 1.2258), (2.0701, 1.2229)]
+    new = [(2.0500, 1.2110), (2.0520, 1.2122), (2.0490, 1.2104)]
+    c = compare(old, new, margin_nats=0.005, alpha=0.01)
+    ratio = np.mean([b / n for n, b in old])  # the reference's bits per nat
+    assert c.bpb.margin == pytest.approx(0.005 * ratio) and c.nats.passes and c.bpb.passes
+
+
+def test_contest_logs_parse_by_the_reviewers_rules():
+    base = parse_log(
+        (FIXTURES / "contest_baseline_seed1337.log").read_text(), "x/contest_baseline_seed1337.log"
+    )
+    assert (base.val_loss, base.val_bpb, base.score_label) == (
+        2.07269931,
+        1.2243657,
+        "final_int8_zlib_roundtrip_exact",
+    )
+    assert base.bytes_total == 15863489 and base.size_label == "int8+zlib"  # never the raw 67 MB line
+    assert (base.bytes_code, base.steps, base.train_seconds, base.eval_seconds) == (
+        47642,
+        13780,
+        600.038,
+        1.401,
+    )
+    assert base.stopped_early and base.val_tokens == 62021632 and base.train_shards == 80
+    assert base.seed == 1337  # not the 99 inside the embedded source
+    late = parse_log((FIXTURES / "contest_late_seed42.log").read_text(), "contest_late.log")
+    assert (late.val_bpb, late.score_label, late.seed) == (1.05989454, "quantized_ttt_phased", 42)
+    assert (late.bytes_total, late.bytes_code, late.eval_seconds) == (15897259, 31999, 508.8)
+    assert (late.steps, late.train_seconds, late.val_tokens) == (4945, 599.592, 47851520)
+    with pytest.raises(PgolfError, match="no final"):
+        parse_log("step:1/10 val_loss:2.0 val_bpb:1.2 train_time:5ms\n", "unfinished.log")
+
+
+class Peeking:
+    """A predictor that reads the next token: what a leaking method looks like to the probes."""
+
+    def __init__(self, vocab: int, normalised: bool = True) -> None:
+        self.vocab, self.normalised = vocab, normalised
+
+    def log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
+        nxt = torch.roll(inputs, -1, dims=1)
+        logits = 5.0 * torch.nn.functional.one_hot(nxt, self.vocab).float()
+        return torch.log_softmax(logits, -1) + (0.0 if self.normalised else 0.1)
+
+    def observe(self, inputs, targets, scored) -> None:
+        return None
+
+
+def test_probes_catch_a_peeking_and_an_unnormalised_predictor():
+    x = sample_inputs(17, 12)
+    assert causality_error(Peeking(17), x, [0, 5, 10], 17) > 1.0
+    assert normalisation_error(Peeking(17), x) < 1e-6
+    assert normalisation_error(Peeking(17, normalised=False), x) == pytest.approx(0.1, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def good_record(tmp_path_factory, data_root):
+    from conftest import debug_config
+
+    cfg = debug_config(data_root)
+    cfg = apply_overrides(cfg, {"track": "cpu-5min-2mb", "train.max_wallclock_seconds": "300"})
+    root = tmp_path_factory.mktemp("records")
+    folder, rules = make_record(cfg, [1, 2, 3], RecordInfo("good", blurb="debug model"), root=root)
+    return folder, rules
+
+
+def _copy(folder: Path, tmp_path: Path, name: str) -> Path:
+    dst = tmp_path / name
+    shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("runs"))
+    return dst
+
+
+def _edit_result(folder: Path, seed: int, fn) -> None:
+    p = folder / f"result_seed{seed}.json"
+    r = json.loads(p.read_text())
+    fn(r)
+    p.write_text(json.dumps(r))
+
+
+def _status(folder: Path) -> dict[str, str]:
+    return {r.name: r.status for r in check(folder)}
+
+
+def test_a_good_record_passes_every_rule(good_record):
+    folder, rules = good_record
+    assert {r.status for r in rules} == {"pass"}, [r for r in rules if r.status != "pass"]
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["seeds"] == [1, 2, 3] and set(sub["seed_results"]) == {"1", "2", "3"}
+    assert sub["bytes_code"] == (folder / "train_gpt.py").stat().st_size and sub["track"] == "cpu-5min-2mb"
+    assert sub["val_bpb"] == pytest.approx(np.mean([s.val_bpb for s in load_scores(folder)]))
+    assert "| 1 |" in (folder / "README.md").read_text() and (folder / "train_seed2.log").is_file()
+    assert main(["check", str(folder)]) == 0
+
+
+def test_check_fails_each_broken_rule(good_record, tmp_path, data_root):
+    folder, _ = good_record
+    cases = {}
+    bad = cases["artifact bytes"] = _copy(folder, tmp_path, "oversize")
+    for p in bad.glob("*.pgolf"):
+        p.unlink()
+    _edit_result(bad, 2, lambda r: r.update(bytes_model=2_500_000))
+    bad = cases["training time (GPTQ calibration included)"] = _copy(folder, tmp_path, "overtime")
+    for p in bad.glob("*.pgolf"):
+        p.unlink()
+    _edit_result(bad, 1, lambda r: r.update(train_seconds=301.5))
+    bad = cases["evaluation time"] = _copy(folder, tmp_path, "slow_eval")
+    _edit_result(bad, 3, lambda r: r.update(eval_seconds=300.2))
+    bad = cases["at least 3 seeds of one configuration"] = _copy(folder, tmp_path, "two_configs")
+    _edit_result(bad, 3, lambda r: r["config"]["model"].update(num_layers=3))
+    bad = cases["no validation leakage"] = _copy(folder, tmp_path, "val_leak")
+    _edit_result(bad, 1, lambda r: r["config"]["eval"].update(val_leak=True))
+    bad = cases["counted code is the bundled file"] = _copy(folder, tmp_path, "altered_code")
+    with open(bad / "train_gpt.py", "a") as f:
+        f.write("# a change after the runs\n")
+    bad = cases["an official track, the same everywhere"] = _copy(folder, tmp_path, "track_claim")
+    sub = json.loads((bad / "submission.json").read_text())
+    (bad / "submission.json").write_text(json.dumps({**sub, "track": "10min-16mb"}))
+    bad = cases["results agree with the logs"] = _copy(folder, tmp_path, "edited_score")
+    _edit_result(bad, 2, lambda r: r.update(val_bpb=r["val_bpb"] - 0.01))
+    bad = cases["seeds declared before the runs"] = _copy(folder, tmp_path, "late_declaration")
+    declared = json.loads((bad / "seeds.json").read_text())
+    (bad / "seeds.json").write_text(json.dumps({**declared, "declared_at": declared["declared_at"] + 1e6}))
+    for rule, bad in cases.items():
+        status = _status(bad)
+        assert status[rule] == "fail", (rule, status)
+        assert main(["check", str(bad)]) == 1
+
+
+def test_check_finds_validation_shards_in_the_training_data(good_record, tmp_path, data_root):
+    folder, _ = good_record
+    leaky = tmp_path / "leaky_data"
+    shutil.copytree(data_root, leaky)
+    ds = next((leaky / "datasets").iterdir())
+    shutil.copyfile(next(ds.glob("fineweb_val_*.bin")), ds / "fineweb_train_999999.bin")
+    bad = _copy(folder, tmp_path, "overlap")
+    for s in (1, 2, 3):
+        _edit_result(bad, s, lambda r: r["config"]["data"].update(root=str(leaky)))
+    rule = next(r for r in check(bad) if r.name == "no validation leakage")
+    assert rule.status == "fail" and "same tokens as validation shard" in rule.detail
+
+
+def test_a_single_run_is_checked_against_its_rebuilt_bundle(debug_cfg, tmp_path):
+    from pgolf.pipeline import run
+
+    run(debug_cfg(track="debug"), out_dir=tmp_path / "d", echo=False)
+    assert _status(tmp_path / "d")["an official track, the same everywhere"] == "fail"  # no caps
+    run(
+        debug_cfg(track="cpu-5min-2mb", **{"train.max_wallclock_seconds": 300}),
+        out_dir=tmp_path / "r",
+        echo=False,
+    )
+    status = _status(tmp_path / "r")
+    assert status["counted code is the bundled file"] == "pass"
+    assert status["at least 3 seeds of one configuration"] == "skip"
+    assert "fail" not in status.values()
+    r = json.loads((tmp_path / "r" / "result.json").read_text())
+    (tmp_path / "r" / "result.json").write_text(json.dumps({**r, "code_sha256": "0" * 64}))
+    assert _status(tmp_path / "r")["counted code is the bundled file"] == "fail"
+
+
+def test_compare_runs_and_plot_from_the_cli(good_record, tmp_path, capsys):
+    folder, _ = good_record
+    logs = tmp_path / "contest"
+    logs.mkdir()
+    for seed, (loss, bpb) in {1: (2.0727, 1.2244), 2: (2.0750, 1.2258), 3: (2.0701, 1.2229)}.items():
+        text = (FIXTURES / "contest_baseline_seed1337.log").read_text()
+        text = text.replace(
+            "val_loss:2.07269931 val_bpb:1.22436570", f"val_loss:{loss:.8f} val_bpb:{bpb:.8f}"
+        )
+        (logs / f"train_seed{seed}.log").write_text(text.replace("seed:1337", f"seed:{seed}"))
+    assert main(["compare", str(folder), str(logs)]) == 0  # the contest's baseline "beats" a debug model
+    out = capsys.readouterr().out
+    assert "nats old" in out and "PASS" in out and "A seed 2" in out
+    assert main(["compare", str(logs), str(folder), "--json"]) == 1
+    d = json.loads(capsys.readouterr().out)
+    assert d["nats"]["passes"] is False and len(d["a"]) == 3
+    assert main(["runs", str(folder)]) == 0
+    assert "debug" in capsys.readouterr().out
+    png = tmp_path / "p.png"
+    assert main(["plot", *map(str, sorted((folder / "runs").iterdir())), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+
+
+def test_unofficial_scores_are_refused_and_other_tokenizers_compare_in_bpb(good_record, tmp_path):
+    folder, _ = good_record
+    r = json.loads((folder / "result_seed1.json").read_text())
+    (tmp_path / "result.json").write_text(json.dumps({**r, "official_score": False}))
+    with pytest.raises(PgolfError, match="unofficial"):
+        load_scores(tmp_path)
+    assert parse_log("unofficial_int8_zlib_eval val_loss:1.00000000 val_bpb:0.50000000\n"
+                     "final_x_exact val_loss:2.00000000 val_bpb:1.00000000\n").val_bpb == 1.0  # fmt: skip
+    from pgolf.records.commands import _compare
+    from pgolf.records.logs import RunScore
+
+    old = [RunScore("o", 2.0 + d, 1.20 + d) for d in (0.0, 0.01, 0.02)]  # SP1024-like ratio
+    new = [RunScore("n", 2.5 + d, 1.10 + d) for d in (0.0, 0.01, 0.02)]  # a bigger vocabulary
+    c = _compare(old, new, 0.005, 0.01)
+    assert not c.same_tokens and c.verdict is c.bpb and c.bpb.passes and not c.nats.passes
+
+
+def test_record_refuses_repeated_seeds_and_reuse(good_record, debug_cfg):
+    folder, _ = good_record
+    cfg = dataclasses.replace(debug_cfg(), track="cpu-5min-2mb")
+    root = folder.parent.parent
+    with pytest.raises(PgolfError, match="distinct"):
+        make_record(cfg, [1, 1], RecordInfo("x"), root=root)
+    with pytest.raises(PgolfError, match="already holds a record"):
+        make_record(cfg, [4, 5, 6], RecordInfo("good"), root=root)
+    with pytest.raises(PgolfError, match="no caps"):
+        make_record(debug_cfg(), [4, 5, 6], RecordInfo("dbg"), root=root)
