@@ -135,7 +135,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         _print_rules(rules)
         failed = [r.name for r in rules if r.status == "fail"]
-        print(f"\n{len(failed)} rule(s) failed: {', '.join(failed)}" if failed else "\nall rules pass")
+        unverified = [r.name for r in rules if r.status == "unverified"]
+        note = f" ({len(unverified)} unverified: the files that would prove them are absent)" if unverified else ""
+        print(f"\n{len(failed)} rule(s) failed: {', '.join(failed)}" if failed else f"\nno rule failed{note}")
     return 1 if any(r.status == "fail" for r in rules) else 0
 
 
