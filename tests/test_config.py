@@ -31,7 +31,7 @@ FROZEN_FIELDS = [
     "optim.muon_momentum_warmup_steps", "optim.muon_backend_steps", "optim.grad_clip_norm",
     "optim.muon_weight_decay", "optim.adam_weight_decay",
     "optim.warmdown_iters", "optim.warmdown_frac",
-    "eval.batch_tokens", "eval.seq_len",
+    "eval.batch_tokens", "eval.seq_len", "eval.method", "eval.stride",
     "quant.matrix", "quant.mlp", "quant.embed", "quant.clip", "quant.clip_quantile", "quant.clip_k",
     "quant.embed_clip_k", "quant.keep_float_max_numel", "quant.keep_fp16", "quant.gptq", "quant.gptq_batches",
     "quant.gptq_damp", "quant.gptq_block", "quant.gptq_reserve_seconds", "quant.qat", "quant.qat_from_frac",

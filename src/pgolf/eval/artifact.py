@@ -23,7 +23,7 @@ from pgolf.data.valset import ValidationSet, load_validation
 from pgolf.errors import ArtifactError, DataError
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import EvalClock, ScoreReport, score
-from pgolf.eval.windows import plain_windows
+from pgolf.eval.windows import plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
@@ -59,7 +59,8 @@ def score_loaded(
     device: torch.device,
     clock: EvalClock,
 ) -> ScoreReport:
-    """Score a loaded artifact on ``valset`` with plain windows of ``eval_cfg.seq_len``."""
+    """Score a loaded artifact on ``valset`` with the window plan of ``eval_cfg`` (method, length,
+    stride); it is the official score when those are the artifact's own and so is the data."""
     meta = loaded.meta
     if valset.tokenizer_sha256 != meta.tokenizer_sha256:
         raise DataError(
@@ -70,7 +71,7 @@ def score_loaded(
             ModelPredictor(loaded.model, device),
             valset.tokens,
             valset.lut,
-            plain_windows(valset.tokens.numel(), eval_cfg.seq_len),
+            plan_windows(valset.tokens.numel(), eval_cfg.method, eval_cfg.seq_len, eval_cfg.stride),
             batch_tokens=eval_cfg.batch_tokens,
             device=device,
         )
@@ -81,7 +82,12 @@ def score_loaded(
         )
     if eval_cfg.seq_len != meta.eval.seq_len:
         notes.append(f"eval.seq_len {eval_cfg.seq_len} differs from the artifact's {meta.eval.seq_len}")
-    return ScoreReport(r, dict(clock.phases), meta.label, official=not notes, note="; ".join(notes))
+    if eval_cfg.tag != meta.eval.tag:
+        notes.append(
+            f"eval method {eval_cfg.tag or 'plain'} differs from the artifact's {meta.eval.tag or 'plain'}"
+        )
+    label = f"{meta.label}_{eval_cfg.tag}" if eval_cfg.tag else meta.label
+    return ScoreReport(r, dict(clock.phases), label, official=not notes, note="; ".join(notes))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,13 @@ target of its range exactly once over any number of ranks.
 ``plain_windows`` is the contest's non-overlapping evaluation (seed-techniques §3.3): the stream of
 M tokens is cut into floor((M-1)/T) windows of T; window i predicts tokens [iT+1, (i+1)T], and the
 tail that does not fill a window is not scored.
+
+``sliding_windows`` is seed-techniques §4.2, exactly: with N = M - 1 targets, windows of L tokens
+start every S tokens (ws = 0, S, 2S, ... while ws + L - S < N; ws = 0 always), the window at ws reads
+min(ws + L, N) - ws tokens and scores its positions from L - S on (the first window from 0). The
+scored ranges partition all N targets, the tail included: every target but the first window's sees
+at least L - S tokens of context. The seed records' rule (score start max(wlen - S, 0) over every ws
+< N) scores the last S targets about L/S times over (§4.3); this one never does.
 """
 
 from __future__ import annotations
@@ -33,6 +40,32 @@ def plain_windows(n_tokens: int, seq_len: int) -> list[Window]:
             f"validation data ({n_tokens} tokens) is shorter than one window of seq_len={seq_len} + 1"
         )
     return [Window(i * seq_len, seq_len) for i in range(n)]
+
+
+def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[Window]:
+    n = n_tokens - 1
+    if n < 1:
+        raise DataError(f"validation data ({n_tokens} tokens) has no target to score")
+    if not 1 <= stride <= seq_len:
+        raise DataError(f"eval.stride={stride} must be between 1 and the window length {seq_len}")
+    context = seq_len - stride
+    return [
+        Window(ws, min(ws + seq_len, n) - ws, 0 if ws == 0 else context)
+        for ws in range(0, n, stride)
+        if ws == 0 or ws + context < n
+    ]
+
+
+METHODS = ("plain", "sliding")
+
+
+def plan_windows(n_tokens: int, method: str, seq_len: int, stride: int) -> list[Window]:
+    """The window plan of an evaluation method over a stream of ``n_tokens``."""
+    if method == "plain":
+        return plain_windows(n_tokens, seq_len)
+    if method == "sliding":
+        return sliding_windows(n_tokens, seq_len, stride)
+    raise DataError(f"eval.method={method!r}; expected one of {METHODS}")
 
 
 def check_plan(windows: list[Window], n_tokens: int) -> None:

@@ -29,7 +29,7 @@ from pgolf.errors import ConfigError
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
-from pgolf.eval.windows import plain_windows
+from pgolf.eval.windows import plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5
@@ -93,7 +93,8 @@ class Trainer:
         self.valset: ValidationSet = load_validation(cfg.data, cfg.model.vocab_size)
         self.train_files = find_shards(paths.dataset_dir, cfg.data.train_pattern)
         check_train_val_disjoint(self.train_files, self.valset.files, paths.dataset_dir)
-        self.windows = plain_windows(self.valset.tokens.numel(), cfg.eval_seq_len)
+        ev = cfg.eval
+        self.windows = plan_windows(self.valset.tokens.numel(), ev.method, cfg.eval_seq_len, ev.stride)
         self.loader = self._new_loader()
         torch.manual_seed(cfg.train.seed)
         self.base_model = GPT(cfg.model).to(self.device)
@@ -204,7 +205,7 @@ class Trainer:
             self._pending = []
 
     def validate(self) -> BpbResult:
-        """Score the model being trained on the validation set (plain windows)."""
+        """Score the model being trained on the validation set (the run's evaluation method)."""
         was_training = self.model.training
         self.model.eval()
         r = score(
