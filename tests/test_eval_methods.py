@@ -15,7 +15,7 @@ from pgolf.cli import main
 from pgolf.data.bytes import ByteLUT
 from pgolf.errors import ConfigError, DataError
 from pgolf.eval.score import score
-from pgolf.eval.windows import check_plan, plain_windows, rank_share, sliding_windows
+from pgolf.eval.windows import check_plan, doc_windows, plain_windows, rank_share, sliding_windows
 
 
 @settings(max_examples=80, deadline=None)
@@ -34,6 +34,26 @@ def test_sliding_plan_scores_every_target_once_with_its_context(n, seq, data, wo
     assert counts[1:] == [1] * (n - 1) and counts[0] == 0  # all N targets, the tail included
     first = windows[0].length
     assert all(c >= seq - stride for c in context[first + 1 :])
+
+
+@settings(max_examples=80, deadline=None)
+@given(docs=st.lists(st.integers(1, 40), min_size=1, max_size=12), seq=st.integers(1, 24), data=st.data())
+def test_document_windows_never_cross_a_bos_and_score_every_target_once(docs, seq, data):
+    stride = data.draw(st.integers(1, seq))
+    lead = data.draw(st.booleans())  # the stream may start inside a document
+    stream = ([5] if lead else []) + [t for d in docs for t in [1] + [7] * d]
+    tokens = torch.tensor(stream)
+    n = len(stream)
+    if n < 2:
+        return
+    windows = doc_windows(tokens, seq, stride)
+    check_plan(windows, n)
+    counts = [0] * n
+    for w in windows:
+        assert 1 not in stream[w.start + 1 : w.start + w.length]  # a BOS only as a window's first input
+        for pos in range(w.score_from, w.length):
+            counts[w.start + pos + 1] += 1
+    assert counts[1:] == [1] * (n - 1)
 
 
 def test_sliding_with_stride_equal_to_the_window_is_plain_plus_the_tail():
@@ -85,11 +105,12 @@ def test_sliding_scores_the_whole_stream_exactly(seq, stride, batch_tokens):
     )
     p = Bigram(vocab)
     cpu = torch.device("cpu")
-    r = score(p, tokens, lut, sliding_windows(n, seq, stride), batch_tokens=batch_tokens, device=cpu)
     nll = -sum(float(p.table[tokens[i], tokens[i + 1]]) for i in range(n - 1))
     nbytes = sum(int(t) + 1 for t in tokens[1:])
-    assert r.tokens == n - 1 and r.bytes == nbytes
-    assert r.val_bpb == pytest.approx(nll / (math.log(2) * nbytes), rel=1e-9)
+    for plan in (sliding_windows(n, seq, stride), doc_windows(tokens, seq, stride)):
+        r = score(p, tokens, lut, plan, batch_tokens=batch_tokens, device=cpu)
+        assert r.tokens == n - 1 and r.bytes == nbytes
+        assert r.val_bpb == pytest.approx(nll / (math.log(2) * nbytes), rel=1e-9)
 
 
 def test_eval_config_and_plans_refuse_bad_strides():

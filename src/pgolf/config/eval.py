@@ -18,17 +18,18 @@ class EvalConfig:
     seq_len: int = 0
     """Evaluation window length (0: the training sequence length)."""
     method: str = "plain"
-    """plain (the contest's non-overlapping windows; the tail is not scored) or sliding (windows
-    every eval.stride tokens, each scoring its last stride targets with the rest as context)."""
+    """plain (the contest's non-overlapping windows; the tail is not scored), sliding (windows
+    every eval.stride tokens, each scoring its last stride targets with the rest as context) or docs
+    (sliding windows inside each document: context never crosses a BOS)."""
     stride: int = 64
-    """Sliding windows: tokens between window starts (1 to the window length)."""
+    """Sliding and docs windows: tokens between window starts (1 to the window length)."""
 
     def __post_init__(self) -> None:
         positive(self, "batch_tokens", "stride")
         non_negative(self, "seq_len")
-        if self.method not in ("plain", "sliding"):
-            raise ConfigError(f"eval.method={self.method!r}; expected plain or sliding")
-        if self.method == "sliding" and self.seq_len and self.stride > self.seq_len:
+        if self.method not in ("plain", "sliding", "docs"):
+            raise ConfigError(f"eval.method={self.method!r}; expected plain, sliding or docs")
+        if self.method != "plain" and self.seq_len and self.stride > self.seq_len:
             raise ConfigError(f"eval.stride={self.stride} is longer than eval.seq_len={self.seq_len}")
 
     @property

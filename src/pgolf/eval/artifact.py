@@ -71,7 +71,7 @@ def score_loaded(
             ModelPredictor(loaded.model, device),
             valset.tokens,
             valset.lut,
-            plan_windows(valset.tokens.numel(), eval_cfg.method, eval_cfg.seq_len, eval_cfg.stride),
+            plan_windows(valset.tokens, eval_cfg.method, eval_cfg.seq_len, eval_cfg.stride),
             batch_tokens=eval_cfg.batch_tokens,
             device=device,
         )

@@ -16,6 +16,10 @@ min(ws + L, N) - ws tokens and scores its positions from L - S on (the first win
 scored ranges partition all N targets, the tail included: every target but the first window's sees
 at least L - S tokens of context. The seed records' rule (score start max(wlen - S, 0) over every ws
 < N) scores the last S targets about L/S times over (§4.3); this one never does.
+
+``doc_windows`` isolates documents: the stream is cut before every BOS, and each piece (a document
+and, as its last target, the next document's BOS) gets its own sliding plan, so no context crosses
+a document boundary; together they still score every target once.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import torch
+
 from pgolf.errors import DataError
+from pgolf.vocab import BOS_ID
 
 
 @dataclass(frozen=True)
@@ -56,15 +63,30 @@ def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[Window]:
     ]
 
 
-METHODS = ("plain", "sliding")
+def doc_windows(tokens: torch.Tensor, seq_len: int, stride: int) -> list[Window]:
+    """Sliding windows inside each document: inputs [b_i, b_{i+1}), targets (b_i, b_{i+1}] for the
+    BOS positions b (the stream's start and end close the first and last pieces)."""
+    n = tokens.numel() - 1
+    cuts = [0, *(p for p in torch.nonzero(tokens[1:n] == BOS_ID).flatten().add(1).tolist()), n]
+    windows = []
+    for a, b in itertools.pairwise(sorted(set(cuts))):
+        windows += [
+            Window(a + w.start, w.length, w.score_from) for w in sliding_windows(b - a + 1, seq_len, stride)
+        ]
+    return windows
 
 
-def plan_windows(n_tokens: int, method: str, seq_len: int, stride: int) -> list[Window]:
-    """The window plan of an evaluation method over a stream of ``n_tokens``."""
+METHODS = ("plain", "sliding", "docs")
+
+
+def plan_windows(tokens: torch.Tensor, method: str, seq_len: int, stride: int) -> list[Window]:
+    """The window plan of an evaluation method over the stream ``tokens``."""
     if method == "plain":
-        return plain_windows(n_tokens, seq_len)
+        return plain_windows(tokens.numel(), seq_len)
     if method == "sliding":
-        return sliding_windows(n_tokens, seq_len, stride)
+        return sliding_windows(tokens.numel(), seq_len, stride)
+    if method == "docs":
+        return doc_windows(tokens, seq_len, stride)
     raise DataError(f"eval.method={method!r}; expected one of {METHODS}")
 
 

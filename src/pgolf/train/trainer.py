@@ -94,7 +94,7 @@ class Trainer:
         self.train_files = find_shards(paths.dataset_dir, cfg.data.train_pattern)
         check_train_val_disjoint(self.train_files, self.valset.files, paths.dataset_dir)
         ev = cfg.eval
-        self.windows = plan_windows(self.valset.tokens.numel(), ev.method, cfg.eval_seq_len, ev.stride)
+        self.windows = plan_windows(self.valset.tokens, ev.method, cfg.eval_seq_len, ev.stride)
         self.loader = self._new_loader()
         torch.manual_seed(cfg.train.seed)
         self.base_model = GPT(cfg.model).to(self.device)
