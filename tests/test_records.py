@@ -183,6 +183,14 @@ def test_check_fails_each_broken_rule(good_record, tmp_path, data_root):
         assert main(["check", str(bad)]) == 1
 
 
+def test_check_reports_a_malformed_result_as_an_error(good_record, tmp_path):
+    bad = _copy(good_record[0], tmp_path, "malformed")
+    _edit_result(bad, 1, lambda r: r.pop("eval_seconds"))
+    with pytest.raises(PgolfError, match="malformed run record"):
+        check(bad)
+    assert main(["check", str(bad)]) == 2
+
+
 def test_check_finds_validation_shards_in_the_training_data(good_record, tmp_path, data_root):
     folder, _ = good_record
     leaky = tmp_path / "leaky_data"

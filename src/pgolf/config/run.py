@@ -50,6 +50,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         get_track(self.track)
+        if self.eval.method != "plain" and self.eval.stride > self.eval_seq_len:
+            raise ConfigError(
+                f"eval.stride={self.eval.stride} is longer than the evaluation window "
+                f"({self.eval_seq_len} tokens)"
+            )
         cap, reserve = self.train.max_wallclock_seconds, self.quant.gptq_reserve_seconds
         if self.quant.gptq and cap and reserve >= cap:
             raise ConfigError(

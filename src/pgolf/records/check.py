@@ -345,4 +345,7 @@ def check(path: str | Path) -> list[Rule]:
     subject = load_subject(path)
     if not subject.seeds:
         raise PgolfError(f"{path}: no seed results (result_seed<S>.json) in this record folder")
-    return [rule(subject) for rule in RULES]
+    try:
+        return [rule(subject) for rule in RULES]
+    except (KeyError, TypeError, ValueError) as e:  # a result or meta missing a field, or mistyped
+        raise PgolfError(f"{path}: malformed run record ({type(e).__name__}: {e})") from None
