@@ -16,9 +16,14 @@ class DataPaths:
     tokenizer: Path
 
 
+def data_root(cfg: DataConfig) -> Path:
+    """data.root, else $PGOLF_DATA, else ./data."""
+    return Path(cfg.root or os.environ.get("PGOLF_DATA", "data"))
+
+
 def resolve_data(cfg: DataConfig) -> DataPaths:
-    """Relative paths resolve against data.root, else $PGOLF_DATA, else ./data."""
-    root = Path(cfg.root or os.environ.get("PGOLF_DATA", "data"))
+    """Relative paths resolve against the data root (``data_root``)."""
+    root = data_root(cfg)
     return DataPaths(root / cfg.dataset, root / cfg.tokenizer)
 
 

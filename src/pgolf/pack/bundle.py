@@ -178,7 +178,15 @@ def build_bundle(cfg: RunConfig, form: str) -> str:
 
 def bundle_digest(text: str) -> tuple[int, str]:
     """(counted bytes, sha256) of a bundle's text as written (UTF-8)."""
-    data = text.encode("utf-8")
+    return _digest(text.encode("utf-8"))
+
+
+def file_digest(path: str | Path) -> tuple[int, str]:
+    """(bytes, sha256) of a bundled file on disk."""
+    return _digest(Path(path).read_bytes())
+
+
+def _digest(data: bytes) -> tuple[int, str]:
     return len(data), hashlib.sha256(data).hexdigest()
 
 
@@ -197,8 +205,7 @@ def code_account(cfg: RunConfig) -> CodeAccount:
     """In a bundled file: that file, whatever the config says. Otherwise: ``cfg``'s bundle in the
     form ``cfg.pack.code_form``, built (not written) to be counted."""
     if pgolf.BUNDLE:
-        form, path = pgolf.BUNDLE["form"], Path(pgolf.BUNDLE["file"])
-        data = path.read_bytes()
-        return CodeAccount(form, len(data), hashlib.sha256(data).hexdigest(), sources_sha256())
+        n, digest = file_digest(pgolf.BUNDLE["file"])
+        return CodeAccount(pgolf.BUNDLE["form"], n, digest, sources_sha256())
     n, digest = bundle_digest(build_bundle(cfg, cfg.pack.code_form))
     return CodeAccount(cfg.pack.code_form, n, digest, sources_sha256())

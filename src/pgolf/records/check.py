@@ -9,7 +9,6 @@ the bundled ``train_gpt.py``, and per seed ``result_seed<S>.json`` and ``train_s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from pgolf.config.run import config_from_dict
 from pgolf.errors import PgolfError
+from pgolf.pack.bundle import file_digest
 from pgolf.tracks import get_track
 
 PROBE_TOL = 1e-6
@@ -274,8 +274,7 @@ def rule_code(subject: Subject) -> Rule:
     if subject.kind == "record":
         if subject.code is None:
             return Rule("counted code is the bundled file", "fail", "train_gpt.py is missing")
-        data = subject.code.read_bytes()
-        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+        size, digest = file_digest(subject.code)
         bad = [s.name for s in subject.seeds if s.result["code_sha256"] != digest
                or (s.meta and (s.meta["code_sha256"], s.meta["code_bytes"]) != (digest, size))]  # fmt: skip
         detail = f"train_gpt.py {size:,} bytes sha256 {digest[:12]}...; " + (
@@ -301,7 +300,7 @@ def _run_code(subject: Subject) -> Rule:
     digest, size = recorded.pop()
     for parent in list(subject.path.resolve().parents)[:3]:
         f = parent / "train_gpt.py"
-        if f.is_file() and (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_size) == (digest, size):
+        if f.is_file() and file_digest(f) == (size, digest):
             return Rule(name, "pass", f"ran the bundled file {f} ({size:,} bytes)")
     if seed.meta["sources_sha256"] != sources_sha256():
         return Rule(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pgolf.config.run import RunConfig, config_from_dict
+from pgolf.data.paths import data_root
 from pgolf.errors import PgolfError
 from pgolf.fileio import write_bytes_atomic, write_json_atomic
 from pgolf.pack.bundle import build_bundle
@@ -47,7 +48,7 @@ def record_dir(root: Path, cfg: RunConfig, name: str, date: dt.date | None = Non
 
 def _data_root(cfg: RunConfig) -> str:
     """The data root the runs read, absolute (the folder is their working directory)."""
-    return str(Path(cfg.data.root or os.environ.get("PGOLF_DATA", "data")).resolve())
+    return str(data_root(cfg.data).resolve())
 
 
 def _clean_environment() -> dict[str, str]:
