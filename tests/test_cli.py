@@ -123,7 +123,7 @@ def test_data_build_train_eval(tmp_path, capsys, data_root, monkeypatch):
     # counted code changed since training: the recorded bytes are reported, with a warning
     import pgolf.eval.artifact
 
-    monkeypatch.setattr(pgolf.eval.artifact, "sources_sha256", lambda: "0" * 64)
+    monkeypatch.setattr(pgolf.eval.artifact, "sources_sha256", lambda plugins=(): "0" * 64)
     assert main(["eval", str(out / "artifact.pgolf")]) == 0
     captured = capsys.readouterr()
     assert "installed counted code differs" in captured.err

@@ -89,7 +89,7 @@ class Bigram:
     def log_probs(self, inputs):
         return self.table[inputs]
 
-    def observe(self, inputs, targets, scored):
+    def end_chunk(self, tokens, lo, hi, ledger):
         return None
 
 

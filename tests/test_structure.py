@@ -89,8 +89,12 @@ def test_every_import_resolves_and_none_hides_from_the_walker():
                 "importlib.import_module",
                 "__import__",
             ):
-                hidden.append(f"{p.name}:{node.lineno} dynamic import")
-    assert hidden == []
+                hidden.append(f"{p.relative_to(p.parents[1])}:{node.lineno} dynamic import")
+    # the one exception: evaluation plug-ins, declared by name and counted when a config uses them
+    assert [h.split(":")[0] for h in hidden] == ["eval/methods.py"]
+    from pgolf.config.eval import PLUGINS
+
+    assert all(_module_file(m) for m in PLUGINS)
     packages = {p.parent for p in _modules()}
     assert all((d / "__init__.py").is_file() for d in packages)
 

@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="score an artifact on the validation set (no training state needed)")
     e.add_argument("artifact", type=Path)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--val-leak", action="store_true", help="allow eval.correction_bytes (NOT compliant)")
     add_overrides(e, ("data.", "eval.", "train.device"))
 
     k = sub.add_parser("pack", help="re-pack a finished run's weights under another policy (no retraining)")
@@ -196,6 +197,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pgolf.eval.artifact import evaluate_artifact
 
     overrides = collect_overrides(args)
+    if args.val_leak:
+        overrides["eval.val_leak"] = True
     device = overrides.pop("train.device", "auto")
     data = eval_cfg = None
     if overrides:

@@ -1,12 +1,21 @@
-"""The evaluation's schema."""
+"""The evaluation's schema: the window plan, test-time training, eval-time experts and the tilt."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
 from pgolf.config.base import non_negative, positive
 from pgolf.errors import ConfigError
+
+METHODS = ("plain", "sliding", "docs")
+TTT_KINDS = ("none", "sgd", "lora")
+EXPERTS = ("ngram", "match", "bigram")
+LORA_TARGETS = ("q", "k", "v", "o", "head")
+PLUGINS = ("pgolf.eval.ttt", "pgolf.eval.lora", "pgolf.eval.mixture", "pgolf.eval.leak")
+"""Optional evaluation modules, loaded by name (``eval.methods.plugin``) and counted only in a config
+that uses them (``plugin_modules``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,17 +31,159 @@ class EvalConfig:
     every eval.stride tokens, each scoring its last stride targets with the rest as context) or docs
     (sliding windows inside each document: context never crosses a BOS)."""
     stride: int = 64
-    """Sliding and docs windows: tokens between window starts (1 to the window length)."""
+    """Sliding and docs windows: tokens between window starts (1 to the window length); with
+    eval.ttt=lora, the chunk each adapter step scores and then learns from."""
+    ntk_seq_len: int = 0
+    """If > 0, windows longer than this rescale the RoPE base NTK-style (evaluating past the trained
+    length); 0 keeps the artifact's own model.rope_ntk_seq_len."""
+
+    ttt: str = "none"
+    """Score-first test-time training: none, sgd (chunked full-weight SGD, persisting over the
+    stream) or lora (per-document batched LoRA adapters, reset per batch; needs eval.method=docs)."""
+    ttt_lr: float = 0.0
+    """TTT learning rate (0: the method's default, sgd 0.002 (cosine over chunks), lora 0.01)."""
+    sgd_chunk_tokens: int = 32_768
+    """SGD TTT: targets per chunk; each chunk is scored, then trained on (the last one never)."""
+    sgd_epochs: int = 3
+    """SGD TTT: passes over each scored chunk."""
+    sgd_momentum: float = 0.9
+    """SGD TTT: momentum of the SGD optimiser."""
+    sgd_batch_seqs: int = 32
+    """SGD TTT: sequences (of eval.seq_len) per step, over all ranks."""
+    sgd_freeze_blocks: int = 0
+    """SGD TTT: the first N blocks (and the embeddings with them, when N > 0) stay frozen."""
+    sgd_clip: float = 1.0
+    """SGD TTT: gradient-norm clip (0: none)."""
+    lora_rank: int = 8
+    """LoRA TTT: rank r of each adapter."""
+    lora_targets: str = "q,v,head"
+    """LoRA TTT: comma list of q, k, v, o (attention projections of every block) and head."""
+    lora_alpha: float = 0.0
+    """LoRA TTT: scale each delta by alpha/rank (0: unscaled, as the seed records)."""
+    lora_batch_docs: int = 64
+    """LoRA TTT: documents adapted side by side (one adapter each)."""
+    lora_beta1: float = 0.9
+    """LoRA TTT: Adam beta1 (the frontier uses 0)."""
+    lora_beta2: float = 0.95
+    """LoRA TTT: Adam beta2."""
+    lora_wd: float = 0.0
+    """LoRA TTT: AdamW weight decay of the adapters."""
+    lora_warm_a: bool = False
+    """LoRA TTT: keep the A matrices across document batches (only B is reset; frontier warm start)."""
+
+    experts: str = ""
+    """Eval-time experts mixed with the model, learning from scored tokens only: comma list of
+    ngram (PPM-style backoff), match (longest suffix match) and bigram; empty for none."""
+    mix: str = "linear"
+    """How experts are pooled: linear (sum of w_i p_i) or log (softmax of sum w_i log p_i)."""
+    mix_eta: float = 1.0
+    """Exponential-weights learning rate: w_i <- w_i * p_i(y)^eta after each scored target."""
+    mix_floor: float = 0.01
+    """Each mixer weight is floored at this before renormalising (fixed-share-like switching)."""
+    ngram_order: int = 6
+    """N-gram expert: contexts of 0 .. order-1 tokens."""
+    ngram_alpha: float = 0.0
+    """N-gram expert: PPM escape mass alpha (0: order/2)."""
+    tilt: bool = False
+    """Causal token n-gram tilt: boost the hinted token's logit by tilt_beta, renormalised."""
+    tilt_order: int = 16
+    """Tilt: tokens of context whose earlier continuations give the hint."""
+    tilt_threshold: float = 0.8
+    """Tilt: hint only when the context's most frequent next token has at least this share."""
+    tilt_beta: float = 2.625
+    """Tilt: logit boost of the hinted token."""
+    val_leak: bool = False
+    """Allow methods that read validation targets (NOT compliant; never in a preset; ``pgolf
+    check`` fails any record that sets it). Required by eval.correction_bytes."""
+    correction_bytes: int = 0
+    """The seeds' error-correction table (seed-techniques §13): score the validation set once, store
+    the worst-scored targets in a table of at most this many bytes, counted in the artifact, and
+    boost them by correction_boost when scoring. A validation leak: needs eval.val_leak."""
+    correction_boost: float = 20.0
+    """Correction table: logit boost of a stored target (after the softcap)."""
 
     def __post_init__(self) -> None:
-        positive(self, "batch_tokens", "stride")
-        non_negative(self, "seq_len")
-        if self.method not in ("plain", "sliding", "docs"):
-            raise ConfigError(f"eval.method={self.method!r}; expected plain, sliding or docs")
+        positive(self, "batch_tokens", "stride", "sgd_chunk_tokens", "sgd_epochs", "sgd_batch_seqs")
+        positive(self, "lora_rank", "lora_batch_docs", "mix_eta", "ngram_order", "tilt_order")
+        non_negative(self, "seq_len", "ntk_seq_len", "ttt_lr", "sgd_momentum", "sgd_freeze_blocks")
+        non_negative(self, "sgd_clip", "lora_alpha", "lora_wd", "ngram_alpha", "tilt_beta")
+        non_negative(self, "correction_bytes", "correction_boost")
+        if self.correction_bytes and self.val_leak is not True:
+            raise ConfigError(
+                "eval.correction_bytes: the correction table stores validation targets; it runs only "
+                "with eval.val_leak=true (pgolf eval --val-leak), is never official and fails pgolf check"
+            )
+        for name, value, allowed in (
+            ("method", self.method, METHODS),
+            ("ttt", self.ttt, TTT_KINDS),
+            ("mix", self.mix, ("linear", "log")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"eval.{name}={value!r}; expected one of {', '.join(allowed)}")
+        for name, items, allowed in (
+            ("experts", self.expert_list, EXPERTS),
+            ("lora_targets", self.lora_target_list, LORA_TARGETS),
+        ):
+            bad = [x for x in items if x not in allowed] or (len(set(items)) < len(items) and ["(repeated)"])
+            if bad:
+                raise ConfigError(f"eval.{name}={getattr(self, name)!r}: {bad[0]} is not one of {allowed}")
         if self.method != "plain" and self.seq_len and self.stride > self.seq_len:
             raise ConfigError(f"eval.stride={self.stride} is longer than eval.seq_len={self.seq_len}")
+        if self.ttt == "lora" and self.method != "docs":
+            raise ConfigError("eval.ttt=lora adapts per document: it needs eval.method=docs")
+        if self.ttt == "lora" and not self.lora_target_list:
+            raise ConfigError("eval.lora_targets is empty: name at least one of q, k, v, o, head")
+        if not 0 <= self.mix_floor < 1 or not 0 < self.tilt_threshold <= 1:
+            raise ConfigError("eval.mix_floor must be in [0, 1) and eval.tilt_threshold in (0, 1]")
+        for name in ("lora_beta1", "lora_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name}={getattr(self, name)} must be in [0, 1)")
+
+    @property
+    def expert_list(self) -> list[str]:
+        return [x.strip() for x in self.experts.split(",") if x.strip()]
+
+    @property
+    def lora_target_list(self) -> list[str]:
+        return [x.strip() for x in self.lora_targets.split(",") if x.strip()]
+
+    @property
+    def adapts(self) -> bool:
+        """Whether anything learns during the evaluation (TTT, experts, tilt)."""
+        return self.ttt != "none" or bool(self.expert_list) or self.tilt
 
     @property
     def tag(self) -> str:
-        """The method in a score's label: empty for plain, e.g. ``sliding64``."""
-        return "" if self.method == "plain" else f"{self.method}{self.stride}"
+        """The method in a score's label: empty for plain without anything else, e.g. ``sliding64``,
+        ``docs48_lora``, ``sliding256_sgd_ngram+match-linear_tilt``."""
+        parts = [] if self.method == "plain" else [f"{self.method}{self.stride}"]
+        if self.ntk_seq_len:
+            parts.append(f"ntk{self.ntk_seq_len}")
+        if self.ttt != "none":
+            parts.append(self.ttt)
+        if self.expert_list:
+            parts.append("+".join(self.expert_list) + f"-{self.mix}")
+        if self.tilt:
+            parts.append("tilt")
+        if self.correction_bytes:
+            parts.append("val_leak_correction")
+        if parts and self.method == "plain":
+            parts.insert(0, "plain")
+        return "_".join(parts)
+
+    @property
+    def plugin_modules(self) -> tuple[str, ...]:
+        """The optional eval modules this config runs: counted code includes them only when used
+        (``pack.size.counted_modules``), so a submission's bytes are the code it runs."""
+        needed = {
+            "pgolf.eval.ttt": self.ttt == "sgd",
+            "pgolf.eval.lora": self.ttt == "lora",
+            "pgolf.eval.mixture": bool(self.expert_list) or self.tilt,
+            "pgolf.eval.leak": bool(self.correction_bytes),
+        }
+        return tuple(name for name, used in needed.items() if used)
+
+    def settings(self) -> dict:
+        """Every field that changes a score (all but batch_tokens): two evaluations with equal
+        settings on the same artifact and data are the same method."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "batch_tokens"}

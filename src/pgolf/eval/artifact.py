@@ -21,9 +21,8 @@ from pgolf.config.data import DataConfig
 from pgolf.config.eval import EvalConfig
 from pgolf.data.valset import ValidationSet, load_validation
 from pgolf.errors import ArtifactError, DataError
-from pgolf.eval.predict import ModelPredictor
-from pgolf.eval.score import EvalClock, ScoreReport, score
-from pgolf.eval.windows import plan_windows
+from pgolf.eval.methods import run_method
+from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.model.gpt import GPT
 from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
@@ -59,22 +58,15 @@ def score_loaded(
     device: torch.device,
     clock: EvalClock,
 ) -> ScoreReport:
-    """Score a loaded artifact on ``valset`` with the window plan of ``eval_cfg`` (method, length,
-    stride); it is the official score when those are the artifact's own and so is the data."""
+    """Score a loaded artifact on ``valset`` with the method of ``eval_cfg`` (window plan, TTT,
+    experts); it is the official score when every setting is the artifact's own and so is the data.
+    TTT changes the loaded model's weights."""
     meta = loaded.meta
     if valset.tokenizer_sha256 != meta.tokenizer_sha256:
         raise DataError(
             f"{valset.tokenizer_path} is not the tokenizer the artifact was trained with (sha256 differs)"
         )
-    with clock.phase("score"):
-        r = score(
-            ModelPredictor(loaded.model, device),
-            valset.tokens,
-            valset.lut,
-            plan_windows(valset.tokens, eval_cfg.method, eval_cfg.seq_len, eval_cfg.stride),
-            batch_tokens=eval_cfg.batch_tokens,
-            device=device,
-        )
+    r = run_method(loaded.model, valset, eval_cfg, device, clock)
     notes = []
     if valset.sha256 != meta.val_sha256:
         notes.append(
@@ -86,8 +78,17 @@ def score_loaded(
         notes.append(
             f"eval method {eval_cfg.tag or 'plain'} differs from the artifact's {meta.eval.tag or 'plain'}"
         )
+    elif eval_cfg.settings() != meta.eval.settings():
+        changed = [k for k, v in eval_cfg.settings().items() if meta.eval.settings()[k] != v]
+        notes.append(f"eval settings differ from the artifact's ({', '.join(changed)})")
+    if eval_cfg.val_leak:
+        notes.insert(0, "val_leak: the method reads validation targets (NOT compliant)")
     label = f"{meta.label}_{eval_cfg.tag}" if eval_cfg.tag else meta.label
-    return ScoreReport(r, dict(clock.phases), label, official=not notes, note="; ".join(notes))
+    details = {**r.details, **({"leak_bytes": r.leak_bytes} if r.leak_bytes else {})}
+    return ScoreReport(
+        r.result, dict(clock.phases), label, official=not notes, note="; ".join(notes), ledger=r.ledger,
+        details=details, val_leak=eval_cfg.val_leak,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -136,13 +137,13 @@ def evaluate_artifact(
         eval_cfg = dataclasses.replace(eval_cfg, seq_len=meta.eval.seq_len)
     report = score_loaded(loaded, valset, eval_cfg or meta.eval, info.device, clock)
     track = get_track(meta.track)
-    changed = sources_sha256() != meta.sources_sha256
-    size = SizeReport(
-        loaded.file_bytes, meta.code_bytes, track.artifact_cap_bytes
-    )  # the bundle it shipped with
+    changed = sources_sha256(meta.eval.plugin_modules) != meta.sources_sha256
+    leak = report.details.get("leak_bytes", 0)  # a correction table would ship in the artifact
+    size = SizeReport(loaded.file_bytes + leak, meta.code_bytes, track.artifact_cap_bytes)  # recorded code
     off = (
         track.judge_train(meta.train_cap_seconds, meta.train_seconds)
         + track.judge_eval(report.seconds)
         + track.judge_bytes(size.total_bytes)
+        + (["val_leak: the evaluation read validation targets"] if report.val_leak else [])
     )
     return ArtifactEval(Path(path), meta, report, size, changed, off)

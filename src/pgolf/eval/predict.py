@@ -1,21 +1,48 @@
-"""Predictors: what a scoring method asks of a model.
+"""Predictors and heads: what a scoring method asks of a model, and what it makes of the answer.
 
 A predictor gives, for a batch of contexts, a normalised log-probability distribution over the whole
-vocabulary for the next token at every position, and is then told which tokens were scored
-(``observe``), so that adaptive methods (test-time training, eval-time experts) learn only from
-tokens whose score is already final. Mixing and adapting need the distribution itself, which is
-why scoring never asks the model for a loss.
+vocabulary for the next token at every position; an adaptive one (chunked SGD TTT) is told after
+each chunk which tokens every rank has scored (``end_chunk``) and may learn from those only. A head
+turns the predictor's distribution into the NLL of each target (the model's own, a mixture with
+eval-time experts, a tilt) and may then learn from the scored targets (``observe``). Mixing and
+adapting need the distribution itself, which is why scoring never asks the model for a loss.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.dist import autocast_for
+from pgolf.eval.ledger import Ledger
+from pgolf.eval.windows import Window
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Equal-length windows: inputs x and targets y (B, T); the target at [i, j] is stream position
+    starts[i] + j + 1; ``scored`` (B, T) marks the scored targets (None: all of them)."""
+
+    x: Tensor
+    y: Tensor
+    starts: Tensor
+    scored: Tensor | None
+    windows: list[Window]
+
+    def positions(self) -> Tensor:
+        """(B, T) stream positions of the targets."""
+        return self.starts[:, None] + torch.arange(1, self.x.size(1) + 1, device=self.x.device)[None, :]
+
+    def scored_positions(self) -> np.ndarray:
+        """Stream positions of the scored targets, in batch order (from the plan, without a device sync)."""
+        return np.concatenate(
+            [np.arange(w.start + w.score_from + 1, w.start + w.length + 1) for w in self.windows]
+        )
 
 
 class Predictor(Protocol):
@@ -24,8 +51,19 @@ class Predictor(Protocol):
         must be normalised (logsumexp 0) and position t may depend only on inputs[:, : t + 1]."""
         ...
 
-    def observe(self, inputs: Tensor, targets: Tensor, scored: Tensor) -> None:
-        """Called after the targets of a batch were scored; ``scored`` (B, T) bool marks them."""
+    def end_chunk(self, tokens: Tensor, lo: int, hi: int, ledger: Ledger) -> None:
+        """Called on every rank once the targets (lo, hi] of the stream are scored (never after the
+        last chunk); an update must first ``ledger.learn`` every position it reads."""
+        ...
+
+
+class Head(Protocol):
+    def nll(self, log_probs: Tensor, batch: Batch) -> Tensor:
+        """(B, T) NLL of each target under the head's normalised distribution."""
+        ...
+
+    def observe(self, batch: Batch, ledger: Ledger) -> None:
+        """Called once the batch's scored targets are final."""
         ...
 
 
@@ -41,5 +79,15 @@ class ModelPredictor:
             z = self.model(inputs)
         return F.log_softmax(z.float(), dim=-1)
 
-    def observe(self, inputs: Tensor, targets: Tensor, scored: Tensor) -> None:
+    def end_chunk(self, tokens: Tensor, lo: int, hi: int, ledger: Ledger) -> None:
+        return None
+
+
+class ModelHead:
+    """The predictor's own distribution; learns nothing."""
+
+    def nll(self, log_probs: Tensor, batch: Batch) -> Tensor:
+        return -log_probs.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
+
+    def observe(self, batch: Batch, ledger: Ledger) -> None:
         return None

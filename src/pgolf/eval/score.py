@@ -1,14 +1,19 @@
 """The score-first loop: every target of a window plan scored once, under an eval clock.
 
-For each batch of equal-length windows of this rank's share, the predictor gives normalised
-log-probabilities, the scored targets' NLL and bytes are added to float64 sums, and only then is
-the predictor told what was scored (``observe``): nothing learns from a token before its score is
-final. Ranks take contiguous shares of the plan and all-reduce the sums.
+The plan is cut into chunks by each window's first scored target (one chunk unless the predictor
+adapts, e.g. chunked SGD TTT). Inside a chunk, each batch of equal-length windows of this rank's
+share gets normalised log-probabilities from the predictor; the head turns them into the scored
+targets' NLL (the model's own, or a mixture with eval-time experts), which is added with the bytes
+to float64 sums, and the ledger records the scored positions; only then may the head learn from
+them (``observe``). After a chunk every rank's scored flags for it are merged and the predictor may
+adapt on its tokens (``end_chunk``), never after the last chunk. The ledger raises the moment a
+token would be scored twice, scored after an update saw it, or learned before it was scored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -19,7 +24,8 @@ import torch
 from pgolf import dist
 from pgolf.data.bytes import ByteLUT
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
-from pgolf.eval.predict import Predictor
+from pgolf.eval.ledger import Ledger
+from pgolf.eval.predict import Batch, Head, ModelHead, Predictor
 from pgolf.eval.windows import Window, check_plan, rank_share
 
 
@@ -53,6 +59,18 @@ def _batches(windows: list[Window], per_batch: int):
         i = j
 
 
+def first_target(w: Window) -> int:
+    return w.start + w.score_from + 1
+
+
+def chunk_plan(windows: list[Window], chunk_tokens: int) -> list[list[Window]]:
+    """Consecutive windows grouped by the chunk of their first scored target (targets 1..K are chunk
+    0, K+1..2K chunk 1, ...); one chunk when ``chunk_tokens`` is 0."""
+    if not chunk_tokens:
+        return [windows]
+    return [list(g) for _, g in itertools.groupby(windows, lambda w: (first_target(w) - 1) // chunk_tokens)]
+
+
 def score(
     predictor: Predictor,
     tokens: torch.Tensor,
@@ -61,47 +79,55 @@ def score(
     *,
     batch_tokens: int,
     device: torch.device,
+    head: Head | None = None,
+    chunk_tokens: int = 0,
+    ledger: Ledger | None = None,
+    clock: EvalClock | None = None,
 ) -> BpbResult:
-    """Score every target the plan assigns; returns the summed NLL, tokens and bytes over all ranks."""
+    """Score every target the plan assigns; returns the summed NLL, tokens and bytes over all ranks.
+    Scoring time goes to the clock's ``score`` phase, adaptation to ``adapt``."""
     check_plan(windows, tokens.numel())
+    head = head or ModelHead()
+    ledger = ledger or Ledger(tokens.numel())
+    clock = clock or EvalClock()
     world = dist.world_size()
-    mine = rank_share(windows, dist.rank(), world)
     acc = BpbAccumulator(device)
     lut = lut.to(device)
     seq = max((w.length for w in windows), default=1)
     per_batch = max(1, batch_tokens // (seq * world))
-    for batch in _batches(mine, per_batch):
-        x, y = _gather(tokens, batch, device)
-        logp = predictor.log_probs(x)  # (B, T, V)
-        nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        scored = _scored_mask(batch, x.shape, device)
-        if scored is None:  # every position of every window: keep the tensors whole
-            acc.add(nll, lut.target_bytes(x, y))
-            scored = torch.ones_like(y, dtype=torch.bool)
-        else:
-            acc.add(nll[scored], lut.target_bytes(x, y)[scored])
-        predictor.observe(x, y, scored)
+    chunks = chunk_plan(windows, chunk_tokens)
+    for c, chunk in enumerate(chunks):
+        with clock.phase("score"):
+            for group in _batches(rank_share(chunk, dist.rank(), world), per_batch):
+                batch = _gather(tokens, group, device)
+                nll = head.nll(predictor.log_probs(batch.x), batch)  # (B, T)
+                if batch.scored is None:  # every position of every window: keep the tensors whole
+                    acc.add(nll, lut.target_bytes(batch.x, batch.y))
+                else:
+                    acc.add(nll[batch.scored], lut.target_bytes(batch.x, batch.y)[batch.scored])
+                ledger.score(batch.scored_positions())
+                head.observe(batch, ledger)
+        if c < len(chunks) - 1:
+            lo, hi = first_target(chunk[0]) - 1, chunk[-1].start + chunk[-1].length
+            with clock.phase("adapt"):
+                ledger.sync(lo, hi + 1, device)
+                predictor.end_chunk(tokens, lo, hi, ledger)
     dist.all_reduce_sum_(acc.sums)
     return acc.result()
 
 
-def _gather(
-    tokens: torch.Tensor, batch: list[Window], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    t = batch[0].length
-    contiguous = all(b.start == a.start + t for a, b in itertools.pairwise(batch))
-    if contiguous:  # the plain plan: one slice, as the contest reads it
-        chunk = tokens[batch[0].start : batch[-1].start + t + 1].to(device, non_blocking=True)
-        return chunk[:-1].view(-1, t), chunk[1:].view(-1, t)
-    rows = torch.stack([tokens[w.start : w.start + t + 1] for w in batch]).to(device, non_blocking=True)
-    return rows[:, :-1], rows[:, 1:]
-
-
-def _scored_mask(batch: list[Window], shape: torch.Size, device: torch.device) -> torch.Tensor | None:
-    if all(w.score_from == 0 for w in batch):
-        return None
-    start = torch.tensor([w.score_from for w in batch], device=device)
-    return torch.arange(shape[1], device=device)[None, :] >= start[:, None]
+def _gather(tokens: torch.Tensor, group: list[Window], device: torch.device) -> Batch:
+    t = group[0].length
+    starts = torch.tensor([w.start for w in group], device=device)
+    scored = None
+    if any(w.score_from for w in group):
+        first = torch.tensor([w.score_from for w in group], device=device)
+        scored = torch.arange(t, device=device)[None, :] >= first[:, None]
+    if all(b.start == a.start + t for a, b in itertools.pairwise(group)):  # one slice, as the contest reads
+        chunk = tokens[group[0].start : group[-1].start + t + 1].to(device, non_blocking=True)
+        return Batch(chunk[:-1].view(-1, t), chunk[1:].view(-1, t), starts, scored, group)
+    rows = torch.stack([tokens[w.start : w.start + t + 1] for w in group]).to(device, non_blocking=True)
+    return Batch(rows[:, :-1], rows[:, 1:], starts, scored, group)
 
 
 @dataclass(frozen=True)
@@ -116,6 +142,12 @@ class ScoreReport:
     official: bool = True
     note: str = ""
     """Why the score is not official, when it is not."""
+    ledger: dict = dataclasses.field(default_factory=dict)
+    """The score-before-update check's summary (``Ledger.summary``)."""
+    details: dict = dataclasses.field(default_factory=dict)
+    """What the method reports besides the score (mixer weights, tilt hints, a leak table)."""
+    val_leak: bool = False
+    """The method read validation targets (eval.val_leak): never official, always off track."""
 
     @property
     def seconds(self) -> float:
@@ -131,6 +163,9 @@ class ScoreReport:
             "eval_seconds": round(self.seconds, 3),
             "eval_phases": {k: round(v, 3) for k, v in self.phases.items()},
             "official_score": self.official,
+            **({"val_leak": True} if self.val_leak else {}),
+            **({"score_first": self.ledger} if self.ledger else {}),
+            **({"method_details": self.details} if self.details else {}),
         }
 
     def log_lines(self) -> list[str]:

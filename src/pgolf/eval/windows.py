@@ -63,17 +63,21 @@ def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[Window]:
     ]
 
 
-def doc_windows(tokens: torch.Tensor, seq_len: int, stride: int) -> list[Window]:
-    """Sliding windows inside each document: inputs [b_i, b_{i+1}), targets (b_i, b_{i+1}] for the
-    BOS positions b (the stream's start and end close the first and last pieces)."""
+def doc_spans(tokens: torch.Tensor) -> list[tuple[int, int]]:
+    """Documents as (a, b): inputs [a, b), targets (a, b], cut before every BOS after the first token
+    (a document's last target is the next one's BOS; the stream's ends close the first and last)."""
     n = tokens.numel() - 1
     cuts = [0, *(p for p in torch.nonzero(tokens[1:n] == BOS_ID).flatten().add(1).tolist()), n]
-    windows = []
-    for a, b in itertools.pairwise(sorted(set(cuts))):
-        windows += [
-            Window(a + w.start, w.length, w.score_from) for w in sliding_windows(b - a + 1, seq_len, stride)
-        ]
-    return windows
+    return list(itertools.pairwise(sorted(set(cuts))))
+
+
+def doc_windows(tokens: torch.Tensor, seq_len: int, stride: int) -> list[Window]:
+    """Sliding windows inside each document (``doc_spans``): no context crosses a BOS."""
+    return [
+        Window(a + w.start, w.length, w.score_from)
+        for a, b in doc_spans(tokens)
+        for w in sliding_windows(b - a + 1, seq_len, stride)
+    ]
 
 
 METHODS = ("plain", "sliding", "docs")

@@ -51,6 +51,9 @@ class GPT(nn.Module):
         """The head's input (final-norm output); a hook point for GPTQ's Hessian of the head."""
         if self.lm_head is not None:
             self.lm_head.zero_init = True
+        self.head_delta = None
+        """Optional callable (B, T, d) -> (B, T, V) added to the logits before the softcap, from the
+        head's input (per-document LoRA on the head at test-time training); not a parameter."""
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -125,6 +128,8 @@ class GPT(nn.Module):
         x = (self._recurrent if cfg.recurrent_blocks else self._unet)(x, x0, cos, sin)
         x = self.head_in(rms_norm(x))
         z = F.linear(x, self.tok_emb.weight.to(x.dtype)) if self.lm_head is None else self.lm_head(x)
+        if self.head_delta is not None:
+            z = z + self.head_delta(x).to(z.dtype)
         c = cfg.logit_softcap
         return c * torch.tanh(z / c)
 

@@ -85,10 +85,10 @@ def module_name(rel: str) -> tuple[str, bool]:
 
 
 @cache
-def _sources() -> dict[str, tuple[bool, str]]:
+def _sources(plugins: tuple[str, ...]) -> dict[str, tuple[bool, str]]:
     root = package_dir()
     out = {}
-    for rel in counted_modules():
+    for rel in counted_modules(plugins):
         name, is_package = module_name(rel)
         out[name] = (is_package, (root / rel).read_text(encoding="utf-8"))
     return out
@@ -113,8 +113,12 @@ def _minified_bootstrap() -> str:
 
 
 @cache
-def _minified_sources() -> dict[str, tuple[bool, str]]:
-    return {name: (pkg, _minify(src)) for name, (pkg, src) in _sources().items()}
+def _minified(source: str) -> str:
+    return _minify(source)
+
+
+def _minified_sources(plugins: tuple[str, ...]) -> dict[str, tuple[bool, str]]:
+    return {name: (pkg, _minified(src)) for name, (pkg, src) in _sources(plugins).items()}
 
 
 def _literal(text: str) -> str:
@@ -151,7 +155,7 @@ def _assemble(cfg: RunConfig, modules: dict[str, tuple[bool, str]], form: str, r
     )
     lines += [
         f"FORM={form!r}",
-        f"SOURCES_SHA256={sources_sha256()!r}",
+        f"SOURCES_SHA256={sources_sha256(cfg.eval.plugin_modules)!r}",
         "CONFIG=" + (pprint.pformat(config, sort_dicts=False, width=100) if readable else repr(config)),
         "MODULES={",
         *(f"{name!r}:({pkg},{_literal(src)})," for name, (pkg, src) in modules.items()),
@@ -166,9 +170,10 @@ def build_bundle(cfg: RunConfig, form: str) -> str:
     """The text of ``cfg``'s bundled ``train_gpt.py`` in ``form``."""
     if form not in CODE_FORMS:
         raise ConfigError(f"bundle form {form!r}; expected one of {CODE_FORMS}")
+    plugins = cfg.eval.plugin_modules
     if form == "readable":
-        return _assemble(cfg, _sources(), form, readable=True)
-    minified = _assemble(cfg, _minified_sources(), form, readable=False)
+        return _assemble(cfg, _sources(plugins), form, readable=True)
+    minified = _assemble(cfg, _minified_sources(plugins), form, readable=False)
     if form == "minified":
         return minified
     packed = lzma.compress(minified.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
@@ -208,4 +213,4 @@ def code_account(cfg: RunConfig) -> CodeAccount:
         n, digest = file_digest(pgolf.BUNDLE["file"])
         return CodeAccount(pgolf.BUNDLE["form"], n, digest, sources_sha256())
     n, digest = bundle_digest(build_bundle(cfg, cfg.pack.code_form))
-    return CodeAccount(cfg.pack.code_form, n, digest, sources_sha256())
+    return CodeAccount(cfg.pack.code_form, n, digest, sources_sha256(cfg.eval.plugin_modules))

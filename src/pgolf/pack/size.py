@@ -5,7 +5,9 @@ pgolf module that ``pgolf.entry`` (the bundled file's main: train -> pack -> sco
 ``pgolf.eval.artifact`` (score an artifact) can import, found by walking their ``import``
 statements, lazy ones inside functions included, plus the ``__init__`` of every package on the way.
 Tooling (CLI, presets, data building, plots, help text) stays outside because nothing counted
-imports it; a test keeps it so. Its bytes are those of the bundled file (``pack.bundle``).
+imports it; a test keeps it so. Optional evaluation methods (TTT, experts, the correction table)
+are plug-ins (``EvalConfig.plugin_modules``), loaded by name and counted only in a config that uses
+them. Its bytes are those of the bundled file (``pack.bundle``).
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ def _imported_modules(module: str, path: Path) -> set[str]:
 
 
 @cache
-def counted_modules(entry_points: tuple[str, ...] = ENTRY_POINTS) -> tuple[str, ...]:
-    """Paths (relative to the package) of the counted modules, sorted."""
+def counted_modules(
+    plugins: tuple[str, ...] = (), entry_points: tuple[str, ...] = ENTRY_POINTS
+) -> tuple[str, ...]:
+    """Paths (relative to the package) of the counted modules, sorted: the closure of the entry
+    points and of the config's plug-ins."""
     seen: set[str] = set()
-    todo = list(entry_points)
+    todo = [*entry_points, *plugins]
     while todo:
         module = todo.pop()
         if module in seen:
@@ -72,14 +77,14 @@ def counted_modules(entry_points: tuple[str, ...] = ENTRY_POINTS) -> tuple[str, 
     return tuple(sorted(str(_module_file(m).relative_to(root)) for m in seen))
 
 
-def sources_sha256() -> str:
+def sources_sha256(plugins: tuple[str, ...] = ()) -> str:
     """Digest over the counted modules' paths and sources (before any minifying): changes whenever
     counted code does. A bundled file carries the digest of the sources it was built from."""
     if pgolf.BUNDLE:
         return pgolf.BUNDLE["sources_sha256"]
     h = hashlib.sha256()
     root = package_dir()
-    for m in counted_modules():
+    for m in counted_modules(plugins):
         data = (root / m).read_bytes()
         h.update(f"{m}\0{len(data)}\0".encode())
         h.update(data)

@@ -302,13 +302,12 @@ def _run_code(subject: Subject) -> Rule:
         f = parent / "train_gpt.py"
         if f.is_file() and file_digest(f) == (size, digest):
             return Rule(name, "pass", f"ran the bundled file {f} ({size:,} bytes)")
-    if seed.meta["sources_sha256"] != sources_sha256():
+    cfg = config_from_dict(seed.result["config"])
+    if seed.meta["sources_sha256"] != sources_sha256(cfg.eval.plugin_modules):
         return Rule(
             name, "unverified", "the counted sources changed since this run: its bundle cannot be rebuilt"
         )
-    built, built_digest = bundle_digest(
-        build_bundle(config_from_dict(seed.result["config"]), seed.meta["code_form"])
-    )
+    built, built_digest = bundle_digest(build_bundle(cfg, seed.meta["code_form"]))
     ok = (built_digest, built) == (digest, size)
     detail = (
         f"{seed.meta['code_form']} bundle of the run's config: {built:,} bytes sha256 {built_digest[:12]}..."

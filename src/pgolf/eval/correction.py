@@ -1,0 +1,417 @@
+"""The seeds' "error correction table" (contest PRs #108/#232): a validation leak, NOT compliant.
+
+What it is: after training, the validation stream is scored once; the K targets with the largest
+NLL are stored as (absolute position, true token) pairs in the artifact. At evaluation, every
+scored target whose position is in the table gets +``boost`` (default 20) on the stored token's
+logit, after the model's softcap, and the distribution is renormalised. The stored token is the
+target itself, so those targets become nearly free.
+
+Why it is not compliant: the table is built from the validation targets and carries them into
+the artifact. The prediction for the target at position p then depends on that target (through
+the table), not only on the tokens before it and on weights trained without validation data: it
+is memorised validation data, and its "gain" says nothing about the model. It is implemented only
+because users study it. Every entry point that builds or applies a table refuses to run unless
+called with ``val_leak=True`` (for a CLI, a ``--val-leak`` flag), and callers label any score it
+touches with ``LEAK_LABEL``; ``pgolf check`` fails a record whose config or meta sets ``val_leak``.
+
+Serialisation v2 ("CRDT"), little-endian::
+
+    b"CRDT"  uint32 N  then N entries, positions ascending:  varint(p_i - p_{i-1})  uint16 token_i
+
+with p_{-1} = 0 and varint = unsigned LEB128 (7 payload bits a byte, high bit = continuation).
+Positions are >= 1 and strictly increasing, so every delta is >= 1. Decoding is strict, so a table
+has exactly one blob: a truncated blob, a wrong magic, a count that does not match the content (a
+count that the body cannot possibly hold is refused before anything of size N is allocated), a
+varint longer than 10 bytes, an overlong (zero-padded) varint, a zero delta, a position beyond
+int64, a token >= the vocab size and trailing bytes all raise ``ArtifactError``.
+
+Both directions are vectorised with numpy. Encoding is a handful of array passes. Decoding has to
+find where each entry starts, a sequential chain (start_{i+1} = end of the varint at start_i + 3,
+and token bytes may have the high bit set). It computes, for every byte offset at once, where an
+entry starting there would end (the successor array, with error sentinels), composes that array
+with itself 6 times to jump 64 entries at a step, follows the jumps in a Python loop (N / 64
+steps, the only loop whose length grows with N) and fills in the 63 entries between jumps with 63
+vectorised gathers. Measured for 1M entries on one CPU core: encode ~35 ms, decode ~0.15 s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pgolf.errors import ArtifactError, ConfigError, DataError
+
+LEAK_LABEL = "val_leak_correction"
+DEFAULT_BOOST = 20.0
+MAGIC = b"CRDT"
+HEADER_BYTES = 8  # magic + uint32 count
+MIN_ENTRY_BYTES = 3  # 1-byte varint + uint16 token
+MAX_VARINT_BYTES = 10  # an unsigned LEB128 of a 64-bit value
+MAX_TOKEN = 0xFFFF  # tokens are stored as uint16
+MAX_COUNT = 0xFFFFFFFF  # the header's uint32
+
+
+def _require_val_leak(val_leak: object, what: str) -> None:
+    if val_leak is not True:
+        raise ConfigError(
+            f"{what}: the correction table stores validation targets; it runs only with --val-leak "
+            f"(val_leak=True), and every score it touches is labelled {LEAK_LABEL!r}, not compliant"
+        )
+
+
+def _varint_lengths(deltas: np.ndarray) -> np.ndarray:
+    """Bytes of the unsigned LEB128 of each uint64 value (>= 1 each)."""
+    n = np.ones(deltas.shape, dtype=np.int64)
+    for k in range(1, MAX_VARINT_BYTES):
+        n += deltas >= np.uint64(1 << (7 * k))
+    return n
+
+
+def _deltas(positions: np.ndarray) -> np.ndarray:
+    return np.diff(positions, prepend=np.int64(0)).astype(np.uint64)
+
+
+def _encoded_size(positions: np.ndarray) -> int:
+    """Size of the blob of a table with these (ascending) positions, without encoding it."""
+    return HEADER_BYTES + int(_varint_lengths(_deltas(positions)).sum()) + 2 * len(positions)
+
+
+class CorrectionTable:
+    """Immutable (position, token) pairs, positions strictly increasing and >= 1, tokens uint16."""
+
+    __slots__ = ("_blob", "_on_device", "positions", "tokens")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, positions, tokens) -> None:
+        pos = np.array(positions, dtype=np.int64).reshape(-1)
+        tok = np.array(tokens, dtype=np.int64).reshape(-1)
+        if pos.shape != tok.shape:
+            raise DataError(f"correction table: {len(pos)} positions but {len(tok)} tokens")
+        if len(pos) and (pos[0] < 1 or (np.diff(pos) <= 0).any()):
+            raise DataError("correction table: positions must be >= 1 and strictly increasing")
+        if len(tok) and (tok.min() < 0 or tok.max() > MAX_TOKEN):
+            raise DataError(f"correction table: tokens must be in [0, {MAX_TOKEN}] (stored as uint16)")
+        pos.flags.writeable = False
+        tok = tok.astype(np.uint16)
+        tok.flags.writeable = False
+        self.positions: np.ndarray = pos
+        self.tokens: np.ndarray = tok
+        self._blob: bytes | None = None
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CorrectionTable):
+            return NotImplemented
+        return np.array_equal(self.positions, other.positions) and np.array_equal(self.tokens, other.tokens)
+
+    def __repr__(self) -> str:
+        return f"CorrectionTable({len(self)} entries, {self.nbytes} bytes)"
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the encoded table in bytes (what it costs in the artifact before compression)."""
+        return len(self._blob) if self._blob is not None else _encoded_size(self.positions)
+
+    def describe(self) -> str:
+        """One line: entries, bytes, bytes per entry, and the leak label."""
+        n, b = len(self), self.nbytes
+        per = f"{b / n:.2f}" if n else "-"
+        return (
+            f"correction table ({LEAK_LABEL}, not compliant): {n:,} entries, {b:,} bytes, {per} bytes/entry"
+        )
+
+    def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, tokens) as int64 tensors on ``device``, cached per device."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = (
+                torch.from_numpy(self.positions.copy()).to(device),
+                torch.from_numpy(self.tokens.astype(np.int64)).to(device),
+            )
+        return self._on_device[device]
+
+    def encode(self) -> bytes:
+        """The v2 ("CRDT") blob; see the module docstring."""
+        if self._blob is None:
+            self._blob = _encode(self.positions, self.tokens)
+        return self._blob
+
+    @classmethod
+    def decode(cls, blob: bytes | bytearray | memoryview, vocab_size: int) -> CorrectionTable:
+        """Parse a v2 blob strictly; tokens must be < ``vocab_size``. Raises ``ArtifactError``."""
+        if not 1 <= vocab_size <= MAX_TOKEN + 1:
+            raise ConfigError(f"correction table: vocab_size {vocab_size} not in [1, {MAX_TOKEN + 1}]")
+        positions, tokens = _decode(np.frombuffer(blob, dtype=np.uint8), vocab_size)
+        table = cls(positions, tokens)
+        table._blob = bytes(blob)
+        return table
+
+
+def _encode(positions: np.ndarray, tokens: np.ndarray) -> bytes:
+    n = len(positions)
+    if n > MAX_COUNT:
+        raise ArtifactError(f"correction table: {n} entries do not fit the uint32 count")
+    deltas = _deltas(positions)
+    vlen = _varint_lengths(deltas)
+    entry = vlen + 2
+    offsets = HEADER_BYTES + np.cumsum(entry) - entry  # where each entry starts
+    out = np.empty(HEADER_BYTES + int(entry.sum()), dtype=np.uint8)
+    out[:4] = np.frombuffer(MAGIC, dtype=np.uint8)
+    out[4:8] = np.array([n], dtype="<u4").view(np.uint8)
+    for k in range(int(vlen.max()) if n else 0):
+        sel = np.flatnonzero(vlen > k)
+        byte = (deltas[sel] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        byte |= np.where(vlen[sel] > k + 1, np.uint64(0x80), np.uint64(0))
+        out[offsets[sel] + k] = byte.astype(np.uint8)
+    at = offsets + vlen
+    out[at] = (tokens & 0xFF).astype(np.uint8)
+    out[at + 1] = (tokens >> 8).astype(np.uint8)
+    return out.tobytes()
+
+
+# Sentinels of the successor array, relative to the body length m (m itself = exactly at the end).
+_PAST_END, _TRUNC_VARINT, _LONG_VARINT, _TRUNC_TOKEN = 1, 2, 3, 4
+_MAX_LEVEL = 6  # decode jumps 64 entries per Python step; measured best near 3..6 (1M entries)
+
+
+def _successors(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every body offset j: where the entry that starts at j ends (its varint's last byte), and
+    the successor array (offset of the next entry, or m + sentinel code), with sentinels appended."""
+    m = len(body)
+    idx = np.int32 if m + 8 < 2**31 else np.int64
+    offsets = np.arange(m, dtype=idx)
+    ends_here = np.where(body < 0x80, offsets, idx(m))  # a byte < 0x80 ends a varint
+    end = np.minimum.accumulate(ends_here[::-1])[::-1]  # first such byte at or after j, else m
+    succ = np.empty(m + 5, dtype=idx)
+    nxt = succ[:m]
+    np.add(end, 3, out=nxt)
+    nxt[nxt > m] = m + _TRUNC_TOKEN
+    nxt[end == m] = m + _TRUNC_VARINT
+    nxt[end - offsets >= MAX_VARINT_BYTES] = m + _LONG_VARINT  # also when cut off after 10 bytes
+    succ[m:] = [m + _PAST_END, m + _PAST_END, m + _TRUNC_VARINT, m + _LONG_VARINT, m + _TRUNC_TOKEN]
+    return end, succ
+
+
+def _walk(succ: np.ndarray, n: int) -> np.ndarray:
+    """succ^i(0) for i = 0..n. ``jump`` = succ composed with itself 2^level times (level squarings);
+    a Python loop follows ``jump`` from 0 (n / 2^level + 1 steps: the chain is sequential), then
+    2^level - 1 vectorised gathers through ``succ`` fill in the entries between those anchors."""
+    level = min(_MAX_LEVEL, n.bit_length() // 2)
+    jump = succ
+    for _ in range(level):
+        jump = jump[jump]
+    stride, rows = 1 << level, n // (1 << level) + 1
+    step, anchors, j = jump.item, [], 0
+    for _ in range(rows):
+        anchors.append(j)
+        j = step(j)
+    block = np.empty((stride, rows), dtype=succ.dtype)
+    block[0] = anchors
+    for r in range(1, stride):
+        block[r] = succ[block[r - 1]]
+    return block.T.reshape(-1)[: n + 1]
+
+
+def _entry_starts(body: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Body offsets where entries 0..n-1 start and where their varints end; raises on any mismatch."""
+    m = len(body)
+    end, succ = _successors(body)
+    starts = _walk(succ, n)  # starts[i] = succ^i(0) for i = 0..n
+    final = int(starts[n])
+    if final < m:
+        raise ArtifactError(
+            f"correction table: {m - final} trailing bytes after the {n} entries the header counts"
+        )
+    if final > m:
+        first = int(np.searchsorted(starts, m))  # starts rise until the chain leaves the body
+        if final == m + _PAST_END:
+            raise ArtifactError(f"correction table: header counts {n} entries but the blob holds {first}")
+        at = HEADER_BYTES + int(starts[first - 1])
+        why = {
+            m + _TRUNC_VARINT: "is truncated inside its varint",
+            m + _LONG_VARINT: f"has a varint longer than {MAX_VARINT_BYTES} bytes",
+            m + _TRUNC_TOKEN: "is truncated inside its uint16 token",
+        }[final]
+        raise ArtifactError(f"correction table: entry {first - 1} (byte {at}) {why}")
+    starts = starts[:n].astype(np.int64)
+    return starts, end[starts].astype(np.int64)
+
+
+def _read_varints(body: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The deltas, as int64; refuses overlong varints, values >= 2^63 and zeros."""
+    vlen = ends - starts + 1
+    bad = np.flatnonzero((vlen > 1) & (body[ends] == 0))
+    if len(bad):
+        raise ArtifactError(f"correction table: entry {bad[0]} has an overlong (zero-padded) varint")
+    bad = np.flatnonzero(vlen == MAX_VARINT_BYTES)
+    if len(bad):
+        raise ArtifactError(f"correction table: entry {bad[0]} has a position delta >= 2^63")
+    deltas = np.zeros(len(starts), dtype=np.int64)  # <= 9 bytes: < 2^63, fits
+    for k in range(int(vlen.max()) if len(vlen) else 0):
+        sel = np.flatnonzero(vlen > k)
+        deltas[sel] |= (body[starts[sel] + k].astype(np.int64) & 0x7F) << (7 * k)
+    bad = np.flatnonzero(deltas == 0)
+    if len(bad):
+        raise ArtifactError(
+            f"correction table: entry {bad[0]} has position delta 0 (positions must be >= 1 and rise)"
+        )
+    return deltas
+
+
+def _decode(buf: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(buf) < HEADER_BYTES:
+        raise ArtifactError(
+            f"correction table: {len(buf)} bytes, shorter than the {HEADER_BYTES}-byte header"
+        )
+    if buf[:4].tobytes() != MAGIC:
+        raise ArtifactError(f"correction table: magic {buf[:4].tobytes()!r}, expected {MAGIC!r}")
+    n = int.from_bytes(buf[4:8].tobytes(), "little")
+    body = buf[HEADER_BYTES:]
+    if n * MIN_ENTRY_BYTES > len(body):  # checked before anything of size n exists
+        raise ArtifactError(
+            f"correction table: header counts {n} entries, which need at least {n * MIN_ENTRY_BYTES} "
+            f"bytes, but the body has {len(body)}"
+        )
+    if n == 0:
+        if len(body):
+            raise ArtifactError(f"correction table: {len(body)} trailing bytes after the 0 entries")
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts, ends = _entry_starts(body, n)
+    positions = np.cumsum(_read_varints(body, starts, ends))
+    bad = np.flatnonzero(positions <= 0)  # the first int64 overflow shows as a negative sum
+    if len(bad):
+        raise ArtifactError(f"correction table: position of entry {bad[0]} exceeds int64")
+    tokens = body[ends + 1].astype(np.int64) | (body[ends + 2].astype(np.int64) << 8)
+    bad = np.flatnonzero(tokens >= vocab_size)
+    if len(bad):
+        raise ArtifactError(
+            f"correction table: entry {bad[0]} has token {tokens[bad[0]]}, not below vocab size {vocab_size}"
+        )
+    return positions, tokens
+
+
+def _as_numpy(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise DataError(f"build_table: {name} must be 1-D, got shape {a.shape}")
+    return a
+
+
+def _largest_fitting(positions: np.ndarray, rank: np.ndarray, budget: int) -> int:
+    """Largest K whose table (the K lowest ranks) encodes within ``budget`` bytes, by binary search
+    on the actual encoded size. The size is in fact strictly increasing in K: a new entry either
+    appends a delta or splits one delta d = a + b into a and b, and len(a) + len(b) >= len(d) for
+    LEB128 lengths (a + b has at most one bit more than max(a, b)), plus 2 token bytes. The result
+    is still checked against the budget rather than assumed from that argument."""
+    if budget < HEADER_BYTES:
+        raise ConfigError(f"build_table: budget_bytes {budget} < the {HEADER_BYTES}-byte header")
+
+    def size(k: int) -> int:
+        return _encoded_size(positions[rank < k])
+
+    n, room = len(positions), budget - HEADER_BYTES
+    lo = min(n, room // (MAX_VARINT_BYTES + 1))  # every entry takes 3..11 bytes
+    hi = min(n, room // MIN_ENTRY_BYTES)
+    while lo < hi:  # invariant: size(lo) <= budget; the answer is in [lo, hi]
+        mid = (lo + hi + 1) // 2
+        if size(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    if size(lo) > budget:  # cannot happen by the argument above; checked, not assumed
+        raise ArtifactError(f"build_table: {lo} entries encode to {size(lo)} > {budget} bytes")
+    return lo
+
+
+def build_table(
+    nll,
+    positions,
+    targets,
+    *,
+    val_leak: bool = False,
+    max_entries: int | None = None,
+    budget_bytes: int | None = None,
+) -> CorrectionTable:
+    """The table of the highest-NLL targets: NOT compliant (stores validation targets).
+
+    ``nll`` (float), ``positions`` (int, strictly increasing, >= 1) and ``targets`` (token ids <
+    65536) are 1-D, one entry per scored target (numpy arrays, tensors or sequences). Exactly one of
+    ``max_entries`` (keep the K = min(max_entries, n) highest) or ``budget_bytes`` (keep the largest
+    K whose blob fits, found by binary search on the actual encoded size, which is strictly
+    increasing in K, and checked to fit) is given. Ties in NLL keep the earlier position. Refuses unless
+    ``val_leak=True``.
+    """
+    _require_val_leak(val_leak, "build_table")
+    if (max_entries is None) == (budget_bytes is None):
+        raise ConfigError("build_table: give exactly one of max_entries and budget_bytes")
+    loss = _as_numpy(nll, "nll").astype(np.float64)
+    pos = _as_numpy(positions, "positions")
+    tgt = _as_numpy(targets, "targets")
+    if not (len(loss) == len(pos) == len(tgt)):
+        raise DataError(f"build_table: {len(loss)} nll, {len(pos)} positions, {len(tgt)} targets")
+    if not (np.issubdtype(pos.dtype, np.integer) and np.issubdtype(tgt.dtype, np.integer)):
+        raise DataError("build_table: positions and targets must be integers")
+    pos, tgt = pos.astype(np.int64), tgt.astype(np.int64)
+    if np.isnan(loss).any():
+        raise DataError("build_table: nll contains NaN")
+    if len(pos) and (pos[0] < 1 or (np.diff(pos) <= 0).any()):
+        raise DataError("build_table: positions must be >= 1 and strictly increasing")
+    if len(tgt) and (tgt.min() < 0 or tgt.max() > MAX_TOKEN):
+        raise DataError(f"build_table: targets must be in [0, {MAX_TOKEN}] (stored as uint16)")
+    order = np.argsort(-loss, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    if max_entries is not None:
+        if max_entries < 0:
+            raise ConfigError(f"build_table: max_entries {max_entries} < 0")
+        k = min(max_entries, len(pos))
+    else:
+        k = _largest_fitting(pos, rank, int(budget_bytes))
+    keep = rank < k  # positions stay ascending: they were
+    return CorrectionTable(pos[keep], tgt[keep])
+
+
+def apply(
+    log_probs_or_logits: torch.Tensor,
+    target_positions: torch.Tensor,
+    table: CorrectionTable,
+    boost: float = DEFAULT_BOOST,
+    *,
+    val_leak: bool = False,
+) -> torch.Tensor:
+    """Boost the stored token's logit at every slot whose absolute target position is in the table.
+
+    ``log_probs_or_logits`` is (B, T, V), the model's logits after its softcap (log-probabilities
+    work too: a log-softmax of the result is the same either way); ``target_positions`` is (B, T)
+    int64, the absolute position of the target each slot predicts. Returns a new tensor with
+    ``+boost`` added to ``[b, t, table token]`` where ``target_positions[b, t]`` is in the table and
+    every other value unchanged; the caller's log-softmax / cross-entropy renormalises. Look-up is
+    ``torch.searchsorted`` on the sorted positions, with no host sync. NOT compliant: refuses unless
+    ``val_leak=True``.
+    """
+    _require_val_leak(val_leak, "apply")
+    x, where = log_probs_or_logits, target_positions
+    if x.dim() != 3 or tuple(where.shape) != tuple(x.shape[:2]):
+        raise DataError(
+            f"apply: logits {tuple(x.shape)} and positions {tuple(where.shape)} must be (B, T, V), (B, T)"
+        )
+    if where.dtype != torch.int64:
+        raise DataError(f"apply: target_positions must be int64, got {where.dtype}")
+    vocab = x.shape[2]
+    if len(table) and int(table.tokens.max()) >= vocab:
+        raise ArtifactError(f"apply: table token {int(table.tokens.max())} does not fit vocab size {vocab}")
+    out = x.clone(memory_format=torch.contiguous_format)
+    if len(table) == 0:
+        return out
+    pos, tok = table.tensors(x.device)
+    idx = torch.searchsorted(pos, where).clamp_(max=len(table) - 1)
+    hit = pos[idx] == where
+    token = torch.where(hit, tok[idx], 0).reshape(-1, 1)
+    add = (hit.to(out.dtype) * boost).reshape(-1, 1)
+    out.view(-1, vocab).scatter_add_(1, token, add)  # misses add 0.0 to token 0: unchanged
+    return out

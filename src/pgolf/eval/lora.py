@@ -1,0 +1,190 @@
+"""Per-document batched LoRA test-time training, score first (seed-techniques §11.1; sota-stack §2.6).
+
+The stream is cut into documents (``doc_spans``: each ends with the next one's BOS as its last
+target, so the scored set is the flat stream's). Each rank takes a contiguous share of documents,
+longest first, ``lora_batch_docs`` at a time, one rank-r adapter per document on the chosen
+projections of every block (q, k, v, o) and on the head: delta(x) = s * B (A x), A ~ U(+-1/sqrt(in)),
+B = 0, s = alpha/r (1 when alpha is 0). A document is read in chunks of ``eval.stride`` targets from
+its start (``chunk_windows``: the window of at most ``eval.seq_len`` inputs ending at the chunk, no
+context from other documents). For chunk index c, every document that has one:
+
+1. one forward with the adapters gives the chunk's distributions; the head turns them into NLL,
+   which is added to the sums, and the ledger records the targets as scored;
+2. then, for documents whose chunk c is not their last, one Adam step on the sum over documents of
+   the chunk's mean NLL (the same forward: the score was recorded before the update).
+
+Adapters and optimiser state are reset for every batch of documents (with ``lora_warm_a`` only B is
+reset: A keeps what it learned on earlier, already scored documents). The base model is frozen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf import dist
+from pgolf.config.eval import EvalConfig
+from pgolf.data.bytes import ByteLUT
+from pgolf.errors import DataError
+from pgolf.eval.bpb import BpbAccumulator, BpbResult
+from pgolf.eval.ledger import Ledger
+from pgolf.eval.predict import Batch, Head, ModelHead
+from pgolf.eval.windows import Window, doc_spans, rank_share
+
+DEFAULT_LR = 0.01
+
+
+class BatchedLoRA(nn.Module):
+    """One low-rank adapter per document of a batch for a map in_features -> out_features."""
+
+    def __init__(self, docs: int, in_features: int, out_features: int, rank: int, scale: float) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(docs, rank, in_features))
+        self.B = nn.Parameter(torch.empty(docs, out_features, rank))
+        self.scale = scale
+        self.rows: Tensor | None = None
+        """Which documents' adapters the current forward's rows use."""
+        self.reset(keep_a=False)
+
+    @torch.no_grad()
+    def reset(self, keep_a: bool) -> None:
+        if not keep_a:
+            bound = 1 / math.sqrt(self.A.size(-1))
+            self.A.uniform_(-bound, bound)
+        self.B.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.A[self.rows], self.B[self.rows]
+        return self.scale * torch.einsum("btr,bor->bto", torch.einsum("bti,bri->btr", x.float(), a), b)
+
+
+def attach_adapters(model: nn.Module, cfg: EvalConfig, docs: int, device: torch.device):
+    """Adapters for ``cfg.lora_targets`` hooked into the model; returns them and a detach function."""
+    scale = cfg.lora_alpha / cfg.lora_rank if cfg.lora_alpha else 1.0
+    names = {"q": "c_q", "k": "c_k", "v": "c_v", "o": "proj"}
+    adapters, handles = [], []
+    for target in cfg.lora_target_list:
+        if target == "head":
+            d, v = model.cfg.model_dim, model.cfg.vocab_size
+            lora = BatchedLoRA(docs, d, v, cfg.lora_rank, scale).to(device)
+            model.head_delta = lora
+            adapters.append(lora)
+            continue
+        for block in model.blocks:
+            lin = getattr(block.attn, names[target])
+            lora = BatchedLoRA(docs, lin.in_features, lin.out_features, cfg.lora_rank, scale).to(device)
+            hook = lambda m, args, out, lora=lora: out + lora(args[0]).to(out.dtype)  # noqa: E731
+            handles.append(lin.register_forward_hook(hook))
+            adapters.append(lora)
+
+    def detach() -> None:
+        model.head_delta = None
+        for h in handles:
+            h.remove()
+
+    return adapters, detach
+
+
+def chunk_windows(n_targets: int, seq_len: int, chunk: int) -> list[Window]:
+    """One document's test-time-training plan (seed-techniques §11.1): chunk c scores its targets
+    [cK, min((c+1)K, n)), so every chunk is a separate forward an adapter can learn from before the
+    next one. Its window starts at max(0, (c+1)K - seq_len) even when the document ends inside the
+    chunk: the seed's start max(0, min((c+1)K, n) - seq_len) gives the last chunk's targets more or
+    less context depending on where the document ends, i.e. on whether a later token is a BOS."""
+    if not 1 <= chunk <= seq_len:
+        raise DataError(f"eval.stride={chunk} (the TTT chunk) must be between 1 and the window {seq_len}")
+    windows = []
+    for lo in range(0, n_targets, chunk):
+        ws = max(0, lo + chunk - seq_len)
+        windows.append(Window(ws, min(lo + chunk, n_targets) - ws, lo - ws))
+    return windows
+
+
+def _doc_plan(a: int, b: int, seq_len: int, chunk: int) -> list[Window]:
+    return [Window(a + w.start, w.length, w.score_from) for w in chunk_windows(b - a, seq_len, chunk)]
+
+
+def _pad_batch(tokens: Tensor, windows: list[Window], device: torch.device) -> Batch:
+    """Windows of unequal length, right-padded (causal attention keeps padding out of real rows)."""
+    t = max(w.length for w in windows)
+    rows = torch.zeros(len(windows), t + 1, dtype=tokens.dtype)
+    scored = torch.zeros(len(windows), t, dtype=torch.bool)
+    for i, w in enumerate(windows):
+        rows[i, : w.length + 1] = tokens[w.start : w.start + w.length + 1]
+        scored[i, w.score_from : w.length] = True
+    rows, scored = rows.to(device), scored.to(device)
+    starts = torch.tensor([w.start for w in windows], device=device)
+    return Batch(rows[:, :-1], rows[:, 1:], starts, scored, windows)
+
+
+def lora_ttt(
+    model: nn.Module,
+    tokens: Tensor,
+    lut: ByteLUT,
+    cfg: EvalConfig,
+    seq_len: int,
+    device: torch.device,
+    *,
+    head: Head | None = None,
+    ledger: Ledger | None = None,
+) -> BpbResult:
+    """Score the stream with per-document LoRA TTT; the summed NLL, tokens and bytes over all ranks."""
+    head, ledger = head or ModelHead(), ledger or Ledger(tokens.numel())
+    acc, lut = BpbAccumulator(device), lut.to(device)
+    docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in doc_spans(tokens)]
+    mine = sorted(rank_share(docs, dist.rank(), dist.world_size()), key=len, reverse=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    adapters, detach = attach_adapters(model, cfg, cfg.lora_batch_docs, device)
+    params = [p for a in adapters for p in a.parameters()]
+    try:
+        for i in range(0, len(mine), cfg.lora_batch_docs):
+            for a in adapters:
+                a.reset(keep_a=cfg.lora_warm_a and i > 0)
+            opt = torch.optim.AdamW(
+                params, lr=cfg.ttt_lr or DEFAULT_LR, betas=(cfg.lora_beta1, cfg.lora_beta2),
+                eps=1e-10, weight_decay=cfg.lora_wd,
+            )  # fmt: skip
+            _adapt_batch(model, mine[i : i + cfg.lora_batch_docs], adapters, opt, tokens, lut, head, ledger,
+                         acc, device)  # fmt: skip
+    finally:
+        detach()
+    dist.all_reduce_sum_(acc.sums)
+    return acc.result()
+
+
+def _seen(doc_start: int, w: Window) -> np.ndarray:
+    """Stream positions a step on window ``w`` reads, less the document's first token: that BOS is
+    the plan's cut (every document starts with one), it tells the adapter nothing about the stream,
+    and its own score (the previous document's last target) comes from another adapter."""
+    return np.arange(max(w.start, doc_start + 1), w.start + w.length + 1)
+
+
+def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, device) -> None:
+    for c in range(len(plans[0])):  # plans are longest first
+        active = [j for j, plan in enumerate(plans) if c < len(plan)]
+        batch = _pad_batch(tokens, [plans[j][c] for j in active], device)
+        for a in adapters:
+            a.rows = torch.tensor(active, device=device)
+        with dist.autocast_for(device):
+            z = model(batch.x)
+        logp = F.log_softmax(z.float(), dim=-1)
+        nll = -logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)  # (B, T), with gradients
+        scored_nll = head.nll(logp.detach(), batch)
+        acc.add(scored_nll[batch.scored], lut.target_bytes(batch.x, batch.y)[batch.scored])
+        ledger.score(batch.scored_positions())
+        head.observe(batch, ledger)
+        learn = [k for k, j in enumerate(active) if c < len(plans[j]) - 1]
+        if not learn:
+            continue
+        ledger.learn(np.concatenate([_seen(plans[active[k]][0].start, batch.windows[k]) for k in learn]))
+        mask = batch.scored[learn]
+        loss = ((nll[learn] * mask).sum(1) / mask.sum(1)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()

@@ -1,0 +1,164 @@
+"""The model mixed with eval-time experts (seed-techniques §12.4) and the causal n-gram tilt
+(sota-stack §2.6), as a head of the score loop.
+
+Each expert (``eval.experts``) predicts target t from tokens[:t] only (``eval.experts``'s module
+proves its vectorised values equal a sequential reference). The model's distribution, tilted first
+when ``eval.tilt`` is on (the hinted token's logit + beta, renormalised in closed form), is the
+neural expert. The exponential-weights mixer pools them:
+
+* linear: P(y) = sum_i w_i P_i(y), a normalised distribution because each P_i is and sum_i w_i = 1
+  (only the target's value is computed);
+* log: P = softmax(sum_i w_i log max(P_i, 1e-30)) over the whole vocabulary, from the experts' full
+  reference distributions replayed in stream order (slow: the CPU track's sizes).
+
+A match expert without a match uses the model's distribution in its slot. Initial weights n-gram
+0.03, match 0.1, bigram 0.02, the model the rest. The weights are fixed over each window's scored
+targets and then updated, target by target in stream order: w_i <- w_i * max(P_i(y), 1e-10)^eta,
+floored at ``mix_floor`` and renormalised; the updates only use targets already scored (windows
+earlier in the batch, in plan order), and ``observe`` records them in the ledger.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pgolf.config.eval import EvalConfig
+from pgolf.errors import ConfigError
+from pgolf.eval import experts as ex
+from pgolf.eval.ledger import Ledger
+from pgolf.eval.predict import Batch
+
+INITIAL_WEIGHT = {"ngram": 0.03, "match": 0.1, "bigram": 0.02}
+P_FLOOR, LOG_FLOOR = 1e-10, 1e-30
+
+
+class MixtureHead:
+    def __init__(self, cfg: EvalConfig, tokens: Tensor, vocab_size: int) -> None:
+        self.cfg, self.names = cfg, cfg.expert_list
+        stream = tokens.cpu().numpy().astype(np.int64)
+        self.stream, self.vocab = stream, vocab_size
+        alpha = cfg.ngram_alpha or None
+        table = {
+            "ngram": lambda: ex.ngram_probs(stream, vocab_size, cfg.ngram_order, alpha),
+            "match": lambda: ex.match_probs(stream, vocab_size)[0],
+            "bigram": lambda: ex.bigram_probs(stream, vocab_size),
+        }
+        self.target_p = np.stack([table[n]() for n in self.names] or [np.zeros((0, len(stream)))])
+        self.target_p = self.target_p.reshape(len(self.names), len(stream))
+        self.hints = None
+        if cfg.tilt:
+            self.hints = torch.from_numpy(ex.tilt_hints(stream, cfg.tilt_order, cfg.tilt_threshold))
+        initial = [INITIAL_WEIGHT[n] for n in self.names]
+        self.w = self._floor(np.array([1 - sum(initial), *initial]))
+        self.refs: list | None = None
+        self.ref_next = 1
+        """Log pool: the next target position the reference experts are ready to predict."""
+        self.hint_count = 0
+
+    def _floor(self, w: np.ndarray) -> np.ndarray:
+        w = np.maximum(w, self.cfg.mix_floor)
+        return w / w.sum()
+
+    def _model_logp(self, logp: Tensor, batch: Batch, full: bool) -> Tensor:
+        """The neural expert: the model's log-probs (full (B, T, V) or at the targets), tilted."""
+        if self.hints is None:
+            return logp if full else logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
+        hints = self.hints.to(logp.device)[batch.positions()]
+        if full:
+            return ex.tilt_log_probs(logp, hints, self.cfg.tilt_beta)
+        return ex.tilt_target_logprob(logp, hints, batch.y, self.cfg.tilt_beta)
+
+    def nll(self, log_probs: Tensor, batch: Batch) -> Tensor:
+        if self.hints is not None:
+            pos = batch.positions()
+            mask = batch.scored if batch.scored is not None else torch.ones_like(pos, dtype=torch.bool)
+            self.hint_count += int((self.hints.to(pos.device)[pos][mask] >= 0).sum())
+        if not self.names:
+            return -self._model_logp(log_probs, batch, full=False)
+        if self.cfg.mix == "log":
+            return self._log_pool(log_probs, batch)
+        model_p = self._model_logp(log_probs, batch, full=False).double().exp().cpu().numpy()
+        pos = batch.positions().cpu().numpy()
+        out = -np.log(model_p)
+        for i, w in enumerate(batch.windows):
+            cols = slice(w.score_from, w.length)
+            p = self._expert_matrix(model_p[i, cols], pos[i, cols])  # (K+1, n)
+            out[i, cols] = -np.log(self.w @ p)
+            self._update(p)
+        return torch.from_numpy(out).to(log_probs.device, torch.float32)
+
+    def _expert_matrix(self, model_p: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """(K+1, n) probabilities of the targets: the model's, then each expert's (the model's where
+        an expert has no prediction)."""
+        experts = self.target_p[:, pos]
+        return np.vstack([model_p[None, :], np.where(np.isnan(experts), model_p[None, :], experts)])
+
+    def _update(self, p: np.ndarray) -> None:
+        """After a window is scored: the weights learn from its targets, one by one in stream order."""
+        w, floor = self.w.tolist(), self.cfg.mix_floor
+        for col in (np.maximum(p, P_FLOOR) ** self.cfg.mix_eta).T.tolist():
+            w = [max(a * b, floor) for a, b in zip(w, col, strict=True)]
+            total = sum(w)
+            w = [a / total for a in w]
+        self.w = np.array(w)
+
+    def _log_pool(self, log_probs: Tensor, batch: Batch) -> Tensor:
+        """softmax(sum_i w_i log P_i) over the vocabulary, window by window, in stream order."""
+        model = self._model_logp(log_probs, batch, full=True).double().cpu().numpy()
+        y = batch.y.cpu().numpy()
+        out = -np.take_along_axis(model, y[..., None], -1)[..., 0]
+        for i, w in enumerate(batch.windows):
+            first = w.start + w.score_from + 1
+            if first < self.ref_next:
+                raise ConfigError("eval.mix=log needs windows in stream order (not eval.ttt=lora)")
+            self._advance(first)
+            dists, probs = [], []
+            for j in range(w.score_from, w.length):
+                d = self._reference_dists(model[i, j])  # (K+1, V), reveals the target afterwards
+                dists.append(d)
+                probs.append(d[:, y[i, j]])
+            logs = np.log(np.maximum(np.stack(dists), LOG_FLOOR))  # (n, K+1, V)
+            z = np.einsum("k,nkv->nv", self.w, logs)
+            z_max = z.max(-1, keepdims=True)
+            lse = (z_max + np.log(np.exp(z - z_max).sum(-1, keepdims=True)))[:, 0]
+            out[i, w.score_from : w.length] = lse - z[np.arange(len(z)), y[i, w.score_from : w.length]]
+            self._update(np.stack(probs, axis=1))
+        return torch.from_numpy(out).to(log_probs.device, torch.float32)
+
+    def _advance(self, position: int) -> None:
+        if self.refs is None:
+            v, cfg = self.vocab, self.cfg
+            make = {
+                "ngram": lambda: ex.NgramExpert(v, cfg.ngram_order, cfg.ngram_alpha or None),
+                "match": lambda: ex.MatchExpert(v),
+                "bigram": lambda: ex.BigramExpert(v),
+            }
+            self.refs = [make[n]() for n in self.names]
+            for r in self.refs:
+                r.update(int(self.stream[0]))
+        while self.ref_next < position:
+            self._reveal()
+
+    def _reveal(self) -> None:
+        for r in self.refs:
+            r.update(int(self.stream[self.ref_next]))
+        self.ref_next += 1
+
+    def _reference_dists(self, model_logp: np.ndarray) -> np.ndarray:
+        model = np.exp(model_logp)
+        rows = [model] + [d if (d := r.distribution()) is not None else model for r in self.refs]
+        self._reveal()
+        return np.stack(rows)
+
+    def observe(self, batch: Batch, ledger: Ledger) -> None:
+        if self.names:
+            ledger.learn(batch.scored_positions())
+
+    def summary(self) -> dict:
+        weights = (round(float(x), 4) for x in self.w)
+        out = {"weights": dict(zip(["model", *self.names], weights, strict=True))}
+        if self.hints is not None:
+            out["tilt_hinted_targets"] = self.hint_count
+        return out

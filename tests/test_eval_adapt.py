@@ -1,0 +1,213 @@
+"""Score-first test-time training (chunked SGD, per-document LoRA) and the ledger that proves it:
+every target scored once, nothing scored after an update saw it, nothing learned before it was
+scored, and (the causality probe) changing token k never changes a score before k."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pgolf.cli import main
+from pgolf.config.eval import EvalConfig
+from pgolf.config.model import ModelConfig
+from pgolf.data.bytes import ByteLUT
+from pgolf.eval.ledger import Ledger, ScoreOrderError
+from pgolf.eval.lora import chunk_windows, lora_ttt
+from pgolf.eval.predict import ModelHead, ModelPredictor
+from pgolf.eval.score import chunk_plan, first_target, score
+from pgolf.eval.ttt import SgdTTT
+from pgolf.eval.windows import doc_spans, plan_windows
+from pgolf.model.gpt import GPT
+from pgolf.vocab import BOS_ID
+
+VOCAB = 16
+CPU = torch.device("cpu")
+LUT = ByteLUT(
+    base_bytes=torch.arange(1, VOCAB + 1, dtype=torch.int16),
+    has_leading_space=torch.zeros(VOCAB, dtype=torch.bool),
+    is_boundary=torch.zeros(VOCAB, dtype=torch.bool),
+)
+
+
+def tiny_model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(ModelConfig(vocab_size=VOCAB, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def doc_stream(n: int, seed: int = 0) -> torch.Tensor:
+    """BOS-led documents of 10-70 tokens with a repeated motif, so adaptation has something to learn."""
+    g = np.random.default_rng(seed)
+    out: list[int] = []
+    while len(out) < n:
+        motif = list(g.integers(2, VOCAB, 5))
+        out += [BOS_ID] + [motif[i % 5] if g.random() < 0.8 else int(g.integers(2, VOCAB)) for i in
+                           range(int(g.integers(10, 70)))]  # fmt: skip
+    return torch.tensor(out[:n])
+
+
+class Recorder:
+    """A head that scores with the model's distribution and remembers each position's NLL."""
+
+    def __init__(self) -> None:
+        self.inner, self.by_position = ModelHead(), {}
+
+    def nll(self, log_probs, batch):
+        nll = self.inner.nll(log_probs, batch)
+        mask = batch.scored if batch.scored is not None else torch.ones_like(nll, dtype=torch.bool)
+        for p, v in zip(batch.positions()[mask].tolist(), nll[mask].tolist(), strict=True):
+            assert p not in self.by_position  # scored once
+            self.by_position[p] = v
+        return nll
+
+    def observe(self, batch, ledger):
+        return None
+
+
+def run_sgd(tokens: torch.Tensor, cfg: EvalConfig, predictor_cls=SgdTTT) -> tuple[Recorder, Ledger, float]:
+    windows = plan_windows(tokens, cfg.method, cfg.seq_len, cfg.stride)
+    n_chunks = len(chunk_plan(windows, cfg.sgd_chunk_tokens))
+    predictor = predictor_cls(tiny_model(), CPU, cfg, n_chunks, cfg.seq_len)
+    rec, ledger = Recorder(), Ledger(tokens.numel())
+    r = score(predictor, tokens, LUT, windows, batch_tokens=256, device=CPU, head=rec,
+              chunk_tokens=cfg.sgd_chunk_tokens, ledger=ledger)  # fmt: skip
+    return rec, ledger, r.val_bpb
+
+
+SGD = EvalConfig(seq_len=32, method="sliding", stride=16, ttt="sgd", ttt_lr=0.05, sgd_chunk_tokens=96,
+                 sgd_epochs=2, sgd_batch_seqs=2)  # fmt: skip
+LORA = EvalConfig(seq_len=32, method="docs", stride=8, ttt="lora", ttt_lr=0.05, lora_batch_docs=3,
+                  lora_targets="q,v,o,head")  # fmt: skip
+
+
+def test_sgd_ttt_scores_every_target_once_learns_after_each_chunk_but_the_last():
+    tokens = doc_stream(500)
+    rec, ledger, bpb = run_sgd(tokens, SGD)
+    assert sorted(rec.by_position) == list(range(1, 500))
+    chunks = chunk_plan(plan_windows(tokens, "sliding", 32, 16), 96)
+    assert ledger.summary()["updates"] == len(chunks) - 1 and len(chunks) > 3
+    last = first_target(chunks[-1][0])
+    assert ledger.learned[last - 1] and not ledger.learned[last:].any()  # the last chunk is never learned
+    frozen = score(ModelPredictor(tiny_model(), CPU), tokens, LUT, plan_windows(tokens, "sliding", 32, 16),
+                   batch_tokens=256, device=CPU)  # fmt: skip
+    assert bpb < frozen.val_bpb  # the motifs are learnable
+
+
+def test_sgd_ttt_changing_a_token_never_changes_an_earlier_score():
+    tokens = doc_stream(500)
+    before, _, _ = run_sgd(tokens, SGD)
+    k = 250
+    changed = tokens.clone()
+    changed[k] = 2 + (int(tokens[k]) - 1) % (VOCAB - 2)  # another non-BOS token
+    after, _, _ = run_sgd(changed, SGD)
+    assert all(after.by_position[p] == before.by_position[p] for p in range(1, k))
+    assert any(after.by_position[p] != before.by_position[p] for p in range(k + 2, 500))  # it did learn
+
+
+def test_an_update_that_reads_an_unscored_token_is_refused():
+    class Peeking(SgdTTT):
+        def end_chunk(self, tokens, lo, hi, ledger):
+            super().end_chunk(tokens, lo, min(hi + 40, tokens.numel() - 1), ledger)
+
+    with pytest.raises(ScoreOrderError, match="unscored"):
+        run_sgd(doc_stream(500), SGD, Peeking)
+
+
+def test_the_ledger_refuses_a_second_score_and_an_early_update():
+    ledger = Ledger(10)
+    ledger.score(np.array([1, 2, 3]))
+    with pytest.raises(ScoreOrderError, match="twice"):
+        ledger.score(np.array([3, 4]))
+    ledger.learn(np.array([0, 1, 2, 3]))  # the given first token and scored ones
+    with pytest.raises(ScoreOrderError, match="unscored"):
+        ledger.learn(np.array([4]))
+    ledger.learned[5] = True  # what a broken update that skipped the check would leave
+    with pytest.raises(ScoreOrderError, match="after an update"):
+        ledger.score(np.array([5]))
+
+
+def run_lora(tokens: torch.Tensor, cfg: EvalConfig = LORA) -> tuple[Recorder, Ledger, float]:
+    rec, ledger = Recorder(), Ledger(tokens.numel())
+    r = lora_ttt(tiny_model(), tokens, LUT, cfg, cfg.seq_len, CPU, head=rec, ledger=ledger)
+    return rec, ledger, r.val_bpb
+
+
+def test_lora_ttt_scores_every_target_once_and_beats_the_frozen_model():
+    tokens = doc_stream(600)
+    rec, ledger, bpb = run_lora(tokens)
+    assert sorted(rec.by_position) == list(range(1, 600))
+    for a, b in doc_spans(tokens):  # every chunk is learned from after it is scored, but the last
+        last = chunk_windows(b - a, 32, 8)[-1]
+        first_unlearned = a + last.start + last.score_from + 1
+        assert ledger.learned[a + 1 : first_unlearned].all()
+        assert not ledger.learned[first_unlearned : b + 1].any()
+    frozen = score(ModelPredictor(tiny_model(), CPU), tokens, LUT, plan_windows(tokens, "docs", 32, 8),
+                   batch_tokens=256, device=CPU)  # fmt: skip
+    assert bpb < frozen.val_bpb
+
+
+def test_lora_ttt_is_causal_and_documents_are_independent():
+    tokens = doc_stream(600)
+    spans = doc_spans(tokens)
+    before, _, _ = run_lora(tokens)
+    a, b = spans[len(spans) // 2]
+    k = (a + b) // 2
+    changed = tokens.clone()
+    changed[k] = 2 + (int(tokens[k]) - 1) % (VOCAB - 2)
+    after, _, _ = run_lora(changed)
+    assert all(after.by_position[p] == before.by_position[p] for p in range(1, k))
+    others = [p for p in range(1, 600) if not a < p <= b]  # every other document, before and after
+    assert all(after.by_position[p] == pytest.approx(before.by_position[p], abs=1e-5) for p in others)
+    assert any(after.by_position[p] != before.by_position[p] for p in range(k + 2, b + 1))
+
+
+def test_lora_needs_document_windows_and_known_targets():
+    from pgolf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"eval\.method=docs"):
+        EvalConfig(ttt="lora", method="sliding")
+    with pytest.raises(ConfigError, match="lora_targets"):
+        EvalConfig(ttt="lora", method="docs", lora_targets="q,mlp")
+    assert dataclasses.replace(LORA, lora_warm_a=True).tag == "docs8_lora"
+
+
+def test_a_run_with_sgd_ttt_is_official_and_pgolf_eval_labels_other_settings(debug_cfg, tmp_path, capsys):
+    from pgolf.pipeline import run
+
+    over = {"eval.method": "sliding", "eval.stride": 32, "eval.ttt": "sgd", "eval.sgd_chunk_tokens": 4096}
+    r = run(debug_cfg(**over), out_dir=tmp_path / "t", echo=False)
+    assert r.score.official and r.score.label.endswith("_sliding32_sgd")
+    assert r.score.ledger["score_first_verified"] and r.score.ledger["updates"] > 0
+    capsys.readouterr()
+    art = str(tmp_path / "t" / "artifact.pgolf")
+    assert main(["eval", art, "--eval.ttt_lr", "0.01", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert not out["official_score"] and out["score_first"]["updates"] > 0
+    assert main(["eval", art, "--eval.ttt", "none", "--eval.experts", "ngram,match", "--eval.tilt", "true",
+                 "--json"]) == 0  # fmt: skip
+    mixed = json.loads(capsys.readouterr().out)
+    assert set(mixed["method_details"]["weights"]) == {"model", "ngram", "match"}
+    assert "tilt_hinted_targets" in mixed["method_details"] and not mixed["official_score"]
+
+
+def test_the_correction_table_runs_only_with_val_leak_and_is_never_on_track(debug_cfg, tmp_path, capsys):
+    from pgolf.pipeline import run
+
+    r = run(debug_cfg(), out_dir=tmp_path / "r", echo=False)
+    art = str(tmp_path / "r" / "artifact.pgolf")
+    assert main(["eval", art, "--eval.correction_bytes", "3000"]) == 2
+    assert "eval.val_leak=true" in capsys.readouterr().err
+    assert main(["eval", art, "--val-leak", "--eval.correction_bytes", "3000", "--json"]) == 1  # off track
+    out = json.loads(capsys.readouterr().out)
+    assert out["val_leak"] and not out["official_score"] and not out["on_track"]
+    assert any("val_leak" in reason for reason in out["off_track"])
+    leak = out["method_details"]["leak_bytes"]
+    assert 2900 < leak <= 3000 and out["bytes_total"] == r.size.total_bytes + leak
+    assert out["val_bpb"] < r.roundtrip.val_bpb  # the leak "helps", which is why it is refused

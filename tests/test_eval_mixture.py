@@ -1,0 +1,126 @@
+"""The model mixed with eval-time experts and the n-gram tilt: every pooled distribution is
+normalised over the whole vocabulary and gives the scored probability at the target, nothing before
+token k changes when token k does, and on a repetitive stream the experts help."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pgolf.config.eval import EvalConfig
+from pgolf.eval import experts as ex
+from pgolf.eval.ledger import Ledger
+from pgolf.eval.mixture import MixtureHead
+from pgolf.eval.predict import ModelPredictor
+from pgolf.eval.score import score
+from pgolf.eval.windows import plan_windows
+from test_eval_adapt import CPU, LUT, VOCAB, Recorder, doc_stream, tiny_model
+
+BASE = EvalConfig(seq_len=32, method="sliding", stride=16, experts="ngram,match,bigram")
+
+
+class Probe(Recorder):
+    """Records each scored position's NLL, the model's log-probs there, and the mixer weights the
+    head held when it scored that window."""
+
+    def __init__(self, head: MixtureHead) -> None:
+        super().__init__()
+        self.inner, self.model_logp, self.weights = head, {}, {}
+
+    def nll(self, log_probs, batch):
+        w = self.inner.w.copy()
+        tilted = self.inner._model_logp(log_probs, batch, full=True)
+        out = super().nll(log_probs, batch)
+        for i, win in enumerate(batch.windows):
+            for j in range(win.score_from, win.length):
+                self.model_logp[win.start + j + 1] = tilted[i, j].double().numpy()
+                self.weights[win.start + j + 1] = w
+        return out
+
+
+def run(tokens: torch.Tensor, cfg: EvalConfig) -> Probe:
+    probe = Probe(MixtureHead(cfg, tokens, VOCAB))
+    windows = plan_windows(tokens, cfg.method, cfg.seq_len, cfg.stride)
+    score(
+        ModelPredictor(tiny_model().eval(), CPU),
+        tokens,
+        LUT,
+        windows,
+        batch_tokens=16,
+        device=CPU,
+        head=probe,
+        ledger=Ledger(tokens.numel()),
+    )  # fmt: skip  (one window per batch)
+    return probe
+
+
+def reference_dists(tokens: torch.Tensor, position: int, cfg: EvalConfig) -> list[np.ndarray | None]:
+    """Each expert's full distribution for ``position``, replayed from the sequential classes."""
+    refs = [ex.NgramExpert(VOCAB, cfg.ngram_order), ex.MatchExpert(VOCAB), ex.BigramExpert(VOCAB)]
+    for t in tokens[:position].tolist():
+        for r in refs:
+            r.update(t)
+    return [r.distribution() for r in refs]
+
+
+@pytest.mark.parametrize("mix", ["linear", "log"])
+@pytest.mark.parametrize("tilt", [False, True])
+def test_each_pooled_distribution_is_normalised_and_scores_its_target(mix, tilt):
+    cfg = dataclasses.replace(BASE, mix=mix, tilt=tilt, tilt_order=4)
+    tokens = doc_stream(300)
+    probe = run(tokens, cfg)
+    assert sorted(probe.by_position) == list(range(1, 300))
+    for p in (5, 40, 123, 250, 299):
+        model = np.exp(probe.model_logp[p])
+        dists = np.stack([model] + [d if d is not None else model for d in reference_dists(tokens, p, cfg)])
+        w = probe.weights[p]
+        if mix == "linear":
+            full = w @ dists
+        else:
+            z = w @ np.log(np.maximum(dists, 1e-30))
+            full = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        assert full.sum() == pytest.approx(1, abs=1e-6) and (full >= 0).all()
+        assert -np.log(full[int(tokens[p])]) == pytest.approx(probe.by_position[p], rel=1e-5)
+
+
+TILT = EvalConfig(seq_len=32, method="sliding", stride=16, tilt=True, tilt_order=3)
+
+
+@pytest.mark.parametrize("cfg", [BASE, dataclasses.replace(BASE, mix="log"), TILT])
+def test_mixture_and_tilt_never_use_a_later_token(cfg):
+    tokens = doc_stream(300, seed=3)
+    before = run(tokens, cfg).by_position
+    k = 170
+    changed = tokens.clone()
+    changed[k] = 2 + (int(tokens[k]) - 1) % (VOCAB - 2)
+    after = run(changed, cfg).by_position
+    assert all(after[p] == before[p] for p in range(1, k))
+    assert any(after[p] != before[p] for p in range(k + 1, 300))
+
+
+def test_experts_help_on_a_repetitive_stream_and_the_weights_move():
+    tokens = torch.tensor(([1] + [3, 5, 7, 9, 11, 13, 2, 4] * 6) * 12)
+    alone = EvalConfig(seq_len=32, method="sliding", stride=16)
+    windows = plan_windows(tokens, "sliding", 32, 16)
+    model = score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU)
+    head = MixtureHead(BASE, tokens, VOCAB)
+    mixed = score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU,
+                  head=head)  # fmt: skip
+    assert mixed.val_bpb < 0.5 * model.val_bpb
+    assert head.summary()["weights"]["model"] < 0.5  # the experts earned their weight
+    tilted = MixtureHead(dataclasses.replace(alone, tilt=True, tilt_order=4), tokens, VOCAB)
+    t = score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU,
+              head=tilted)  # fmt: skip
+    assert t.val_bpb < model.val_bpb and tilted.summary()["tilt_hinted_targets"] > 100
+
+
+def test_the_mixer_learns_only_from_scored_targets():
+    tokens = doc_stream(300)
+    ledger = Ledger(tokens.numel())
+    windows = plan_windows(tokens, "sliding", 32, 16)
+    score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU,
+          head=MixtureHead(BASE, tokens, VOCAB), ledger=ledger)  # fmt: skip
+    assert ledger.learned[1:].all() and ledger.summary()["updates"] > 0
