@@ -89,7 +89,7 @@ def test_each_pooled_distribution_is_normalised_and_scores_its_target(mix, tilt)
 TILT = EvalConfig(seq_len=32, method="sliding", stride=16, tilt=True, tilt_order=3)
 
 
-@pytest.mark.parametrize("cfg", [BASE, dataclasses.replace(BASE, mix="log"), TILT])
+@pytest.mark.parametrize("cfg", [BASE, dataclasses.replace(BASE, mix="log", mix_fixed_share=True), TILT])
 def test_mixture_and_tilt_never_use_a_later_token(cfg):
     tokens = doc_stream(300, seed=3)
     before = run(tokens, cfg).by_position
@@ -124,3 +124,16 @@ def test_the_mixer_learns_only_from_scored_targets():
     score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU,
           head=MixtureHead(BASE, tokens, VOCAB), ledger=ledger)  # fmt: skip
     assert ledger.learned[1:].all() and ledger.summary()["updates"] > 0
+
+
+def test_lora_ttt_with_experts_and_tilt_scores_every_target_once():
+    """Padded LoRA rows reach past the stream's end: the head must only read real positions."""
+    from pgolf.eval.lora import lora_ttt
+    from test_eval_adapt import LORA
+
+    tokens = doc_stream(400, seed=5)
+    cfg = dataclasses.replace(LORA, experts="ngram,match", tilt=True, tilt_order=3)
+    ledger = Ledger(tokens.numel())
+    r = lora_ttt(tiny_model(), tokens, LUT, cfg, cfg.seq_len, CPU, head=MixtureHead(cfg, tokens, VOCAB),
+                 ledger=ledger)  # fmt: skip
+    assert r.tokens == 399 and ledger.scored[1:].all()

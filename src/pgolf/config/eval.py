@@ -80,6 +80,9 @@ class EvalConfig:
     """Exponential-weights learning rate: w_i <- w_i * p_i(y)^eta after each scored target."""
     mix_floor: float = 0.01
     """Each mixer weight is floored at this before renormalising (fixed-share-like switching)."""
+    mix_fixed_share: bool = False
+    """Normalise the updated weights before flooring them (fixed share); the seed floors the raw
+    products, which resets every weight to the floor after a target all experts found unlikely."""
     ngram_order: int = 6
     """N-gram expert: contexts of 0 .. order-1 tokens."""
     ngram_alpha: float = 0.0

@@ -14,8 +14,11 @@ neural expert. The exponential-weights mixer pools them:
 A match expert without a match uses the model's distribution in its slot. Initial weights n-gram
 0.03, match 0.1, bigram 0.02, the model the rest. The weights are fixed over each window's scored
 targets and then updated, target by target in stream order: w_i <- w_i * max(P_i(y), 1e-10)^eta,
-floored at ``mix_floor`` and renormalised; the updates only use targets already scored (windows
-earlier in the batch, in plan order), and ``observe`` records them in the ledger.
+floored at ``mix_floor`` and renormalised, as the seed does, so after a target every expert found
+unlikely all weights sit on the floor and the mixer restarts from uniform; ``mix_fixed_share``
+normalises before flooring instead (fixed share: the leader keeps its weight). Neither wins on both
+corpora (benchmarks/RESULTS.md). The updates only use targets already scored (windows earlier in
+the batch, in plan order), and ``observe`` records them in the ledger.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class MixtureHead:
         """The neural expert: the model's log-probs (full (B, T, V) or at the targets), tilted."""
         if self.hints is None:
             return logp if full else logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
-        hints = self.hints.to(logp.device)[batch.positions()]
+        hints = self.hints.to(logp.device)[batch.positions().clamp(max=len(self.hints) - 1)]  # padding
         if full:
             return ex.tilt_log_probs(logp, hints, self.cfg.tilt_beta)
         return ex.tilt_target_logprob(logp, hints, batch.y, self.cfg.tilt_beta)
@@ -74,7 +77,7 @@ class MixtureHead:
         if self.hints is not None:
             pos = batch.positions()
             mask = batch.scored if batch.scored is not None else torch.ones_like(pos, dtype=torch.bool)
-            self.hint_count += int((self.hints.to(pos.device)[pos][mask] >= 0).sum())
+            self.hint_count += int((self.hints.to(pos.device)[pos[mask]] >= 0).sum())
         if not self.names:
             return -self._model_logp(log_probs, batch, full=False)
         if self.cfg.mix == "log":
@@ -97,9 +100,13 @@ class MixtureHead:
 
     def _update(self, p: np.ndarray) -> None:
         """After a window is scored: the weights learn from its targets, one by one in stream order."""
-        w, floor = self.w.tolist(), self.cfg.mix_floor
+        w, floor, share = self.w.tolist(), self.cfg.mix_floor, self.cfg.mix_fixed_share
         for col in (np.maximum(p, P_FLOOR) ** self.cfg.mix_eta).T.tolist():
-            w = [max(a * b, floor) for a, b in zip(w, col, strict=True)]
+            w = [a * b for a, b in zip(w, col, strict=True)]
+            if share:
+                total = sum(w)
+                w = [a / total for a in w]
+            w = [max(a, floor) for a in w]
             total = sum(w)
             w = [a / total for a in w]
         self.w = np.array(w)

@@ -1,0 +1,82 @@
+"""Every evaluation method on one artifact, one after another in one process: val_bpb, the gain
+against the artifact's own method, seconds per phase and the ledger's count of checked updates.
+
+    python benchmarks/eval_methods.py ARTIFACT [--data.root R --data.dataset D --data.tokenizer T]
+        [--only NAME ...] [--json OUT]
+
+Run it alone on the machine (timings). The methods are override sets of ``eval.*`` on top of the
+artifact's recorded settings; each is scored from the artifact alone, as ``pgolf eval`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from pgolf.eval.artifact import evaluate_artifact
+from pgolf.pack.format import read_artifact
+from pgolf.pack.meta import ArtifactMeta
+
+SLIDING = {"method": "sliding", "stride": 256}
+METHODS = {
+    "plain": {},
+    "sliding256": SLIDING,
+    "docs256": {"method": "docs", "stride": 256},
+    "sliding256+sgd": {**SLIDING, "ttt": "sgd"},
+    "sliding256+sgd-lr0.0005": {**SLIDING, "ttt": "sgd", "ttt_lr": 0.0005},
+    "docs128+lora": {"method": "docs", "stride": 128, "ttt": "lora"},
+    "docs128+lora-lr0.003": {"method": "docs", "stride": 128, "ttt": "lora", "ttt_lr": 0.003},
+    "sliding256+experts-linear": {**SLIDING, "experts": "ngram,match,bigram"},
+    "sliding256+experts-log": {**SLIDING, "experts": "ngram,match,bigram", "mix": "log"},
+    "sliding256+tilt": {**SLIDING, "tilt": True},
+    "sliding256+experts+tilt": {**SLIDING, "experts": "ngram,match,bigram", "tilt": True},
+    "docs128+lora+experts+tilt": {
+        "method": "docs",
+        "stride": 128,
+        "ttt": "lora",
+        "experts": "ngram,match,bigram",
+        "tilt": True,
+    },
+    "docs128+lora+experts": {"method": "docs", "stride": 128, "ttt": "lora", "experts": "ngram,match,bigram"},
+    "len1024-sliding256": {**SLIDING, "seq_len": 1024},
+    "len1024-sliding256+ntk": {**SLIDING, "seq_len": 1024, "ntk_seq_len": 512},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("artifact")
+    ap.add_argument("--data.root", dest="root")
+    ap.add_argument("--data.dataset", dest="dataset")
+    ap.add_argument("--data.tokenizer", dest="tokenizer")
+    ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(METHODS)}")
+    ap.add_argument("--json", default=None, help="write the rows here")
+    args = ap.parse_args(argv)
+    meta = ArtifactMeta.from_dict(read_artifact(args.artifact)[1], args.artifact)
+    data = meta.data
+    for field in ("root", "dataset", "tokenizer"):
+        if getattr(args, field):
+            data = dataclasses.replace(data, **{field: getattr(args, field)})
+    rows, base = [], None
+    for name in args.only or METHODS:
+        cfg = dataclasses.replace(meta.eval, **METHODS[name])
+        r = evaluate_artifact(args.artifact, data=data, eval_cfg=cfg, device="cpu")
+        bpb = r.score.result.val_bpb
+        base = bpb if base is None else base
+        phases = {k: round(v, 1) for k, v in r.score.phases.items()}
+        row = {"method": name, "tag": cfg.tag or "plain", "val_bpb": round(bpb, 5),
+               "delta": round(bpb - base, 5), "seconds": round(r.score.seconds, 1), "phases": phases,
+               "tokens": r.score.result.tokens, "updates": r.score.ledger.get("updates", 0),
+               **r.score.details}  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"artifact": args.artifact, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
