@@ -20,7 +20,7 @@ from pgolf.eval.lora import chunk_windows, lora_ttt
 from pgolf.eval.predict import ModelHead, ModelPredictor
 from pgolf.eval.score import chunk_plan, first_target, score
 from pgolf.eval.ttt import SgdTTT
-from pgolf.eval.windows import doc_spans, plan_windows
+from pgolf.eval.windows import check_plan, doc_spans, plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.vocab import BOS_ID
 
@@ -168,6 +168,36 @@ def test_lora_ttt_is_causal_and_documents_are_independent():
     assert any(after.by_position[p] != before.by_position[p] for p in range(k + 2, b + 1))
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_lora_scores_before_a_new_bos_or_a_later_document_do_not_change(warm):
+    """The probe that caught two C1 breaks: A's initialisation depended on the batch a document
+    landed in (hence on later documents' lengths), and warm-started A crossed documents in
+    length order. Turning token k into a BOS, or changing a later document, changes nothing before k."""
+    cfg = dataclasses.replace(LORA, lora_warm_a=warm)
+    tokens = doc_stream(600, seed=2)
+    before = run_lora(tokens, cfg)[0].by_position
+    spans = doc_spans(tokens)
+    a, b = spans[2]
+    for k, value in (
+        ((a + b) // 2, BOS_ID),
+        (spans[-2][0] + 3, 2 + (int(tokens[spans[-2][0] + 3]) - 1) % 14),
+    ):
+        changed = tokens.clone()
+        changed[k] = value
+        after = run_lora(changed, cfg)[0].by_position
+        assert all(after[p] == pytest.approx(before[p], abs=1e-5) for p in range(1, k)), k
+
+
+def test_a_plan_with_a_gap_or_an_unscored_window_is_refused():
+    from pgolf.errors import DataError
+
+    windows = plan_windows(doc_stream(300), "sliding", 32, 16)
+    with pytest.raises(DataError, match="skips targets"):
+        check_plan(windows[:3] + windows[4:], 300)
+    with pytest.raises(DataError, match="not 1"):
+        check_plan(windows[1:], 300)
+
+
 def test_lora_needs_document_windows_and_known_targets():
     from pgolf.errors import ConfigError
 
@@ -175,7 +205,9 @@ def test_lora_needs_document_windows_and_known_targets():
         EvalConfig(ttt="lora", method="sliding")
     with pytest.raises(ConfigError, match="lora_targets"):
         EvalConfig(ttt="lora", method="docs", lora_targets="q,mlp")
-    assert dataclasses.replace(LORA, lora_warm_a=True).tag == "docs8_lora"
+    assert dataclasses.replace(LORA, lora_warm_a=True).tag == "docs8_lora-warm"
+    with pytest.raises(ConfigError, match="stream order"):
+        EvalConfig(ttt="lora", method="docs", experts="ngram")
 
 
 def test_a_run_with_sgd_ttt_is_official_and_pgolf_eval_labels_other_settings(debug_cfg, tmp_path, capsys):
@@ -198,8 +230,11 @@ def test_a_run_with_sgd_ttt_is_official_and_pgolf_eval_labels_other_settings(deb
 
 
 def test_the_correction_table_runs_only_with_val_leak_and_is_never_on_track(debug_cfg, tmp_path, capsys):
+    from pgolf.errors import ConfigError
     from pgolf.pipeline import run
 
+    with pytest.raises(ConfigError, match="pgolf eval --val-leak"):
+        run(debug_cfg(**{"eval.val_leak": True, "eval.correction_bytes": 3000}), out_dir=tmp_path / "x")
     r = run(debug_cfg(), out_dir=tmp_path / "r", echo=False)
     art = str(tmp_path / "r" / "artifact.pgolf")
     assert main(["eval", art, "--eval.correction_bytes", "3000"]) == 2

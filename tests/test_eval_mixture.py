@@ -126,13 +126,13 @@ def test_the_mixer_learns_only_from_scored_targets():
     assert ledger.learned[1:].all() and ledger.summary()["updates"] > 0
 
 
-def test_lora_ttt_with_experts_and_tilt_scores_every_target_once():
+def test_lora_ttt_with_the_tilt_scores_every_target_once():
     """Padded LoRA rows reach past the stream's end: the head must only read real positions."""
     from pgolf.eval.lora import lora_ttt
     from test_eval_adapt import LORA
 
     tokens = doc_stream(400, seed=5)
-    cfg = dataclasses.replace(LORA, experts="ngram,match", tilt=True, tilt_order=3)
+    cfg = dataclasses.replace(LORA, tilt=True, tilt_order=3)
     ledger = Ledger(tokens.numel())
     r = lora_ttt(tiny_model(), tokens, LUT, cfg, cfg.seq_len, CPU, head=MixtureHead(cfg, tokens, VOCAB),
                  ledger=ledger)  # fmt: skip

@@ -18,6 +18,7 @@ import torch
 from pgolf import __version__, dist
 from pgolf.config.run import RunConfig
 from pgolf.data.valset import ValidationSet
+from pgolf.errors import ConfigError
 from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.fileio import write_json_atomic
@@ -122,6 +123,11 @@ def run(
     cfg: RunConfig, *, out_dir: str | Path = "runs/default", resume: bool = False, echo: bool = True
 ) -> RunResult:
     """Train, pack, reload and score one run; files go to ``out_dir`` (log, JSONL, artifact, result)."""
+    if cfg.eval.val_leak:
+        raise ConfigError(
+            "eval.val_leak is for `pgolf eval --val-leak` on a finished artifact; a run's own score never "
+            "reads validation targets"
+        )
     started_at = time.time()
     info = dist.setup(cfg.train.device)
     out = Path(out_dir)

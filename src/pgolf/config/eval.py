@@ -134,10 +134,15 @@ class EvalConfig:
             raise ConfigError(f"eval.stride={self.stride} is longer than eval.seq_len={self.seq_len}")
         if self.ttt == "lora" and self.method != "docs":
             raise ConfigError("eval.ttt=lora adapts per document: it needs eval.method=docs")
+        if self.ttt == "lora" and self.expert_list:
+            raise ConfigError(
+                "eval.experts with eval.ttt=lora: LoRA scores documents in batches, not in stream order, "
+                "so the mixer's weights would carry later documents into earlier scores (C1)"
+            )
         if self.ttt == "lora" and not self.lora_target_list:
             raise ConfigError("eval.lora_targets is empty: name at least one of q, k, v, o, head")
-        if not 0 <= self.mix_floor < 1 or not 0 < self.tilt_threshold <= 1:
-            raise ConfigError("eval.mix_floor must be in [0, 1) and eval.tilt_threshold in (0, 1]")
+        if not 0 < self.mix_floor < 1 or not 0 < self.tilt_threshold <= 1:
+            raise ConfigError("eval.mix_floor must be in (0, 1) and eval.tilt_threshold in (0, 1]")
         for name in ("lora_beta1", "lora_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name}={getattr(self, name)} must be in [0, 1)")
@@ -163,9 +168,11 @@ class EvalConfig:
         if self.ntk_seq_len:
             parts.append(f"ntk{self.ntk_seq_len}")
         if self.ttt != "none":
-            parts.append(self.ttt)
+            parts.append(self.ttt + ("-warm" if self.ttt == "lora" and self.lora_warm_a else ""))
         if self.expert_list:
-            parts.append("+".join(self.expert_list) + f"-{self.mix}")
+            parts.append(
+                "+".join(self.expert_list) + f"-{self.mix}" + ("-share" if self.mix_fixed_share else "")
+            )
         if self.tilt:
             parts.append("tilt")
         if self.correction_bytes:

@@ -23,11 +23,11 @@ from pgolf.eval.windows import plan_windows
 class CorrectionHead:
     """The seeds' correction table applied to the model's distribution (NOT compliant)."""
 
-    def __init__(self, table, boost: float) -> None:
-        self.table, self.boost = table, boost
+    def __init__(self, table, boost: float, val_leak: bool) -> None:
+        self.table, self.boost, self.val_leak = table, boost, val_leak
 
     def nll(self, log_probs, batch):
-        boosted = apply(log_probs, batch.positions(), self.table, self.boost, val_leak=True)
+        boosted = apply(log_probs, batch.positions(), self.table, self.boost, val_leak=self.val_leak)
         return -torch.log_softmax(boosted, -1).gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
 
     def observe(self, batch, ledger) -> None:
@@ -68,7 +68,7 @@ def score_with_table(
     windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
     r = score(
         ModelPredictor(model.eval(), device), valset.tokens, valset.lut, windows,
-        batch_tokens=cfg.batch_tokens, device=device, head=CorrectionHead(table, cfg.correction_boost),
-        ledger=ledger, clock=clock,
+        batch_tokens=cfg.batch_tokens, device=device,
+        head=CorrectionHead(table, cfg.correction_boost, cfg.val_leak), ledger=ledger, clock=clock,
     )  # fmt: skip
     return r, table

@@ -5,7 +5,8 @@ scored, and which tokens any update (a test-time-training step, a mixer's weight
 rules are enforced on every call, not sampled:
 
 * a target is scored at most once, and never after an update has seen it (C3/C4 of the contest's
-  field guide: the score is fixed before anything learns from the token);
+  field guide: the score is fixed before anything learns from the token), and at the end every
+  target of the plan has been scored (``finish``);
 * an update may see only tokens already scored, or the stream's first token, which is given as
   context and never scored.
 
@@ -34,6 +35,8 @@ class Ledger:
         self.scored = np.zeros(n_tokens, dtype=bool)
         self.learned = np.zeros(n_tokens, dtype=bool)
         self.updates = 0
+        self.own = 0
+        """Targets this rank scored (``scored`` also holds other ranks' flags merged by ``sync``)."""
 
     @staticmethod
     def _positions(positions: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -54,6 +57,14 @@ class Ledger:
         if twice.size:
             raise ScoreOrderError(f"{twice.size} target(s) scored twice (first at position {twice[0]})")
         self.scored[p] = True
+        self.own += p.size
+
+    def finish(self, expected: int, device: torch.device) -> None:
+        """After the last batch: every rank's scored targets together must be the plan's ``expected``
+        count (a skipped window would otherwise go unnoticed)."""
+        n = dist.all_reduce_sum_(torch.tensor([self.own], dtype=torch.int64, device=device))
+        if int(n) != expected:
+            raise ScoreOrderError(f"the plan has {expected} targets, {int(n)} were scored")
 
     def learn(self, positions: torch.Tensor | np.ndarray) -> None:
         """Record the tokens an update is about to see (inputs and targets); raise unless every one was

@@ -13,8 +13,11 @@ context from other documents). For chunk index c, every document that has one:
 2. then, for documents whose chunk c is not their last, one Adam step on the sum over documents of
    the chunk's mean NLL (the same forward: the score was recorded before the update).
 
-Adapters and optimiser state are reset for every batch of documents (with ``lora_warm_a`` only B is
-reset: A keeps what it learned on earlier, already scored documents). The base model is frozen.
+Adapters and optimiser state are reset for every batch of documents, A from a generator seeded by
+the document's start (its score must not depend on the batch it landed in). With ``lora_warm_a``
+only B is reset: A keeps what it learned on earlier documents, so batches then follow stream order
+(length-sorted batches would let a later document's A score an earlier one: C1). The base model is
+frozen.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pgolf.errors import DataError
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Batch, Head, ModelHead
-from pgolf.eval.windows import Window, doc_spans, rank_share
+from pgolf.eval.windows import Window, check_plan, doc_spans, rank_share
 
 DEFAULT_LR = 0.01
 
@@ -51,11 +54,18 @@ class BatchedLoRA(nn.Module):
         self.reset(keep_a=False)
 
     @torch.no_grad()
-    def reset(self, keep_a: bool) -> None:
-        if not keep_a:
-            bound = 1 / math.sqrt(self.A.size(-1))
-            self.A.uniform_(-bound, bound)
+    def reset(self, keep_a: bool, seeds: list[int] | None = None) -> None:
+        """B to zero; A (unless kept) to U(+-1/sqrt(in)) drawn per row from a generator seeded by
+        ``seeds[row]`` (the document's start), so a document's initial adapter does not depend on
+        which batch or row the document landed in (that depends on later documents' lengths)."""
         self.B.zero_()
+        if keep_a:
+            return
+        bound = 1 / math.sqrt(self.A.size(-1))
+        for row, seed in enumerate(seeds if seeds is not None else range(self.A.size(0))):
+            g = torch.Generator().manual_seed(int(seed))
+            init = torch.rand(self.A.shape[1:], generator=g, dtype=torch.float32) * 2 * bound - bound
+            self.A[row].copy_(init)
 
     def forward(self, x: Tensor) -> Tensor:
         a, b = self.A[self.rows], self.B[self.rows]
@@ -136,7 +146,10 @@ def lora_ttt(
     head, ledger = head or ModelHead(), ledger or Ledger(tokens.numel())
     acc, lut = BpbAccumulator(device), lut.to(device)
     docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in doc_spans(tokens)]
-    mine = sorted(rank_share(docs, dist.rank(), dist.world_size()), key=len, reverse=True)
+    check_plan([w for plan in docs for w in plan], tokens.numel())
+    mine = rank_share(docs, dist.rank(), dist.world_size())
+    if not cfg.lora_warm_a:  # independent documents: longest first packs batches tightly
+        mine = sorted(mine, key=len, reverse=True)
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
@@ -144,8 +157,9 @@ def lora_ttt(
     params = [p for a in adapters for p in a.parameters()]
     try:
         for i in range(0, len(mine), cfg.lora_batch_docs):
-            for a in adapters:
-                a.reset(keep_a=cfg.lora_warm_a and i > 0)
+            seeds = [plan[0].start for plan in mine[i : i + cfg.lora_batch_docs]]
+            for k, a in enumerate(adapters):
+                a.reset(keep_a=cfg.lora_warm_a and i > 0, seeds=[1_000_003 * k + s for s in seeds])
             opt = torch.optim.AdamW(
                 params, lr=cfg.ttt_lr or DEFAULT_LR, betas=(cfg.lora_beta1, cfg.lora_beta2),
                 eps=1e-10, weight_decay=cfg.lora_wd,
@@ -154,6 +168,7 @@ def lora_ttt(
                          acc, device)  # fmt: skip
     finally:
         detach()
+    ledger.finish(sum(w.length - w.score_from for plan in docs for w in plan), device)
     dist.all_reduce_sum_(acc.sums)
     return acc.result()
 
@@ -166,7 +181,7 @@ def _seen(doc_start: int, w: Window) -> np.ndarray:
 
 
 def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, device) -> None:
-    for c in range(len(plans[0])):  # plans are longest first
+    for c in range(max(len(plan) for plan in plans)):
         active = [j for j, plan in enumerate(plans) if c < len(plan)]
         batch = _pad_batch(tokens, [plans[j][c] for j in active], device)
         for a in adapters:

@@ -63,6 +63,7 @@ def run_method(
     """Score ``model`` on ``valset`` with the method of ``cfg`` (whose seq_len must be resolved)."""
     if cfg.ntk_seq_len:
         model.cfg = dataclasses.replace(model.cfg, rope_ntk_seq_len=cfg.ntk_seq_len)
+    model.rope_len = cfg.seq_len  # one RoPE base for every window, however short
     tokens, vocab = valset.tokens, model.cfg.vocab_size
     ledger = Ledger(tokens.numel())
     head = build_head(cfg, valset, vocab, clock)

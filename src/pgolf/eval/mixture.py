@@ -59,6 +59,8 @@ class MixtureHead:
         self.ref_next = 1
         """Log pool: the next target position the reference experts are ready to predict."""
         self.hint_count = 0
+        self.last_target = 0
+        """The last target a window of this head scored: windows must come in stream order."""
 
     def _floor(self, w: np.ndarray) -> np.ndarray:
         w = np.maximum(w, self.cfg.mix_floor)
@@ -80,6 +82,10 @@ class MixtureHead:
             self.hint_count += int((self.hints.to(pos.device)[pos[mask]] >= 0).sum())
         if not self.names:
             return -self._model_logp(log_probs, batch, full=False)
+        for w in batch.windows:  # the weights learn window by window: they must follow the stream
+            if w.start + w.score_from + 1 <= self.last_target:
+                raise ConfigError("eval.experts need windows in stream order (not eval.ttt=lora)")
+            self.last_target = w.start + w.length
         if self.cfg.mix == "log":
             return self._log_pool(log_probs, batch)
         model_p = self._model_logp(log_probs, batch, full=False).double().exp().cpu().numpy()
@@ -117,10 +123,7 @@ class MixtureHead:
         y = batch.y.cpu().numpy()
         out = -np.take_along_axis(model, y[..., None], -1)[..., 0]
         for i, w in enumerate(batch.windows):
-            first = w.start + w.score_from + 1
-            if first < self.ref_next:
-                raise ConfigError("eval.mix=log needs windows in stream order (not eval.ttt=lora)")
-            self._advance(first)
+            self._advance(w.start + w.score_from + 1)
             dists, probs = [], []
             for j in range(w.score_from, w.length):
                 d = self._reference_dists(model[i, j])  # (K+1, V), reveals the target afterwards

@@ -112,6 +112,7 @@ def score(
             with clock.phase("adapt"):
                 ledger.sync(lo, hi + 1, device)
                 predictor.end_chunk(tokens, lo, hi, ledger)
+    ledger.finish(sum(w.length - w.score_from for w in windows), device)
     dist.all_reduce_sum_(acc.sums)
     return acc.result()
 

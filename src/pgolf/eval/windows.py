@@ -95,16 +95,21 @@ def plan_windows(tokens: torch.Tensor, method: str, seq_len: int, stride: int) -
 
 
 def check_plan(windows: list[Window], n_tokens: int) -> None:
-    """Raise DataError unless every window fits the stream and the scored targets are disjoint."""
+    """Raise DataError unless every window fits the stream and the scored targets are disjoint and
+    contiguous from target 1 (a plan with a gap would score a subset and report it as the whole)."""
     spans = []
     for w in windows:
         if w.start < 0 or w.length < 1 or not 0 <= w.score_from < w.length or w.start + w.length >= n_tokens:
             raise DataError(f"window {w} does not fit a stream of {n_tokens} tokens")
         spans.append((w.start + w.score_from + 1, w.start + w.length))  # scored target positions, inclusive
     spans.sort()
+    if spans and spans[0][0] != 1:
+        raise DataError(f"window plan starts scoring at target {spans[0][0]}, not 1")
     for (_, end), (start, _) in itertools.pairwise(spans):
         if start <= end:
             raise DataError(f"window plan scores target {start} twice")
+        if start > end + 1:
+            raise DataError(f"window plan skips targets {end + 1}..{start - 1}")
 
 
 def rank_share(windows: list[Window], rank: int, world: int) -> list[Window]:

@@ -51,6 +51,9 @@ class GPT(nn.Module):
         """The head's input (final-norm output); a hook point for GPTQ's Hessian of the head."""
         if self.lm_head is not None:
             self.lm_head.zero_init = True
+        self.rope_len = 0
+        """If > 0, the NTK base is computed for this window length whatever the forward's length (an
+        evaluation's shorter windows, near a document's end, must not see another base)."""
         self.head_delta = None
         """Optional callable (B, T, d) -> (B, T, V) added to the logits before the softcap, from the
         head's input (per-document LoRA on the head at test-time training); not a parameter."""
@@ -116,7 +119,7 @@ class GPT(nn.Module):
         """Softcapped logits (B, T, V) for input ids (B, T)."""
         cfg = self.cfg
         t, rd = input_ids.size(1), cfg.rotary_dims
-        base = ntk_base(cfg.rope_base, rd, t, cfg.rope_ntk_seq_len)
+        base = ntk_base(cfg.rope_base, rd, self.rope_len or t, cfg.rope_ntk_seq_len)
         cos, sin = rotary_tables(t, rd, base, input_ids.device)
         x = self.tok_emb(input_ids)
         if self.bigram is not None:

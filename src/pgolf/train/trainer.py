@@ -208,10 +208,12 @@ class Trainer:
         """Score the model being trained on the validation set (the run's evaluation method)."""
         was_training = self.model.training
         self.model.eval()
+        self.base_model.rope_len = self.cfg.eval_seq_len  # one RoPE base for every window
         r = score(
             ModelPredictor(self.model, self.device), self.valset.tokens, self.valset.lut, self.windows,
             batch_tokens=self.cfg.eval.batch_tokens, device=self.device,
         )  # fmt: skip
+        self.base_model.rope_len = 0
         self.model.train(was_training)
         return r
 
