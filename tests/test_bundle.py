@@ -126,7 +126,8 @@ def test_cpu_presets_compressed_code_is_under_40kb(name):
     sizes = {form: bundle_digest(build_bundle(cfg, form))[0] for form in CODE_FORMS}
     assert sizes["compressed"] < sizes["minified"] < sizes["readable"]
     # issue 9 set 40,000; the score-first ledger and method dispatch every evaluation runs added ~1 KB
-    assert sizes["compressed"] <= 42_000, sizes
+    # and the -cpu presets' LoRA TTT plug-in ~2.4 KB (for -0.03 to -0.04 bpb, benchmarks/RESULTS.md)
+    assert sizes["compressed"] <= 45_000, sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

@@ -57,9 +57,9 @@ def test_cpu_presets_learn(name, data_root, tmp_path):
     # independent reload does, close to the weights before quantisation
     again = evaluate_artifact(r.artifact_path)
     assert again.score.result == r.roundtrip and again.score.official
-    assert cfg.eval.method == "sliding"  # every target of the stream, the tail included
-    assert r.roundtrip.tokens == again.meta.val_tokens - 1
-    assert abs(r.roundtrip.val_bpb - r.pre_quant.val_bpb) < 0.02
+    assert cfg.eval.method == "docs" and cfg.eval.ttt == "lora"  # every target, the tail included
+    assert r.roundtrip.tokens == again.meta.val_tokens - 1 and r.score.ledger["updates"] > 0
+    assert abs(r.quant_gap_bpb) < 0.02 and r.windows_roundtrip is not None
 
 
 SDCLIP_PRESETS = sorted(

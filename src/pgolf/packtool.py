@@ -154,7 +154,9 @@ def repack(
     unpack_s = time.perf_counter() - started
     track = get_track(cfg.track)
     size = SizeReport(path.stat().st_size, meta.code_bytes, track.artifact_cap_bytes)
-    rt = score_loaded(loaded, valset, meta.eval, device, EvalClock()).result if score else None
+    # the window plan alone: comparable with the pre-quant score (an adapting method would count
+    # its own gain as negative quantisation error)
+    rt = score_loaded(loaded, valset, meta.eval.windows_only, device, EvalClock()).result if score else None
     off = track.judge_train(meta.train_cap_seconds, meta.train_seconds) + track.judge_bytes(size.total_bytes)
     params = sum(t.numel() for t in run.state.values())
     pre = float(run.meta["pre_quant_val_bpb"])

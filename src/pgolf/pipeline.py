@@ -20,6 +20,7 @@ from pgolf.config.run import RunConfig
 from pgolf.data.valset import ValidationSet
 from pgolf.errors import ConfigError
 from pgolf.eval.artifact import load_artifact, score_loaded
+from pgolf.eval.bpb import BpbResult
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.fileio import write_json_atomic
 from pgolf.model.params import count_parameters
@@ -105,8 +106,11 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
     return path, size, meta
 
 
-def roundtrip(trainer: Trainer, path: Path) -> ScoreReport:
-    """Read the artifact back into a new model and score it; the load is on the eval clock."""
+def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | None]:
+    """Read the artifact back into a new model and score it; the load is on the eval clock. When
+    the method adapts (TTT, experts, tilt), a fresh copy is also scored with the window plan alone
+    (a diagnostic, off the eval clock): that is the score the quantisation gap compares with the
+    pre-quant one."""
     device = trainer.device
     clock = EvalClock(dist.synchronizer(device))
     with clock.phase("load"):
@@ -116,7 +120,13 @@ def roundtrip(trainer: Trainer, path: Path) -> ScoreReport:
     for kind, line in zip(("final", "final_exact"), report.log_lines(), strict=True):
         trainer.log.event(kind, line, val_loss=r.val_loss, val_bpb=r.val_bpb, val_tokens=r.tokens,
                           val_bytes=r.bytes, eval_time_ms=round(1000 * report.seconds, 1))  # fmt: skip
-    return report
+    if not loaded.meta.eval.adapts:
+        return report, None
+    plain = score_loaded(load_artifact(path, device), trainer.valset, loaded.meta.eval.windows_only, device,
+                         EvalClock()).result  # fmt: skip
+    line = f"diagnostic_{loaded.meta.label}_windows_only_roundtrip val_loss:{plain.val_loss:.8f} "
+    trainer.log.event("windows_roundtrip", line + f"val_bpb:{plain.val_bpb:.8f}", val_bpb=plain.val_bpb)
+    return report, plain
 
 
 def run(
@@ -136,7 +146,7 @@ def run(
         trainer = Trainer(cfg, out, info, log, resume)
         outcome = trainer.fit()
         path, size, meta = pack(trainer, outcome)
-        report = roundtrip(trainer, path)
+        report, windows_only = roundtrip(trainer, path)
         track = get_track(cfg.track)
         off = (
             track.judge_train(cfg.train.max_wallclock_seconds, outcome.train_ms / 1000)
@@ -150,7 +160,7 @@ def run(
             tokens_seen=outcome.steps * cfg.train.batch_tokens, stopped_by=outcome.stopped_by,
             num_params=count_parameters(trainer.base_model), pre_quant=outcome.pre_quant, score=report,
             artifact_path=path, size=size, off_track=off, code_sha256=meta.code_sha256,
-            started_at=started_at, history=trainer.history,
+            started_at=started_at, history=trainer.history, windows_roundtrip=windows_only,
         )  # fmt: skip
         if info.is_main:
             write_json_atomic(out / RESULT_NAME, {**result.to_dict(), "history": trainer.history})

@@ -182,6 +182,14 @@ class EvalConfig:
         return "_".join(parts)
 
     @property
+    def windows_only(self) -> EvalConfig:
+        """The same window plan with nothing adapting: what the pre-quant score of a run measures,
+        so the quantisation gap compares like with like."""
+        return dataclasses.replace(
+            self, ttt="none", experts="", tilt=False, correction_bytes=0, val_leak=False
+        )
+
+    @property
     def plugin_modules(self) -> tuple[str, ...]:
         """The optional eval modules this config runs: counted code includes them only when used
         (``pack.size.counted_modules``), so a submission's bytes are the code it runs."""

@@ -34,10 +34,17 @@ class RunResult:
     started_at: float = 0.0
     """Unix time the run started (``pgolf check``: seeds must be declared before it)."""
     history: list[dict] = field(default_factory=list)
+    windows_roundtrip: BpbResult | None = None
+    """When the method adapts: the round trip scored with its window plan alone (diagnostic)."""
 
     @property
     def roundtrip(self) -> BpbResult:
         return self.score.result
+
+    @property
+    def quant_gap_bpb(self) -> float:
+        """Round trip minus pre-quant val_bpb, both with the same window plan and nothing adapting."""
+        return (self.windows_roundtrip or self.roundtrip).val_bpb - self.pre_quant.val_bpb
 
     @property
     def on_track(self) -> bool:
@@ -60,6 +67,12 @@ class RunResult:
             "pre_quant_val_loss": self.pre_quant.val_loss,
             "pre_quant_val_bpb": self.pre_quant.val_bpb,
             **self.score.to_dict(),
+            **(
+                {"windows_roundtrip_val_bpb": self.windows_roundtrip.val_bpb}
+                if self.windows_roundtrip
+                else {}
+            ),
+            "quant_gap_bpb": self.quant_gap_bpb,
             **self.size.to_dict(),
             "track_official": get_track(self.config.track).official,
             "on_track": self.on_track,
