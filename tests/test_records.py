@@ -86,6 +86,12 @@ def test_contest_logs_parse_by_the_reviewers_rules():
     assert (late.steps, late.train_seconds, late.val_tokens) == (4945, 599.592, 47851520)
     with pytest.raises(PgolfError, match="no final"):
         parse_log("step:1/10 val_loss:2.0 val_bpb:1.2 train_time:5ms\n", "unfinished.log")
+    adaptive = parse_log(  # pgolf's windows-only diagnostic after an adapting round trip is not the score
+        "final_int8_zlib_docs128_lora_roundtrip_exact val_loss:3.66232888 val_bpb:2.18546674\n"
+        "diagnostic_int8_zlib_windows_only_roundtrip val_loss:3.82115112 val_bpb:2.28024270\n",
+        "lora.log",
+    )
+    assert adaptive.val_bpb == 2.18546674
 
 
 class Peeking:

@@ -63,7 +63,7 @@ def parse_log(text: str, source: str = "log") -> RunScore:
     for line in text.splitlines():
         in_hparams = line == "Hyperparameters:" or (in_hparams and line.startswith(" "))
         if m := SCORE.match(line):
-            if not m["label"].startswith(("step", "diagnostic pre", "unofficial")):
+            if not m["label"].startswith(("step", "diagnostic", "unofficial")):
                 score = m
                 eval_ms[m["label"]] = m["ms"]
         elif m := TOTAL.match(line):
