@@ -246,3 +246,33 @@ def test_the_correction_table_runs_only_with_val_leak_and_is_never_on_track(debu
     leak = out["method_details"]["leak_bytes"]
     assert 2900 < leak <= 3000 and out["bytes_total"] == r.size.total_bytes + leak
     assert out["val_bpb"] < r.roundtrip.val_bpb  # the leak "helps", which is why it is refused
+
+
+SGD_ARGS = "--eval.method sliding --eval.stride 32 --eval.ttt sgd --eval.sgd_chunk_tokens 4096".split()
+LORA_ARGS = "--eval.method docs --eval.stride 32 --eval.ttt lora --eval.lora_batch_docs 8".split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [SGD_ARGS, LORA_ARGS])
+def test_ttt_on_two_gloo_processes_scores_what_one_does(method, debug_cfg, tmp_path):
+    """Ranks share each chunk's windows (SGD, gradients averaged, the ledger's flags merged before
+    every update) or the documents (LoRA): every target once, the same sums up to float order."""
+    import os
+    import subprocess
+    import sys
+
+    from pgolf.pipeline import run
+
+    run(debug_cfg(), out_dir=tmp_path / "r", echo=False)
+    args = ["-m", "pgolf", "eval", str(tmp_path / "r" / "artifact.pgolf"), *method, "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    out = {}
+    for name, cmd in (("one", [sys.executable]), ("two", launch)):
+        proc = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = json.loads(proc.stdout[proc.stdout.index("{") : proc.stdout.rindex("}") + 1])
+    one, two = out["one"], out["two"]
+    assert (two["val_tokens"], two["val_bytes"]) == (one["val_tokens"], one["val_bytes"])
+    assert two["val_bpb"] == pytest.approx(one["val_bpb"], abs=1e-5)
+    assert two["score_first"]["score_first_verified"] and two["score_first"]["updates"] > 0
