@@ -248,8 +248,10 @@ def test_the_correction_table_runs_only_with_val_leak_and_is_never_on_track(debu
     assert out["val_bpb"] < r.roundtrip.val_bpb  # the leak "helps", which is why it is refused
 
 
-SGD_ARGS = "--eval.method sliding --eval.stride 32 --eval.ttt sgd --eval.sgd_chunk_tokens 4096".split()
-LORA_ARGS = "--eval.method docs --eval.stride 32 --eval.ttt lora --eval.lora_batch_docs 8".split()
+SGD_ARGS = ["--eval.method", "sliding", "--eval.stride", "32", "--eval.ttt", "sgd",
+            "--eval.sgd_chunk_tokens", "4096"]  # fmt: skip
+LORA_ARGS = ["--eval.method", "docs", "--eval.stride", "32", "--eval.ttt", "lora",
+             "--eval.lora_batch_docs", "8"]  # fmt: skip
 
 
 @pytest.mark.slow
