@@ -125,6 +125,8 @@ def test_the_ledger_refuses_a_second_score_and_an_early_update():
     ledger.score(np.array([1, 2, 3]))
     with pytest.raises(ScoreOrderError, match="twice"):
         ledger.score(np.array([3, 4]))
+    with pytest.raises(ScoreOrderError, match="twice"):
+        ledger.score(np.array([6, 6]))  # twice within one call
     ledger.learn(np.array([0, 1, 2, 3]))  # the given first token and scored ones
     with pytest.raises(ScoreOrderError, match="unscored"):
         ledger.learn(np.array([4]))

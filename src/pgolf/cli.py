@@ -194,6 +194,7 @@ def _track_status(off_track: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pgolf import dist
     from pgolf.eval.artifact import evaluate_artifact
 
     overrides = collect_overrides(args)
@@ -210,8 +211,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg = apply_overrides(RunConfig(data=meta.data, eval=meta.eval), overrides)
         data, eval_cfg = cfg.data, cfg.eval
     r = evaluate_artifact(args.artifact, data=data, eval_cfg=eval_cfg, device=device)
-    from pgolf import dist
-
     if dist.rank() != 0:  # under torchrun every rank scored its share; one reports
         return 1 if r.off_track else 0
     if args.json:

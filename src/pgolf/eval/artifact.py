@@ -78,9 +78,11 @@ def score_loaded(
         notes.append(
             f"eval method {eval_cfg.tag or 'plain'} differs from the artifact's {meta.eval.tag or 'plain'}"
         )
-    elif eval_cfg.settings() != meta.eval.settings():
-        changed = [k for k, v in eval_cfg.settings().items() if meta.eval.settings()[k] != v]
-        notes.append(f"eval settings differ from the artifact's ({', '.join(changed)})")
+    else:  # the same method label: name any other setting that differs (seq_len has its note)
+        ours, theirs = eval_cfg.settings(), meta.eval.settings()
+        changed = [k for k, v in ours.items() if k != "seq_len" and theirs[k] != v]
+        if changed:
+            notes.append(f"eval settings differ from the artifact's ({', '.join(changed)})")
     if eval_cfg.val_leak:
         notes.insert(0, "val_leak: the method reads validation targets (NOT compliant)")
     label = f"{meta.label}_{eval_cfg.tag}" if eval_cfg.tag else meta.label

@@ -42,14 +42,16 @@ class Ledger:
     def _positions(positions: torch.Tensor | np.ndarray) -> np.ndarray:
         if isinstance(positions, torch.Tensor):
             positions = positions.detach().cpu().numpy()
-        return np.unique(np.asarray(positions, dtype=np.int64).ravel())
+        return np.sort(np.asarray(positions, dtype=np.int64).ravel())
 
     def score(self, positions: torch.Tensor | np.ndarray) -> None:
-        """Record scored target positions; raise if one was scored before or an update had seen it."""
+        """Record scored target positions; raise if one was scored before (in this call too) or an
+        update had seen it."""
         p = self._positions(positions)
         if p.size and (p[0] < 1 or p[-1] >= self.n_tokens):
             raise ScoreOrderError(f"scored position outside targets 1..{self.n_tokens - 1}")
-        twice, seen = p[self.scored[p]], p[self.learned[p]]
+        twice = np.concatenate([p[self.scored[p]], p[1:][p[1:] == p[:-1]]])
+        seen = p[self.learned[p]]
         if seen.size:
             raise ScoreOrderError(
                 f"{seen.size} token(s) scored after an update had seen them (first at position {seen[0]})"

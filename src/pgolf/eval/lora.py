@@ -146,7 +146,7 @@ def lora_ttt(
     head, ledger = head or ModelHead(), ledger or Ledger(tokens.numel())
     acc, lut = BpbAccumulator(device), lut.to(device)
     docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in doc_spans(tokens)]
-    check_plan([w for plan in docs for w in plan], tokens.numel())
+    expected = check_plan([w for plan in docs for w in plan], tokens.numel())
     mine = rank_share(docs, dist.rank(), dist.world_size())
     if not cfg.lora_warm_a:  # independent documents: longest first packs batches tightly
         mine = sorted(mine, key=len, reverse=True)
@@ -168,7 +168,7 @@ def lora_ttt(
                          acc, device)  # fmt: skip
     finally:
         detach()
-    ledger.finish(sum(w.length - w.score_from for plan in docs for w in plan), device)
+    ledger.finish(expected, device)
     dist.all_reduce_sum_(acc.sums)
     return acc.result()
 
@@ -184,8 +184,9 @@ def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, de
     for c in range(max(len(plan) for plan in plans)):
         active = [j for j, plan in enumerate(plans) if c < len(plan)]
         batch = _pad_batch(tokens, [plans[j][c] for j in active], device)
+        rows = torch.tensor(active, device=device)
         for a in adapters:
-            a.rows = torch.tensor(active, device=device)
+            a.rows = rows
         with dist.autocast_for(device):
             z = model(batch.x)
         logp = F.log_softmax(z.float(), dim=-1)

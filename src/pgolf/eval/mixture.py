@@ -48,11 +48,10 @@ class MixtureHead:
             "match": lambda: ex.match_probs(stream, vocab_size)[0],
             "bigram": lambda: ex.bigram_probs(stream, vocab_size),
         }
-        self.target_p = np.stack([table[n]() for n in self.names] or [np.zeros((0, len(stream)))])
-        self.target_p = self.target_p.reshape(len(self.names), len(stream))
-        self.hints = None
-        if cfg.tilt:
-            self.hints = torch.from_numpy(ex.tilt_hints(stream, cfg.tilt_order, cfg.tilt_threshold))
+        self.target_p = np.stack([table[n]() for n in self.names]) if self.names else None
+        self.hint_ids = ex.tilt_hints(stream, cfg.tilt_order, cfg.tilt_threshold) if cfg.tilt else None
+        self.hints: Tensor | None = None
+        """``hint_ids`` on the scoring device, moved there once."""
         initial = [INITIAL_WEIGHT[n] for n in self.names]
         self.w = self._floor(np.array([1 - sum(initial), *initial]))
         self.refs: list | None = None
@@ -68,18 +67,18 @@ class MixtureHead:
 
     def _model_logp(self, logp: Tensor, batch: Batch, full: bool) -> Tensor:
         """The neural expert: the model's log-probs (full (B, T, V) or at the targets), tilted."""
-        if self.hints is None:
+        if self.hint_ids is None:
             return logp if full else logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
-        hints = self.hints.to(logp.device)[batch.positions().clamp(max=len(self.hints) - 1)]  # padding
+        if self.hints is None:
+            self.hints = torch.from_numpy(self.hint_ids).to(logp.device)
+        hints = self.hints[batch.positions().clamp(max=len(self.hints) - 1)]  # padded rows read past the end
         if full:
             return ex.tilt_log_probs(logp, hints, self.cfg.tilt_beta)
         return ex.tilt_target_logprob(logp, hints, batch.y, self.cfg.tilt_beta)
 
     def nll(self, log_probs: Tensor, batch: Batch) -> Tensor:
-        if self.hints is not None:
-            pos = batch.positions()
-            mask = batch.scored if batch.scored is not None else torch.ones_like(pos, dtype=torch.bool)
-            self.hint_count += int((self.hints.to(pos.device)[pos[mask]] >= 0).sum())
+        if self.hint_ids is not None:  # on the host, from the plan: no device sync
+            self.hint_count += int((self.hint_ids[batch.scored_positions()] >= 0).sum())
         if not self.names:
             return -self._model_logp(log_probs, batch, full=False)
         for w in batch.windows:  # the weights learn window by window: they must follow the stream
@@ -169,6 +168,6 @@ class MixtureHead:
     def summary(self) -> dict:
         weights = (round(float(x), 4) for x in self.w)
         out = {"weights": dict(zip(["model", *self.names], weights, strict=True))}
-        if self.hints is not None:
+        if self.hint_ids is not None:
             out["tilt_hinted_targets"] = self.hint_count
         return out

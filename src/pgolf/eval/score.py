@@ -86,7 +86,7 @@ def score(
 ) -> BpbResult:
     """Score every target the plan assigns; returns the summed NLL, tokens and bytes over all ranks.
     Scoring time goes to the clock's ``score`` phase, adaptation to ``adapt``."""
-    check_plan(windows, tokens.numel())
+    expected = check_plan(windows, tokens.numel())
     head = head or ModelHead()
     ledger = ledger or Ledger(tokens.numel())
     clock = clock or EvalClock()
@@ -112,7 +112,7 @@ def score(
             with clock.phase("adapt"):
                 ledger.sync(lo, hi + 1, device)
                 predictor.end_chunk(tokens, lo, hi, ledger)
-    ledger.finish(sum(w.length - w.score_from for w in windows), device)
+    ledger.finish(expected, device)
     dist.all_reduce_sum_(acc.sums)
     return acc.result()
 

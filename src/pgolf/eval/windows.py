@@ -94,9 +94,10 @@ def plan_windows(tokens: torch.Tensor, method: str, seq_len: int, stride: int) -
     raise DataError(f"eval.method={method!r}; expected one of {METHODS}")
 
 
-def check_plan(windows: list[Window], n_tokens: int) -> None:
+def check_plan(windows: list[Window], n_tokens: int) -> int:
     """Raise DataError unless every window fits the stream and the scored targets are disjoint and
-    contiguous from target 1 (a plan with a gap would score a subset and report it as the whole)."""
+    contiguous from target 1 (a plan with a gap would score a subset and report it as the whole);
+    returns how many targets the plan scores."""
     spans = []
     for w in windows:
         if w.start < 0 or w.length < 1 or not 0 <= w.score_from < w.length or w.start + w.length >= n_tokens:
@@ -110,6 +111,7 @@ def check_plan(windows: list[Window], n_tokens: int) -> None:
             raise DataError(f"window plan scores target {start} twice")
         if start > end + 1:
             raise DataError(f"window plan skips targets {end + 1}..{start - 1}")
+    return spans[-1][1] if spans else 0
 
 
 def rank_share(windows: list[Window], rank: int, world: int) -> list[Window]:
