@@ -20,6 +20,8 @@ from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
 
 SLIDING = {"method": "sliding", "stride": 256}
+LORA = {"method": "docs", "stride": 128, "ttt": "lora"}
+PHASED3X40 = {**LORA, "lora_phase_docs": 40, "lora_phases": 3}
 METHODS = {
     "plain": {},
     "sliding256": SLIDING,
@@ -28,6 +30,15 @@ METHODS = {
     "sliding256+sgd-lr0.0005": {**SLIDING, "ttt": "sgd", "ttt_lr": 0.0005},
     "docs128+lora": {"method": "docs", "stride": 128, "ttt": "lora"},
     "docs128+lora-lr0.003": {"method": "docs", "stride": 128, "ttt": "lora", "ttt_lr": 0.003},
+    "docs128+lora+phased1x25": {**LORA, "lora_phase_docs": 25},
+    "docs128+lora+phased3x25": {**LORA, "lora_phase_docs": 25, "lora_phases": 3},
+    "docs128+lora+phased1x25-lr0.003": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.003},
+    "docs128+lora+phased1x25-lr0.01": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.01},
+    "docs128+lora+phased1x25-lr0.03": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.03},
+    "docs128+lora+phased3x40-lr0.01": {**PHASED3X40, "lora_phase_lr": 0.01},
+    "docs128+lora+phased1x25-lr0.1": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.1},
+    "docs128+lora+phased1x25-lr0.3": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.3},
+    "docs128+lora+phased3x40-lr0.03": {**PHASED3X40, "lora_phase_lr": 0.03},
     "sliding256+experts-linear": {**SLIDING, "experts": "ngram,match,bigram"},
     "sliding256+experts-log": {**SLIDING, "experts": "ngram,match,bigram", "mix": "log"},
     "sliding256+tilt": {**SLIDING, "tilt": True},

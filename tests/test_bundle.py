@@ -121,13 +121,14 @@ def test_contest_environment_variables_map_onto_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("name", [p for p in PRESETS if p.endswith("-cpu")])
-def test_cpu_presets_compressed_code_is_under_40kb(name):
+def test_cpu_presets_compressed_code_is_under_47kb(name):
     cfg = get_preset(name)
     sizes = {form: bundle_digest(build_bundle(cfg, form))[0] for form in CODE_FORMS}
     assert sizes["compressed"] < sizes["minified"] < sizes["readable"]
     # issue 9 set 40,000; the score-first ledger and method dispatch every evaluation runs added ~1 KB
-    # and the -cpu presets' LoRA TTT plug-in ~2.4 KB (for -0.03 to -0.04 bpb, benchmarks/RESULTS.md)
-    assert sizes["compressed"] <= 45_000, sizes
+    # and the -cpu presets' LoRA TTT plug-in ~2.4 KB (for -0.03 to -0.04 bpb, benchmarks/RESULTS.md);
+    # phased global SGD, the shared SGD step and the eval clock's projection ~1.9 KB (-0.001 to -0.002)
+    assert sizes["compressed"] <= 47_000, sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

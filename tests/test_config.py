@@ -35,6 +35,7 @@ FROZEN_FIELDS = [
     "eval.ttt_lr", "eval.sgd_chunk_tokens", "eval.sgd_epochs", "eval.sgd_momentum", "eval.sgd_batch_seqs",
     "eval.sgd_freeze_blocks", "eval.sgd_clip", "eval.lora_rank", "eval.lora_targets", "eval.lora_alpha",
     "eval.lora_batch_docs", "eval.lora_beta1", "eval.lora_beta2", "eval.lora_wd", "eval.lora_warm_a",
+    "eval.lora_phase_docs", "eval.lora_phases", "eval.lora_phase_lr",
     "eval.experts", "eval.mix", "eval.mix_eta", "eval.mix_floor", "eval.mix_fixed_share", "eval.ngram_order",
     "eval.ngram_alpha",
     "eval.tilt", "eval.tilt_order", "eval.tilt_threshold", "eval.tilt_beta", "eval.val_leak",

@@ -16,11 +16,11 @@ from pgolf.config.eval import EvalConfig
 from pgolf.config.model import ModelConfig
 from pgolf.data.bytes import ByteLUT
 from pgolf.eval.ledger import Ledger, ScoreOrderError
-from pgolf.eval.lora import chunk_windows, lora_ttt
+from pgolf.eval.lora import chunk_windows, lora_ttt, phase_segments
 from pgolf.eval.predict import ModelHead, ModelPredictor
 from pgolf.eval.score import chunk_plan, first_target, score
 from pgolf.eval.ttt import SgdTTT
-from pgolf.eval.windows import check_plan, doc_spans, plan_windows
+from pgolf.eval.windows import Window, check_plan, doc_spans, plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.vocab import BOS_ID
 
@@ -190,6 +190,69 @@ def test_lora_scores_before_a_new_bos_or_a_later_document_do_not_change(warm):
         assert all(after[p] == pytest.approx(before[p], abs=1e-5) for p in range(1, k)), k
 
 
+PHASED = dataclasses.replace(LORA, lora_phase_docs=6, lora_phases=2, lora_phase_lr=0.05, sgd_batch_seqs=2)
+
+
+def test_phase_segments_cut_the_stream_prefix_into_equal_shares():
+    assert phase_segments(10, 0, 3) == [(0, 10)]
+    assert phase_segments(10, 6, 2) == [(0, 3), (3, 6), (6, 10)]
+    assert phase_segments(10, 6, 4) == [(0, 1), (1, 3), (3, 4), (4, 6), (6, 10)]
+    assert phase_segments(4, 6, 2) == [(0, 3), (3, 4)]  # fewer documents than the prefix
+    assert phase_segments(3, 2, 4) == [(0, 1), (1, 2), (2, 3)]  # empty shares dropped
+    for n in range(1, 40):  # a later BOS (one more document) never moves an earlier cut
+        for lo, hi in phase_segments(n, 25, 3)[:-1]:
+            assert (lo, hi) in phase_segments(n + 1, 25, 3)
+
+
+def test_documents_are_dealt_by_index_so_a_later_bos_moves_no_earlier_assignment():
+    from pgolf.eval.lora import deal
+
+    plans = [[Window(i, 1)] for i in range(11)]
+    for world in (1, 2, 3):
+        shares = [deal(plans, r, world) for r in range(world)]
+        assert sorted(p[0].start for share in shares for p in share) == list(range(11))
+        longer = [deal([*plans, [Window(11, 1)]], r, world) for r in range(world)]
+        assert all(share == bigger[: len(share)] for share, bigger in zip(shares, longer, strict=True))
+
+
+def test_phased_global_sgd_learns_the_prefix_once_scored_and_changes_only_later_documents():
+    tokens = doc_stream(900, seed=3)
+    spans = doc_spans(tokens)
+    plain = run_lora(tokens)[0]
+    rec, ledger, _ = run_lora(tokens, PHASED)
+    assert sorted(rec.by_position) == list(range(1, 900))
+    first_phase_end, prefix_end = spans[2][1], spans[5][1]  # documents 0-2, then 3-5, then the rest
+    assert ledger.learned[: prefix_end + 1].all()  # every token of the 6 prefix documents
+    lora_only = run_lora(tokens)[1]
+    assert (ledger.learned[prefix_end + 1 :] == lora_only.learned[prefix_end + 1 :]).all()
+    assert all(rec.by_position[p] == pytest.approx(plain.by_position[p], abs=1e-6)
+               for p in range(1, first_phase_end + 1))  # fmt: skip  # scored before any phase
+    later = range(first_phase_end + 1, 900)
+    assert sum(
+        rec.by_position[p] != pytest.approx(plain.by_position[p], abs=1e-6) for p in later
+    ) > 0.9 * len(later)
+    assert ledger.summary()["updates"] > lora_only.summary()["updates"]
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_phased_global_sgd_is_causal_in_stream_order(warm):
+    """Phases follow the stream: a token changed inside the prefix (or turned into a BOS, which
+    shifts every later document's index) changes no score before it."""
+    cfg = dataclasses.replace(PHASED, lora_warm_a=warm)
+    tokens = doc_stream(900, seed=3)
+    before = run_lora(tokens, cfg)[0].by_position
+    spans = doc_spans(tokens)
+    for k, value in (
+        ((spans[4][0] + spans[4][1]) // 2, 2 + (int(tokens[(spans[4][0] + spans[4][1]) // 2]) - 1) % 14),
+        ((spans[1][0] + spans[1][1]) // 2, BOS_ID),
+    ):
+        changed = tokens.clone()
+        changed[k] = value
+        after = run_lora(changed, cfg)[0].by_position
+        assert all(after[p] == pytest.approx(before[p], abs=1e-5) for p in range(1, k)), k
+        assert any(after[p] != pytest.approx(before[p], abs=1e-5) for p in range(spans[6][0] + 1, 900))
+
+
 def test_a_plan_with_a_gap_or_an_unscored_window_is_refused():
     from pgolf.errors import DataError
 
@@ -208,6 +271,9 @@ def test_lora_needs_document_windows_and_known_targets():
     with pytest.raises(ConfigError, match="lora_targets"):
         EvalConfig(ttt="lora", method="docs", lora_targets="q,mlp")
     assert dataclasses.replace(LORA, lora_warm_a=True).tag == "docs8_lora-warm"
+    assert PHASED.tag == "docs8_lora-phased2x6"
+    with pytest.raises(ConfigError, match=r"eval\.ttt=lora"):
+        EvalConfig(lora_phase_docs=10)
     with pytest.raises(ConfigError, match="stream order"):
         EvalConfig(ttt="lora", method="docs", experts="ngram")
 
@@ -254,10 +320,11 @@ SGD_ARGS = ["--eval.method", "sliding", "--eval.stride", "32", "--eval.ttt", "sg
             "--eval.sgd_chunk_tokens", "4096"]  # fmt: skip
 LORA_ARGS = ["--eval.method", "docs", "--eval.stride", "32", "--eval.ttt", "lora",
              "--eval.lora_batch_docs", "8"]  # fmt: skip
+PHASED_ARGS = [*LORA_ARGS, "--eval.lora_phase_docs", "6", "--eval.lora_phases", "2"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [SGD_ARGS, LORA_ARGS])
+@pytest.mark.parametrize("method", [SGD_ARGS, LORA_ARGS, PHASED_ARGS])
 def test_ttt_on_two_gloo_processes_scores_what_one_does(method, debug_cfg, tmp_path):
     """Ranks share each chunk's windows (SGD, gradients averaged, the ledger's flags merged before
     every update) or the documents (LoRA): every target once, the same sums up to float order."""
@@ -280,3 +347,59 @@ def test_ttt_on_two_gloo_processes_scores_what_one_does(method, debug_cfg, tmp_p
     assert (two["val_tokens"], two["val_bytes"]) == (one["val_tokens"], one["val_bytes"])
     assert two["val_bpb"] == pytest.approx(one["val_bpb"], abs=1e-5)
     assert two["score_first"]["score_first_verified"] and two["score_first"]["updates"] > 0
+
+
+def test_the_eval_clock_projects_the_total_once_and_flags_a_breach():
+    from pgolf.eval.score import EvalClock
+
+    t = [0.0]
+    lines: list[str] = []
+    clock = EvalClock(now=lambda: t[0], echo=lines.append, cap_s=100.0, project_after_s=10.0)
+    with clock.phase("load"):
+        t[0] = 4.0
+    with clock.phase("score"):
+        clock.progress(0, 1000)
+        t[0] = 9.0
+        clock.progress(100, 1000)  # 5 s of scoring: too early to project
+        assert not lines
+        t[0] = 16.0
+        clock.progress(200, 1000)  # 12 s for 200 of 1000 targets: 4 + 60 s
+        t[0] = 30.0
+        clock.progress(400, 1000)
+    assert lines == ["eval_projection: 200/1000 targets in 12.0 s of scoring; projected total 64.0 s "
+                     "(cap 100 s)"]  # fmt: skip
+    assert clock.projection == 64.0 and clock.phases == {"load": 4.0, "score": 26.0}
+    slow = EvalClock(now=lambda: t[0], echo=lines.append, cap_s=50.0)
+    with slow.phase("score"):
+        slow.progress(0, 10)
+        t[0] += 20.0
+        slow.progress(1, 10)
+    assert lines[-1].endswith("projected total 200.0 s, OVER the 50 s cap")
+    lump = EvalClock(now=lambda: t[0], echo=lines.append, cap_s=50.0)  # global SGD is not a rate
+    with lump.phase("score+adapt"):
+        lump.progress(0, 100)
+        t[0] += 10.0
+    with lump.phase("global_sgd"):
+        t[0] += 30.0
+    with lump.phase("score+adapt"):
+        t[0] += 10.0
+        lump.progress(50, 100, pending="1 global SGD phase(s)")
+    assert lines[-1].endswith("projected total 70.0 s, plus 1 global SGD phase(s), OVER the 50 s cap")
+
+
+def test_pgolf_eval_reports_a_warmup_phase_and_prints_the_projection(
+    debug_cfg, tmp_path, capsys, monkeypatch
+):
+    from pgolf.eval import score as score_module
+    from pgolf.pipeline import run
+
+    run(debug_cfg(), out_dir=tmp_path / "r", echo=False)
+    capsys.readouterr()
+    init = score_module.EvalClock.__init__
+    monkeypatch.setattr(score_module.EvalClock, "__init__",
+                        lambda self, *a, **k: init(self, *a, **{**k, "project_after_s": 0.0}))  # fmt: skip
+    assert main(["eval", str(tmp_path / "r" / "artifact.pgolf"), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert {"load", "warmup", "score"} <= set(out["eval_phases"])
+    assert "eval_projection:" in captured.err and "projected total" in captured.err

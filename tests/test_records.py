@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from scipy import stats
 from pgolf.cli import main
 from pgolf.config.run import apply_overrides
 from pgolf.errors import PgolfError
-from pgolf.records.check import check
+from pgolf.records.check import check, load_subject
 from pgolf.records.folder import RecordInfo, make_record
 from pgolf.records.logs import load_scores, parse_log
 from pgolf.records.probes import causality_error, normalisation_error, sample_inputs
@@ -279,3 +280,40 @@ def test_record_refuses_repeated_seeds_and_reuse(good_record, debug_cfg):
         make_record(cfg, [4, 5, 6], RecordInfo("good"), root=root)
     with pytest.raises(PgolfError, match="no caps"):
         make_record(debug_cfg(), [4, 5, 6], RecordInfo("dbg"), root=root)
+
+
+def test_check_reruns_the_runs_own_method_and_catches_a_leak(debug_cfg, tmp_path, monkeypatch):
+    """The probe re-runs the artifact's method (here LoRA TTT with phased global SGD) with its
+    ledger on a synthetic stream, and fails a head that lets later targets move earlier scores and
+    an SGD TTT that learns from tokens before they are scored."""
+    from pgolf.eval.predict import ModelHead
+    from pgolf.eval.ttt import SgdTTT
+    from pgolf.pipeline import run
+    from pgolf.records.check import rule_probes
+
+    over = {"eval.method": "docs", "eval.stride": 16, "eval.ttt": "lora", "eval.lora_phase_docs": 6}
+    run(debug_cfg(track="cpu-5min-2mb", **{"train.max_wallclock_seconds": 300}, **over),
+        out_dir=tmp_path / "r", echo=False)  # fmt: skip
+    rule = rule_probes(load_subject(tmp_path / "r"))
+    assert rule.status == "pass", rule.detail
+    assert "docs16_lora-phased1x6" in rule.detail and "updates score-first" in rule.detail
+    assert int(re.search(r"(\d+) updates score-first", rule.detail)[1]) > 10
+
+    nll = ModelHead.nll
+    monkeypatch.setattr(ModelHead, "nll", lambda self, lp, b: nll(self, lp, b) + 1e-3 * b.y.float().mean())
+    rule = rule_probes(load_subject(tmp_path / "r"))
+    assert rule.status == "fail" and "method causality" in rule.detail
+    monkeypatch.undo()
+
+    run(debug_cfg(track="cpu-5min-2mb", **{"train.max_wallclock_seconds": 300, "eval.method": "sliding",
+                                           "eval.stride": 32, "eval.ttt": "sgd"}),
+        out_dir=tmp_path / "s", echo=False)  # fmt: skip
+    assert rule_probes(load_subject(tmp_path / "s")).status == "pass"
+    end_chunk = SgdTTT.end_chunk
+    monkeypatch.setattr(
+        SgdTTT,
+        "end_chunk",
+        lambda self, t, lo, hi, ledger: end_chunk(self, t, lo, min(hi + 200, t.numel() - 1), ledger),
+    )
+    rule = rule_probes(load_subject(tmp_path / "s"))
+    assert rule.status == "fail" and "method refused" in rule.detail and "unscored" in rule.detail

@@ -210,7 +210,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         meta = ArtifactMeta.from_dict(read_artifact(args.artifact)[1], str(args.artifact))
         cfg = apply_overrides(RunConfig(data=meta.data, eval=meta.eval), overrides)
         data, eval_cfg = cfg.data, cfg.eval
-    r = evaluate_artifact(args.artifact, data=data, eval_cfg=eval_cfg, device=device)
+    echo = lambda line: print(line, file=sys.stderr, flush=True) if dist.rank() == 0 else None  # noqa: E731
+    r = evaluate_artifact(args.artifact, data=data, eval_cfg=eval_cfg, device=device, echo=echo)
     if dist.rank() != 0:  # under torchrun every rank scored its share; one reports
         return 1 if r.off_track else 0
     if args.json:

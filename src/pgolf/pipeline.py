@@ -112,7 +112,8 @@ def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | No
     (a diagnostic, off the eval clock): that is the score the quantisation gap compares with the
     pre-quant one."""
     device = trainer.device
-    clock = EvalClock(dist.synchronizer(device))
+    clock = EvalClock(dist.synchronizer(device), echo=lambda line: trainer.log.event("eval_projection", line),
+                      cap_s=get_track(trainer.cfg.track).eval_seconds)  # fmt: skip
     with clock.phase("load"):
         loaded = load_artifact(path, device)
     report = score_loaded(loaded, trainer.valset, loaded.meta.eval, device, clock)

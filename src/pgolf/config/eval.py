@@ -71,6 +71,18 @@ class EvalConfig:
     lora_warm_a: bool = False
     """LoRA TTT: keep the A matrices across document batches (only B is reset; frontier warm start)."""
 
+    lora_phase_docs: int = 0
+    """LoRA TTT with phased global SGD (sota-stack §2.6): the base weights also train on the first N
+    documents of the stream, once they are scored (0: off). Phases follow the stream: every
+    document after a phase is scored with the base weights it trained."""
+    lora_phases: int = 1
+    """Phased global SGD: pauses at equal shares of the first lora_phase_docs documents; each trains
+    one epoch on the documents scored since the previous pause."""
+    lora_phase_lr: float = 0.001
+    """Phased global SGD: learning rate, cosine over each phase's steps (SGD with eval.sgd_momentum,
+    clip eval.sgd_clip, the first eval.sgd_freeze_blocks blocks frozen; a step takes
+    eval.sgd_batch_seqs pieces of at most eval.seq_len tokens, none crossing a document)."""
+
     experts: str = ""
     """Eval-time experts mixed with the model, learning from scored tokens only: comma list of
     ngram (PPM-style backoff), match (longest suffix match) and bigram; empty for none."""
@@ -108,6 +120,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         positive(self, "batch_tokens", "stride", "sgd_chunk_tokens", "sgd_epochs", "sgd_batch_seqs")
         positive(self, "lora_rank", "lora_batch_docs", "mix_eta", "ngram_order", "tilt_order")
+        positive(self, "lora_phases", "lora_phase_lr")
+        non_negative(self, "lora_phase_docs")
         non_negative(self, "seq_len", "ntk_seq_len", "ttt_lr", "sgd_momentum", "sgd_freeze_blocks")
         non_negative(self, "sgd_clip", "lora_alpha", "lora_wd", "ngram_alpha", "tilt_beta")
         non_negative(self, "correction_bytes", "correction_boost")
@@ -139,6 +153,8 @@ class EvalConfig:
                 "eval.experts with eval.ttt=lora: LoRA scores documents in batches, not in stream order, "
                 "so the mixer's weights would carry later documents into earlier scores (C1)"
             )
+        if self.lora_phase_docs and self.ttt != "lora":
+            raise ConfigError("eval.lora_phase_docs: phased global SGD runs inside LoRA TTT (eval.ttt=lora)")
         if self.ttt == "lora" and not self.lora_target_list:
             raise ConfigError("eval.lora_targets is empty: name at least one of q, k, v, o, head")
         if not 0 < self.mix_floor < 1 or not 0 < self.tilt_threshold <= 1:
@@ -169,6 +185,8 @@ class EvalConfig:
             parts.append(f"ntk{self.ntk_seq_len}")
         if self.ttt != "none":
             parts.append(self.ttt + ("-warm" if self.ttt == "lora" and self.lora_warm_a else ""))
+            if self.ttt == "lora" and self.lora_phase_docs:
+                parts[-1] += f"-phased{self.lora_phases}x{self.lora_phase_docs}"
         if self.expert_list:
             parts.append(
                 "+".join(self.expert_list) + f"-{self.mix}" + ("-share" if self.mix_fixed_share else "")
@@ -186,7 +204,7 @@ class EvalConfig:
         """The same window plan with nothing adapting: what the pre-quant score of a run measures,
         so the quantisation gap compares like with like."""
         return dataclasses.replace(
-            self, ttt="none", experts="", tilt=False, correction_bytes=0, val_leak=False
+            self, ttt="none", lora_phase_docs=0, experts="", tilt=False, correction_bytes=0, val_leak=False
         )
 
     @property

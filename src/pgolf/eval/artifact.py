@@ -11,6 +11,7 @@ uses the code bytes recorded at training, with a warning when the installed coun
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,13 +128,16 @@ def evaluate_artifact(
     data: DataConfig | None = None,
     eval_cfg: EvalConfig | None = None,
     device: str = "auto",
+    echo: Callable[[str], None] | None = None,
 ) -> ArtifactEval:
-    """Score an artifact with the data and eval settings recorded in it, or with the ones given."""
+    """Score an artifact with the data and eval settings recorded in it, or with the ones given;
+    ``echo`` receives the early projection of the evaluation's total time."""
     info = dist.setup(device)
-    clock = EvalClock(dist.synchronizer(info.device))
+    clock = EvalClock(dist.synchronizer(info.device), echo=echo)
     with clock.phase("load"):
         loaded = load_artifact(path, info.device)
     meta = loaded.meta
+    clock.cap_s = get_track(meta.track).eval_seconds
     valset = load_validation(data or meta.data, meta.model.vocab_size)
     if eval_cfg is not None and not eval_cfg.seq_len:  # 0 means the length the artifact was scored at
         eval_cfg = dataclasses.replace(eval_cfg, seq_len=meta.eval.seq_len)

@@ -1,8 +1,8 @@
 """Per-document batched LoRA test-time training, score first (seed-techniques §11.1; sota-stack §2.6).
 
 The stream is cut into documents (``doc_spans``: each ends with the next one's BOS as its last
-target, so the scored set is the flat stream's). Each rank takes a contiguous share of documents,
-longest first, ``lora_batch_docs`` at a time, one rank-r adapter per document on the chosen
+target, so the scored set is the flat stream's). Each rank is dealt every world-th document
+(``deal``), longest first, ``lora_batch_docs`` at a time, one rank-r adapter per document on the chosen
 projections of every block (q, k, v, o) and on the head: delta(x) = s * B (A x), A ~ U(+-1/sqrt(in)),
 B = 0, s = alpha/r (1 when alpha is 0). A document is read in chunks of ``eval.stride`` targets from
 its start (``chunk_windows``: the window of at most ``eval.seq_len`` inputs ending at the chunk, no
@@ -17,11 +17,16 @@ Adapters and optimiser state are reset for every batch of documents, A from a ge
 the document's start (its score must not depend on the batch it landed in). With ``lora_warm_a``
 only B is reset: A keeps what it learned on earlier documents, so batches then follow stream order
 (length-sorted batches would let a later document's A score an earlier one: C1). The base model is
-frozen.
+frozen, except in phased global SGD (``lora_phase_docs``, sota-stack §2.6): the stream's first N
+documents are cut into ``lora_phases`` equal shares (``phase_segments``); once every rank has scored a
+share, the base weights train one SGD epoch on it (``global_sgd``), and every later document is
+scored with them. Phases cut the stream, not a length-sorted queue (the records' queue lets a later
+document train the weights that score an earlier one: C1 in stream order).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -36,7 +41,9 @@ from pgolf.errors import DataError
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Batch, Head, ModelHead
-from pgolf.eval.windows import Window, check_plan, doc_spans, rank_share
+from pgolf.eval.score import EvalClock
+from pgolf.eval.sgd import sgd_step, trainable
+from pgolf.eval.windows import Window, check_plan, doc_spans
 
 DEFAULT_LR = 0.01
 
@@ -72,31 +79,36 @@ class BatchedLoRA(nn.Module):
         return self.scale * torch.einsum("btr,bor->bto", torch.einsum("bti,bri->btr", x.float(), a), b)
 
 
-def attach_adapters(model: nn.Module, cfg: EvalConfig, docs: int, device: torch.device):
-    """Adapters for ``cfg.lora_targets`` hooked into the model; returns them and a detach function."""
-    scale = cfg.lora_alpha / cfg.lora_rank if cfg.lora_alpha else 1.0
-    names = {"q": "c_q", "k": "c_k", "v": "c_v", "o": "proj"}
-    adapters, handles = [], []
-    for target in cfg.lora_target_list:
-        if target == "head":
-            d, v = model.cfg.model_dim, model.cfg.vocab_size
-            lora = BatchedLoRA(docs, d, v, cfg.lora_rank, scale).to(device)
-            model.head_delta = lora
-            adapters.append(lora)
-            continue
-        for block in model.blocks:
-            lin = getattr(block.attn, names[target])
-            lora = BatchedLoRA(docs, lin.in_features, lin.out_features, cfg.lora_rank, scale).to(device)
+class Adapters:
+    """Adapters for ``cfg.lora_targets``, hooked into the model while attached: hooks on the q, k, v
+    and o projections of every block, and the model's ``head_delta`` for the head."""
+
+    def __init__(self, model: nn.Module, cfg: EvalConfig, docs: int, device: torch.device) -> None:
+        scale = cfg.lora_alpha / cfg.lora_rank if cfg.lora_alpha else 1.0
+        names = {"q": "c_q", "k": "c_k", "v": "c_v", "o": "proj"}
+        self.model, self.head, self.hooked, self.handles = model, None, [], []
+        for target in cfg.lora_target_list:
+            if target == "head":
+                d, v = model.cfg.model_dim, model.cfg.vocab_size
+                self.head = BatchedLoRA(docs, d, v, cfg.lora_rank, scale).to(device)
+                continue
+            for block in model.blocks:
+                lin = getattr(block.attn, names[target])
+                lora = BatchedLoRA(docs, lin.in_features, lin.out_features, cfg.lora_rank, scale).to(device)
+                self.hooked.append((lin, lora))
+        self.modules = [lora for _, lora in self.hooked] + ([self.head] if self.head is not None else [])
+
+    def attach(self) -> None:
+        self.model.head_delta = self.head
+        for lin, lora in self.hooked:
             hook = lambda m, args, out, lora=lora: out + lora(args[0]).to(out.dtype)  # noqa: E731
-            handles.append(lin.register_forward_hook(hook))
-            adapters.append(lora)
+            self.handles.append(lin.register_forward_hook(hook))
 
-    def detach() -> None:
-        model.head_delta = None
-        for h in handles:
+    def detach(self) -> None:
+        self.model.head_delta = None
+        for h in self.handles:
             h.remove()
-
-    return adapters, detach
+        self.handles = []
 
 
 def chunk_windows(n_targets: int, seq_len: int, chunk: int) -> list[Window]:
@@ -131,6 +143,23 @@ def _pad_batch(tokens: Tensor, windows: list[Window], device: torch.device) -> B
     return Batch(rows[:, :-1], rows[:, 1:], starts, scored, windows)
 
 
+def phase_segments(n_docs: int, phase_docs: int, phases: int) -> list[tuple[int, int]]:
+    """Documents [lo, hi) of the stream scored between two phases of global SGD: the first
+    ``phase_docs`` documents cut into ``phases`` equal shares, then the rest (one segment of all
+    documents when ``phase_docs`` is 0). The cuts depend on ``phase_docs`` alone, clipped to the
+    stream, never on how many documents follow (a later BOS must not move an earlier cut). Empty
+    shares are dropped."""
+    cuts = [0, *(min(phase_docs * k // phases, n_docs) for k in range(1, phases + 1) if phase_docs), n_docs]
+    return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+
+
+def deal(plans: list[list[Window]], rank: int, world: int) -> list[list[Window]]:
+    """This rank's documents of a segment, dealt round robin in stream order: which rank, batch and
+    predecessors (warm-start A) a document gets depends on its index alone, never on how many
+    documents follow (a contiguous share's bounds do, so a later BOS would move them)."""
+    return plans[rank::world]
+
+
 def lora_ttt(
     model: nn.Module,
     tokens: Tensor,
@@ -141,36 +170,112 @@ def lora_ttt(
     *,
     head: Head | None = None,
     ledger: Ledger | None = None,
+    clock: EvalClock | None = None,
 ) -> BpbResult:
-    """Score the stream with per-document LoRA TTT; the summed NLL, tokens and bytes over all ranks."""
-    head, ledger = head or ModelHead(), ledger or Ledger(tokens.numel())
-    acc, lut = BpbAccumulator(device), lut.to(device)
-    docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in doc_spans(tokens)]
-    expected = check_plan([w for plan in docs for w in plan], tokens.numel())
-    mine = rank_share(docs, dist.rank(), dist.world_size())
-    if not cfg.lora_warm_a:  # independent documents: longest first packs batches tightly
-        mine = sorted(mine, key=len, reverse=True)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.eval()
-    adapters, detach = attach_adapters(model, cfg, cfg.lora_batch_docs, device)
-    params = [p for a in adapters for p in a.parameters()]
-    try:
-        for i in range(0, len(mine), cfg.lora_batch_docs):
-            seeds = [plan[0].start for plan in mine[i : i + cfg.lora_batch_docs]]
-            for k, a in enumerate(adapters):
-                a.reset(keep_a=cfg.lora_warm_a and i > 0, seeds=[1_000_003 * k + s for s in seeds])
-            opt = torch.optim.AdamW(
-                params, lr=cfg.ttt_lr or DEFAULT_LR, betas=(cfg.lora_beta1, cfg.lora_beta2),
-                eps=1e-10, weight_decay=cfg.lora_wd,
-            )  # fmt: skip
-            _adapt_batch(model, mine[i : i + cfg.lora_batch_docs], adapters, opt, tokens, lut, head, ledger,
-                         acc, device)  # fmt: skip
-    finally:
-        detach()
-    ledger.finish(expected, device)
-    dist.all_reduce_sum_(acc.sums)
+    """Score the stream with per-document LoRA TTT (and phased global SGD when
+    ``cfg.lora_phase_docs``); the summed NLL, tokens and bytes over all ranks. Scoring and adapter
+    steps go to the clock's ``score+adapt`` phase, global SGD to ``global_sgd``."""
+    head, ledger, clock = head or ModelHead(), ledger or Ledger(tokens.numel()), clock or EvalClock()
+    with clock.phase("score+adapt"):
+        acc, lut = BpbAccumulator(device), lut.to(device)
+        docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in doc_spans(tokens)]
+        expected = check_plan([w for plan in docs for w in plan], tokens.numel())
+        segments = phase_segments(len(docs), cfg.lora_phase_docs, cfg.lora_phases)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        adapters = Adapters(model, cfg, cfg.lora_batch_docs, device)
+        params = [p for a in adapters.modules for p in a.parameters()]
+    batches, done, world = 0, 0, dist.world_size()
+    clock.progress(0, expected)
+
+    def progress(n: int) -> None:  # ranks' shares are near even: close enough to project
+        nonlocal done
+        done += n * world
+        clock.progress(
+            done,
+            expected,
+            pending=f"{len(segments) - 1 - s} global SGD phase(s)" if s < len(segments) - 1 else "",
+        )
+
+    for s, (lo, hi) in enumerate(segments):
+        mine = deal(docs[lo:hi], dist.rank(), world)
+        if not cfg.lora_warm_a:  # independent documents: longest first packs batches tightly
+            mine = sorted(mine, key=len, reverse=True)
+        adapters.attach()
+        try:
+            with clock.phase("score+adapt"):
+                for i in range(0, len(mine), cfg.lora_batch_docs):
+                    seeds = [plan[0].start for plan in mine[i : i + cfg.lora_batch_docs]]
+                    for k, a in enumerate(adapters.modules):
+                        a.reset(
+                            keep_a=cfg.lora_warm_a and batches > 0, seeds=[1_000_003 * k + x for x in seeds]
+                        )
+                    opt = torch.optim.AdamW(
+                        params, lr=cfg.ttt_lr or DEFAULT_LR, betas=(cfg.lora_beta1, cfg.lora_beta2),
+                        eps=1e-10, weight_decay=cfg.lora_wd,
+                    )  # fmt: skip
+                    _adapt_batch(model, mine[i : i + cfg.lora_batch_docs], adapters.modules, opt, tokens,
+                                 lut, head, ledger, acc, device, progress)  # fmt: skip
+                    batches += 1
+        finally:
+            adapters.detach()
+        if s < len(segments) - 1 and cfg.lora_phase_docs:
+            with clock.phase("global_sgd"):
+                global_sgd(model, tokens, docs[lo:hi], cfg, seq_len, device, ledger)
+    with clock.phase("score+adapt"):
+        ledger.finish(expected, device)
+        dist.all_reduce_sum_(acc.sums)
     return acc.result()
+
+
+def global_sgd(
+    model: nn.Module, tokens: Tensor, plans: list[list[Window]], cfg: EvalConfig, seq_len: int,
+    device: torch.device, ledger: Ledger,
+) -> None:  # fmt: skip
+    """One phase (sota-stack §2.6, PR #1610/#1626): once every rank has scored the documents of
+    ``plans``, one epoch of SGD on the base weights over them, in stream order. Each document is cut
+    into pieces of at most ``seq_len`` inputs (no piece crosses a BOS); ``sgd_batch_seqs`` pieces a
+    step, shared over ranks; the loss is the mean NLL over the step's targets."""
+    lo, hi = plans[0][0].start, plans[-1][-1].start + plans[-1][-1].length
+    ledger.sync(lo, hi + 1, device)
+    pieces = [
+        (a, min(a + seq_len, b)) for plan in plans
+        for start, b in [(plan[0].start, plan[-1].start + plan[-1].length)]
+        for a in range(start, b, seq_len)
+    ]  # fmt: skip
+    ledger.learn(np.concatenate([np.arange(a, b + 1) for a, b in pieces]))  # what the pieces read
+    params = trainable(model, cfg.sgd_freeze_blocks)
+    opt = torch.optim.SGD(params, lr=cfg.lora_phase_lr, momentum=cfg.sgd_momentum)
+    world, rank, per_step = dist.world_size(), dist.rank(), cfg.sgd_batch_seqs
+    steps = range(0, len(pieces), per_step)
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+    try:
+        for n, i in enumerate(steps):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lora_phase_lr * 0.5 * (1 + math.cos(math.pi * n / len(steps)))
+            step = pieces[i : i + per_step]
+            mine = step[rank::world]
+            targets = sum(b - a for a, b in step)
+
+            def loss(mine=mine, targets=targets) -> Tensor:
+                batch = _pad_batch(tokens, [Window(a, b - a) for a, b in mine], device)
+                with dist.autocast_for(device):
+                    z = model(batch.x)
+                y = batch.y.masked_fill(~batch.scored, -100)
+                nll = F.cross_entropy(
+                    z.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"
+                )
+                return nll * world / targets
+
+            sgd_step(params, opt, loss if mine else None, cfg.sgd_clip)
+    finally:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
 
 
 def _seen(doc_start: int, w: Window) -> np.ndarray:
@@ -180,7 +285,7 @@ def _seen(doc_start: int, w: Window) -> np.ndarray:
     return np.arange(max(w.start, doc_start + 1), w.start + w.length + 1)
 
 
-def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, device) -> None:
+def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, device, progress) -> None:
     for c in range(max(len(plan) for plan in plans)):
         active = [j for j, plan in enumerate(plans) if c < len(plan)]
         batch = _pad_batch(tokens, [plans[j][c] for j in active], device)
@@ -193,8 +298,10 @@ def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, de
         nll = -logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)  # (B, T), with gradients
         scored_nll = head.nll(logp.detach(), batch)
         acc.add(scored_nll[batch.scored], lut.target_bytes(batch.x, batch.y)[batch.scored])
-        ledger.score(batch.scored_positions())
+        positions = batch.scored_positions()
+        ledger.score(positions)
         head.observe(batch, ledger)
+        progress(positions.size)
         learn = [k for k, j in enumerate(active) if c < len(plans[j]) - 1]
         if not learn:
             continue

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pgolf import dist
 from pgolf.config.eval import PLUGINS, EvalConfig
 from pgolf.data.valset import ValidationSet
 from pgolf.errors import ConfigError
@@ -58,29 +60,40 @@ def build_head(cfg: EvalConfig, valset: ValidationSet, vocab_size: int, clock: E
 
 
 def run_method(
-    model: nn.Module, valset: ValidationSet, cfg: EvalConfig, device: torch.device, clock: EvalClock
+    model: nn.Module,
+    valset: ValidationSet,
+    cfg: EvalConfig,
+    device: torch.device,
+    clock: EvalClock,
+    *,
+    wrap_head: Callable[[Head], Head] | None = None,
 ) -> MethodResult:
-    """Score ``model`` on ``valset`` with the method of ``cfg`` (whose seq_len must be resolved)."""
+    """Score ``model`` on ``valset`` with the method of ``cfg`` (whose seq_len must be resolved).
+    ``wrap_head`` lets a probe see every scored target (``records.probes``)."""
     if cfg.ntk_seq_len:
         model.cfg = dataclasses.replace(model.cfg, rope_ntk_seq_len=cfg.ntk_seq_len)
     model.rope_len = cfg.seq_len  # one RoPE base for every window, however short
     tokens, vocab = valset.tokens, model.cfg.vocab_size
+    with clock.phase("warmup"):
+        warm_up(model, cfg.seq_len, device)
     ledger = Ledger(tokens.numel())
     head = build_head(cfg, valset, vocab, clock)
+    if wrap_head is not None:
+        head = wrap_head(head)
     if cfg.correction_bytes:
         if cfg.adapts:
             raise ConfigError("eval.correction_bytes is studied alone: without TTT, experts or tilt")
         r, table = plugin("pgolf.eval.leak").score_with_table(model, valset, cfg, device, ledger, clock)
         return MethodResult(r, ledger.summary(), table.nbytes, {"correction_table": table.describe()})
     if cfg.ttt == "lora":
-        with clock.phase("score+adapt"):
-            r = plugin("pgolf.eval.lora").lora_ttt(
-                model, tokens, valset.lut, cfg, cfg.seq_len, device, head=head, ledger=ledger
-            )
+        r = plugin("pgolf.eval.lora").lora_ttt(
+            model, tokens, valset.lut, cfg, cfg.seq_len, device, head=head, ledger=ledger, clock=clock
+        )
         return MethodResult(r, ledger.summary(), details=_details(head))
-    windows = plan_windows(tokens, cfg.method, cfg.seq_len, cfg.stride)
+    with clock.phase("score"):
+        windows = plan_windows(tokens, cfg.method, cfg.seq_len, cfg.stride)
+        n_chunks = len(chunk_plan(windows, cfg.sgd_chunk_tokens)) if cfg.ttt == "sgd" else 1
     if cfg.ttt == "sgd":
-        n_chunks = len(chunk_plan(windows, cfg.sgd_chunk_tokens))
         predictor = plugin("pgolf.eval.ttt").SgdTTT(model, device, cfg, n_chunks, cfg.seq_len)
         chunk_tokens = cfg.sgd_chunk_tokens
     else:
@@ -90,6 +103,17 @@ def run_method(
         head=head, chunk_tokens=chunk_tokens, ledger=ledger, clock=clock,
     )  # fmt: skip
     return MethodResult(r, ledger.summary(), details=_details(head))
+
+
+@torch.no_grad()
+def warm_up(model: nn.Module, seq_len: int, device: torch.device) -> None:
+    """One forward of a full-length window of synthetic tokens (never validation data), so that
+    first-call costs (allocator, kernel selection, a compile) get a phase of their own instead of
+    slowing the first scored batch and the projection made from it."""
+    model.eval()
+    x = torch.arange(seq_len, device=device)[None, :] % model.cfg.vocab_size
+    with dist.autocast_for(device):
+        model(x)
 
 
 def _details(head: Head) -> dict:

@@ -28,24 +28,71 @@ from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Batch, Head, ModelHead, Predictor
 from pgolf.eval.windows import Window, check_plan, rank_share
 
+LUMP_PHASES = ("global_sgd",)
+"""Clock phases whose time does not grow with the targets scored: the projection adds them as spent,
+not as a rate."""
+
 
 class EvalClock:
-    """Seconds per named phase (load, score, ...); their sum is what the track's eval cap judges.
-    ``sync`` makes queued device work count before each reading."""
+    """Seconds per named phase (load, warmup, score, ...); their sum is what the track's eval cap
+    judges. ``sync`` makes queued device work count before each reading. With ``echo``, the first
+    ``progress`` report after ``project_after_s`` seconds of scoring prints a projected total (and
+    whether it breaks ``cap_s``), so a long evaluation says early where it is heading."""
 
-    def __init__(self, sync: Callable[[], None] = lambda: None, now: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        sync: Callable[[], None] = lambda: None,
+        now: Callable[[], float] = time.perf_counter,
+        *,
+        echo: Callable[[str], None] | None = None,
+        cap_s: float = 0.0,
+        project_after_s: float = 10.0,
+    ) -> None:
         self.sync, self.now = sync, now
         self.phases: dict[str, float] = {}
+        self.echo, self.cap_s, self.project_after_s = echo, cap_s, project_after_s
+        self._open: float | None = None
+        self._scoring_from: float | None = None
+        self.projection: float | None = None
+        """The projected total seconds, once printed."""
 
     @contextlib.contextmanager
     def phase(self, name: str):
         self.sync()
-        t0 = self.now()
+        t0 = self._open = self.now()
         try:
             yield
         finally:
             self.sync()
+            self._open = None
             self.phases[name] = self.phases.get(name, 0.0) + self.now() - t0
+
+    def elapsed(self) -> float:
+        """Seconds on the clock so far, the open phase included."""
+        return sum(self.phases.values()) + (self.now() - self._open if self._open is not None else 0.0)
+
+    def progress(self, done: int, total: int, pending: str = "") -> None:
+        """``done`` of ``total`` targets scored (0 marks where scoring starts); ``pending`` names
+        work still to come that does not scale with targets (e.g. global SGD phases)."""
+        if self._scoring_from is None:
+            self._scoring_from = self.elapsed()
+            return
+        if self.echo is None or self.projection is not None or not 0 < done < total:
+            return
+        lumps = sum(self.phases.get(name, 0.0) for name in LUMP_PHASES)
+        spent = self.elapsed() - self._scoring_from - lumps
+        if spent < self.project_after_s:
+            return
+        self.projection = self._scoring_from + lumps + spent * total / done
+        over = ""
+        if self.cap_s:
+            breach = self.projection > self.cap_s
+            over = f", OVER the {self.cap_s:g} s cap" if breach else f" (cap {self.cap_s:g} s)"
+        more = f", plus {pending}" if pending else ""
+        self.echo(
+            f"eval_projection: {done}/{total} targets in {spent:.1f} s of scoring; projected total "
+            f"{self.projection:.1f} s{more}{over}"
+        )
 
 
 def _batches(windows: list[Window], per_batch: int):
@@ -86,16 +133,19 @@ def score(
 ) -> BpbResult:
     """Score every target the plan assigns; returns the summed NLL, tokens and bytes over all ranks.
     Scoring time goes to the clock's ``score`` phase, adaptation to ``adapt``."""
-    expected = check_plan(windows, tokens.numel())
     head = head or ModelHead()
     ledger = ledger or Ledger(tokens.numel())
     clock = clock or EvalClock()
+    with clock.phase("score"):
+        expected = check_plan(windows, tokens.numel())
     world = dist.world_size()
     acc = BpbAccumulator(device)
     lut = lut.to(device)
     seq = max((w.length for w in windows), default=1)
     per_batch = max(1, batch_tokens // (seq * world))
     chunks = chunk_plan(windows, chunk_tokens)
+    clock.progress(0, expected)
+    done = 0
     for c, chunk in enumerate(chunks):
         with clock.phase("score"):
             for group in _batches(rank_share(chunk, dist.rank(), world), per_batch):
@@ -105,15 +155,19 @@ def score(
                     acc.add(nll, lut.target_bytes(batch.x, batch.y))
                 else:
                     acc.add(nll[batch.scored], lut.target_bytes(batch.x, batch.y)[batch.scored])
-                ledger.score(batch.scored_positions())
+                positions = batch.scored_positions()
+                ledger.score(positions)
                 head.observe(batch, ledger)
+                done += positions.size * world  # shares are even to a window: close enough to project
+                clock.progress(done, expected)
         if c < len(chunks) - 1:
             lo, hi = first_target(chunk[0]) - 1, chunk[-1].start + chunk[-1].length
             with clock.phase("adapt"):
                 ledger.sync(lo, hi + 1, device)
                 predictor.end_chunk(tokens, lo, hi, ledger)
-    ledger.finish(expected, device)
-    dist.all_reduce_sum_(acc.sums)
+    with clock.phase("score"):
+        ledger.finish(expected, device)
+        dist.all_reduce_sum_(acc.sums)
     return acc.result()
 
 

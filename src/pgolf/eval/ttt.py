@@ -21,20 +21,9 @@ from pgolf import dist
 from pgolf.config.eval import EvalConfig
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import ModelPredictor
+from pgolf.eval.sgd import sgd_step, trainable
 
 DEFAULT_LR = 0.002
-
-
-def trainable(model: nn.Module, freeze_blocks: int) -> list[nn.Parameter]:
-    """Every parameter, except the first ``freeze_blocks`` blocks and, when any are frozen, the
-    inputs below them (embeddings, bigram table, smear gate)."""
-    frozen = {f"blocks.{i}." for i in range(freeze_blocks)}
-    below = ("tok_emb.", "bigram.", "smear.") if freeze_blocks else ()
-    return [
-        p
-        for name, p in model.named_parameters()
-        if not any(name.startswith(f) for f in frozen) and not name.startswith(below)
-    ]
 
 
 class SgdTTT(ModelPredictor):
@@ -76,16 +65,10 @@ class SgdTTT(ModelPredictor):
     def _step(self, seqs: Tensor, weight: float) -> None:
         """One SGD step on this rank's sequences; ``weight`` makes the rank-average of the local
         means the mean over every rank's sequences."""
-        self.opt.zero_grad(set_to_none=False)
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        if len(seqs):
+
+        def loss() -> Tensor:
             with dist.autocast_for(self.device):
-                loss = self.model(seqs[:, :-1], seqs[:, 1:])
-            (loss * weight).backward()
-        dist.average_gradients(self.params)
-        if self.cfg.sgd_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.sgd_clip)
-        self.opt.step()
+                return self.model(seqs[:, :-1], seqs[:, 1:]) * weight
+
+        sgd_step(self.params, self.opt, loss if len(seqs) else None, self.cfg.sgd_clip)
         self.steps += 1

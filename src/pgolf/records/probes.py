@@ -7,15 +7,37 @@ tolerance it was.
 - **causality**: changing the token at t+1 (and everything after it) never changes the distribution
   at positions <= t.
 
-Score-before-update needs an adaptive method's own instrumentation; a fixed network (the only
-method an artifact is scored with today) updates nothing.
+- **the method** (``method_causality_error``): the artifact's whole evaluation method (windows,
+  TTT, experts, tilt) on a synthetic stream, its score-first ledger checked, then one token changed
+  (to another token, and to a BOS) and every score before it compared.
 """
 
 from __future__ import annotations
 
-import torch
+import copy
+import dataclasses
+from pathlib import Path
 
-from pgolf.eval.predict import Predictor
+import torch
+from torch import nn
+
+from pgolf.config.eval import EvalConfig
+from pgolf.data.bytes import ByteLUT
+from pgolf.data.valset import ValidationSet
+from pgolf.eval.methods import run_method
+from pgolf.eval.predict import Batch, Head, Predictor
+from pgolf.eval.score import EvalClock
+from pgolf.eval.windows import doc_spans
+from pgolf.vocab import BOS_ID
+
+
+def uniform_lut(vocab_size: int) -> ByteLUT:
+    """One byte per token: probes compare NLLs, not bytes."""
+    return ByteLUT(
+        base_bytes=torch.ones(vocab_size, dtype=torch.int16),
+        has_leading_space=torch.zeros(vocab_size, dtype=torch.bool),
+        is_boundary=torch.zeros(vocab_size, dtype=torch.bool),
+    )
 
 
 def sample_inputs(vocab_size: int, length: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -40,3 +62,99 @@ def causality_error(predictor: Predictor, inputs: torch.Tensor, cuts: list[int],
         other = predictor.log_probs(changed)
         worst = max(worst, float((other[:, : t + 1] - base[:, : t + 1]).abs().max()))
     return worst
+
+
+def probe_stream(vocab_size: int, n_tokens: int, seed: int = 0) -> torch.Tensor:
+    """BOS-led synthetic documents of 40-400 tokens (ids above the control pieces), each repeating a
+    short motif with noise so that adaptation has something to learn: never validation data."""
+    g = torch.Generator().manual_seed(seed)
+    out: list[int] = []
+    while len(out) < n_tokens:
+        motif = torch.randint(4, vocab_size, (7,), generator=g).tolist()
+        n = int(torch.randint(40, 400, (1,), generator=g))
+        noise = torch.randint(4, vocab_size, (n,), generator=g).tolist()
+        keep = (torch.rand(n, generator=g) < 0.7).tolist()
+        out += [BOS_ID] + [motif[i % 7] if keep[i] else noise[i] for i in range(n)]
+    return torch.tensor(out[:n_tokens])
+
+
+def probe_config(cfg: EvalConfig, tokens: torch.Tensor) -> EvalConfig:
+    """The method of ``cfg`` scaled to a probe stream, so that every mechanism acts on it and a leak
+    shows: windows of at most 128 tokens (several windows, chunks and SGD pieces per document),
+    SGD TTT chunks of a quarter of the stream, LoRA batches of at most 3 documents, phased SGD on
+    at most half the documents, and the global learning rates raised (a leak moves scores in
+    proportion). The same code paths; only sizes and rates change."""
+    n_docs = len(doc_spans(tokens))
+    seq_len = min(cfg.seq_len, 128)
+    return dataclasses.replace(
+        cfg,
+        seq_len=seq_len,
+        stride=max(1, min(cfg.stride, seq_len // 4)),
+        sgd_chunk_tokens=max(1, tokens.numel() // 4),
+        ttt_lr=max(cfg.ttt_lr, 0.02) if cfg.ttt == "sgd" else cfg.ttt_lr,
+        lora_batch_docs=min(cfg.lora_batch_docs, 3),
+        lora_phase_docs=min(cfg.lora_phase_docs, n_docs // 2),
+        lora_phase_lr=max(cfg.lora_phase_lr, 0.1),
+    )
+
+
+class RecordingHead:
+    """Wraps a head and keeps each scored target's NLL by stream position."""
+
+    def __init__(self, inner: Head) -> None:
+        self.inner, self.nll_at = inner, {}
+
+    def nll(self, log_probs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        nll = self.inner.nll(log_probs, batch)
+        mask = batch.scored if batch.scored is not None else torch.ones_like(nll, dtype=torch.bool)
+        self.nll_at.update(zip(batch.positions()[mask].tolist(), nll[mask].tolist(), strict=True))
+        return nll
+
+    def observe(self, batch: Batch, ledger) -> None:
+        self.inner.observe(batch, ledger)
+
+    def summary(self) -> dict:
+        return self.inner.summary() if hasattr(self.inner, "summary") else {}
+
+
+def method_scores(model: nn.Module, tokens: torch.Tensor, cfg: EvalConfig) -> tuple[dict[int, float], dict]:
+    """Every target's NLL under the evaluation method ``cfg`` (its score-first ledger checked, which
+    raises on a violation) on a copy of ``model``, and the ledger's summary."""
+    vocab = model.cfg.vocab_size
+    valset = ValidationSet(
+        tokens=tokens, lut=uniform_lut(vocab), files=[], tokenizer_path=Path("-"), tokenizer_sha256="",
+        tokenizer_vocab_size=vocab, sha256="",
+    )  # fmt: skip
+    heads: list[RecordingHead] = []
+
+    def wrap(head: Head) -> Head:
+        heads.append(RecordingHead(head))
+        return heads[-1]
+
+    r = run_method(copy.deepcopy(model), valset, cfg, torch.device("cpu"), EvalClock(), wrap_head=wrap)
+    return heads[0].nll_at, r.ledger
+
+
+def method_causality_error(model: nn.Module, cfg: EvalConfig, n_tokens: int = 2048) -> dict:
+    """The method-level probe (C1, with C3 and C4 from the method's ledger): score a synthetic stream
+    with the method, then, for every document, change its middle token to another token, and to a
+    BOS (which re-cuts the documents and shifts every later one's index), and score again. Returns
+    the largest change of any score before the changed token, how many later scores changed (the
+    method reacts at all), the runs made, and the ledger's count of checked updates. Scores of the
+    changed token itself are not compared (it is their target); learning from a token before it is
+    scored is the ledger's to catch."""
+    tokens = probe_stream(model.cfg.vocab_size, n_tokens)
+    cfg = probe_config(cfg, tokens)
+    base, ledger = method_scores(model, tokens, cfg)
+    worst, reacted, runs = 0.0, 0, 1
+    for a, b in doc_spans(tokens):
+        k = (a + b) // 2
+        for value in (4 + (int(tokens[k]) - 3) % (model.cfg.vocab_size - 4), BOS_ID):
+            changed = tokens.clone()
+            changed[k] = value
+            other, _ = method_scores(model, changed, cfg)
+            runs += 1
+            worst = max([worst, *(abs(other[p] - v) for p, v in base.items() if p < k)])
+            reacted += sum(abs(other[p] - v) > 0 for p, v in base.items() if p > k and p in other)
+    return {"causality": worst, "later_scores_changed": reacted, "updates": ledger.get("updates", 0),
+            "targets": len(base), "runs": runs, "method": cfg.tag or "plain"}  # fmt: skip
