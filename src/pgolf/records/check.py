@@ -23,10 +23,12 @@ from pgolf.tracks import get_track
 
 PROBE_TOL = 1e-6
 """Normalisation (|log sum p|) and causality tolerance, float32 log-probabilities (issue 8: 1e-6)."""
-METHOD_TOL = 1e-5
-"""The method probe's tolerance in nats (fp32 on CPU): re-cutting documents changes batch shapes,
-hence float summation order, by at most 2.4e-7 (measured); the C1 breaks it was tested on moved
-earlier scores by 6e-5 to 5.9 nats."""
+METHOD_TOL = 3e-5
+"""The method probe's tolerance in nats (fp32 on CPU). Re-cutting documents changes batch shapes,
+hence float summation order, and adapters carry that noise forward: measured up to 1.9e-6 (phased
+LoRA) and 5.7e-6 (warm-start A) on a trained kellyvv-cpu artifact. The C1 breaks it was tested on
+moved earlier scores by 6e-5 to 5.9 nats at the shipped learning rates; the probe raises the SGD
+rates, which magnifies a leak in proportion."""
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,8 @@ def rule_probes(subject: Subject) -> Rule:
         return Rule("score-first, causal, normalised evaluation", "unverified", "no artifacts to probe")
     detail = (
         f"the network on random windows (tolerance {PROBE_TOL:g}), then the run's method "
-        f"({method or 'plain'}) on a synthetic stream with one token changed, and into a BOS: no earlier "
-        f"score may move by more than {METHOD_TOL:g} nats; " + "; ".join(lines)
+        f"({method or 'plain'}) on a synthetic stream, with each document's middle token changed to "
+        f"another and to a BOS: no earlier score may move by more than {METHOD_TOL:g} nats; " + "; ".join(lines)
     )
     missing = unrun or any(s.artifact is None for s in subject.seeds)
     status = "fail" if bad else "unverified" if missing else "pass"

@@ -8,8 +8,9 @@ tolerance it was.
   at positions <= t.
 
 - **the method** (``method_causality_error``): the artifact's whole evaluation method (windows,
-  TTT, experts, tilt) on a synthetic stream, its score-first ledger checked, then one token changed
-  (to another token, and to a BOS) and every score before it compared.
+  TTT, phases, experts, tilt) on a synthetic stream, its score-first ledger checked, then each
+  document's middle token changed (to another token, and to a BOS) and every score before it
+  compared.
 """
 
 from __future__ import annotations
@@ -157,4 +158,4 @@ def method_causality_error(model: nn.Module, cfg: EvalConfig, n_tokens: int = 20
             worst = max([worst, *(abs(other[p] - v) for p, v in base.items() if p < k)])
             reacted += sum(abs(other[p] - v) > 0 for p, v in base.items() if p > k and p in other)
     return {"causality": worst, "later_scores_changed": reacted, "updates": ledger.get("updates", 0),
-            "targets": len(base), "runs": runs, "method": cfg.tag or "plain"}  # fmt: skip
+            "targets": len(base), "runs": runs}  # fmt: skip
