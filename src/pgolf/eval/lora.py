@@ -178,7 +178,8 @@ def lora_ttt(
     head, ledger, clock = head or ModelHead(), ledger or Ledger(tokens.numel()), clock or EvalClock()
     with clock.phase("score+adapt"):
         acc, lut = BpbAccumulator(device), lut.to(device)
-        docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in doc_spans(tokens)]
+        spans = doc_spans(tokens)
+        docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in spans]
         expected = check_plan([w for plan in docs for w in plan], tokens.numel())
         segments = phase_segments(len(docs), cfg.lora_phase_docs, cfg.lora_phases)
         for p in model.parameters():
@@ -186,19 +187,17 @@ def lora_ttt(
         model.eval()
         adapters = Adapters(model, cfg, cfg.lora_batch_docs, device)
         params = [p for a in adapters.modules for p in a.parameters()]
-    batches, done, world = 0, 0, dist.world_size()
+    batches, done, world, pending = 0, 0, dist.world_size(), ""
     clock.progress(0, expected)
 
     def progress(n: int) -> None:  # ranks' shares are near even: close enough to project
         nonlocal done
         done += n * world
-        clock.progress(
-            done,
-            expected,
-            pending=f"{len(segments) - 1 - s} global SGD phase(s)" if s < len(segments) - 1 else "",
-        )
+        clock.progress(done, expected, pending)
 
     for s, (lo, hi) in enumerate(segments):
+        phases_left = len(segments) - 1 - s if cfg.lora_phase_docs else 0
+        pending = f"{phases_left} global SGD phase(s)" if phases_left else ""
         mine = deal(docs[lo:hi], dist.rank(), world)
         if not cfg.lora_warm_a:  # independent documents: longest first packs batches tightly
             mine = sorted(mine, key=len, reverse=True)
@@ -220,9 +219,9 @@ def lora_ttt(
                     batches += 1
         finally:
             adapters.detach()
-        if s < len(segments) - 1 and cfg.lora_phase_docs:
+        if phases_left:
             with clock.phase("global_sgd"):
-                global_sgd(model, tokens, docs[lo:hi], cfg, seq_len, device, ledger)
+                global_sgd(model, tokens, spans[lo:hi], cfg, seq_len, device, ledger)
     with clock.phase("score+adapt"):
         ledger.finish(expected, device)
         dist.all_reduce_sum_(acc.sums)
@@ -230,20 +229,16 @@ def lora_ttt(
 
 
 def global_sgd(
-    model: nn.Module, tokens: Tensor, plans: list[list[Window]], cfg: EvalConfig, seq_len: int,
+    model: nn.Module, tokens: Tensor, spans: list[tuple[int, int]], cfg: EvalConfig, seq_len: int,
     device: torch.device, ledger: Ledger,
 ) -> None:  # fmt: skip
-    """One phase (sota-stack §2.6, PR #1610/#1626): once every rank has scored the documents of
-    ``plans``, one epoch of SGD on the base weights over them, in stream order. Each document is cut
-    into pieces of at most ``seq_len`` inputs (no piece crosses a BOS); ``sgd_batch_seqs`` pieces a
-    step, shared over ranks; the loss is the mean NLL over the step's targets."""
-    lo, hi = plans[0][0].start, plans[-1][-1].start + plans[-1][-1].length
-    ledger.sync(lo, hi + 1, device)
-    pieces = [
-        (a, min(a + seq_len, b)) for plan in plans
-        for start, b in [(plan[0].start, plan[-1].start + plan[-1].length)]
-        for a in range(start, b, seq_len)
-    ]  # fmt: skip
+    """One phase (sota-stack §2.6, PR #1610/#1626): once every rank has scored the documents
+    ``spans`` (``doc_spans``: inputs [a, b), targets (a, b]), one epoch of SGD on the base weights
+    over them, in stream order. Each document is cut into pieces of at most ``seq_len`` inputs (no
+    piece crosses a BOS); ``sgd_batch_seqs`` pieces a step, shared over ranks; the loss is the mean
+    NLL over the step's targets."""
+    ledger.sync(spans[0][0], spans[-1][1] + 1, device)
+    pieces = [(x, min(x + seq_len, b)) for a, b in spans for x in range(a, b, seq_len)]
     ledger.learn(np.concatenate([np.arange(a, b + 1) for a, b in pieces]))  # what the pieces read
     params = trainable(model, cfg.sgd_freeze_blocks)
     opt = torch.optim.SGD(params, lr=cfg.lora_phase_lr, momentum=cfg.sgd_momentum)
