@@ -41,6 +41,20 @@ def _add_bundle(sub: argparse._SubParsersAction) -> None:
     add_overrides(u)
 
 
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    pl = sub.add_parser(
+        "plan", help="project a preset onto a machine: shapes, FLOPs, step time, memory, bytes, eval time"
+    )
+    pl.add_argument("preset")
+    pl.add_argument("--hardware", choices=("8xH100", "1xH100", "cpu"), default=None,
+                    help="machine to project onto (default: the track's: 8xH100 or cpu)")  # fmt: skip
+    pl.add_argument("--val-tokens", type=int, default=None,
+                    help="validation tokens to cost the evaluation (default: the config's data if present, "
+                         "else the contest's stream)")  # fmt: skip
+    pl.add_argument("--json", action="store_true")
+    add_overrides(pl)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pgolf", description="Parameter golf: train, pack and evaluate tiny LMs."
@@ -110,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("artifact", type=Path)
     i.add_argument("--json", action="store_true")
 
+    _add_plan(sub)
     c = sub.add_parser("config", help="inspect presets").add_subparsers(dest="config_command", required=True)
     s = c.add_parser("show", help="print a preset's resolved config")
     s.add_argument("preset")
@@ -334,6 +349,26 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Exit 0 when every projection is inside its cap, 1 when one is not."""
+    from pgolf.errors import DataError
+    from pgolf.plan.report import make_plan
+    from pgolf.presets import get_preset
+
+    cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
+    tokens = None
+    if args.val_tokens is None:
+        try:
+            from pgolf.data.valset import load_validation
+
+            tokens = load_validation(cfg.data, cfg.model.vocab_size).tokens
+        except (DataError, OSError):
+            pass  # no local data: the plan says so, or uses the contest's stream length
+    plan = make_plan(cfg, args.hardware, args.val_tokens, tokens)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else "\n".join(plan.lines()))
+    return 1 if plan.problems else 0
+
+
 def cmd_records(args: argparse.Namespace) -> int:
     from pgolf.records import commands
 
@@ -349,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
         "demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "pack": cmd_pack,
-        "inspect": cmd_inspect, "config": cmd_config, "bundle": cmd_bundle,
+        "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan, "bundle": cmd_bundle,
         **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:

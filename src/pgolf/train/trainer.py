@@ -101,11 +101,15 @@ class Trainer:
         self.model = self.base_model
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
         if self.device.type == "cuda" and cfg.train.compile:
-            self.model = torch.compile(self.base_model, dynamic=False, fullgraph=True)
-            self.opt.muon.ns = torch.compile(newton_schulz5)
+            self.compile()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+
+    def compile(self, backend: str = "inductor") -> None:
+        """Whole-graph, static-shape compile of the model and Newton-Schulz (setup: CUDA; tests: CPU)."""
+        self.model = torch.compile(self.base_model, dynamic=False, fullgraph=True, backend=backend)
+        self.opt.muon.ns = torch.compile(newton_schulz5, backend=backend)
 
     def _new_loader(self) -> DistributedTokenLoader:
         return DistributedTokenLoader(

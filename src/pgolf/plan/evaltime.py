@@ -1,0 +1,156 @@
+"""Projected evaluation time of a config's eval method (``pgolf plan``).
+
+Forward work is counted exactly from the method's own window plan (``eval.windows``) when the
+validation tokens are at hand, or from the stream length for plain and sliding windows (documents
+need the tokens; without them ``docs`` is costed as sliding, an upper bound). Each window of L
+tokens costs ``matmul x L + 2 d layers L (L+1)`` forward FLOPs. LoRA TTT's one forward per chunk
+both scores and trains; its backward needs input gradients only (~1 x forward by FLOPs), but on
+this CPU a chunk took a training step's time, so it is costed at 3 x forward. SGD TTT adds its
+epochs over every chunk; the phased global SGD one epoch over the pieces ``lora.global_sgd`` cuts
+(at most ``seq_len`` tokens each, never across a document, padded to the longest of a step),
+counted exactly from the documents when the tokens are at hand.
+
+Rates. On a GPU, scoring is fitted on the records' measured sliding pass (``hardware.EVAL_POINTS``,
+March-era code; later records' sliding passes at 2,048 context took 65-121 s where this rate
+projects ~245 s for xsa-ema at 2,048: sota-stack §4), so scoring times are likely upper bounds;
+adaptation runs at the training fit's rate plus its fixed cost per optimizer step, which is
+optimistic for small-batch adaptation (LoRA TTT on swapp-xsa-swiglu projects to 110 s where the
+records' batched LoRA measured 213-340 s). On the CPU both rates are timed; ``pgolf eval`` on this
+CPU is compared in benchmarks/RESULTS.md. The experts' and the tilt's tables are host-side
+Python/numpy whatever the accelerator: their cost is the one ``bench_experts.py`` measured on 2M
+tokens (RESULTS.md, 2026-12-01), scaled as N log N (tables, built on every rank) and N / ranks (the
+mixer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from pgolf.config.run import RunConfig
+from pgolf.eval.windows import Window, doc_spans, plain_windows, plan_windows, sliding_windows
+from pgolf.plan.flops import Flops
+
+HOST_SECONDS_AT_2M = {"ngram": 2.50, "match": 5.17, "bigram": 0.72, "tilt": 7.13, "mixer": 9.76}
+"""bench_experts.py on 2,000,000 tokens, one core of this project's CPU machine (RESULTS.md)."""
+
+CONTEST_VAL_TOKENS = {1024: 62_021_632}
+"""The contest's validation stream (first 50,000 FineWeb documents) per SentencePiece vocabulary,
+from its logs (seed-techniques §4.3); ``pgolf plan --val-tokens`` for any other."""
+CONTEST_VAL_DOCS = 50_000
+
+
+@dataclass(frozen=True)
+class Rates:
+    score_flops: float
+    """Forward FLOPs per second when scoring (the whole machine)."""
+    train_flops: float
+    """Training FLOPs per second (forward + backward, the whole machine)."""
+    step_ms: float
+    """Fixed cost per optimizer step of an adaptation."""
+    ranks: int
+
+
+@dataclass
+class EvalProjection:
+    method: str
+    val_tokens: int
+    parts: list[tuple[str, float, str]] = field(default_factory=list)
+    """(phase, seconds, how it was counted)."""
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for _, s, _ in self.parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method, "val_tokens": self.val_tokens, "seconds": round(self.seconds, 1),
+            "parts": [{"phase": p, "seconds": round(s, 1), "how": h} for p, s, h in self.parts],
+        }  # fmt: skip
+
+
+def method_label(cfg: RunConfig) -> str:
+    ev = cfg.eval
+    label = ev.method + (f"{ev.stride}" if ev.method != "plain" else "") + f"@{cfg.eval_seq_len}"
+    if ev.ttt != "none":
+        label += f"+{ev.ttt}"
+    if ev.ttt == "lora" and ev.lora_phase_docs:
+        label += f"-phased{ev.lora_phases}x{ev.lora_phase_docs}"
+    if ev.experts:
+        label += f"+{ev.experts.replace(',', '+')}"
+    if ev.tilt:
+        label += "+tilt"
+    return label
+
+
+def windows_of(cfg: RunConfig, n_tokens: int, tokens: torch.Tensor | None) -> list[Window]:
+    ev, seq = cfg.eval, cfg.eval_seq_len
+    if tokens is not None:
+        return plan_windows(tokens, ev.method, seq, ev.stride)
+    if ev.method == "plain":
+        return plain_windows(n_tokens, seq)
+    return sliding_windows(n_tokens, seq, ev.stride)
+
+
+def window_flops(flops: Flops, windows: list[Window]) -> float:
+    """Forward FLOPs of computing every window in full (the model runs the whole window)."""
+    return sum(flops.matmul * w.length + flops.attention_coeff * w.length * (w.length + 1) for w in windows)
+
+
+def _global_sgd(cfg: RunConfig, flops: Flops, rates: Rates, n_tokens: int, tokens: torch.Tensor | None):
+    """The phases' SGD: pieces of the first ``lora_phase_docs`` documents, one epoch."""
+    ev, seq = cfg.eval, cfg.eval_seq_len
+    if tokens is not None:
+        spans = doc_spans(tokens)
+        docs, spans = len(spans), spans[: ev.lora_phase_docs]
+        lengths = [min(seq, b - x) for a, b in spans for x in range(a, b, seq)]
+        how = f"{len(lengths):,} pieces of {len(spans):,} of {docs:,} documents"
+    else:  # ~(prefix / seq) full pieces plus one partial piece per document, all padded
+        docs = CONTEST_VAL_DOCS
+        prefix = min(1.0, ev.lora_phase_docs / docs) * n_tokens
+        lengths = [seq] * (math.ceil(prefix / seq) + ev.lora_phase_docs)
+        how = f"~{len(lengths):,} pieces of {ev.lora_phase_docs:,} of ~{docs:,} documents (no tokens)"
+    steps = [lengths[i : i + ev.sgd_batch_seqs] for i in range(0, len(lengths), ev.sgd_batch_seqs)]
+    padded = sum(len(s) * max(s) for s in steps)  # each step pads its pieces to the longest
+    per_token = 3 * (flops.matmul + flops.attention_coeff * (seq + 1))
+    seconds = padded * per_token / rates.train_flops + len(steps) * rates.step_ms / 1e3
+    return "global_sgd", seconds, f"{how}, {len(steps):,} steps, {padded:,} tokens padded"
+
+
+def project_eval(
+    cfg: RunConfig, flops: Flops, rates: Rates, n_tokens: int, tokens: torch.Tensor | None
+) -> EvalProjection:
+    ev, seq = cfg.eval, cfg.eval_seq_len
+    proj = EvalProjection(method_label(cfg), n_tokens)
+    windows = windows_of(cfg, n_tokens, tokens)
+    computed = sum(w.length for w in windows)
+    how = f"{len(windows):,} windows, {computed:,} tokens computed" + (
+        "" if tokens is not None or ev.method != "docs" else " (docs costed as sliding: no tokens)"
+    )
+    if ev.ttt == "lora":  # one forward per chunk scores it and trains on it: a training step's work
+        steps = math.ceil(len(windows) / (ev.lora_batch_docs * rates.ranks))
+        work = 3 * window_flops(flops, windows)
+        proj.parts.append(("score+adapt", work / rates.train_flops + steps * rates.step_ms / 1e3,
+                           f"{how}; forward + backward, ~{steps:,} adapter steps per rank"))  # fmt: skip
+    else:
+        proj.parts.append(("score", window_flops(flops, windows) / rates.score_flops, how))
+    if ev.ttt == "sgd":
+        per_token = 3 * (flops.matmul + flops.attention_coeff * (seq + 1))
+        chunks = math.ceil(n_tokens / ev.sgd_chunk_tokens)
+        steps = (chunks - 1) * ev.sgd_epochs * math.ceil(ev.sgd_chunk_tokens / (ev.sgd_batch_seqs * seq))
+        work = ev.sgd_epochs * (n_tokens - n_tokens / chunks) * per_token  # the last chunk never trains
+        how = f"{ev.sgd_epochs} epochs over {chunks - 1:,} of {chunks:,} chunks, {steps:,} steps"
+        proj.parts.append(("adapt", work / rates.train_flops + steps * rates.step_ms / 1e3, how))
+    if ev.ttt == "lora" and ev.lora_phase_docs:
+        proj.parts.append(_global_sgd(cfg, flops, rates, n_tokens, tokens))
+    scale = n_tokens * math.log(max(n_tokens, 2)) / (2e6 * math.log(2e6))
+    host = [e for e in ev.experts.split(",") if e]
+    if host:
+        tables = sum(HOST_SECONDS_AT_2M[e] for e in host) * scale
+        mixer = HOST_SECONDS_AT_2M["mixer"] * n_tokens / 2e6 / rates.ranks
+        proj.parts.append(("experts", tables + mixer, "host numpy tables (N log N, every rank) + mixer"))
+    if ev.tilt:
+        proj.parts.append(("tilt", HOST_SECONDS_AT_2M["tilt"] * scale, "host numpy hints (N log N)"))
+    return proj
