@@ -3,6 +3,7 @@
 import pytest
 
 from pgolf.config.run import apply_overrides
+from pgolf.data.valset import load_validation
 from pgolf.eval.artifact import evaluate_artifact
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
@@ -53,13 +54,15 @@ def test_cpu_presets_learn(name, data_root, tmp_path):
     losses = [h["train_loss"] for h in r.history]
     assert sum(losses[-3:]) / 3 < losses[0] - 0.5, losses
     # 12 steps of 2 sequences do not yet beat the uniform model on validation (the recipe's early LR
-    # spike, dev/LOG.md); the round trip must load the techniques' weights and score them as an
-    # independent reload does, close to the weights before quantisation
-    again = evaluate_artifact(r.artifact_path)
-    assert again.score.result == r.roundtrip and again.score.official
-    assert cfg.eval.method == "docs" and cfg.eval.ttt == "lora"  # every target, the tail included
-    assert r.roundtrip.tokens == again.meta.val_tokens - 1 and r.score.ledger["updates"] > 0
+    # spike, dev/LOG.md); the round trip scores every target, the tail included, close to the weights
+    # before quantisation
+    assert cfg.eval.method == "docs" and cfg.eval.ttt == "lora" and r.score.ledger["updates"] > 0
+    assert r.roundtrip.tokens == load_validation(cfg.data, cfg.model.vocab_size).tokens.numel() - 1
     assert abs(r.quant_gap_bpb) < 0.02 and r.windows_roundtrip is not None
+    if name == "kellyvv-cpu":  # one preset (the techniques' weights) is reloaded independently: same score
+        again = evaluate_artifact(r.artifact_path)
+        assert again.score.result == r.roundtrip and again.score.official
+        assert r.roundtrip.tokens == again.meta.val_tokens - 1
 
 
 SDCLIP_PRESETS = sorted(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pgolf import __version__
+from pgolf.config.files import resolve
 from pgolf.config.overrides import field_docs
 from pgolf.config.run import all_fields, apply_overrides, format_config
 from pgolf.errors import PgolfError
@@ -55,19 +56,28 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     add_overrides(pl)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pgolf", description="Parameter golf: train, pack and evaluate tiny LMs."
-    )
-    p.add_argument("--version", action="version", version=f"pgolf {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    sw = sub.add_parser("sweep", help="search a config space with Optuna (SQLite study; resumes)")
+    ssub = sw.add_subparsers(dest="sweep_command", required=True)
+    r = ssub.add_parser("run", help="run (or resume) the trials of a sweep file, then its finalists")
+    r.add_argument("spec", type=Path, help="sweep file (TOML: preset, [space], [fixed], trials, seeds, ...)")
+    r.add_argument("--out", type=Path, required=True, help="sweep folder (study.db, trials/, best.toml)")
+    r.add_argument("--trials", type=int, default=None, help="override the file's trial count")
+    s = ssub.add_parser("show", help="table of trials, finalists, history and importance plots")
+    s.add_argument("out", type=Path)
 
-    d = sub.add_parser("demo", help="build the embedded corpus, train baseline-cpu briefly, pack, evaluate")
-    d.add_argument("--data-root", type=Path, default=Path("data"), help="where the demo dataset is built")
-    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (log, artifact, PNG)")
-    d.add_argument("--seconds", type=float, default=None, help="training budget in seconds (default 120)")
-    add_overrides(d)
 
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("config", help="inspect presets").add_subparsers(dest="config_command", required=True)
+    s = c.add_parser("show", help="print a preset's or config file's resolved config")
+    s.add_argument("preset", help="preset name or config file")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--save", type=Path, default=None, help="write it as a config file: the base + overrides")
+    add_overrides(s)
+    c.add_parser("list", help="list presets with their sources")
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build or download datasets").add_subparsers(
         dest="data_command", required=True
     )
@@ -92,8 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--vocab", type=int, default=1024)
     m.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pgolf", description="Parameter golf: train, pack and evaluate tiny LMs."
+    )
+    p.add_argument("--version", action="version", version=f"pgolf {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="build the embedded corpus, train baseline-cpu briefly, pack, evaluate")
+    d.add_argument("--data-root", type=Path, default=Path("data"), help="where the demo dataset is built")
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (log, artifact, PNG)")
+    d.add_argument("--seconds", type=float, default=None, help="training budget in seconds (default 120)")
+    add_overrides(d)
+
+    _add_data(sub)
+
     t = sub.add_parser("train", help="train a preset, export the artifact and score its round trip")
-    t.add_argument("--preset", default="baseline-cpu", help="preset name (see `pgolf config list`)")
+    t.add_argument(
+        "--preset", default="baseline-cpu", help="preset name or config file (`pgolf config list`)"
+    )
+    t.add_argument(
+        "--config", type=Path, default=None, help="a config file (TOML: a base preset + overrides)"
+    )
     t.add_argument("--out", type=Path, default=None, help="run folder (default runs/<preset>)")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt if present")
     add_overrides(t)
@@ -125,12 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
 
     _add_plan(sub)
-    c = sub.add_parser("config", help="inspect presets").add_subparsers(dest="config_command", required=True)
-    s = c.add_parser("show", help="print a preset's resolved config")
-    s.add_argument("preset")
-    s.add_argument("--json", action="store_true")
-    add_overrides(s)
-    c.add_parser("list", help="list presets with their sources")
+    _add_sweep(sub)
+    _add_config(sub)
     from pgolf.records.commands import add_parsers
 
     add_parsers(sub, add_overrides)
@@ -187,11 +214,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pgolf import dist
     from pgolf.demo import summary
     from pgolf.pipeline import run
-    from pgolf.presets import get_preset
 
-    cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
+    name = str(args.config) if args.config else args.preset
+    cfg = apply_overrides(resolve(name), collect_overrides(args))
     try:
-        result = run(cfg, out_dir=args.out or Path("runs") / args.preset, resume=args.resume)
+        result = run(cfg, out_dir=args.out or Path("runs") / Path(name).stem, resume=args.resume)
     finally:
         dist.teardown()
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone: ask the launcher
@@ -287,9 +314,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from pgolf.fileio import write_bytes_atomic
     from pgolf.pack.bundle import build_bundle, bundle_digest
-    from pgolf.presets import get_preset
 
-    cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
+    cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
     form = args.form or cfg.pack.code_form
     text = build_bundle(cfg, form)
     write_bytes_atomic(args.out, text.encode("utf-8"))
@@ -331,13 +357,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from pgolf.presets import PRESETS, get_preset
+    from pgolf.presets import PRESETS
 
     if args.config_command == "list":
         for name, fn in PRESETS.items():
             print(f"{name:14s} {' '.join((fn.__doc__ or '').split())}")
         return 0
-    cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
+    cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
+    if args.save:
+        from pgolf.config.files import write_config_file
+
+        diff = write_config_file(cfg, args.save, args.preset)
+        print(f"wrote {args.save}: {args.preset} + {len(diff)} override(s)")
+        return 0
     if args.json:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
@@ -353,9 +385,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Exit 0 when every projection is inside its cap, 1 when one is not."""
     from pgolf.errors import DataError
     from pgolf.plan.report import make_plan
-    from pgolf.presets import get_preset
 
-    cfg = apply_overrides(get_preset(args.preset), collect_overrides(args))
+    cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
     tokens = None
     if args.val_tokens is None:
         try:
@@ -369,13 +400,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if plan.problems else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from pgolf import sweep
+
+    if args.sweep_command == "show":
+        print("\n".join(sweep.show(args.out)))
+        return 0
+    spec = sweep.load_spec(args.spec)
+    if args.trials is not None:
+        spec = dataclasses.replace(spec, trials=args.trials)
+    best = sweep.run_sweep(spec, args.out)
+    print("\n".join(sweep.show(args.out)))
+    if best is None:
+        print("no trial completed")
+        return 1
+    print(f"best: trial {best['trial']}, mean val_bpb {best['mean']:.4f} -> {args.out / 'best.toml'}")
+    return 0
+
+
 def cmd_records(args: argparse.Namespace) -> int:
     from pgolf.records import commands
 
     if args.command == "record":
-        from pgolf.presets import get_preset
-
-        cfg = apply_overrides(get_preset(args.preset), collect_overrides(args)) if args.preset else None
+        cfg = apply_overrides(resolve(args.preset), collect_overrides(args)) if args.preset else None
         return commands.cmd_record(args, cfg)
     return getattr(commands, f"cmd_{args.command}")(args)
 
@@ -384,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {
         "demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "pack": cmd_pack,
-        "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan, "bundle": cmd_bundle,
+        "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan,
+        "sweep": cmd_sweep, "bundle": cmd_bundle,
         **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:

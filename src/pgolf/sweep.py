@@ -1,0 +1,398 @@
+"""``pgolf sweep``: search a config space with Optuna (tooling; nothing counted imports it).
+
+A sweep is declared in a TOML file:
+
+    # shape.toml
+    preset = "baseline-cpu"            # the base: a preset or a config file
+    trials = 24                        # trials in the study (a resumed sweep runs the missing ones)
+    seeds = [1337]                     # each trial's value is the mean over these seeds
+    pruner = "median"                  # median | halving | none (from the runs' validations)
+    val_every = 50                     # validation cadence of a trial's run, for the pruner
+    steps = 0                          # > 0: screen at this many steps, no wall clock (time not judged)
+    finalists = 3                      # then re-run the best trials with final_seeds
+    final_seeds = [1337, 42, 2025]
+    sampler_seed = 0
+
+    [fixed]                            # overrides for every trial
+    "data.root" = "/tmp/prose"
+
+    [space]                            # dotted key -> a range or a list of choices
+    "model.num_layers" = {low = 2, high = 6}
+    "optim.matrix_lr" = {low = 0.01, high = 0.1, log = true}
+    "train.seq_len" = [256, 512, 1024]
+
+Each run is its own ``pgolf train`` process (``torchrun`` over every GPU when there are several),
+run one after another, with its folder under ``OUT/trials``. Its objective is the round-trip
+val_bpb from ``result.json``; a run off its track (over the byte cap, or over a time cap unless
+screening at fixed steps) is pruned as infeasible, with the reason kept on the trial. Intermediate
+validations are read from the run's ``events.jsonl`` while it trains and reported to the pruner,
+which stops a losing run early. The study lives in ``OUT/study.db`` (SQLite): a killed sweep
+resumes where it stopped (a trial left running is marked failed by its missing heartbeat) and
+``pgolf sweep show OUT`` prints every trial, writes the history and importance plots, and the best
+trial as ``OUT/best.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgolf.config.files import resolve, write_config_file
+from pgolf.config.run import all_fields, apply_overrides
+from pgolf.errors import ConfigError
+from pgolf.fileio import write_json_atomic
+
+PRUNERS = ("median", "halving", "none")
+STUDY = "pgolf"
+"""Every sweep folder holds one study of this name."""
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+
+    def suggest(self, trial) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return trial.suggest_int(self.key, self.low, self.high, log=self.log)
+        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    base: str
+    space: tuple[Param, ...]
+    fixed: dict[str, str] = field(default_factory=dict)
+    trials: int = 20
+    seeds: tuple[int, ...] = (1337,)
+    pruner: str = "median"
+    val_every: int = 50
+    steps: int = 0
+    finalists: int = 0
+    final_seeds: tuple[int, ...] = (1337, 42, 2025)
+    sampler_seed: int = 0
+
+
+def _param(key: str, value: Any, path: Path) -> Param:
+    if key not in all_fields():
+        raise ConfigError(f"{path}: [space] names {key!r}, which is not a config key")
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{path}: [space] {key} has no choices")
+        return Param(key, choices=tuple(value))
+    if isinstance(value, dict) and {"low", "high"} <= set(value) <= {"low", "high", "log"}:
+        low, high = value["low"], value["high"]
+        if (
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+            or low >= high
+        ):
+            raise ConfigError(f"{path}: [space] {key} needs numbers low < high, got {low!r}, {high!r}")
+        return Param(key, low=low, high=high, log=bool(value.get("log", False)))
+    raise ConfigError(
+        f"{path}: [space] {key} must be a list of choices or {{low, high[, log]}}, got {value!r}"
+    )
+
+
+def load_spec(path: Path) -> SweepSpec:
+    """Parse and check a sweep file (every choice must make a valid config)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    known = set(SweepSpec.__dataclass_fields__) - {"base"} | {"preset"}
+    if unknown := set(data) - known:
+        raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown)}; expected {sorted(known)}")
+    if (
+        not isinstance(data.get("preset"), str)
+        or not isinstance(data.get("space"), dict)
+        or not data["space"]
+    ):
+        raise ConfigError(f'{path}: needs `preset = "NAME"` and a non-empty [space] table')
+    if data.get("pruner", "median") not in PRUNERS:
+        raise ConfigError(f"{path}: pruner must be one of {PRUNERS}, got {data['pruner']!r}")
+    fixed = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.get("fixed", {}).items()}
+    spec = SweepSpec(
+        base=data["preset"], space=tuple(_param(k, v, path) for k, v in data["space"].items()), fixed=fixed,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+           if k not in ("preset", "space", "fixed")},
+    )  # fmt: skip
+    for p in spec.space:  # every choice and both ends of every range make a config
+        for value in p.choices or (p.low, p.high):
+            try:
+                apply_overrides(resolve(spec.base), {**spec.fixed, p.key: str(value)})
+            except ConfigError as e:
+                raise ConfigError(f"{path}: [space] {p.key}={value!r}: {e}") from None
+    return spec
+
+
+def trial_overrides(spec: SweepSpec, params: dict[str, Any], seed: int) -> dict[str, str]:
+    """Every override of one run: fixed, the trial's parameters, the seed and the screening mode."""
+    out = {**spec.fixed, **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}}
+    out["train.seed"] = str(seed)
+    if spec.pruner != "none":
+        out["train.val_every"] = str(spec.val_every)
+    if spec.steps:
+        out.update({"train.iterations": str(spec.steps), "train.max_wallclock_seconds": "0"})
+    return out
+
+
+def launch_command(spec: SweepSpec, overrides: dict[str, str], out_dir: Path) -> list[str]:
+    """``pgolf train`` for one run; over every GPU of the machine when it has more than one."""
+    flags = [x for k, v in overrides.items() for x in (f"--{k}", v)]
+    gpus = _gpu_count()
+    head = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+        if gpus > 1 else [sys.executable]
+    )  # fmt: skip
+    return [*head, "-m", "pgolf", "train", "--preset", spec.base, "--out", str(out_dir), *flags]
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def follow(proc: subprocess.Popen, events: Path, on_val, poll_s: float = 0.5) -> None:
+    """Wait for ``proc``, calling ``on_val(step, val_bpb)`` for each validation it logs; if
+    ``on_val`` returns True the run is stopped (its process group killed) and this returns."""
+    offset = 0
+    while True:
+        done = proc.poll() is not None
+        if events.exists():
+            with open(events, encoding="utf-8") as f:
+                f.seek(offset)
+                for line in f:
+                    if not line.endswith("\n"):
+                        break  # a half-written line: read it next time
+                    offset += len(line.encode("utf-8"))
+                    event = json.loads(line)
+                    if event.get("event") == "val" and on_val(int(event["step"]), float(event["val_bpb"])):
+                        os.killpg(proc.pid, signal.SIGTERM)
+                        proc.wait()
+                        return
+        if done:
+            return
+        time.sleep(poll_s)
+
+
+def judge(result: dict, screening: bool) -> list[str]:
+    """Reasons a finished run is infeasible: off its track, where screening at fixed steps does not
+    judge the training clock (it has none) but still judges bytes and evaluation time."""
+    reasons = list(result.get("off_track", []))
+    if screening:
+        reasons = [r for r in reasons if not r.startswith(("train.max_wallclock_seconds", "training took"))]
+    return reasons
+
+
+def preflight(spec: SweepSpec, params: dict[str, Any]) -> str | None:
+    """Why a trial cannot fit its track's byte cap, found before running it (``pgolf plan``'s artifact
+    projection, 5% of slack for its error), or None."""
+    from pgolf.plan.artifact import project_artifact
+    from pgolf.tracks import get_track
+
+    cfg = apply_overrides(resolve(spec.base), trial_overrides(spec, params, spec.seeds[0]))
+    cap = get_track(cfg.track).artifact_cap_bytes
+    if not cap:
+        return None
+    est, projected, _ = project_artifact(cfg)
+    if projected + est.code_bytes > 1.05 * cap:
+        return f"projected at {projected + est.code_bytes:,} bytes before running, over the {cap:,} cap"
+    return None
+
+
+# ---- the study ---------------------------------------------------------------------------------
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("pgolf sweep needs Optuna: pip install 'pgolf[sweep]' (or optuna)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(out_dir: Path, spec: SweepSpec | None = None, create: bool = True):
+    """The study of a sweep folder (SQLite, with heartbeats so a killed trial is marked failed)."""
+    optuna = _optuna()
+    db = Path(out_dir) / "study.db"
+    if not create and not db.exists():
+        raise ConfigError(f"{out_dir}: no sweep here (no study.db)")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=60, grace_period=180)
+    if not create:
+        return optuna.load_study(study_name=STUDY, storage=storage)
+    pruner = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+        "none": lambda: optuna.pruners.NopPruner(),
+    }[spec.pruner]()
+    sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed)
+    return optuna.create_study(study_name=STUDY, storage=storage, direction="minimize", sampler=sampler,
+                               pruner=pruner, load_if_exists=True)  # fmt: skip
+
+
+def run_one(spec: SweepSpec, params: dict, seed: int, out_dir: Path, on_val=None, echo=print) -> dict:
+    """One ``pgolf train`` run; returns its result.json (``{"pruned": True}`` if stopped early). A
+    finished run in ``out_dir`` is reused; a partial one is started over."""
+    result = out_dir / "result.json"
+    if result.exists():
+        return json.loads(result.read_text())
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    cmd = launch_command(spec, trial_overrides(spec, params, seed), out_dir)
+    echo(f"$ {' '.join(cmd[1:])}")
+    out_dir.mkdir(parents=True)
+    with open(out_dir / "stdout.txt", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stopped = False
+
+        def check(step: int, val_bpb: float) -> bool:
+            nonlocal stopped
+            stopped = bool(on_val and on_val(step, val_bpb))
+            return stopped
+
+        try:
+            follow(proc, out_dir / "events.jsonl", check)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+    if stopped:
+        return {"pruned": True}
+    if proc.returncode != 0 or not result.exists():
+        tail = (out_dir / "stdout.txt").read_text(encoding="utf-8", errors="replace")[-800:]
+        raise RuntimeError(f"run {out_dir} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(result.read_text())
+
+
+def _objective(spec: SweepSpec, out_dir: Path, echo):
+    optuna = _optuna()
+
+    def objective(trial) -> float:
+        params = {p.key: p.suggest(trial) for p in spec.space}
+        if reason := preflight(spec, params):
+            trial.set_user_attr("infeasible", [reason])
+            raise optuna.TrialPruned()
+        values = []
+        for i, seed in enumerate(spec.seeds):
+
+            def on_val(step: int, val_bpb: float, first: bool = i == 0) -> bool:
+                if not first:  # the pruner judges the first seed's curve only
+                    return False
+                trial.report(val_bpb, step)
+                return trial.should_prune()
+
+            run_dir = out_dir / "trials" / f"{trial.number:04d}_seed{seed}"
+            result = run_one(spec, params, seed, run_dir, on_val, echo)
+            if result.get("pruned"):
+                raise optuna.TrialPruned()
+            if reasons := judge(result, bool(spec.steps)):
+                trial.set_user_attr("infeasible", reasons)
+                raise optuna.TrialPruned()
+            values.append(result["val_bpb"])
+            trial.set_user_attr(f"seed{seed}", {k: result[k] for k in ("val_bpb", "steps", "bytes_total")})
+        return sum(values) / len(values)
+
+    return objective
+
+
+def run_sweep(spec: SweepSpec, out_dir: Path, echo=print) -> dict | None:
+    """Run the trials still missing from the study, then the finalists; returns the best finalist
+    (or trial) as written to ``OUT/best.toml``, None if no trial completed."""
+    optuna = _optuna()
+    study = open_study(out_dir, spec)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = sum(t.state in finished for t in study.trials)  # a failed or killed trial is run again
+    if done < spec.trials:
+        study.optimize(_objective(spec, out_dir, echo), n_trials=spec.trials - done, catch=(RuntimeError,))
+    complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+                      key=lambda t: t.value)  # fmt: skip
+    if not complete:
+        return None
+    finals = []
+    for t in complete[: spec.finalists]:
+        runs = [run_one(spec, t.params, s, out_dir / "final" / f"{t.number:04d}_seed{s}", echo=echo)
+                for s in spec.final_seeds]  # fmt: skip
+        feasible = [r for r in runs if not r.get("pruned") and not judge(r, bool(spec.steps))]
+        values = [r["val_bpb"] for r in feasible]
+        finals.append({"trial": t.number, "params": t.params, "seeds": list(spec.final_seeds),
+                       "val_bpb": values, "mean": sum(values) / len(values) if values else math.inf,
+                       "feasible": len(feasible) == len(runs)})  # fmt: skip
+    write_json_atomic(out_dir / "finalists.json", finals)
+    best = min((f for f in finals if f["feasible"]), key=lambda f: f["mean"], default=None)
+    if best is None:
+        t = complete[0]
+        best = {"trial": t.number, "params": t.params, "mean": t.value, "seeds": list(spec.seeds)}
+    kept = {k: v for k, v in spec.fixed.items() if not k.startswith("data.")}  # where it ran, not what
+    cfg = apply_overrides(resolve(spec.base), {**kept, **{k: str(v) for k, v in best["params"].items()}})
+    write_config_file(cfg, out_dir / "best.toml", spec.base,
+                      comment=f"pgolf sweep: trial {best['trial']}, mean val_bpb {best['mean']:.4f} "
+                              f"over seeds {best['seeds']} (the sweep's data.* left out)")  # fmt: skip
+    return best
+
+
+def show(out_dir: Path) -> list[str]:
+    """The trials as a table, the finalists, and the plots written beside the study."""
+    optuna = _optuna()
+    study = open_study(out_dir, create=False)
+    keys = list(dict.fromkeys(k for t in study.trials for k in t.params))
+    lines = [" ".join(["trial", "state    ", "val_bpb", *keys])]
+    for t in study.trials:
+        value = f"{t.value:.4f}" if t.value is not None else "-"
+        params = [_short(t.params.get(k, "-")) for k in keys]
+        note = f"  ({'; '.join(t.user_attrs['infeasible'])})" if "infeasible" in t.user_attrs else ""
+        lines.append(" ".join([f"{t.number:5d}", f"{t.state.name:9s}", f"{value:>7s}", *params]) + note)
+    finals = Path(out_dir) / "finalists.json"
+    if finals.exists():
+        lines.append("finalists (mean over final seeds):")
+        lines += [f"  trial {f['trial']}: {f['mean']:.4f} {f['val_bpb']} seeds {f['seeds']}"
+                  for f in json.loads(finals.read_text())]  # fmt: skip
+    return lines + _plots(optuna, study, Path(out_dir))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plots(optuna, study, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    from optuna.visualization import matplotlib as plots
+
+    out = []
+    for name, fn in (
+        ("history", plots.plot_optimization_history),
+        ("importance", plots.plot_param_importances),
+    ):
+        path = out_dir / f"{name}.png"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" notices of optuna's matplotlib plots
+                ax = fn(study)
+            ax.figure.savefig(path, dpi=110, bbox_inches="tight")
+            out.append(f"wrote {path}")
+        except (ValueError, RuntimeError) as e:  # e.g. importances need two finished trials
+            out.append(f"no {name} plot: {e}")
+    return out

@@ -1,0 +1,117 @@
+"""``pgolf sweep`` (issue 10): the sweep file, following a run's validations, and a real study of
+``pgolf train`` runs on the debug preset that resumes and writes its best config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pgolf.cli import main
+from pgolf.config.files import resolve
+from pgolf.errors import ConfigError
+from pgolf.sweep import follow, judge, load_spec, trial_overrides
+
+pytest.importorskip("optuna")
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('preset = "debug"\n', "non-empty [space]"),
+    ('preset = "debug"\ntrails = 3\n[space]\n"model.num_layers" = [1, 2]\n', "unknown sweep keys ['trails']"),
+    ('preset = "debug"\n[space]\n"model.num_layer" = [1, 2]\n', "not a config key"),
+    ('preset = "debug"\n[space]\n"optim.matrix_lr" = {low = 0.1, high = 0.01}\n', "low < high"),
+    ('preset = "debug"\n[space]\n"model.num_heads" = [4, 3]\n', "model.num_heads=3"),
+    ('preset = "debug"\npruner = "hyperband"\n[space]\n"model.num_layers" = [1]\n', "pruner must be"),
+])  # fmt: skip
+def test_bad_sweep_files_are_refused_before_any_run(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_spec(_write(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_trial_overrides_screen_at_fixed_steps_and_judge_only_what_screening_keeps(tmp_path):
+    text = (
+        'preset = "debug"\nsteps = 40\nval_every = 10\n[fixed]\n"train.batch_tokens" = 2048\n'
+        '[space]\n"model.num_layers" = [1, 2]\n'
+    )
+    spec = load_spec(_write(tmp_path, text))
+    over = trial_overrides(spec, {"model.num_layers": 2}, 7)
+    assert over == {"train.batch_tokens": "2048", "model.num_layers": "2", "train.seed": "7",
+                    "train.val_every": "10", "train.iterations": "40",
+                    "train.max_wallclock_seconds": "0"}  # fmt: skip
+    off = {"off_track": [
+        "train.max_wallclock_seconds=0 is not within the cpu-5min-2mb track's 300 s training cap",
+        "artifact + code is 2,100,000 bytes, over the cpu-5min-2mb track's 2,000,000 byte cap",
+    ]}  # fmt: skip
+    assert judge(off, screening=True) == off["off_track"][1:]
+    assert judge(off, screening=False) == off["off_track"]
+
+
+def test_follow_reports_validations_and_stops_a_losing_run(tmp_path):
+    """A fake run logs three validations, one per 0.3 s, then would sleep a minute; the pruner says
+    stop at the second: the process group is killed at once."""
+    events = tmp_path / "events.jsonl"
+    script = (
+        "import json, time\n"
+        f"f = open({str(events)!r}, 'a')\n"
+        "for s, v in ((10, 3.0), (20, 2.9), (30, 2.8)):\n"
+        "    f.write(json.dumps({'event': 'train', 'step': s}) + '\\n')\n"
+        "    f.write(json.dumps({'event': 'val', 'step': s, 'val_bpb': v}) + '\\n')\n"
+        "    f.flush(); time.sleep(0.3)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    seen = []
+    start = time.perf_counter()
+    follow(proc, events, lambda step, bpb: seen.append((step, bpb)) or step >= 20, poll_s=0.05)
+    assert seen == [(10, 3.0), (20, 2.9)] and proc.returncode is not None
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.slow
+def test_a_study_runs_resumes_and_writes_its_best_config(tmp_path, data_root, capsys):
+    """One screening trial of a real run, the best re-run on another seed, then the study resumed
+    to its two trials (finished runs reused); best.toml builds the winning config."""
+    spec = _write(
+        tmp_path,
+        f'''preset = "debug"
+trials = 2
+seeds = [1]
+steps = 4
+val_every = 2
+pruner = "none"
+finalists = 1
+final_seeds = [2]
+[fixed]
+"data.root" = "{data_root}"
+"eval.batch_tokens" = 2048
+[space]
+"model.num_layers" = [1, 2]
+"optim.matrix_lr" = {{low = 0.01, high = 0.05, log = true}}
+''',
+    )
+    out = tmp_path / "study"
+    assert main(["sweep", "run", str(spec), "--out", str(out), "--trials", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "best: trial 0" in text and (out / "best.toml").exists()
+    assert len(list((out / "trials").iterdir())) == 1 and len(list((out / "final").iterdir())) == 1
+    finals = json.loads((out / "finalists.json").read_text())
+    assert finals[0]["seeds"] == [2] and len(finals[0]["val_bpb"]) == 1
+    best = resolve(str(out / "best.toml"))
+    assert best.model.num_layers == finals[0]["params"]["model.num_layers"]
+    assert best.eval.batch_tokens == 2048 and best.data.root == ""  # fixed kept, data left out
+    assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0  # resumes: one trial more
+    assert len(list((out / "trials").iterdir())) == 2
+    capsys.readouterr()
+    assert main(["sweep", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("COMPLETE") == 2 and (out / "history.png").exists()
