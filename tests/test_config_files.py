@@ -27,7 +27,9 @@ def test_a_written_file_reads_back_as_the_same_config(tmp_path):
         and "[quant]\ngptq = true" in text
     )
     back = resolve(str(path))
-    assert back.preset == str(path) and not differences(back, cfg)
+    assert back.preset == "mine" and not differences(back, cfg)
+    with pytest.raises(ConfigError, match="its own base"):
+        write_config_file(back, path, str(path))
 
 
 def test_a_file_can_build_on_another_file_relative_to_itself(tmp_path):
@@ -72,7 +74,7 @@ def test_train_and_config_show_take_a_config_file(tmp_path, capsys, data_root):
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--out", str(out), "--train.seed", "5"]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["preset"] == str(path) and result["steps"] == 3
+    assert result["preset"] == "tiny" and result["steps"] == 3
     assert (
         main(["config", "show", "debug", "--model.num_layers", "3", "--save", str(tmp_path / "s.toml")]) == 0
     )

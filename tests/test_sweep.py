@@ -72,8 +72,8 @@ def test_follow_reports_validations_and_stops_a_losing_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     seen = []
     start = time.perf_counter()
-    follow(proc, events, lambda step, bpb: seen.append((step, bpb)) or step >= 20, poll_s=0.05)
-    assert seen == [(10, 3.0), (20, 2.9)] and proc.returncode is not None
+    stopped = follow(proc, events, lambda e: seen.append((e["step"], e["val_bpb"])) or e["step"] >= 20, 0.05)
+    assert stopped and seen == [(10, 3.0), (20, 2.9)] and proc.returncode is not None
     assert time.perf_counter() - start < 10
 
 
@@ -111,7 +111,35 @@ final_seeds = [2]
     assert best.eval.batch_tokens == 2048 and best.data.root == ""  # fixed kept, data left out
     assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0  # resumes: one trial more
     assert len(list((out / "trials").iterdir())) == 2
+    from pgolf.sweep import open_study
+
+    first, second = open_study(out, create=False).trials
+    assert first.params != second.params  # the resumed sampler draws anew, not trial 0's point again
     capsys.readouterr()
     assert main(["sweep", "show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert shown.count("COMPLETE") == 2 and (out / "history.png").exists()
+
+
+def test_the_pruner_sees_every_run_on_one_grid_of_training_seconds():
+    """Validations at 40, 100, 170 and 280 s of a 300 s run: reported every 15 s, each point holding
+    the last value known then; nothing from the last tenth."""
+    from pgolf.sweep import Param, SweepSpec, _reporter
+
+    class Trial:
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, at):
+            self.reports.append((at, value))
+
+        def should_prune(self):
+            return False
+
+    spec = SweepSpec(base="baseline-cpu", space=(Param("model.num_layers", choices=(3,)),))
+    trial = Trial()
+    on_val = _reporter(trial, spec)
+    for ms, v in [(40_000, 3.0), (100_000, 2.5), (170_000, 2.2), (280_000, 2.0)]:
+        on_val({"step": 1, "train_time_ms": ms, "val_bpb": v})
+    assert trial.reports == [(30, 3.0), (45, 3.0), (60, 3.0), (75, 3.0), (90, 2.5), (105, 2.5), (120, 2.5),
+                             (135, 2.5), (150, 2.5), (165, 2.2)]  # fmt: skip

@@ -25,15 +25,19 @@ Each run is its own ``pgolf train`` process (``torchrun`` over every GPU when th
 run one after another, with its folder under ``OUT/trials``. Its objective is the round-trip
 val_bpb from ``result.json``; a run off its track (over the byte cap, or over a time cap unless
 screening at fixed steps) is pruned as infeasible, with the reason kept on the trial. Intermediate
-validations are read from the run's ``events.jsonl`` while it trains and reported to the pruner,
-which stops a losing run early. The study lives in ``OUT/study.db`` (SQLite): a killed sweep
-resumes where it stopped (a trial left running is marked failed by its missing heartbeat) and
-``pgolf sweep show OUT`` prints every trial, writes the history and importance plots, and the best
-trial as ``OUT/best.toml``.
+validations are read from the run's ``events.jsonl`` while it trains and reported to the pruner
+(at equal seconds of training under a wall clock, at equal steps when screening), which stops a
+losing run early. The study lives in ``OUT/study.db`` (SQLite); rerunning the command resumes it:
+finished runs with the same overrides are reused, a run left behind by a killed sweep is stopped
+and its trial (marked failed once its heartbeat is 3 minutes stale) replaced by a new one, and
+the sampler is re-seeded by the trial count so new trials draw new points. The sweep ends by
+re-running the best ``finalists`` on ``final_seeds`` and writing the best as ``OUT/best.toml``;
+``pgolf sweep show OUT`` prints every trial and writes the history and importance plots.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,12 +47,13 @@ import subprocess
 import sys
 import time
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgolf.config.files import resolve, write_config_file
-from pgolf.config.run import all_fields, apply_overrides
+from pgolf.config.files import is_config_file, resolve, write_config_file
+from pgolf.config.run import all_fields, apply_overrides, field_kind
 from pgolf.errors import ConfigError
 from pgolf.fileio import write_json_atomic
 
@@ -68,8 +73,8 @@ class Param:
     def suggest(self, trial) -> Any:
         if self.choices is not None:
             return trial.suggest_categorical(self.key, list(self.choices))
-        if isinstance(self.low, int) and isinstance(self.high, int):
-            return trial.suggest_int(self.key, self.low, self.high, log=self.log)
+        if field_kind(self.key) == "int":  # the field's type decides, not how the bounds are written
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
 
 
@@ -86,6 +91,8 @@ class SweepSpec:
     finalists: int = 0
     final_seeds: tuple[int, ...] = (1337, 42, 2025)
     sampler_seed: int = 0
+    startup_trials: int = 5
+    """Trials sampled at random before TPE models the space (and before the median pruner judges)."""
 
 
 def _param(key: str, value: Any, path: Path) -> Param:
@@ -102,6 +109,10 @@ def _param(key: str, value: Any, path: Path) -> Param:
             or low >= high
         ):
             raise ConfigError(f"{path}: [space] {key} needs numbers low < high, got {low!r}, {high!r}")
+        if value.get("log") and low <= 0:
+            raise ConfigError(f"{path}: [space] {key} has log = true, so low must be > 0, got {low!r}")
+        if field_kind(key) not in ("int", "float"):
+            raise ConfigError(f"{path}: [space] {key} is a {field_kind(key)}: give a list of choices")
         return Param(key, low=low, high=high, log=bool(value.get("log", False)))
     raise ConfigError(
         f"{path}: [space] {key} must be a list of choices or {{low, high[, log]}}, got {value!r}"
@@ -127,6 +138,15 @@ def load_spec(path: Path) -> SweepSpec:
         raise ConfigError(f'{path}: needs `preset = "NAME"` and a non-empty [space] table')
     if data.get("pruner", "median") not in PRUNERS:
         raise ConfigError(f"{path}: pruner must be one of {PRUNERS}, got {data['pruner']!r}")
+    for key in ("seeds", "final_seeds"):
+        value = data.get(key, [1337])
+        if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
+            raise ConfigError(f"{path}: {key} must be a non-empty list of integers, got {value!r}")
+    for key in ("trials", "val_every", "steps", "finalists", "sampler_seed", "startup_trials"):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0):
+            raise ConfigError(f"{path}: {key} must be a non-negative integer, got {data[key]!r}")
+    if is_config_file(data["preset"]) and not Path(data["preset"]).is_absolute():
+        data["preset"] = str(Path(path).parent / data["preset"])  # relative to the sweep file
     fixed = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.get("fixed", {}).items()}
     spec = SweepSpec(
         base=data["preset"], space=tuple(_param(k, v, path) for k, v in data["space"].items()), fixed=fixed,
@@ -170,9 +190,22 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def follow(proc: subprocess.Popen, events: Path, on_val, poll_s: float = 0.5) -> None:
-    """Wait for ``proc``, calling ``on_val(step, val_bpb)`` for each validation it logs; if
-    ``on_val`` returns True the run is stopped (its process group killed) and this returns."""
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop a run's whole process group (torchrun and its ranks): SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def follow(proc: subprocess.Popen, events: Path, on_val, poll_s: float = 0.5) -> bool:
+    """Wait for ``proc``, calling ``on_val(event)`` for each validation event it logs; if ``on_val``
+    returns True while the run still runs, the run is stopped and this returns True. A run that has
+    already ended is never stopped (its result stands)."""
     offset = 0
     while True:
         done = proc.poll() is not None
@@ -184,12 +217,11 @@ def follow(proc: subprocess.Popen, events: Path, on_val, poll_s: float = 0.5) ->
                         break  # a half-written line: read it next time
                     offset += len(line.encode("utf-8"))
                     event = json.loads(line)
-                    if event.get("event") == "val" and on_val(int(event["step"]), float(event["val_bpb"])):
-                        os.killpg(proc.pid, signal.SIGTERM)
-                        proc.wait()
-                        return
+                    if event.get("event") == "val" and on_val(event) and not done:
+                        stop(proc)
+                        return True
         if done:
-            return
+            return False
         time.sleep(poll_s)
 
 
@@ -237,45 +269,69 @@ def open_study(out_dir: Path, spec: SweepSpec | None = None, create: bool = True
     if not create and not db.exists():
         raise ConfigError(f"{out_dir}: no sweep here (no study.db)")
     db.parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=60, grace_period=180)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=60, grace_period=180)
     if not create:
         return optuna.load_study(study_name=STUDY, storage=storage)
+    warmup = _run_length(spec) // 3  # judged from a third of the run on (steps or seconds: _reporter)
     pruner = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-        "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+        "median": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=spec.startup_trials, n_warmup_steps=warmup
+        ),
+        "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup)),
         "none": lambda: optuna.pruners.NopPruner(),
     }[spec.pruner]()
-    sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed)
-    return optuna.create_study(study_name=STUDY, storage=storage, direction="minimize", sampler=sampler,
-                               pruner=pruner, load_if_exists=True)  # fmt: skip
+    study = optuna.create_study(study_name=STUDY, storage=storage, direction="minimize",
+                                pruner=pruner, load_if_exists=True)  # fmt: skip
+    # seeded by how far the study got, so a resumed sweep does not replay the first trials' draws
+    study.sampler = optuna.samplers.TPESampler(
+        seed=spec.sampler_seed + len(study.trials), n_startup_trials=spec.startup_trials
+    )
+    return study
+
+
+def _run_length(spec: SweepSpec) -> int:
+    """A run's length in the pruner's unit: steps when screening, else seconds of the training cap."""
+    if spec.steps:
+        return spec.steps
+    cfg = apply_overrides(resolve(spec.base), spec.fixed)
+    return int(cfg.train.max_wallclock_seconds) or cfg.train.iterations
+
+
+def _stale(out_dir: Path) -> None:
+    """Stop a run left behind by a killed sweep (its process group, from the pid file), then clear
+    its folder: the run log appends, so a rerun must start from an empty one."""
+    pid_file = out_dir / "run.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    shutil.rmtree(out_dir)
 
 
 def run_one(spec: SweepSpec, params: dict, seed: int, out_dir: Path, on_val=None, echo=print) -> dict:
     """One ``pgolf train`` run; returns its result.json (``{"pruned": True}`` if stopped early). A
-    finished run in ``out_dir`` is reused; a partial one is started over."""
-    result = out_dir / "result.json"
-    if result.exists():
+    finished run of the same overrides in ``out_dir`` is reused; anything else there is stopped and
+    started over."""
+    overrides = trial_overrides(spec, params, seed)
+    result, recorded = out_dir / "result.json", out_dir / "overrides.json"
+    if result.exists() and recorded.exists() and json.loads(recorded.read_text()) == overrides:
         return json.loads(result.read_text())
     if out_dir.exists():
-        shutil.rmtree(out_dir)
-    cmd = launch_command(spec, trial_overrides(spec, params, seed), out_dir)
+        _stale(out_dir)
+    cmd = launch_command(spec, overrides, out_dir)
     echo(f"$ {' '.join(cmd[1:])}")
     out_dir.mkdir(parents=True)
+    write_json_atomic(recorded, overrides)
     with open(out_dir / "stdout.txt", "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        stopped = False
-
-        def check(step: int, val_bpb: float) -> bool:
-            nonlocal stopped
-            stopped = bool(on_val and on_val(step, val_bpb))
-            return stopped
-
+        (out_dir / "run.pid").write_text(str(proc.pid))
         try:
-            follow(proc, out_dir / "events.jsonl", check)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
+            stopped = follow(proc, out_dir / "events.jsonl", on_val or (lambda event: False))
+        except BaseException:  # Ctrl-C, or SIGTERM/SIGHUP turned into SystemExit by run_sweep
+            stop(proc)
             raise
+    (out_dir / "run.pid").unlink()
     if stopped:
         return {"pruned": True}
     if proc.returncode != 0 or not result.exists():
@@ -284,25 +340,48 @@ def run_one(spec: SweepSpec, params: dict, seed: int, out_dir: Path, on_val=None
     return json.loads(result.read_text())
 
 
+def _reporter(trial, spec: SweepSpec):
+    """The pruner's view of a run: its validations at the same step (screening) or, under a wall
+    clock, at equal seconds of training, so fast small models are compared with slow large ones at
+    equal time, not equal steps. Runs validate at different times, so each validation is reported
+    on a grid of 1/20 of the run, every point since the previous one holding the previous value
+    (what was known then): the median pruner then finds every trial at every point. The last tenth
+    of the run is never pruned (it is nearly done)."""
+    length = _run_length(spec)
+    grid = max(1, length // 20)
+    last = {"at": -1, "value": None}
+
+    def on_val(event: dict) -> bool:
+        t = int(event["step"]) if spec.steps else int(event["train_time_ms"] // 1000)
+        at = t // grid * grid
+        if at >= 0.9 * length:
+            return False
+        if last["value"] is not None:
+            for point in range(last["at"] + grid, at, grid):
+                trial.report(last["value"], point)
+        trial.report(float(event["val_bpb"]), at)
+        last.update(at=at, value=float(event["val_bpb"]))
+        return trial.should_prune()
+
+    return on_val
+
+
 def _objective(spec: SweepSpec, out_dir: Path, echo):
     optuna = _optuna()
 
     def objective(trial) -> float:
         params = {p.key: p.suggest(trial) for p in spec.space}
-        if reason := preflight(spec, params):
+        try:
+            reason = preflight(spec, params)
+        except ConfigError as e:  # a combination no single choice shows (e.g. heads vs width)
+            reason = f"invalid config: {e}"
+        if reason:
             trial.set_user_attr("infeasible", [reason])
             raise optuna.TrialPruned()
         values = []
-        for i, seed in enumerate(spec.seeds):
-
-            def on_val(step: int, val_bpb: float, first: bool = i == 0) -> bool:
-                if not first:  # the pruner judges the first seed's curve only
-                    return False
-                trial.report(val_bpb, step)
-                return trial.should_prune()
-
+        for i, seed in enumerate(spec.seeds):  # the pruner judges the first seed's curve only
             run_dir = out_dir / "trials" / f"{trial.number:04d}_seed{seed}"
-            result = run_one(spec, params, seed, run_dir, on_val, echo)
+            result = run_one(spec, params, seed, run_dir, _reporter(trial, spec) if i == 0 else None, echo)
             if result.get("pruned"):
                 raise optuna.TrialPruned()
             if reasons := judge(result, bool(spec.steps)):
@@ -315,10 +394,23 @@ def _objective(spec: SweepSpec, out_dir: Path, echo):
     return objective
 
 
+def _signals_raise() -> None:
+    """SIGTERM and SIGHUP end the sweep like Ctrl-C does, so the running trial's process group is
+    stopped on the way out instead of training on beside the next sweep."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread (tests): leave it
+            signal.signal(sig, handler)
+
+
 def run_sweep(spec: SweepSpec, out_dir: Path, echo=print) -> dict | None:
     """Run the trials still missing from the study, then the finalists; returns the best finalist
     (or trial) as written to ``OUT/best.toml``, None if no trial completed."""
     optuna = _optuna()
+    _signals_raise()
     study = open_study(out_dir, spec)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = sum(t.state in finished for t in study.trials)  # a failed or killed trial is run again
@@ -377,8 +469,6 @@ def _plots(optuna, study, out_dir: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import warnings
-
     from optuna.visualization import matplotlib as plots
 
     out = []

@@ -14,7 +14,8 @@ a run's own config is baked into its bundled file).
 Top-level keys other than ``preset`` (``track``) and sections named after the config's sections
 (``model``, ``train``, ...) are overrides, checked and typed exactly like ``--model.num_layers 4``.
 Wherever pgolf takes a preset name it takes such a file's path too (``--preset my_idea.toml``,
-``pgolf train --config my_idea.toml``); the run records that path as its preset.
+``pgolf train --config my_idea.toml``); the run records the file's name (``my_idea``) as its
+preset: the bundled file bakes it in, and run folders are named after it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def resolve(name: str, _depth: int = 0) -> RunConfig:
         cfg = apply_overrides(cfg, _flatten(data, path))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return dataclasses.replace(cfg, preset=name)
+    return dataclasses.replace(cfg, preset=path.stem)
 
 
 def _flatten(data: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -108,6 +109,8 @@ def differences(cfg: RunConfig, base: RunConfig) -> dict[str, Any]:
 def write_config_file(cfg: RunConfig, path: Path, base: str, comment: str = "") -> dict[str, Any]:
     """Write ``cfg`` as ``base`` plus the fields where it differs; returns those fields. Reading the
     file back gives ``cfg`` (its preset field aside)."""
+    if is_config_file(base) and Path(base).resolve() == Path(path).resolve():
+        raise ConfigError(f"{path} would be its own base: save the config to another file")
     diff = differences(cfg, resolve(base))
     if is_config_file(base):  # a file names its base relative to itself, so a tree of them can move
         base = os.path.relpath(Path(base).resolve(), Path(path).resolve().parent)
