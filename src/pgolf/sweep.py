@@ -454,7 +454,7 @@ def show(out_dir: Path) -> list[str]:
         note = f"  ({'; '.join(t.user_attrs['infeasible'])})" if "infeasible" in t.user_attrs else ""
         lines.append(" ".join([f"{t.number:5d}", f"{t.state.name:9s}", f"{value:>7s}", *params]) + note)
     finals = Path(out_dir) / "finalists.json"
-    if finals.exists():
+    if finals.exists() and json.loads(finals.read_text()):
         lines.append("finalists (mean over final seeds):")
         lines += [f"  trial {f['trial']}: {f['mean']:.4f} {f['val_bpb']} seeds {f['seeds']}"
                   for f in json.loads(finals.read_text())]  # fmt: skip
