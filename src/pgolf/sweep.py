@@ -394,23 +394,34 @@ def _objective(spec: SweepSpec, out_dir: Path, echo):
     return objective
 
 
-def _signals_raise() -> None:
-    """SIGTERM and SIGHUP end the sweep like Ctrl-C does, so the running trial's process group is
-    stopped on the way out instead of training on beside the next sweep."""
+@contextlib.contextmanager
+def _signals_raise():
+    """While the sweep runs, SIGTERM and SIGHUP end it like Ctrl-C does, so the running trial's
+    process group is stopped on the way out instead of training on beside the next sweep."""
 
     def handler(signum, frame):
         raise SystemExit(128 + signum)
 
+    previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(ValueError):  # not the main thread (tests): leave it
-            signal.signal(sig, handler)
+        with contextlib.suppress(ValueError):  # not the main thread: leave it
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_sweep(spec: SweepSpec, out_dir: Path, echo=print) -> dict | None:
     """Run the trials still missing from the study, then the finalists; returns the best finalist
     (or trial) as written to ``OUT/best.toml``, None if no trial completed."""
+    with _signals_raise():
+        return _run_sweep(spec, out_dir, echo)
+
+
+def _run_sweep(spec: SweepSpec, out_dir: Path, echo) -> dict | None:
     optuna = _optuna()
-    _signals_raise()
     study = open_study(out_dir, spec)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = sum(t.state in finished for t in study.trials)  # a failed or killed trial is run again
