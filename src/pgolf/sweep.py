@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgolf.config.files import is_config_file, resolve, write_config_file
+from pgolf.config.files import as_flag, is_config_file, resolve, write_config_file
 from pgolf.config.run import all_fields, apply_overrides, field_kind
 from pgolf.errors import ConfigError
 from pgolf.fileio import write_json_atomic
@@ -147,7 +147,7 @@ def load_spec(path: Path) -> SweepSpec:
             raise ConfigError(f"{path}: {key} must be a non-negative integer, got {data[key]!r}")
     if is_config_file(data["preset"]) and not Path(data["preset"]).is_absolute():
         data["preset"] = str(Path(path).parent / data["preset"])  # relative to the sweep file
-    fixed = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.get("fixed", {}).items()}
+    fixed = {k: as_flag(v) for k, v in data.get("fixed", {}).items()}
     spec = SweepSpec(
         base=data["preset"], space=tuple(_param(k, v, path) for k, v in data["space"].items()), fixed=fixed,
         **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
@@ -164,7 +164,7 @@ def load_spec(path: Path) -> SweepSpec:
 
 def trial_overrides(spec: SweepSpec, params: dict[str, Any], seed: int) -> dict[str, str]:
     """Every override of one run: fixed, the trial's parameters, the seed and the screening mode."""
-    out = {**spec.fixed, **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()}}
+    out = {**spec.fixed, **{k: as_flag(v) for k, v in params.items()}}
     out["train.seed"] = str(seed)
     if spec.pruner != "none":
         out["train.val_every"] = str(spec.val_every)
@@ -446,7 +446,7 @@ def _run_sweep(spec: SweepSpec, out_dir: Path, echo) -> dict | None:
         t = complete[0]
         best = {"trial": t.number, "params": t.params, "mean": t.value, "seeds": list(spec.seeds)}
     kept = {k: v for k, v in spec.fixed.items() if not k.startswith("data.")}  # where it ran, not what
-    cfg = apply_overrides(resolve(spec.base), {**kept, **{k: str(v) for k, v in best["params"].items()}})
+    cfg = apply_overrides(resolve(spec.base), {**kept, **{k: as_flag(v) for k, v in best["params"].items()}})
     write_config_file(cfg, out_dir / "best.toml", spec.base,
                       comment=f"pgolf sweep: trial {best['trial']}, mean val_bpb {best['mean']:.4f} "
                               f"over seeds {best['seeds']} (the sweep's data.* left out)")  # fmt: skip

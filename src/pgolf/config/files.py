@@ -79,8 +79,13 @@ def _flatten(data: dict[str, Any], path: Path) -> dict[str, Any]:
     for key, value in out.items():
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{path}: {key} must be a single value, got {type(value).__name__}")
-        out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        out[key] = as_flag(value)
     return out
+
+
+def as_flag(value: Any) -> str:
+    """A TOML or Python scalar as the text of its dotted flag (``true``, ``3``, ``0.02``, ``auto``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _toml_value(value: Any) -> str:

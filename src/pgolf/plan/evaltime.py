@@ -114,14 +114,14 @@ def _global_sgd(cfg: RunConfig, flops: Flops, rates: Rates, n_tokens: int, token
         how = f"~{len(lengths):,} pieces of {ev.lora_phase_docs:,} of ~{docs:,} documents (no tokens)"
     steps = [lengths[i : i + ev.sgd_batch_seqs] for i in range(0, len(lengths), ev.sgd_batch_seqs)]
     padded = sum(len(s) * max(s) for s in steps)  # each step pads its pieces to the longest
-    per_token = 3 * (flops.matmul + flops.attention_coeff * (seq + 1))
-    seconds = padded * per_token / rates.train_flops + len(steps) * rates.step_ms / 1e3
+    seconds = padded * flops.train / rates.train_flops + len(steps) * rates.step_ms / 1e3
     return "global_sgd", seconds, f"{how}, {len(steps):,} steps, {padded:,} tokens padded"
 
 
 def project_eval(
     cfg: RunConfig, flops: Flops, rates: Rates, n_tokens: int, tokens: torch.Tensor | None
 ) -> EvalProjection:
+    """The method's time by phase; ``flops`` are counted at the eval window length."""
     ev, seq = cfg.eval, cfg.eval_seq_len
     proj = EvalProjection(method_label(cfg), n_tokens)
     windows = windows_of(cfg, n_tokens, tokens)
@@ -137,10 +137,9 @@ def project_eval(
     else:
         proj.parts.append(("score", window_flops(flops, windows) / rates.score_flops, how))
     if ev.ttt == "sgd":
-        per_token = 3 * (flops.matmul + flops.attention_coeff * (seq + 1))
         chunks = math.ceil(n_tokens / ev.sgd_chunk_tokens)
         steps = (chunks - 1) * ev.sgd_epochs * math.ceil(ev.sgd_chunk_tokens / (ev.sgd_batch_seqs * seq))
-        work = ev.sgd_epochs * (n_tokens - n_tokens / chunks) * per_token  # the last chunk never trains
+        work = ev.sgd_epochs * (n_tokens - n_tokens / chunks) * flops.train  # the last chunk never trains
         how = f"{ev.sgd_epochs} epochs over {chunks - 1:,} of {chunks:,} chunks, {steps:,} steps"
         proj.parts.append(("adapt", work / rates.train_flops + steps * rates.step_ms / 1e3, how))
     if ev.ttt == "lora" and ev.lora_phase_docs:
