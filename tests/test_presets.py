@@ -66,8 +66,9 @@ def test_cpu_presets_learn(name, data_root, tmp_path):
 
 
 SDCLIP_PRESETS = sorted(
-    n for n, fn in PRESETS.items() if fn().quant.clip == "sdclip" and fn().track == "10min-16mb"
-)
+    n for n, fn in PRESETS.items()
+    if fn().quant.clip == "sdclip" and fn().track == "10min-16mb" and not n.startswith("frontier")
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", SDCLIP_PRESETS)
@@ -92,3 +93,22 @@ def test_full_size_sdclip_presets_fit_16mb(name):
     assert stats.params["int6"] > 0.9 * count_parameters(model)
     total = len(encode(entries, {}, PackSpec("zstd", 3))) + code_account(cfg).bytes
     assert total <= get_track(cfg.track).artifact_cap_bytes, total
+
+
+def test_frontier_parameter_count_by_hand_and_its_projected_artifact():
+    """11 blocks of q 512x512, k and v 256x512, o 512x512, MLP 2048x512 and 512x2048, with attn/mlp
+    scales (2x512), resid mix (2x512), q gain (8) and the sparse gate (8x12); lanes on blocks 8-10
+    (2x2 post + 2 resid); 8 skip weights and 8 skip gates of 512 (17 virtual layers: 8 encoders);
+    the 8192x512 tied embedding; the SmearGate (12 + 1) and the two logit caps: 35,945,625, the
+    record's ~35.95M (sota-stack §2.2). Projected with pgolf's measured trained bits (3.41 per int6
+    parameter, benchmarks/RESULTS.md) it fits 16 MB; the cap is tight (the record's 15.87 MB blob
+    uses per-group lrzip, which pgolf does not have)."""
+    from pgolf.plan.artifact import project_artifact
+
+    cfg = get_preset("frontier")
+    block = 512 * 512 * 2 + 256 * 512 * 2 + 2048 * 512 * 2 + 2 * 512 + 2 * 512 + 8 + 8 * 12
+    want = 11 * block + 3 * 6 + 2 * 8 * 512 + 8192 * 512 + 13 + 2
+    assert count_parameters(GPT(cfg.model)) == want == 35_945_625
+    _, projected, formats = project_artifact(cfg)
+    assert set(formats) == {"fp32", "int7", "int6"}
+    assert projected <= get_track(cfg.track).artifact_cap_bytes, projected

@@ -119,11 +119,11 @@ def test_priming_steps_leave_no_trace(debug_cfg, tmp_path):
 
 def test_stop_rule_on_a_fake_clock():
     """Steps of 100 ms and a 1 s cap: start a step only while 1.5 x max(mean, last) still fits."""
-    switch = PhaseSwitch(cap_ms=1000.0, iterations=10**6, loop_from_frac=0.0, device=torch.device("cpu"))
+    switch = PhaseSwitch(cap_ms=1000.0, iterations=10**6, device=torch.device("cpu"))
     elapsed, steps = 0.0, 0
     durations = [100.0] * 7 + [190.0] + [100.0] * 10  # one slow step raises the prediction
     for d in durations:
-        if switch.decide(steps, elapsed, False)[0]:
+        if switch.decide(steps, elapsed).stop:
             break
         elapsed += d
         switch.last_step_ms = d
@@ -318,9 +318,9 @@ def test_loop_switch_and_averaging_reach_the_artifact(debug_cfg, tmp_path):
     })  # fmt: skip
     r = run(cfg, out_dir=tmp_path, echo=False)
     log = (tmp_path / "train.log").read_text()
-    assert "looping:on step:5 virtual_layers:3" in log and "averaging:ema: decay 0.8" in log
+    assert "looping:on passes:1 step:5 virtual_layers:3" in log and "averaging:ema: decay 0.8" in log
     _, meta = read_artifact(r.artifact_path)
-    assert meta["looping"] is True
+    assert meta["looping"] == 1
     again = evaluate_artifact(r.artifact_path)
     assert again.score.result.val_bpb == r.roundtrip.val_bpb and again.score.official
 

@@ -87,13 +87,14 @@ def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def any_rank(flags: tuple[bool, ...], device: torch.device) -> tuple[bool, ...]:
-    """Each flag OR-ed over ranks with one MAX all-reduce (a host sync); free at world size 1."""
+def max_over_ranks(values: tuple[float, ...], device: torch.device) -> tuple[float, ...]:
+    """Each value's maximum over ranks with one all-reduce in float64 (a host sync); free at world size
+    1. Flags passed as 0/1 come back OR-ed."""
     if world_size() == 1:
-        return flags
-    t = torch.tensor([int(f) for f in flags], device=device)
+        return values
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return tuple(bool(v) for v in t.tolist())
+    return tuple(t.tolist())
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:

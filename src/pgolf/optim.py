@@ -2,7 +2,10 @@
 
 Muon, per owned parameter with gradient G: B <- mu B + G; U = G + mu B (Nesterov);
 O = NS5(U) * sqrt(max(1, rows/cols)); W <- W (1 - lr wd) - lr O (decoupled weight decay with the
-scheduled lr, records 2026-03-19 onward; wd = 0 in the baseline). Parameter i is orthogonalised by rank
+scheduled lr, records 2026-03-19 onward; wd = 0 in the baseline). Frontier options (sota-stack §2.3):
+MuonEq-R divides each row of U by its L2 norm before orthogonalising; Polar Express replaces the fixed
+quintic by five per-iteration minimax triples; the warmdown can keep a MIN_LR floor and the Muon
+weight decay can taper late in the run. Parameter i is orthogonalised by rank
 i mod world_size; updates travel in one flat buffer and one all-reduce. Unlike the contest script,
 every rank keeps the (cheap, elementwise) momentum of every parameter, so optimizer state is
 identical on all ranks and a checkpoint from rank 0 resumes at any world size.
@@ -17,24 +20,46 @@ from torch import Tensor, nn
 
 from pgolf import dist
 from pgolf.config.optim import OptimConfig
-from pgolf.model.params import ROLES, param_role
+from pgolf.model.params import FROZEN_IN_TRAINING, ROLES, param_role
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+"""The fixed quintic of the contest's Muon, applied at every iteration."""
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+"""Polar Express (Amsel et al. 2025; PR #1344 -> #1787): the published minimax-optimal triple of each of
+five iterations, designed for singular values in (0, 1] after a slightly inflated Frobenius scaling;
+iterations past the fifth repeat the last triple."""
+POLAR_EXPRESS_SAFETY = 1.02
+"""The input is divided by this times its Frobenius norm, so bf16 rounding cannot push the top
+singular value above 1, where the aggressive first triple diverges."""
 
 
-def newton_schulz5(g: Tensor, steps: int, dtype: torch.dtype = torch.float32, eps: float = 1e-7) -> Tensor:
+def newton_schulz5(
+    g: Tensor, steps: int, dtype: torch.dtype = torch.float32, eps: float = 1e-7, polar: bool = False
+) -> Tensor:
     """Approximate the orthogonal polar factor of a 2-D ``g`` with the quintic iteration
-    X <- aX + (bA + cA^2)X, A = XX^T, after scaling g to unit Frobenius norm."""
-    a, b, c = NS_COEFFS
+    X <- aX + (bA + cA^2)X, A = XX^T, after scaling g to unit Frobenius norm: the fixed triple
+    ``NS_COEFFS`` at every step, or with ``polar`` the per-step ``POLAR_EXPRESS_COEFFS``."""
     x = g.to(dtype)
-    x = x / (x.norm() + eps)
+    x = x / (x.norm() * (POLAR_EXPRESS_SAFETY if polar else 1.0) + eps)
     transposed = g.size(0) > g.size(1)
     if transposed:
         x = x.T
-    for _ in range(steps):
+    for i in range(steps):
+        a, b, c = POLAR_EXPRESS_COEFFS[min(i, 4)] if polar else NS_COEFFS
         am = x @ x.T
         x = a * x + (b * am + c * am @ am) @ x
     return x.T if transposed else x
+
+
+def row_normalise(u: Tensor, eps: float = 1e-7) -> Tensor:
+    """MuonEq-R (arXiv 2603.28254): each row of the update divided by its L2 norm."""
+    return u / (u.norm(dim=1, keepdim=True) + eps)
 
 
 class Muon(torch.optim.Optimizer):
@@ -47,6 +72,8 @@ class Muon(torch.optim.Optimizer):
         backend_steps: int,
         ns_dtype: torch.dtype,
         weight_decay: float = 0.0,
+        polar_express: bool = False,
+        row_norm: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -56,7 +83,10 @@ class Muon(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
         self.ns_dtype = ns_dtype
+        self.polar_express, self.row_norm = polar_express, row_norm
         self.ns = newton_schulz5
+        self.wd_mul = 1.0
+        """Multiplies every group's weight decay (the late taper); set per step by ``Optimizers``."""
 
     @torch.no_grad()
     def step(self, closure=None) -> None:
@@ -75,13 +105,16 @@ class Muon(torch.optim.Optimizer):
                     buf = self.state[p]["momentum_buffer"] = torch.zeros_like(g)
                 buf.mul_(mu).add_(g)
                 if i % world == rank:
-                    o = self.ns(g.add(buf, alpha=mu), group["backend_steps"], self.ns_dtype)
+                    u = g.add(buf, alpha=mu)
+                    if self.row_norm:
+                        u = row_normalise(u)
+                    o = self.ns(u, group["backend_steps"], self.ns_dtype, polar=self.polar_express)
                     o = o * math.sqrt(max(1.0, p.size(0) / p.size(1)))
                     flat[offset : offset + p.numel()] = o.flatten()
                 offset += p.numel()
             dist.all_reduce_sum_(flat)
             offset = 0
-            decay = 1 - group["lr"] * group["weight_decay"]
+            decay = 1 - group["lr"] * group["weight_decay"] * self.wd_mul
             for p in params:
                 if decay != 1:
                     p.mul_(decay)
@@ -90,10 +123,12 @@ class Muon(torch.optim.Optimizer):
 
 
 def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Named parameters by role (``model.params``): matrix (Muon), embed, head, control (Adam)."""
+    """Named parameters by role (``model.params``): matrix (Muon), embed, head, control (Adam); those
+    ``FROZEN_IN_TRAINING`` are in none."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {role: [] for role in ROLES}
     for name, p in model.named_parameters():
-        groups[param_role(name, p.ndim)].append((name, p))
+        if not name.startswith(FROZEN_IN_TRAINING):
+            groups[param_role(name, p.ndim)].append((name, p))
     return groups
 
 
@@ -105,13 +140,16 @@ class Optimizers:
         groups = split_parameters(model)
         embed_lr = cfg.tied_embed_lr if tied else cfg.embed_lr
         adam_groups = [
-            {"params": [p for _, p in groups["embed"]], "lr": embed_lr, "base_lr": embed_lr},
-            {"params": [p for _, p in groups["control"]], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr},
-        ]
+            {"params": [p for _, p in groups["embed"]], "lr": embed_lr, "base_lr": embed_lr,
+             "betas": (cfg.beta1, cfg.embed_beta2 or cfg.beta2)},
+            {"params": [p for _, p in groups["control"]], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr,
+             "betas": (cfg.beta1, cfg.scalar_beta2 or cfg.beta2)},
+        ]  # fmt: skip
         if groups["head"]:
             adam_groups.append(
-                {"params": [p for _, p in groups["head"]], "lr": cfg.head_lr, "base_lr": cfg.head_lr}
-            )
+                {"params": [p for _, p in groups["head"]], "lr": cfg.head_lr, "base_lr": cfg.head_lr,
+                 "betas": (cfg.beta1, cfg.head_beta2 or cfg.beta2)}
+            )  # fmt: skip
         self.adam = torch.optim.AdamW(
             [g for g in adam_groups if g["params"]],
             betas=(cfg.beta1, cfg.beta2),
@@ -126,12 +164,16 @@ class Optimizers:
             backend_steps=cfg.muon_backend_steps,
             ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
             weight_decay=cfg.muon_weight_decay,
+            polar_express=cfg.muon_polar_express,
+            row_norm=cfg.muon_row_norm,
         )
         for g in self.muon.param_groups:
             g["base_lr"] = cfg.matrix_lr
-        self.params = [p for p in model.parameters()]
+        self.params = [p for group in groups.values() for _, p in group]
+        self._all = list(model.parameters())
 
-    def step(self, lr_mul: float, momentum: float) -> None:
+    def step(self, lr_mul: float, momentum: float, wd_mul: float = 1.0) -> None:
+        self.muon.wd_mul = wd_mul
         for opt in (self.adam, self.muon):
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * lr_mul
@@ -143,7 +185,7 @@ class Optimizers:
         self.muon.step()
 
     def zero_grad(self) -> None:
-        for p in self.params:
+        for p in self._all:
             p.grad = None
 
     def state_dict(self) -> dict:
@@ -171,7 +213,8 @@ def lr_multiplier(
     Wall-clock cap: decay over the last ``warmdown_iters * mean step time`` ms (or
     ``warmdown_frac`` of the budget), linear in remaining time. In both, a warmdown longer than
     the run is clamped to the whole run, so the LR starts at 1 (the contest script instead starts
-    below 1, e.g. at 0.25 for 300 steps with warmdown 1200: seed-techniques §6.3).
+    below 1, e.g. at 0.25 for 300 steps with warmdown 1200: seed-techniques §6.3). With ``min_lr``
+    the decay stops at that floor (PR #1787: max((1 - frac) / warmdown_frac, 0.1)).
     """
     if cfg.warmdown_frac > 0:
         wd_steps = cfg.warmdown_frac * iterations
@@ -188,4 +231,10 @@ def lr_multiplier(
         remaining = max(max_wallclock_ms - elapsed_ms, 0.0)
         if wd_ms > 0 and remaining <= wd_ms:
             mul = min(mul, remaining / wd_ms)
-    return mul
+    return max(mul, cfg.min_lr)
+
+
+def weight_decay_multiplier(progress: float, cfg: OptimConfig) -> float:
+    """The late Muon weight-decay taper (PR #1729): ``wd_taper_mult`` from ``wd_taper_from`` of the run
+    on (``progress`` is the fraction of the wall-clock cap, else of the steps, already used)."""
+    return cfg.wd_taper_mult if cfg.wd_taper_from and progress >= cfg.wd_taper_from else 1.0

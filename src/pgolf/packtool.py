@@ -22,7 +22,7 @@ from pgolf.errors import ConfigError, DataError
 from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.score import EvalClock
-from pgolf.model.gpt import GPT
+from pgolf.model.gpt import GPT, loop_passes
 from pgolf.model.params import param_role
 from pgolf.pack.bundle import code_account
 from pgolf.pack.format import decode, encode, pack_spec, read_artifact, read_sections, section_name
@@ -132,7 +132,7 @@ def repack(
     device = dist.setup("cpu").device
     model = GPT(cfg.model)
     model.load_state_dict(run.state)
-    model.looping = bool(run.meta["looping"])
+    model.loop_passes = loop_passes(run.meta["looping"], cfg.model.loop_repeats)
     valset = load_validation(cfg.data, cfg.model.vocab_size)
     hessians, calibration = None, 0.0
     if cfg.quant.gptq:  # the training path's calibration, on a clock of its own
@@ -143,7 +143,7 @@ def repack(
         calibration = ms / 1000
     # the run's steps, plus this re-pack's calibration in place of the run's own (never both)
     steps_seconds = float(run.meta["train_seconds"]) - float(run.meta["calibration_seconds"])
-    meta = artifact_meta(cfg, valset, steps=int(run.meta["steps"]), looping=model.looping,
+    meta = artifact_meta(cfg, valset, steps=int(run.meta["steps"]), looping=model.loop_passes,
                          train_seconds=steps_seconds + calibration)  # fmt: skip
     path = Path(out) if out else Path(run_dir) / f"artifact-{meta.label}.pgolf"
     started = time.perf_counter()

@@ -42,7 +42,7 @@ WEIGHTS_NAME = "weights.pgolf"
 
 
 def artifact_meta(
-    cfg: RunConfig, valset: ValidationSet, *, steps: int, looping: bool, train_seconds: float
+    cfg: RunConfig, valset: ValidationSet, *, steps: int, looping: int, train_seconds: float
 ) -> ArtifactMeta:
     """The meta of an artifact of ``cfg``'s model, scored on ``valset``."""
     code = code_account(cfg)
@@ -74,7 +74,7 @@ def save_weights(trainer: Trainer, outcome: TrainOutcome) -> None:
     state = trainer.base_model.state_dict()
     entries = {k: QTensor("raw", v.detach().float().cpu(), v.dtype, fmt="fp32") for k, v in state.items()}
     meta = {
-        "config": trainer.cfg.to_dict(), "steps": outcome.steps, "looping": trainer.base_model.looping,
+        "config": trainer.cfg.to_dict(), "steps": outcome.steps, "looping": trainer.base_model.loop_passes,
         "train_seconds": outcome.train_ms / 1000, "calibration_seconds": outcome.calibration_ms / 1000,
         "pre_quant_val_loss": outcome.pre_quant.val_loss,
         "pre_quant_val_bpb": outcome.pre_quant.val_bpb,
@@ -86,7 +86,7 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
     """Write the artifact and the run's float weights (rank 0) and account the artifact's bytes."""
     cfg, path = trainer.cfg, trainer.out_dir / ARTIFACT_NAME
     meta = artifact_meta(
-        cfg, trainer.valset, steps=outcome.steps, looping=trainer.base_model.looping,
+        cfg, trainer.valset, steps=outcome.steps, looping=trainer.base_model.loop_passes,
         train_seconds=outcome.train_ms / 1000,
     )  # fmt: skip
     if trainer.info.is_main:

@@ -313,3 +313,58 @@ def recurrent_3x3_cpu() -> RunConfig:
         preset="recurrent-3x3-cpu",
         model=replace(baseline_cpu().model, num_layers=9, recurrent_blocks=3),
     )
+
+
+# ---- the final frontier (sota-stack §2): PR #2135's configuration as far as the spec states it.
+
+
+@preset("frontier")
+def frontier() -> RunConfig:
+    """PR #2135 (1.0565, the contest's last accepted stack; sota-stack §2) as far as the spec states it:
+    11x512, 8 heads / 4 KV, MLP 4x LeakyReLU(0.5)^2, vocab 8192, tied; partial RoPE 16/64, LN scale,
+    QK gain 5.25, U-Net skip gates, XSA on all 11 layers, layers 3-5 looped twice from 35% (17
+    virtual layers), two-lane parallel residuals from layer 8, SparseAttnGate (scale 0.5), the
+    input-dependent SmearGate (window 12, BOS-masked), asymmetric logit caps for TTT; Muon with Polar
+    Express and MuonEq-R, LR 0.028 / 0.03 / 0.02, beta2 0.99, clip 0.3, WD 0.095 tapering to half
+    from 70%, momentum 0.92->0.97 over 1,500 steps, warmdown 85% with a 0.1 floor, EMA 0.9965;
+    progressive context 1024 -> 2048 (10%) -> 3072 (70%); int6 SDClip GPTQ on 32 training batches
+    (4 s reserve), int7 embedding at 14 sigma; score-first docs LoRA TTT (rank 80, alpha 144, lr 8e-5,
+    WD 2.0, beta1 0, warm A, q/v/o/head at 3072 context, chunk 48) with one phase of global SGD on
+    the first 2,500 documents.
+
+    Where pgolf or the spec differ (say so, do not hide it): the data is the SP8192 export without
+    CaseOps (no byte-sidecar loader yet); one SDClip k for every matrix (12.85) where the record
+    uses 11.5 for MLPs and 13 for attention; no LQER, no AWQ-lite, no per-group lrzip (Brotli/zstd
+    chosen per section); no MLP LoRA; embedding WD = Adam WD (0.02; the record 0.085); FA3 varlen
+    and document-aware loading are not in pgolf yet, so attention crosses BOS in training."""
+    return RunConfig(
+        preset="frontier",
+        model=ModelConfig(
+            vocab_size=8192, num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4.0,
+            mlp_activation="leaky_relu2", rope_dims=16, ln_scale=True, qk_gain_init=5.25,
+            skip_gates=True, xsa_last_n=11, loop_start=3, loop_end=6, loop_repeats=2, parallel_from=8,
+            attn_gate="sparse", attn_gate_scale=0.5, smear_gate=True, smear_gate_window=12,
+            logit_cap_asym=True,
+        ),
+        data=DataConfig(dataset="datasets/fineweb10B_sp8192", tokenizer="tokenizers/fineweb_8192_bpe.model"),
+        train=TrainConfig(
+            seq_len=3072, batch_tokens=786_432, seq_len_schedule="1024:0.1,2048:0.7", loop_from_frac=0.35,
+            averaging="ema", ema_decay=0.9965,
+        ),
+        optim=OptimConfig(
+            matrix_lr=0.028, tied_embed_lr=0.03, scalar_lr=0.02, beta2=0.99, grad_clip_norm=0.3,
+            muon_weight_decay=0.095, adam_weight_decay=0.02, muon_momentum=0.97,
+            muon_momentum_warmup_start=0.92, muon_momentum_warmup_steps=1500, muon_polar_express=True,
+            muon_row_norm=True, warmdown_frac=0.85, min_lr=0.1, wd_taper_from=0.7, wd_taper_mult=0.5,
+        ),
+        eval=EvalConfig(
+            batch_tokens=196_608, method="docs", stride=48, ttt="lora", ttt_lr=8e-5, lora_rank=80,
+            lora_alpha=144.0, lora_targets="q,v,o,head", lora_beta1=0.0, lora_beta2=0.99, lora_wd=2.0,
+            lora_warm_a=True, lora_phase_docs=2500, lora_phase_lr=0.001,
+        ),
+        quant=QuantConfig(
+            matrix="int6", embed="int7", clip="sdclip", clip_k=12.85, embed_clip_k=14.0, gptq=True,
+            gptq_batches=32, gptq_reserve_seconds=4.0,
+        ),
+        pack=_BEST_PACK,
+    )  # fmt: skip

@@ -9,6 +9,7 @@ from pgolf.config.base import non_negative, positive
 from pgolf.errors import ConfigError
 
 MLP_ACTIVATIONS = ("relu2", "leaky_relu2", "swiglu")
+ATTN_GATES = ("none", "output", "dense", "sparse")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,12 +67,41 @@ class ModelConfig:
     """End (exclusive) of the looped middle range."""
     loop_repeats: int = 0
     """Extra passes over [loop_start, loop_end) once looping is on (see train.loop_from_frac)."""
+    skip_gates: bool = False
+    """U-Net skip gates (PR #1394): x <- lerp(w * skip, x, sigmoid(g)), g per dimension, zero-initialised."""
+    parallel_from: int = 0
+    """Two-lane parallel residuals (PR #1529) in every block from this physical index on (0: off; after
+    the loop, so both lanes never re-enter a single-lane block); the output is the lanes' mean."""
+    parallel_resid_init: float = 1.1
+    """Initial per-sub-layer scale of both lanes in a two-lane block (PR #1529: 1.1)."""
+    attn_gate: str = "none"
+    """Per-head attention output gate: none, output (2 sigmoid, PR #1667), dense (gated attention,
+    PR #1736) or sparse (SparseAttnGate, PR #1787)."""
+    attn_gate_dims: int = 12
+    """Residual dims the output/sparse gates read (the first N)."""
+    attn_gate_scale: float = 0.5
+    """The sparse gate's logit scale s (PR #1855: 0.5)."""
+    value_embed_dim: int = 0
+    """Value embeddings (seed-techniques §7.10): a shared table of this width, projected to the KV
+    width and added to v in the last value_embed_layers blocks (0: off)."""
+    value_embed_layers: int = 2
+    """Blocks (the last N) whose attention adds the value embedding."""
+    smear_gate_window: int = 0
+    """If > 0 with smear_gate: the input-dependent SmearGate of PR #1667 on the raw embedding,
+    x_t + lambda sigmoid(W x_t[:window]) x_(t-1), never across BOS, lambda and W zero-initialised."""
+    logit_cap_asym: bool = False
+    """Separate learnable caps for positive and negative logits (PR #1923), initialised to
+    logit_softcap, frozen in training and adapted only by test-time SGD."""
 
     def __post_init__(self) -> None:
         positive(self, "vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads")
         non_negative(self, "bigram_buckets", "xsa_last_n", "rope_dims", "rope_ntk_seq_len")
         non_negative(self, "recurrent_blocks", "loop_start", "loop_end", "loop_repeats")
+        non_negative(self, "parallel_from", "value_embed_dim", "value_embed_layers", "smear_gate_window")
+        positive(self, "attn_gate_dims")
         self._check_layers()
+        if self.attn_gate not in ATTN_GATES:
+            raise ConfigError(f"model.attn_gate={self.attn_gate!r}; expected one of {ATTN_GATES}")
         if self.model_dim % self.num_heads:
             raise ConfigError(
                 f"model.num_heads={self.num_heads} must divide model.model_dim={self.model_dim}"
@@ -122,6 +152,22 @@ class ModelConfig:
                 )
             if self.recurrent_blocks:
                 raise ConfigError("model.loop_repeats and model.recurrent_blocks cannot be combined")
+        if self.parallel_from:
+            if self.recurrent_blocks or self.parallel_from >= self.num_layers:
+                raise ConfigError(
+                    f"model.parallel_from={self.parallel_from} must be < model.num_layers={self.num_layers} "
+                    "and cannot be combined with model.recurrent_blocks"
+                )
+            if self.loop_repeats and self.parallel_from < self.loop_end:
+                raise ConfigError(
+                    f"model.parallel_from={self.parallel_from} must be >= model.loop_end={self.loop_end}: "
+                    "a looped block cannot run both single- and two-lane"
+                )
+        if self.value_embed_layers > self.num_layers:
+            raise ConfigError(
+                f"model.value_embed_layers={self.value_embed_layers} exceeds "
+                f"model.num_layers={self.num_layers}"
+            )
 
     @property
     def head_dim(self) -> int:

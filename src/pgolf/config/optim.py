@@ -47,13 +47,33 @@ class OptimConfig:
     """Linear LR decay to 0 over the last N steps (in wall-clock mode: N times the mean step time)."""
     warmdown_frac: float = 0.0
     """If > 0, decay over this fraction of the budget (time or steps) instead of warmdown_iters."""
+    min_lr: float = 0.0
+    """Floor of the LR multiplier during the warmdown (MIN_LR, PR #1787: 0.1)."""
+    muon_polar_express: bool = False
+    """Newton-Schulz with the five per-iteration Polar Express triples instead of the fixed quintic."""
+    muon_row_norm: bool = False
+    """MuonEq-R: divide each row of the Nesterov update by its L2 norm before orthogonalising."""
+    wd_taper_from: float = 0.0
+    """From this fraction of the run (wall clock, else steps) the Muon weight decay is multiplied by
+    wd_taper_mult (0: no taper; PR #1729: 0.7)."""
+    wd_taper_mult: float = 0.5
+    """The late weight-decay multiplier (see wd_taper_from)."""
+    embed_beta2: float = 0.0
+    """Adam beta2 of the embedding group (0: beta2)."""
+    scalar_beta2: float = 0.0
+    """Adam beta2 of the scalar/control group (0: beta2)."""
+    head_beta2: float = 0.0
+    """Adam beta2 of the untied head (0: beta2)."""
 
     def __post_init__(self) -> None:
         non_negative(self, "warmdown_iters", "grad_clip_norm", "muon_momentum_warmup_steps")
         non_negative(self, "muon_weight_decay", "adam_weight_decay")
         positive(self, "muon_backend_steps")
-        if not 0.0 <= self.warmdown_frac <= 1.0:
-            raise ConfigError(f"optim.warmdown_frac must be in [0, 1], got {self.warmdown_frac}")
-        for name in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2"):
+        for name in ("warmdown_frac", "min_lr", "wd_taper_from"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"optim.{name} must be in [0, 1], got {getattr(self, name)}")
+        non_negative(self, "wd_taper_mult")
+        betas = ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2")
+        for name in (*betas, "embed_beta2", "scalar_beta2", "head_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")

@@ -55,6 +55,12 @@ class RunConfig:
                 f"eval.stride={self.eval.stride} is longer than the evaluation window "
                 f"({self.eval_seq_len} tokens)"
             )
+        fracs = self.train.pass_fracs
+        if fracs and len(fracs) != self.model.loop_repeats:
+            raise ConfigError(
+                f"train.loop_pass_fracs has {len(fracs)} fractions for model.loop_repeats="
+                f"{self.model.loop_repeats}: give one per extra pass"
+            )
         cap, reserve = self.train.max_wallclock_seconds, self.quant.gptq_reserve_seconds
         if self.quant.gptq and cap and reserve >= cap:
             raise ConfigError(

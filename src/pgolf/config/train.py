@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,6 +42,12 @@ class TrainConfig:
     """auto (CUDA if available), cuda or cpu."""
     loop_from_frac: float = 0.0
     """Fraction of the run (wall clock, else steps) after which the model's middle-range loop turns on."""
+    loop_pass_fracs: str = ""
+    """Progressive recurrence (PR #1412): comma-separated fractions at which extra passes 1, 2, ... of the
+    loop turn on, one per model.loop_repeats (e.g. "0.5,0.65"); empty: all at loop_from_frac."""
+    seq_len_schedule: str = ""
+    """Progressive context (PR #2014): "LEN:UNTIL,..." trains at LEN until that fraction of the run, then
+    the next, then at seq_len (e.g. "1024:0.1,2048:0.7" with seq_len 3072); empty: seq_len throughout."""
     averaging: str = "none"
     """Weight averaging applied to the exported weights: none, ema or swa."""
     ema_decay: float = 0.997
@@ -61,8 +68,49 @@ class TrainConfig:
         if not 0.0 <= self.loop_from_frac <= 1.0 or not 0.0 < self.ema_decay < 1.0:
             raise ConfigError("train.loop_from_frac must be in [0, 1] and train.ema_decay in (0, 1)")
         positive(self, "swa_every")
-        if self.batch_tokens % (self.microbatches * self.seq_len):
-            raise ConfigError(
-                f"train.batch_tokens={self.batch_tokens} must be a multiple of "
-                f"train.microbatches * train.seq_len = {self.microbatches * self.seq_len}"
-            )
+        fracs = self.pass_fracs  # parses and checks
+        if any(b < a for a, b in itertools.pairwise(fracs)):
+            raise ConfigError(f"train.loop_pass_fracs={self.loop_pass_fracs!r} must be non-decreasing")
+        for length, _ in self.seq_schedule:
+            if self.batch_tokens % (self.microbatches * length):
+                raise ConfigError(
+                    f"train.batch_tokens={self.batch_tokens} must be a multiple of "
+                    f"train.microbatches * {length} = {self.microbatches * length} "
+                    f"(train.seq_len / train.seq_len_schedule)"
+                )
+
+    @property
+    def pass_fracs(self) -> tuple[float, ...]:
+        """train.loop_pass_fracs parsed: one fraction in [0, 1] per extra pass."""
+        return tuple(_fraction("train.loop_pass_fracs", f) for f in _items(self.loop_pass_fracs))
+
+    @property
+    def seq_schedule(self) -> tuple[tuple[int, float], ...]:
+        """(length, until fraction) pairs, ending with (seq_len, 1.0)."""
+        pairs = []
+        for item in _items(self.seq_len_schedule):
+            length, sep, until = item.partition(":")
+            if not sep or not length.strip().isdigit() or int(length) < 1:
+                raise ConfigError(f"train.seq_len_schedule item {item!r}: expected LEN:UNTIL, e.g. 1024:0.1")
+            pairs.append((int(length), _fraction("train.seq_len_schedule", until)))
+        if any(b[1] < a[1] for a, b in itertools.pairwise(pairs)):
+            raise ConfigError(f"train.seq_len_schedule={self.seq_len_schedule!r}: fractions must increase")
+        return (*pairs, (self.seq_len, 1.0))
+
+    def seq_len_at(self, progress: float) -> int:
+        """The training sequence length at ``progress`` (fraction of the run used)."""
+        return next(length for length, until in self.seq_schedule if progress < until or until == 1.0)
+
+
+def _items(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _fraction(field: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{field}: {text.strip()!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{field}: {value} must be in [0, 1]")
+    return value

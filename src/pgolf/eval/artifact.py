@@ -24,7 +24,7 @@ from pgolf.data.valset import ValidationSet, load_validation
 from pgolf.errors import ArtifactError, DataError
 from pgolf.eval.methods import run_method
 from pgolf.eval.score import EvalClock, ScoreReport
-from pgolf.model.gpt import GPT
+from pgolf.model.gpt import GPT, loop_passes
 from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
 from pgolf.pack.size import SizeReport, sources_sha256
@@ -48,7 +48,7 @@ def load_artifact(path: str | Path, device: torch.device) -> LoadedArtifact:
         model.load_state_dict(dequantize_state_dict(entries), strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"{path}: weights do not fit the model config stored in it ({e})") from None
-    model.looping = meta.looping
+    model.loop_passes = loop_passes(meta.looping, meta.model.loop_repeats)
     return LoadedArtifact(model.to(device), meta, Path(path).stat().st_size)
 
 

@@ -17,9 +17,9 @@ from pgolf import dist
 
 def trainable(model: nn.Module, freeze_blocks: int) -> list[nn.Parameter]:
     """Every parameter, except the first ``freeze_blocks`` blocks and, when any are frozen, the
-    inputs below them (embeddings, bigram table, smear gate)."""
+    inputs below them (embeddings, bigram and value-embedding tables, smear gate)."""
     frozen = {f"blocks.{i}." for i in range(freeze_blocks)}
-    below = ("tok_emb.", "bigram.", "smear.") if freeze_blocks else ()
+    below = ("tok_emb.", "bigram.", "smear.", "value_embed.") if freeze_blocks else ()
     return [
         p
         for name, p in model.named_parameters()

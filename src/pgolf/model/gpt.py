@@ -4,8 +4,9 @@ Embedding -> RMSNorm -> x0; U-Net: the first floor(L/2) blocks push their output
 blocks pop them (LIFO) and add ``skip_weights[j] * skip`` before running; final RMSNorm; tied head;
 logit softcap c*tanh(z/c). Options (all off by default, which is the baseline; seed-techniques §7)
 live in ``layers`` and ``inputs``; this module adds the two kinds of depth recurrence: K shared
-blocks looped with per-loop AdaLN (kellyvv), or a middle range of layers re-run once ``looping``
-is switched on (the final records' "Loop3-5").
+blocks looped with per-loop AdaLN (kellyvv), or a middle range of layers re-run once the trainer
+switches passes on (the final records' "Loop3-5", progressive: ``loop_passes`` of ``loop_repeats``),
+and the frontier's skip gates, two-lane tail and asymmetric logit caps (sota-stack §2.2).
 
 Parameter names follow the contest's script, so export rules written against those names apply.
 """
@@ -17,8 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config.model import ModelConfig
-from pgolf.model.inputs import BigramHash, SmearGate
+from pgolf.model.inputs import BigramHash, SmearGate, ValueEmbedding, WindowSmearGate
 from pgolf.model.layers import Block, Linear, ntk_base, rms_norm, rotary_tables
+
+
+def loop_passes(recorded: bool | int, loop_repeats: int) -> int:
+    """Extra loop passes from a checkpoint's or artifact's record: a count, or (older records) a flag
+    meaning all of them."""
+    if isinstance(recorded, bool):
+        return loop_repeats if recorded else 0
+    return min(int(recorded), loop_repeats)
 
 
 class GPT(nn.Module):
@@ -32,20 +41,37 @@ class GPT(nn.Module):
                        num_layers=cfg.num_layers)
             if cfg.bigram_buckets else None
         )  # fmt: skip
-        self.smear = SmearGate(cfg.model_dim, cfg.smear_gate_init) if cfg.smear_gate else None
-        self.blocks = nn.ModuleList(
-            Block(cfg, i, xsa=i >= n_blocks - cfg.xsa_last_n) for i in range(n_blocks)
+        self.smear = None
+        if cfg.smear_gate:
+            self.smear = (
+                WindowSmearGate(cfg.model_dim, cfg.smear_gate_window) if cfg.smear_gate_window
+                else SmearGate(cfg.model_dim, cfg.smear_gate_init)
+            )  # fmt: skip
+        kv_dim = cfg.num_kv_heads * cfg.head_dim
+        self.value_embed = (
+            ValueEmbedding(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if cfg.value_embed_dim else None
         )
-        self.looping = False
-        """Whether the middle-range loop is on (set by the trainer at train.loop_from_frac)."""
+        self.blocks = nn.ModuleList(
+            Block(cfg, i, xsa=i >= n_blocks - cfg.xsa_last_n,
+                  value_embed=bool(cfg.value_embed_dim) and i >= n_blocks - cfg.value_embed_layers)
+            for i in range(n_blocks)
+        )  # fmt: skip
+        self.loop_passes = 0
+        """Extra passes of the middle range now on (0 .. loop_repeats; set by the trainer from
+        train.loop_from_frac, or pass by pass from train.loop_pass_fracs)."""
         if cfg.recurrent_blocks:
             loops, half = cfg.num_layers // cfg.recurrent_blocks, cfg.recurrent_blocks // 2
             self.skip_weights = nn.Parameter(torch.ones(loops, min(half, n_blocks - half), cfg.model_dim))
             self.adaln_params = nn.Parameter(torch.zeros(loops, 2 * cfg.model_dim))
             self.cycle_gates = nn.Parameter(torch.zeros(loops, cfg.model_dim))
         else:
-            depth = len(self.layer_order(looping=cfg.loop_repeats > 0))
+            depth = len(self.layer_order(looping=cfg.loop_repeats))
             self.skip_weights = nn.Parameter(torch.ones(min(depth // 2, depth - depth // 2), cfg.model_dim))
+            if cfg.skip_gates:
+                self.skip_gates = nn.Parameter(torch.zeros_like(self.skip_weights))
+        if cfg.logit_cap_asym:  # frozen in training (the optimizer leaves them out), tuned by TTT SGD
+            self.logit_cap_pos = nn.Parameter(torch.tensor(cfg.logit_softcap))
+            self.logit_cap_neg = nn.Parameter(torch.tensor(cfg.logit_softcap))
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.model_dim, cfg.vocab_size)
         self.head_in = nn.Identity()
         """The head's input (final-norm output); a hook point for GPTQ's Hessian of the head."""
@@ -73,28 +99,54 @@ class GPT(nn.Module):
             elif self.cfg.ortho_init and min(mod.weight.shape) >= 64:
                 nn.init.orthogonal_(mod.weight)
 
-    def layer_order(self, looping: bool | None = None) -> list[int]:
-        """Physical block index of each virtual layer. With the middle loop on, [s, e) is re-run
-        loop_repeats more times: 11 layers, [3, 6), 2 repeats -> 0..5, 3..5, 3..5, 6..10 (17)."""
+    @property
+    def looping(self) -> bool:
+        """Whether any extra pass of the middle range is on."""
+        return self.loop_passes > 0
+
+    @looping.setter
+    def looping(self, on: bool) -> None:
+        self.loop_passes = self.cfg.loop_repeats if on else 0
+
+    def layer_order(self, looping: bool | int | None = None) -> list[int]:
+        """Physical block index of each virtual layer. With n extra passes on (``looping``: a count,
+        True for all loop_repeats, None for the model's own), [s, e) is re-run n more times:
+        11 layers, [3, 6), 2 passes -> 0..5, 3..5, 3..5, 6..10 (17)."""
         cfg = self.cfg
-        looping = self.looping if looping is None else looping
-        if not (looping and cfg.loop_repeats):
+        if looping is None:
+            passes = self.loop_passes
+        else:
+            passes = cfg.loop_repeats if looping is True else min(int(looping), cfg.loop_repeats)
+        if not passes:
             return list(range(cfg.num_layers))
-        middle = list(range(cfg.loop_start, cfg.loop_end)) * cfg.loop_repeats
+        middle = list(range(cfg.loop_start, cfg.loop_end)) * passes
         return list(range(cfg.loop_end)) + middle + list(range(cfg.loop_end, cfg.num_layers))
 
-    def _unet(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def _skip(self, j: int, x: Tensor, skip: Tensor) -> Tensor:
+        """Decoder j's U-Net skip: x + w skip, or with skip gates lerp(w skip, x, sigmoid(g))."""
+        s = self.skip_weights[j].to(x.dtype) * skip
+        if not self.cfg.skip_gates:
+            return x + s
+        return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
+
+    def _unet(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None) -> Tensor:
+        """The U-Net over the virtual layers; two-lane blocks (at the tail) start a second lane equal to
+        the stream, skips write into lane 0 only, and the output is the lanes' mean."""
         order = self.layer_order()
         n_enc = len(order) // 2
         skips: list[Tensor] = []
-        for i in order[:n_enc]:
-            x = self.blocks[i](x, x0, cos, sin)
-            skips.append(x)
-        for j, i in enumerate(order[n_enc:]):
-            if skips:
-                x = x + self.skip_weights[j].to(x.dtype) * skips.pop()
-            x = self.blocks[i](x, x0, cos, sin)
-        return x
+        lane1: Tensor | None = None
+        for pos, i in enumerate(order):
+            if pos >= n_enc and skips:
+                x = self._skip(pos - n_enc, x, skips.pop())
+            block = self.blocks[i]
+            if block.two_lane:
+                x, lane1 = block.forward_lanes((x, x if lane1 is None else lane1), x0, cos, sin, ve)
+            else:
+                x = block(x, x0, cos, sin, ve)
+            if pos < n_enc:
+                skips.append(x)
+        return x if lane1 is None else 0.5 * (x + lane1)
 
     def _recurrent(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """kellyvv's depth recurrence (seed-techniques §7.11): per loop, AdaLN (zero-init gamma,
@@ -124,16 +176,25 @@ class GPT(nn.Module):
         x = self.tok_emb(input_ids)
         if self.bigram is not None:
             x = x + self.bigram(input_ids).to(x.dtype)
+        if cfg.smear_gate_window:  # the input-dependent gate acts on the raw embedding
+            x = self.smear(x, input_ids)
         x = rms_norm(x)
-        if self.smear is not None:
+        if self.smear is not None and not cfg.smear_gate_window:
             x = self.smear(x, input_ids)
         x0 = x
-        x = (self._recurrent if cfg.recurrent_blocks else self._unet)(x, x0, cos, sin)
+        if cfg.recurrent_blocks:
+            x = self._recurrent(x, x0, cos, sin)
+        else:
+            ve = self.value_embed(input_ids) if self.value_embed is not None else None
+            x = self._unet(x, x0, cos, sin, ve)
         x = self.head_in(rms_norm(x))
         z = F.linear(x, self.tok_emb.weight.to(x.dtype)) if self.lm_head is None else self.lm_head(x)
         if self.head_delta is not None:
             z = z + self.head_delta(x).to(z.dtype)
-        c = cfg.logit_softcap
+        if cfg.logit_cap_asym:
+            c = torch.where(z > 0, self.logit_cap_pos, self.logit_cap_neg).to(z.dtype)
+        else:
+            c = cfg.logit_softcap
         return c * torch.tanh(z / c)
 
     def forward(self, input_ids: Tensor, targets: Tensor | None = None) -> Tensor:

@@ -1,4 +1,5 @@
-"""Input-side token mixers: BigramHash and SmearGate (seed-techniques §7.3, §7.4).
+"""Input-side token mixers and tables: BigramHash, SmearGate (seed-techniques §7.3, §7.4), the
+input-dependent SmearGate of the final records (sota-stack §2.2) and value embeddings (§7.10).
 
 Neither lets information cross a document boundary: at a BOS position the SmearGate keeps the
 current token only and the BigramHash uses its reserved "no previous token" bucket, so the BOS that
@@ -74,3 +75,36 @@ class SmearGate(nn.Module):
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros at t = 0
         keep = (ids != BOS_ID).unsqueeze(-1).to(x.dtype)
         return x + keep * g * (prev - x)
+
+
+class WindowSmearGate(nn.Module):
+    """x_t + lambda sigmoid(W x_t[:w]) x_(t-1) on the raw embedding, zero at BOS and at t = 0 (PR #1667
+    with the BOS fix of PR #1851); lambda (scalar) and W (1 x w) zero-initialised: the identity at init."""
+
+    def __init__(self, dim: int, window: int) -> None:
+        super().__init__()
+        self.window = min(window, dim)
+        self.weight = nn.Parameter(torch.zeros(1, self.window))
+        self.lam = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor, ids: Tensor) -> Tensor:
+        g = torch.sigmoid(F.linear(x[..., : self.window], self.weight.to(x.dtype)))  # (B, T, 1)
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        keep = (ids != BOS_ID).unsqueeze(-1).to(x.dtype)
+        return x + self.lam.to(x.dtype) * keep * g * prev
+
+
+class ValueEmbedding(nn.Module):
+    """scale * P E[x_t]: a shared table E (V x dim, N(0, 0.01^2)) projected to the KV width by P, with a
+    learned scale initialised to 0.1 (VE128, seed-techniques §7.10); each target layer adds it to v
+    times its own scalar."""
+
+    def __init__(self, vocab: int, dim: int, kv_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.proj = Linear(dim, kv_dim)
+        self.scale = nn.Parameter(torch.tensor(0.1))
+        nn.init.normal_(self.embed.weight, std=0.01)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.scale * self.proj(self.embed(ids))

@@ -4,6 +4,10 @@ Attention RMS-normalises q and k per head (no gain), applies RoPE (half-split co
 learned per-head query gain, and uses grouped-query SDPA; the MLP is relu² unless configured
 otherwise; a block mixes its input with x0 (``resid_mix``), then adds scaled attention and MLP
 outputs. All parameters are fp32; on CUDA the forward runs under bf16 autocast.
+
+Frontier options (sota-stack §2.2): a per-head gate on the attention output (``attn_gate``: output,
+dense or sparse), value embeddings added to v (``ve``), and the two-lane form of a block
+(``Block.forward_lanes``: attention reads lane 0, the MLP lane 1, both write into both lanes).
 """
 
 from __future__ import annotations
@@ -74,8 +78,35 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight_fn(self.weight))
 
 
+class AttentionGate(nn.Module):
+    """A per-head multiplier of the attention output before the output projection (sota-stack §2.2):
+
+    * ``output`` (PR #1667): g = 2 sigmoid(W x[:w]), W zero-initialised, so g = 1 at init;
+    * ``dense`` (gated attention, PR #1736): g = sigmoid(W x), W ~ N(0, 0.005^2) over all of x;
+    * ``sparse`` (SparseAttnGate, PR #1787/#1855): g = sigmoid(s W x[:w]), W zero (g = 0.5 at init).
+
+    x is the attention's (normalised) input; w = ``attn_gate_dims``, s = ``attn_gate_scale``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind, self.scale = cfg.attn_gate, cfg.attn_gate_scale
+        self.dims = cfg.model_dim if self.kind == "dense" else min(cfg.attn_gate_dims, cfg.model_dim)
+        self.weight = nn.Parameter(torch.zeros(cfg.num_heads, self.dims))
+        if self.kind == "dense":
+            nn.init.normal_(self.weight, std=0.005)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """x: (B, T, d) the attention input; y: (B, H, T, D) the heads' outputs."""
+        z = F.linear(x[..., : self.dims], self.weight.to(x.dtype))  # (B, T, H)
+        if self.kind == "output":
+            g = 2 * torch.sigmoid(z)
+        else:
+            g = torch.sigmoid(self.scale * z if self.kind == "sparse" else z)
+        return y * g.transpose(1, 2).unsqueeze(-1)
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, xsa: bool = False) -> None:
+    def __init__(self, cfg: ModelConfig, xsa: bool = False, value_embed: bool = False) -> None:
         super().__init__()
         self.xsa = xsa
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -86,12 +117,19 @@ class Attention(nn.Module):
         self.proj = Linear(cfg.model_dim, cfg.model_dim)
         self.proj.zero_init = True
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+        self.gate = AttentionGate(cfg) if cfg.attn_gate != "none" else None
+        self.ve_gain = nn.Parameter(torch.ones(())) if value_embed else None
+        """This layer's scalar on the shared value embedding (seed-techniques §7.10)."""
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None) -> Tensor:
+        """x: (B, T, d); ve: the value embedding (B, T, kv_dim), used if this layer takes it."""
         b, t, d = x.shape
         q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
-        v = self.c_v(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x)
+        if self.ve_gain is not None and ve is not None:
+            v = v + self.ve_gain.to(v.dtype) * ve.to(v.dtype)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[None, :, None, None]
         k = apply_rotary(rms_norm(k), cos, sin)
         y = F.scaled_dot_product_attention(
@@ -99,6 +137,8 @@ class Attention(nn.Module):
         )
         if self.xsa:
             y = exclusive_self_attention(y, v)
+        if self.gate is not None:
+            y = self.gate(x, y)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -126,18 +166,39 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, index: int = 0, xsa: bool = False) -> None:
+    def __init__(
+        self, cfg: ModelConfig, index: int = 0, xsa: bool = False, value_embed: bool = False
+    ) -> None:
         super().__init__()
         # LN scale (records 2026-03-21): block i's normalised inputs x 1/sqrt(i+1)
         self.ln_mult = 1 / math.sqrt(index + 1) if cfg.ln_scale else 1.0
-        self.attn = Attention(cfg, xsa)
+        self.attn = Attention(cfg, xsa, value_embed)
         self.mlp = MLP(cfg)
         self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+        self.two_lane = bool(cfg.parallel_from) and index >= cfg.parallel_from
+        if self.two_lane:  # PR #1529: post[i, j] = sub-layer i (attn, mlp) into lane j; resid per sub-layer
+            self.lane_post = nn.Parameter(torch.ones(2, 2))
+            self.lane_resid = nn.Parameter(torch.full((2,), cfg.parallel_resid_init))
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_mult, cos, sin)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_mult, cos, sin, ve)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_mult)
+
+    def forward_lanes(
+        self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Two-lane parallel residuals (PR #1529): attention reads lane 0 mixed with x0, the MLP reads
+        lane 1 mixed with x0 (after attention wrote into it); after each sub-layer both lanes are
+        scaled by its resid scalar and receive its output times post[sub-layer, lane]."""
+        lane0, lane1 = lanes
+        mix, post, resid = (t.to(lane0.dtype) for t in (self.resid_mix, self.lane_post, self.lane_resid))
+        a_in = mix[0] * lane0 + mix[1] * x0
+        a = self.attn_scale.to(a_in.dtype) * self.attn(rms_norm(a_in) * self.ln_mult, cos, sin, ve)
+        lane0, lane1 = resid[0] * lane0 + post[0, 0] * a, resid[0] * lane1 + post[0, 1] * a
+        m_in = mix[0] * lane1 + mix[1] * x0
+        m = self.mlp_scale.to(m_in.dtype) * self.mlp(rms_norm(m_in) * self.ln_mult)
+        return resid[1] * lane0 + post[1, 0] * m, resid[1] * lane1 + post[1, 1] * m

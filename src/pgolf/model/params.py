@@ -2,10 +2,12 @@
 
 ``param_role(name, ndim)`` returns
 
-* ``embed``: the token embedding and the BigramHash table (Adam, embedding LR);
+* ``embed``: the token embedding, the BigramHash and value-embedding tables (Adam, embedding LR);
 * ``head``: the untied output head (Adam, head LR);
-* ``matrix``: 2-D weights of the blocks and the BigramHash projection (Muon; quantised at export);
-* ``control``: gains, mixes, gates and skip weights (Adam, scalar LR; kept fp32 at export).
+* ``matrix``: 2-D weights of the blocks and the BigramHash/value-embedding projections (Muon;
+  quantised at export);
+* ``control``: gains, mixes, gates, lane scalars and skip weights (Adam, scalar LR; kept fp32 at
+  export), and the asymmetric logit caps (``FROZEN_IN_TRAINING``: no optimizer group).
 
 The optimizer groups and the export policy both read it, so a new tensor is classified once.
 """
@@ -18,17 +20,21 @@ ROLES = ("embed", "head", "matrix", "control")
 
 CONTROL_PATTERNS = (
     "attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "smear", "bigram.scale", "adaln",
-    "cycle_gate",
+    "cycle_gate", "skip_gate", "lane_", "attn.gate", "ve_gain", "value_embed.scale", "logit_cap",
 )  # fmt: skip
-"""Name fragments of control tensors (seed-techniques §5.4, §9.1)."""
+"""Name fragments of control tensors (seed-techniques §5.4, §9.1; sota-stack §2.2)."""
+
+FROZEN_IN_TRAINING = ("logit_cap_",)
+"""Parameters no training optimizer steps (PR #1923's caps: only test-time SGD adapts them)."""
 
 
 def param_role(name: str, ndim: int) -> str:
-    if name.startswith(("tok_emb", "bigram.embed")):
+    if name.startswith(("tok_emb", "bigram.embed", "value_embed.embed")):
         return "embed"
     if name.startswith("lm_head"):
         return "head"
-    if name.startswith(("blocks.", "bigram.proj")) and ndim == 2 and not is_control(name):
+    matrix_owners = ("blocks.", "bigram.proj", "value_embed.proj")
+    if name.startswith(matrix_owners) and ndim == 2 and not is_control(name):
         return "matrix"
     return "control"
 

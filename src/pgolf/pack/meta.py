@@ -29,8 +29,9 @@ class ArtifactMeta:
     preset: str
     track: str
     steps: int
-    looping: bool
-    """Whether the middle-range loop was on at export (the network's depth depends on it)."""
+    looping: bool | int
+    """Extra passes of the middle-range loop on at export (the network's depth depends on it); artifacts
+    written before progressive recurrence hold a flag meaning all of them."""
     model: ModelConfig
     data: DataConfig
     eval: EvalConfig
@@ -97,6 +98,8 @@ class ArtifactMeta:
                      "train_cap_seconds"):  # fmt: skip
             if kwargs[name] < 0:
                 raise ArtifactError(f"{source}: meta field {name} must be >= 0, got {kwargs[name]}")
+        if type(kwargs["looping"]) not in (bool, int) or kwargs["looping"] < 0:
+            raise ArtifactError(f"{source}: meta field looping must be a pass count >= 0 or a flag")
         if kwargs["eval"].seq_len < 1:
             raise ArtifactError(f"{source}: meta field eval.seq_len must be >= 1")
         return cls(**kwargs)

@@ -7,8 +7,10 @@ source (``time.perf_counter``; tests pass a fake one).
 
 ``PhaseSwitch.decide`` is called before each step and takes, together with the other ranks and in
 one all-reduce (none when there is nothing to decide), every decision that depends on time: stop at
-the wall-clock cap, switch the middle-range loop on once ``train.loop_from_frac`` of the budget is
-used, and switch QAT on at ``quant.qat_from_frac``.
+the wall-clock cap, switch the next pass of the middle-range loop on at its fraction of the budget
+(``train.loop_from_frac`` or ``train.loop_pass_fracs``), and switch QAT on at ``quant.qat_from_frac``.
+The same all-reduce agrees on the elapsed time (the ranks' maximum), so everything scheduled from it
+(LR, weight-decay taper, sequence length) is identical on every rank.
 
 The cap is strict, as the contest's reviewers enforced it (runs that ended at 601-602 s of a 600 s
 cap were called out; sota-stack §3.2): a step is started only if ``STOP_MARGIN`` times the larger
@@ -52,31 +54,50 @@ class TrainClock:
         self.t0 = self.now()
 
 
+@dataclass(frozen=True)
+class Decision:
+    stop: bool
+    """Stop before this step."""
+    loop: bool
+    """Switch the next pass of the middle-range loop on."""
+    qat: bool
+    """Switch QAT on."""
+    elapsed_ms: float
+    """Training time so far, the same on every rank."""
+    progress: float
+    """Fraction of the run used: of the wall-clock cap, else of the steps."""
+
+
 @dataclass
 class PhaseSwitch:
     cap_ms: float
     """Training-time cap (0: none)."""
     iterations: int
-    loop_from_frac: float
     device: torch.device
     qat_from_frac: float = 0.0
     last_step_ms: float = 0.0
 
+    def progress(self, step: int, elapsed_ms: float) -> float:
+        return elapsed_ms / self.cap_ms if self.cap_ms else step / self.iterations
+
     def decide(
-        self, step: int, elapsed_ms: float, loop_pending: bool, qat_pending: bool = False
-    ) -> tuple[bool, bool, bool]:
-        """(stop now, switch the loop on now, switch QAT on now) for the step about to start;
-        ``step`` steps are done."""
-        if not self.cap_ms and not loop_pending and not qat_pending:
-            return False, False, False
+        self, step: int, elapsed_ms: float, loop_next: float | None = None, qat_pending: bool = False
+    ) -> Decision:
+        """The decisions for the step about to start (``step`` steps are done); ``loop_next`` is the
+        fraction at which the next loop pass turns on (None: none is pending)."""
+        if not self.cap_ms and loop_next is None and not qat_pending:
+            return Decision(False, False, False, elapsed_ms, self.progress(step, elapsed_ms))
         predicted = max(elapsed_ms / step, self.last_step_ms) if step else 0.0
-        progress = elapsed_ms / self.cap_ms if self.cap_ms else step / self.iterations
-        stop, start_loop, start_qat = dist.any_rank(
+        progress = self.progress(step, elapsed_ms)
+        stop, start_loop, start_qat, agreed = dist.max_over_ranks(
             (
                 bool(self.cap_ms) and elapsed_ms + STOP_MARGIN * predicted > self.cap_ms,
-                loop_pending and progress >= self.loop_from_frac,
+                loop_next is not None and progress >= loop_next,
                 qat_pending and progress >= self.qat_from_frac,
+                elapsed_ms,
             ),
             self.device,
         )
-        return stop, start_loop and not stop, start_qat and not stop
+        stop = bool(stop)
+        loop, qat = bool(start_loop) and not stop, bool(start_qat) and not stop
+        return Decision(stop, loop, qat, agreed, self.progress(step, agreed))

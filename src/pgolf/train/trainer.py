@@ -32,14 +32,14 @@ from pgolf.eval.score import score
 from pgolf.eval.windows import plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
-from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5
+from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5, weight_decay_multiplier
 from pgolf.pack.bundle import code_account
-from pgolf.quant.qat import enable_qat
 from pgolf.runlog import RunLog
 from pgolf.train.averaging import WeightAverage
 from pgolf.train.calibration import calibrate
 from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from pgolf.train.clock import PhaseSwitch, TrainClock
+from pgolf.train.phases import Phases
 
 
 @dataclass
@@ -79,7 +79,6 @@ class Trainer:
         self.local_tokens = tc.batch_tokens // tc.microbatches
         self.history: list[dict] = []
         self.average: WeightAverage | None = None  # created after priming
-        self.qat_on = False
         self._pending: list[tuple[int, torch.Tensor]] = []
         reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.gptq else 0.0
         self.cap_ms = 1000 * (tc.max_wallclock_seconds - reserve) if tc.max_wallclock_seconds else 0.0
@@ -99,6 +98,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.base_model = GPT(cfg.model).to(self.device)
         self.model = self.base_model
+        self.phases = Phases(cfg, self.base_model, self.log)
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
         if self.device.type == "cuda" and cfg.train.compile:
             self.compile()
@@ -133,11 +133,14 @@ class Trainer:
         self.log.event("model", model_params=count_parameters(self.base_model))
 
     # ---- one step ----------------------------------------------------------------------------
-    def train_step(self, step: int, elapsed_ms: float) -> torch.Tensor:
+    def train_step(self, step: int, elapsed_ms: float, progress: float = 0.0) -> torch.Tensor:
+        """One optimizer step; ``elapsed_ms`` and ``progress`` (the fraction of the run used) are the
+        ranks' agreed values, from which the LR, the weight-decay taper and the length are scheduled."""
         tc = self.cfg.train
+        seq_len = tc.seq_len_at(progress)
         total = torch.zeros((), device=self.device)
         for _ in range(self.accum):
-            x, y = self.loader.next_batch(self.local_tokens, tc.seq_len)
+            x, y = self.loader.next_batch(self.local_tokens, seq_len)
             with dist.autocast_for(self.device):
                 loss = self.model(x, y)
             (loss / self.accum).backward()
@@ -146,7 +149,8 @@ class Trainer:
         mul = lr_multiplier(
             step, elapsed_ms, iterations=tc.iterations, max_wallclock_ms=self.cap_ms, cfg=self.cfg.optim
         )
-        self.opt.step(mul, muon_momentum(step, self.cfg.optim))
+        wd = weight_decay_multiplier(progress, self.cfg.optim)
+        self.opt.step(mul, muon_momentum(step, self.cfg.optim), wd)
         self.opt.zero_grad()
         if self.average is not None:
             self.average.update(self.base_model, step + 1, mul)
@@ -159,8 +163,11 @@ class Trainer:
             return
         model_state = copy.deepcopy(self.base_model.state_dict())
         opt_state = copy.deepcopy(self.opt.state_dict())
+        # every scheduled length once (a compiled model traces each shape), then the final one
+        starts = [0.0] + [until for _, until in self.cfg.train.seq_schedule[:-1]]
+        skip = max(len(starts) - n, 0)  # too few steps for every length: the last ones
         for i in range(n):
-            self.train_step(0, 0.0)
+            self.train_step(0, 0.0, starts[min(skip + i, len(starts) - 1)])
             self.log.event("warmup", f"warmup_step:{i + 1}/{n}", warmup_step=i + 1)
         self.base_model.load_state_dict(model_state)
         self.opt.load_state_dict(opt_state)
@@ -176,8 +183,7 @@ class Trainer:
                 "config": self.cfg.to_dict(), "step": step, "train_ms": train_ms,
                 "model": self.base_model.state_dict(), "optim": self.opt.state_dict(),
                 "loader": self.loader.stream.state(), "history": self.history,
-                "average": self.average.state_dict(), "looping": self.base_model.looping,
-                "qat": self.qat_on,
+                "average": self.average.state_dict(), **self.phases.state(),
             })  # fmt: skip
             self.log.event("checkpoint", step=step, path=str(path))
         dist.barrier()
@@ -193,10 +199,7 @@ class Trainer:
         self.loader.stream.load_state(state["loader"])
         self.history = list(state["history"])
         self.average.load_state_dict(state["average"])
-        self.base_model.looping = bool(state["looping"])
-        self.qat_on = bool(state["qat"])
-        if self.qat_on:
-            enable_qat(self.base_model, self.cfg.quant)
+        self.phases.load_state(state)
         self.log.event("resume", step=state["step"], train_time_ms=round(state["train_ms"]))
         return int(state["step"]), float(state["train_ms"])
 
@@ -230,15 +233,14 @@ class Trainer:
         )
         stopped_by = "iterations"
         clock = TrainClock(train_ms, dist.synchronizer(self.device), clock_now or time.perf_counter)
-        switch = PhaseSwitch(
-            cap_ms, tc.iterations, tc.loop_from_frac, self.device, self.cfg.quant.qat_from_frac
-        )
+        switch = PhaseSwitch(cap_ms, tc.iterations, self.device, self.cfg.quant.qat_from_frac)
         while step < tc.iterations:
             before = clock.elapsed_ms()
-            if self._decide(switch, step, before):
+            decision = self.phases.decide(switch, step, before)
+            if decision.stop:
                 stopped_by = "wallclock"
                 break
-            self._pending.append((step + 1, self.train_step(step, before)))
+            self._pending.append((step + 1, self.train_step(step, decision.elapsed_ms, decision.progress)))
             step += 1
             elapsed = clock.elapsed_ms()
             switch.last_step_ms = elapsed - before
@@ -261,22 +263,6 @@ class Trainer:
                 step=step,
             )
         return step, train_ms, stopped_by
-
-    def _decide(self, switch: PhaseSwitch, step: int, elapsed: float) -> bool:
-        """Stop at the cap, switch the middle-range loop or QAT on (``clock.PhaseSwitch``); True: stop."""
-        pending = bool(self.cfg.model.loop_repeats) and not self.base_model.looping
-        stop, start_loop, start_qat = switch.decide(
-            step, elapsed, pending, self.cfg.quant.qat and not self.qat_on
-        )
-        if start_qat:
-            self.qat_on = True
-            n = enable_qat(self.base_model, self.cfg.quant)
-            self.log.event("qat", f"qat:on step:{step} matrices:{n}", step=step, matrices=n)
-        if start_loop:
-            self.base_model.looping = True
-            depth = len(self.base_model.layer_order())
-            self.log.event("loop", f"looping:on step:{step} virtual_layers:{depth}", step=step, depth=depth)
-        return stop
 
     def _log_train(self, step: int, elapsed: float) -> None:
         self._flush_losses()

@@ -1,0 +1,347 @@
+"""The final frontier's model and optimizer additions (sota-stack §2.2, §2.3): identities at init,
+equivalences, causality, document boundaries, parameter counts, schedules."""
+
+import pytest
+import torch
+
+from pgolf.config import ModelConfig, OptimConfig, TrainConfig
+from pgolf.errors import ConfigError
+from pgolf.eval.sgd import trainable
+from pgolf.model.gpt import GPT, loop_passes
+from pgolf.model.inputs import WindowSmearGate
+from pgolf.model.layers import AttentionGate
+from pgolf.optim import (
+    Muon,
+    Optimizers,
+    lr_multiplier,
+    newton_schulz5,
+    row_normalise,
+    split_parameters,
+    weight_decay_multiplier,
+)
+from pgolf.vocab import BOS_ID
+
+SMALL = {"vocab_size": 64, "num_layers": 6, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2}
+FRONTIER = {
+    "skip_gates": {"skip_gates": True},
+    "two_lane": {"parallel_from": 4},
+    "gate_output": {"attn_gate": "output"},
+    "gate_dense": {"attn_gate": "dense"},
+    "gate_sparse": {"attn_gate": "sparse"},
+    "value_embed": {"value_embed_dim": 16, "value_embed_layers": 2},
+    "window_smear": {"smear_gate": True, "smear_gate_window": 12},
+    "asym_caps": {"logit_cap_asym": True},
+    "all": {
+        "skip_gates": True, "parallel_from": 4, "attn_gate": "sparse", "value_embed_dim": 16,
+        "smear_gate": True, "smear_gate_window": 12, "logit_cap_asym": True, "xsa_last_n": 6,
+        "loop_start": 1, "loop_end": 3, "loop_repeats": 2, "rope_dims": 8, "ln_scale": True,
+    },
+}  # fmt: skip
+
+
+def _model(randomise: bool = True, **kw) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**{**SMALL, **kw}))
+    model.looping = True
+    if randomise:
+        for p in model.parameters():  # non-zero everywhere, so every path carries signal
+            p.data.normal_(0, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(FRONTIER))
+def test_causality_of_every_frontier_variant(name):
+    model = _model(**FRONTIER[name])
+    ids = torch.randint(2, 64, (2, 16))
+    ids[:, 6] = BOS_ID
+    base = model.logits(ids)
+    for t in (0, 5, 6, 12):
+        changed = ids.clone()
+        changed[:, t + 1] = (changed[:, t + 1] + 1) % 64
+        out = model.logits(changed)
+        assert torch.equal(out[:, : t + 1], base[:, : t + 1]), f"position <= {t} saw token {t + 1}"
+        assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
+
+
+def _copy(dst: GPT, src: GPT) -> None:
+    """src's weights into dst wherever the names match (dst's own extra tensors keep their values)."""
+    theirs = src.state_dict()
+    dst.load_state_dict({k: theirs.get(k, v) for k, v in dst.state_dict().items()})
+
+
+def _same_logits(a: GPT, b: GPT, ids: torch.Tensor, exact: bool = False) -> None:
+    za, zb = a.logits(ids), b.logits(ids)
+    if exact:
+        assert torch.equal(za, zb)
+    else:
+        torch.testing.assert_close(za, zb, rtol=1e-5, atol=1e-5)
+
+
+def test_two_lane_block_with_unit_scalars_is_the_sequential_block():
+    """With resid 1, post all ones and x0 mixed out, both lanes stay equal and each equals the one-lane
+    stream (a one-lane block replaces its stream by the mix; a two-lane block mixes only what it reads)."""
+    plain, lanes = _model(), _model(parallel_from=3)
+    with torch.no_grad():
+        for block in plain.blocks[3:]:
+            block.resid_mix.copy_(torch.stack((torch.ones(64), torch.zeros(64))))
+        plain.skip_weights[1:].zero_()  # skips write into lane 0 only: none after the lanes split
+    _copy(lanes, plain)
+    with torch.no_grad():
+        for block in lanes.blocks[3:]:
+            block.lane_resid.fill_(1.0)
+            block.lane_post.fill_(1.0)
+    _same_logits(plain, lanes, torch.randint(0, 64, (2, 16)))
+    with torch.no_grad():
+        lanes.blocks[4].lane_post[1, 0] = 0.0  # the MLP stops writing into the attention lane
+    assert not torch.allclose(plain.logits(torch.zeros(1, 4, dtype=torch.long) + 3),
+                              lanes.logits(torch.zeros(1, 4, dtype=torch.long) + 3))  # fmt: skip
+
+
+def test_two_lane_hand_computation():
+    m = _model(parallel_from=5)
+    block = m.blocks[5]
+    lane0, lane1, x0 = (torch.randn(1, 5, 64) for _ in range(3))
+    cos, sin = torch.ones(5, 8), torch.zeros(5, 8)
+    got0, got1 = block.forward_lanes((lane0, lane1), x0, cos, sin)
+    mix, post, r = block.resid_mix, block.lane_post, block.lane_resid
+    norm = lambda t: torch.nn.functional.rms_norm(t, (64,))  # noqa: E731
+    a = block.attn_scale * block.attn(norm(mix[0] * lane0 + mix[1] * x0), cos, sin)
+    l0, l1 = r[0] * lane0 + post[0, 0] * a, r[0] * lane1 + post[0, 1] * a
+    mo = block.mlp_scale * block.mlp(norm(mix[0] * l1 + mix[1] * x0))
+    torch.testing.assert_close(got0, r[1] * l0 + post[1, 0] * mo)
+    torch.testing.assert_close(got1, r[1] * l1 + post[1, 1] * mo)
+    assert ModelConfig(**SMALL, parallel_from=4).parallel_resid_init == 1.1
+
+
+def test_skip_gates_lerp_and_zero_logit_halves():
+    m = _model(skip_gates=True)
+    x, skip = torch.randn(1, 3, 64), torch.randn(1, 3, 64)
+    with torch.no_grad():
+        m.skip_gates.zero_()
+    torch.testing.assert_close(m._skip(0, x, skip), 0.5 * x + 0.5 * m.skip_weights[0] * skip)
+    with torch.no_grad():
+        m.skip_gates.fill_(30.0)  # sigmoid -> 1: the stream alone
+    torch.testing.assert_close(m._skip(1, x, skip), x, rtol=1e-6, atol=1e-6)
+    assert m.skip_gates.shape == m.skip_weights.shape
+    assert GPT(ModelConfig(**SMALL, skip_gates=True)).skip_gates.abs().sum() == 0
+
+
+def test_attention_gates_at_init_and_their_inputs():
+    cfg = ModelConfig(**SMALL, attn_gate="output")
+    x, y = torch.randn(2, 5, 64), torch.randn(2, 4, 5, 16)
+    assert torch.equal(AttentionGate(cfg)(x, y), y)  # 2 sigmoid(0) = 1
+    sparse = AttentionGate(ModelConfig(**SMALL, attn_gate="sparse"))
+    assert torch.equal(sparse(x, y), 0.5 * y)
+    with torch.no_grad():
+        sparse.weight.normal_()
+    x2 = x.clone()
+    x2[..., 12:] += 5.0  # beyond the 12 dims the gate reads
+    assert torch.equal(sparse(x2, y), sparse(x, y))
+    assert sparse.weight.numel() == 4 * 12  # 96 per layer at 8 heads
+    dense = AttentionGate(ModelConfig(**SMALL, attn_gate="dense"))
+    assert dense.weight.shape == (4, 64) and 0.002 < dense.weight.std() < 0.008
+    # with the output gate a fresh model is exactly the ungated one
+    plain, gated = _model(randomise=False), _model(randomise=False, attn_gate="output")
+    _copy(gated, plain)
+    _same_logits(plain, gated, torch.randint(0, 64, (2, 12)), exact=True)
+
+
+def test_value_embeddings_shape_count_and_zero_gain_identity():
+    plain, ve = _model(), _model(value_embed_dim=16, value_embed_layers=2)
+    kv = 2 * 16
+    extra = 64 * 16 + 16 * kv + 1 + 2  # table, projection, scale, one gain per target layer
+    assert sum(p.numel() for p in ve.parameters()) - sum(p.numel() for p in plain.parameters()) == extra
+    assert [b.attn.ve_gain is not None for b in ve.blocks] == [False] * 4 + [True] * 2
+    _copy(ve, plain)
+    with torch.no_grad():
+        for b in ve.blocks[4:]:
+            b.attn.ve_gain.zero_()
+    ids = torch.randint(0, 64, (2, 12))
+    _same_logits(plain, ve, ids, exact=True)
+    with torch.no_grad():
+        ve.blocks[5].attn.ve_gain.fill_(1.0)
+    assert not torch.allclose(plain.logits(ids), ve.logits(ids))
+    roles = {n: r for r, ps in split_parameters(ve).items() for n, _ in ps}
+    assert roles["value_embed.embed.weight"] == "embed" and roles["value_embed.proj.weight"] == "matrix"
+    assert roles["value_embed.scale"] == "control" and roles["blocks.5.attn.ve_gain"] == "control"
+
+
+def test_window_smeargate_identity_at_init_and_bos():
+    smear = WindowSmearGate(16, 12)
+    x, ids = torch.randn(1, 6, 16), torch.tensor([[5, 7, BOS_ID, 9, 4, 3]])
+    assert torch.equal(smear(x, ids), x)
+    with torch.no_grad():
+        smear.lam.fill_(0.7)
+        smear.weight.normal_()
+    y = smear(x, ids)
+    assert torch.equal(y[0, 2], x[0, 2]) and torch.equal(y[0, 0], x[0, 0])  # BOS, and t = 0
+    g = torch.sigmoid(x[0, 4, :12] @ smear.weight[0])
+    torch.testing.assert_close(y[0, 4], x[0, 4] + 0.7 * g * x[0, 3])
+    x2 = x.clone()
+    x2[0, 1] += 1.0  # the previous document's last token
+    assert torch.equal(smear(x2, ids)[0, 2:], y[0, 2:])
+    x3 = x.clone()
+    x3[0, 4, 12:] += 3.0  # the gate reads only the first 12 dims of the current token
+    assert torch.equal(torch.sigmoid(x3[0, 4, :12] @ smear.weight[0]), g)
+
+
+def test_asymmetric_caps_start_symmetric_are_frozen_in_training_and_trained_by_ttt():
+    plain, asym = _model(), _model(logit_cap_asym=True)
+    _copy(asym, plain)
+    with torch.no_grad():
+        asym.logit_cap_pos.fill_(30.0)
+        asym.logit_cap_neg.fill_(30.0)
+    ids = torch.randint(0, 64, (2, 12))
+    _same_logits(plain, asym, ids)
+    with torch.no_grad():
+        asym.logit_cap_neg.fill_(1.0)
+    z = asym.logits(ids)
+    assert z.min() >= -1.0 and z.max() > 1.0
+    opt = Optimizers(asym, OptimConfig(), tied=True, device=torch.device("cpu"))
+    owned = {id(p) for o in (opt.adam, opt.muon) for g in o.param_groups for p in g["params"]}
+    assert id(asym.logit_cap_pos) not in owned and id(asym.logit_cap_neg) not in owned
+    assert any(p is asym.logit_cap_neg for p in trainable(asym, 0))
+
+
+def test_polar_express_is_closer_to_orthogonal_than_the_fixed_quintic():
+    """At 5 steps on rectangular matrices (every singular value well away from 0) Polar Express keeps
+    all of them within 0.15 of 1 where the quintic leaves them in [0.68, 1.13]; on square ones (tiny
+    singular values neither reaches) its mean distance to 1 is still lower."""
+    torch.manual_seed(0)
+    for shape in ((64, 128), (128, 64), (256, 64), (96, 96)):
+        for spread in (False, True):
+            g = torch.randn(*shape)
+            if spread:
+                g = g @ torch.diag(torch.logspace(-2, 0, shape[1]))
+            dist = {}
+            for polar in (False, True):
+                s = torch.linalg.svdvals(newton_schulz5(g, 5, polar=polar).double())
+                dist[polar] = (s - 1).abs()
+            assert dist[True].mean() < 0.7 * dist[False].mean()
+            if shape[0] != shape[1]:
+                assert dist[True].max() < 0.15 < 0.3 < dist[False].max()
+
+
+def test_row_normalisation_is_invisible_when_rows_share_a_norm():
+    torch.manual_seed(1)
+    u = torch.randn(32, 48)
+    assert torch.allclose(row_normalise(u).norm(dim=1), torch.ones(32), atol=1e-6)
+    equal_rows = u / u.norm(dim=1, keepdim=True) * 3.0
+    torch.testing.assert_close(newton_schulz5(row_normalise(equal_rows), 5), newton_schulz5(equal_rows, 5))
+    p = torch.nn.Parameter(torch.zeros(32, 48))
+    p.grad = u.clone()
+    muon = Muon([p], lr=0.1, momentum=0.0, backend_steps=5, ns_dtype=torch.float32, row_norm=True)
+    muon.step()
+    torch.testing.assert_close(p.data, -0.1 * newton_schulz5(row_normalise(u), 5))
+
+
+def test_min_lr_floor_and_weight_decay_taper():
+    cfg = OptimConfig(warmdown_frac=0.75, min_lr=0.1)
+    cap = 600_000.0
+    for frac in (0.1, 0.3, 0.6, 0.9, 0.99, 1.0):
+        got = lr_multiplier(10, frac * cap, iterations=10**6, max_wallclock_ms=cap, cfg=cfg)
+        assert got == pytest.approx(max(min((1 - frac) / 0.75, 1.0), 0.1))  # PR #1787's formula
+    plain = OptimConfig(warmdown_frac=0.75)
+    assert lr_multiplier(10, cap, iterations=10**6, max_wallclock_ms=cap, cfg=plain) == 0.0
+    taper = OptimConfig(wd_taper_from=0.7, wd_taper_mult=0.5)
+    assert [weight_decay_multiplier(p, taper) for p in (0.0, 0.69, 0.7, 1.0)] == [1, 1, 0.5, 0.5]
+    assert weight_decay_multiplier(0.99, OptimConfig()) == 1.0
+    p = torch.nn.Parameter(torch.ones(8, 8))
+    p.grad = torch.zeros(8, 8)
+    muon = Muon([p], lr=0.1, momentum=0.0, backend_steps=1, ns_dtype=torch.float32, weight_decay=0.5)
+    muon.wd_mul = 0.5
+    muon.step()  # NS5 of a zero gradient is zero: only the decay acts
+    torch.testing.assert_close(p.data, torch.full((8, 8), 1 - 0.1 * 0.5 * 0.5))
+
+
+def test_adam_beta2_per_group():
+    model = _model(randomise=False, tie_embeddings=False)
+    cfg = OptimConfig(beta2=0.95, embed_beta2=0.99, head_beta2=0.999)
+    opt = Optimizers(model, cfg, tied=False, device=torch.device("cpu"))
+    betas = sorted(g["betas"][1] for g in opt.adam.param_groups)
+    assert betas == [0.95, 0.99, 0.999]
+
+
+def test_progressive_schedules_parse_and_refuse_bad_input():
+    tc = TrainConfig(seq_len=64, batch_tokens=512, microbatches=2, seq_len_schedule="16:0.1, 32:0.7")
+    assert tc.seq_schedule == ((16, 0.1), (32, 0.7), (64, 1.0))
+    assert [tc.seq_len_at(p) for p in (0.0, 0.09, 0.1, 0.69, 0.7, 0.999, 1.0)] == [16, 16, 32, 32, 64, 64, 64]
+    assert TrainConfig(loop_pass_fracs="0.5, 0.65").pass_fracs == (0.5, 0.65)
+    bad = [
+        ({"seq_len_schedule": "1024"}, "LEN:UNTIL"),
+        ({"seq_len_schedule": "x:0.1"}, "LEN:UNTIL"),
+        ({"seq_len_schedule": "16:2"}, r"\[0, 1\]"),
+        ({"seq_len_schedule": "16:0.5,32:0.2"}, "must increase"),
+        ({"seq_len_schedule": "48:0.5", "batch_tokens": 512, "microbatches": 2, "seq_len": 64}, "multiple"),
+        ({"loop_pass_fracs": "0.7,0.5"}, "non-decreasing"),
+        ({"loop_pass_fracs": "half"}, "not a number"),
+    ]
+    for kw, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig(**kw)
+
+
+def test_loop_passes_from_records_old_and_new():
+    assert loop_passes(True, 2) == 2 and loop_passes(False, 2) == 0 and loop_passes(1, 2) == 1
+    m = GPT(ModelConfig(**SMALL, loop_start=1, loop_end=3, loop_repeats=2))
+    m.loop_passes = 1
+    assert m.layer_order() == [0, 1, 2, 1, 2, 3, 4, 5] and m.looping
+    m.looping = True
+    assert len(m.layer_order()) == 10
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"parallel_from": 6}, "parallel_from"),
+        ({"parallel_from": 2, "loop_start": 1, "loop_end": 3, "loop_repeats": 1}, "loop_end"),
+        ({"parallel_from": 3, "recurrent_blocks": 3}, "recurrent_blocks"),
+        ({"attn_gate": "sigmoid"}, "attn_gate"),
+        ({"value_embed_dim": 8, "value_embed_layers": 7}, "value_embed_layers"),
+    ],
+)
+def test_frontier_settings_refused_at_config_time(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**{**SMALL, **kw})
+
+
+def test_progressive_passes_and_context_follow_the_schedule_and_survive_a_resume(debug_cfg, tmp_path):
+    from pgolf.pipeline import run
+    from pgolf.train.checkpoint import CHECKPOINT_NAME
+    from pgolf.train.trainer import Trainer
+
+    cfg = debug_cfg(**{
+        "train.iterations": "10", "model.loop_start": "0", "model.loop_end": "1", "model.loop_repeats": "2",
+        "train.loop_pass_fracs": "0.3,0.6", "train.seq_len_schedule": "32:0.5", "train.checkpoint_every": "4",
+    })  # fmt: skip
+    seen = []
+    original = Trainer.train_step
+
+    def spy(self, step, elapsed_ms, progress=0.0):
+        seen.append((step, self.cfg.train.seq_len_at(progress), self.base_model.loop_passes))
+        return original(self, step, elapsed_ms, progress)
+
+    Trainer.train_step = spy
+    try:
+        full = run(cfg, out_dir=tmp_path / "full", echo=False)
+    finally:
+        Trainer.train_step = original
+    assert [s for _, s, _ in seen] == [32] * 5 + [64] * 5
+    assert [p for _, _, p in seen] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    log = (tmp_path / "full" / "train.log").read_text()
+    assert "looping:on passes:2 step:6 virtual_layers:4" in log and "seq_len:64 step:5" in log
+
+    def crash(self, step, elapsed_ms, progress=0.0):  # dies after the checkpoint at step 4
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, step, elapsed_ms, progress)
+
+    Trainer.train_step = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, out_dir=tmp_path / "cut", echo=False)
+    finally:
+        Trainer.train_step = original
+    assert torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)["looping"] == 1
+    resumed = run(cfg, out_dir=tmp_path / "cut", resume=True, echo=False)
+    assert resumed.roundtrip.val_bpb == full.roundtrip.val_bpb
