@@ -9,7 +9,7 @@ from pgolf.errors import ConfigError
 from pgolf.eval.sgd import trainable
 from pgolf.model.gpt import GPT, loop_passes
 from pgolf.model.inputs import WindowSmearGate
-from pgolf.model.layers import AttentionGate
+from pgolf.model.layers import AttentionGate, document_mask
 from pgolf.optim import (
     Muon,
     Optimizers,
@@ -31,10 +31,11 @@ FRONTIER = {
     "value_embed": {"value_embed_dim": 16, "value_embed_layers": 2},
     "window_smear": {"smear_gate": True, "smear_gate_window": 12},
     "asym_caps": {"logit_cap_asym": True},
+    "doc_mask": {"doc_mask": True, "smear_gate": True, "bigram_buckets": 97, "bigram_dim": 16},
     "all": {
         "skip_gates": True, "parallel_from": 4, "attn_gate": "sparse", "value_embed_dim": 16,
         "smear_gate": True, "smear_gate_window": 12, "logit_cap_asym": True, "xsa_last_n": 6,
-        "loop_start": 1, "loop_end": 3, "loop_repeats": 2, "rope_dims": 8, "ln_scale": True,
+        "loop_start": 1, "loop_end": 3, "loop_repeats": 2, "rope_dims": 8, "ln_scale": True, "doc_mask": True,
     },
 }  # fmt: skip
 
@@ -77,39 +78,41 @@ def _same_logits(a: GPT, b: GPT, ids: torch.Tensor, exact: bool = False) -> None
         torch.testing.assert_close(za, zb, rtol=1e-5, atol=1e-5)
 
 
-def test_two_lane_block_with_unit_scalars_is_the_sequential_block():
-    """With resid 1, post all ones and x0 mixed out, both lanes stay equal and each equals the one-lane
-    stream (a one-lane block replaces its stream by the mix; a two-lane block mixes only what it reads)."""
-    plain, lanes = _model(), _model(parallel_from=3)
-    with torch.no_grad():
-        for block in plain.blocks[3:]:
-            block.resid_mix.copy_(torch.stack((torch.ones(64), torch.zeros(64))))
-        plain.skip_weights[1:].zero_()  # skips write into lane 0 only: none after the lanes split
-    _copy(lanes, plain)
-    with torch.no_grad():
-        for block in lanes.blocks[3:]:
-            block.lane_resid.fill_(1.0)
-            block.lane_post.fill_(1.0)
-    _same_logits(plain, lanes, torch.randint(0, 64, (2, 16)))
-    with torch.no_grad():
-        lanes.blocks[4].lane_post[1, 0] = 0.0  # the MLP stops writing into the attention lane
-    assert not torch.allclose(plain.logits(torch.zeros(1, 4, dtype=torch.long) + 3),
-                              lanes.logits(torch.zeros(1, 4, dtype=torch.long) + 3))  # fmt: skip
-
-
-def test_two_lane_hand_computation():
-    m = _model(parallel_from=5)
-    block = m.blocks[5]
-    lane0, lane1, x0 = (torch.randn(1, 5, 64) for _ in range(3))
+def test_two_lane_routing_reads_and_writes():
+    """PR #1529's final form: attention reads only lane 0 (and x0), the MLP only lane 1, both from the
+    block's input; lane j = resid[j] lane_j + post[attn, j] a + post[mlp, j] m."""
+    block = _model(parallel_from=5).blocks[5]
+    lane0, lane1, x0, d = (torch.randn(1, 5, 64) for _ in range(4))
     cos, sin = torch.ones(5, 8), torch.zeros(5, 8)
-    got0, got1 = block.forward_lanes((lane0, lane1), x0, cos, sin)
-    mix, post, r = block.resid_mix, block.lane_post, block.lane_resid
-    norm = lambda t: torch.nn.functional.rms_norm(t, (64,))  # noqa: E731
-    a = block.attn_scale * block.attn(norm(mix[0] * lane0 + mix[1] * x0), cos, sin)
-    l0, l1 = r[0] * lane0 + post[0, 0] * a, r[0] * lane1 + post[0, 1] * a
-    mo = block.mlp_scale * block.mlp(norm(mix[0] * l1 + mix[1] * x0))
-    torch.testing.assert_close(got0, r[1] * l0 + post[1, 0] * mo)
-    torch.testing.assert_close(got1, r[1] * l1 + post[1, 1] * mo)
+    out = lambda l0, l1: block.forward_lanes((l0, l1), x0, cos, sin)  # noqa: E731
+    with torch.no_grad():
+        block.lane_post[0].zero_()  # attention writes nowhere: lane 0 reaches the output only as itself
+        got, base = out(lane0 + d, lane1), out(lane0, lane1)
+        torch.testing.assert_close(got[0] - base[0], block.lane_resid[0] * d)
+        torch.testing.assert_close(got[1], base[1])  # the MLP does not read lane 0
+        block.lane_post[0].fill_(1.0)
+        block.lane_post[1].zero_()  # the MLP writes nowhere
+        got, base = out(lane0, lane1 + d), out(lane0, lane1)
+        torch.testing.assert_close(got[1] - base[1], block.lane_resid[1] * d)
+        torch.testing.assert_close(got[0], base[0])  # attention does not read lane 1
+        block.lane_post[1].fill_(1.0)
+        a, b = out(lane0, lane1)
+        a2, b2 = out(lane0, lane1 + d)  # with the MLP writing both lanes, lane 1 now reaches lane 0
+        assert not torch.allclose(a, a2) and not torch.allclose(b, b2)
+
+
+def test_lanes_split_before_the_skip_which_reaches_lane_0_only():
+    """6 layers, two lanes from block 3 (the first decoder, which pops block 2's output as its skip):
+    lane 1 starts as the stream before the skip, lane 0 as the stream after it."""
+    model = _model(parallel_from=3, skip_gates=True)
+    lanes_in, skipped = [], []
+    model.blocks[2].register_forward_hook(lambda m, a, o: skipped.append(o))
+    forward = model.blocks[3].forward_lanes
+    model.blocks[3].forward_lanes = lambda lanes, *a: lanes_in.append(lanes) or forward(lanes, *a)
+    model.logits(torch.randint(0, 64, (1, 8)))
+    ((lane0, lane1),) = lanes_in
+    torch.testing.assert_close(lane0, model._skip(0, lane1, skipped[0]))
+    assert not torch.allclose(lane0, lane1)
     assert ModelConfig(**SMALL, parallel_from=4).parallel_resid_init == 1.1
 
 
@@ -197,10 +200,18 @@ def test_asymmetric_caps_start_symmetric_are_frozen_in_training_and_trained_by_t
         asym.logit_cap_neg.fill_(1.0)
     z = asym.logits(ids)
     assert z.min() >= -1.0 and z.max() > 1.0
-    opt = Optimizers(asym, OptimConfig(), tied=True, device=torch.device("cpu"))
+    fresh = _model(randomise=False, logit_cap_asym=True).train()
+    assert not fresh.logit_cap_pos.requires_grad and not fresh.logit_cap_neg.requires_grad
+    opt = Optimizers(fresh, OptimConfig(), tied=True, device=torch.device("cpu"))
     owned = {id(p) for o in (opt.adam, opt.muon) for g in o.param_groups for p in g["params"]}
-    assert id(asym.logit_cap_pos) not in owned and id(asym.logit_cap_neg) not in owned
-    assert any(p is asym.logit_cap_neg for p in trainable(asym, 0))
+    assert id(fresh.logit_cap_pos) not in owned and all(id(p) in owned for p in opt.params)
+    before = [p.detach().clone() for p in fresh.parameters()]
+    ids = torch.randint(0, 64, (2, 12))
+    fresh(ids, ids).backward()
+    opt.step(1.0, 0.95)
+    assert fresh.logit_cap_pos.grad is None and fresh.logit_cap_pos.item() == 30.0
+    assert sum(not torch.equal(a, b) for a, b in zip(before, fresh.parameters(), strict=True)) > 10
+    assert any(p is fresh.logit_cap_neg for p in trainable(fresh, 0))  # test-time SGD turns them on
 
 
 def test_polar_express_is_closer_to_orthogonal_than_the_fixed_quintic():
@@ -272,6 +283,8 @@ def test_progressive_schedules_parse_and_refuse_bad_input():
         ({"seq_len_schedule": "x:0.1"}, "LEN:UNTIL"),
         ({"seq_len_schedule": "16:2"}, r"\[0, 1\]"),
         ({"seq_len_schedule": "16:0.5,32:0.2"}, "must increase"),
+        ({"seq_len_schedule": "16:0.5,32:0.5"}, "must increase"),
+        ({"seq_len_schedule": "16:1.0"}, "below 1"),
         ({"seq_len_schedule": "48:0.5", "batch_tokens": 512, "microbatches": 2, "seq_len": 64}, "multiple"),
         ({"loop_pass_fracs": "0.7,0.5"}, "non-decreasing"),
         ({"loop_pass_fracs": "half"}, "not a number"),
@@ -294,10 +307,13 @@ def test_loop_passes_from_records_old_and_new():
     "kw, message",
     [
         ({"parallel_from": 6}, "parallel_from"),
-        ({"parallel_from": 2, "loop_start": 1, "loop_end": 3, "loop_repeats": 1}, "loop_end"),
+        ({"parallel_from": 3, "loop_start": 1, "loop_end": 4, "loop_repeats": 1}, "loop_end"),
         ({"parallel_from": 3, "recurrent_blocks": 3}, "recurrent_blocks"),
         ({"attn_gate": "sigmoid"}, "attn_gate"),
         ({"value_embed_dim": 8, "value_embed_layers": 7}, "value_embed_layers"),
+        ({"value_embed_dim": 8, "recurrent_blocks": 3}, "recurrent_blocks"),
+        ({"parallel_from": 2}, "decoder layer"),
+        ({"smear_gate_window": 12}, "smear_gate = true"),
     ],
 )
 def test_frontier_settings_refused_at_config_time(kw, message):
@@ -345,3 +361,79 @@ def test_progressive_passes_and_context_follow_the_schedule_and_survive_a_resume
     assert torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)["looping"] == 1
     resumed = run(cfg, out_dir=tmp_path / "cut", resume=True, echo=False)
     assert resumed.roundtrip.val_bpb == full.roundtrip.val_bpb
+
+
+def test_document_mask_rule():
+    ids = torch.tensor([[5, BOS_ID, 6, 7, BOS_ID, 8], [BOS_ID, 2, 3, 4, 5, 6]])
+    got = document_mask(ids)[:, 0]
+    for b in range(2):
+        doc = [int((ids[b, : i + 1] == BOS_ID).sum()) for i in range(6)]
+        want = torch.tensor([[j <= i and doc[j] == doc[i] for j in range(6)] for i in range(6)])
+        assert torch.equal(got[b], want)
+
+
+@pytest.mark.parametrize("extra", [{}, {"parallel_from": 4, "value_embed_dim": 16, "attn_gate": "sparse"}])
+def test_document_masked_attention_never_crosses_a_bos(extra):
+    """With doc_mask, nothing of document 1 reaches document 2 (from its BOS on), and a document's
+    logits do not depend on where in the window it starts (RoPE is relative): the same document
+    after a different prefix scores the same, up to float rounding."""
+    kw = {"doc_mask": True, "smear_gate": True, "smear_gate_window": 12, "bigram_buckets": 97,
+          "bigram_dim": 16, **extra}  # fmt: skip
+    model = _model(**kw)
+    doc2 = torch.cat([torch.tensor([BOS_ID]), torch.randint(2, 64, (9,))])
+    a = torch.cat([torch.randint(2, 64, (6,)), doc2])[None]
+    b = torch.cat([torch.randint(2, 64, (11,)), doc2])[None]
+    za, zb = model.logits(a), model.logits(b)
+    torch.testing.assert_close(za[0, 6:], zb[0, 11:], rtol=1e-4, atol=1e-4)
+    unmasked = _model(**{**kw, "doc_mask": False})
+    assert not torch.allclose(unmasked.logits(a)[0, 6:], unmasked.logits(b)[0, 11:], atol=1e-3)
+
+
+def test_optimizer_and_run_combinations_refused():
+    with pytest.raises(ConfigError, match="backend_steps >= 5"):
+        OptimConfig(muon_polar_express=True, muon_backend_steps=4)
+    from pgolf.config.run import RunConfig
+
+    with pytest.raises(ConfigError, match="SWA would never collect"):
+        RunConfig(train=TrainConfig(averaging="swa", swa_start_lr_mul=0.1), optim=OptimConfig(min_lr=0.1))
+
+
+def test_priming_visits_every_phase_the_schedules_will():
+    from pgolf.config.run import RunConfig
+    from pgolf.runlog import RunLog
+    from pgolf.train.phases import Phases
+
+    def plan(**train):
+        cfg = RunConfig(model=ModelConfig(**SMALL, loop_start=1, loop_end=3, loop_repeats=2),
+                        train=TrainConfig(seq_len=3072, batch_tokens=786_432, **train))  # fmt: skip
+        return Phases(cfg, GPT(cfg.model), RunLog(None, enabled=False)).priming_plan()
+
+    # the frontier's: 1024 to 10%, 2048 to 70%, 3072 after; both passes from 35%
+    assert plan(seq_len_schedule="1024:0.1,2048:0.7", loop_from_frac=0.35) == [
+        (0.0, 0), (0.1, 0), (0.35, 2), (0.7, 2)
+    ]  # fmt: skip
+    assert plan(loop_pass_fracs="0.5,0.65") == [(0.0, 0), (0.5, 1), (0.65, 2)]
+    assert plan(seq_len_schedule="1024:0.5", loop_pass_fracs="0.5,0.5") == [(0.0, 0), (0.5, 2)]
+
+
+def test_artifact_meta_refuses_a_pass_count_beyond_the_loop():
+    import dataclasses
+
+    from pgolf.config.run import apply_overrides
+    from pgolf.errors import ArtifactError
+    from pgolf.pack.meta import ArtifactMeta
+    from pgolf.presets import get_preset
+
+    cfg = apply_overrides(get_preset("debug"), {"model.loop_start": 0, "model.loop_end": 1,
+                                                "model.loop_repeats": 2})  # fmt: skip
+    good = ArtifactMeta(
+        pgolf_version="0", preset="debug", track="debug", steps=1, looping=1, model=cfg.model, data=cfg.data,
+        eval=dataclasses.replace(cfg.eval, seq_len=64), quant=cfg.quant, pack=cfg.pack, tokenizer_sha256="",
+        tokenizer_vocab_size=1024, val_tokens=10, val_sha256="", code_form="readable", code_bytes=1,
+        code_sha256="", sources_sha256="", train_seconds=1.0, train_cap_seconds=0.0,
+    ).to_dict()  # fmt: skip
+    assert ArtifactMeta.from_dict(good).looping == 1
+    assert ArtifactMeta.from_dict({**good, "looping": True}).looping is True  # written before passes
+    for bad in (3, -1, "2", 1.0):
+        with pytest.raises(ArtifactError, match="looping"):
+            ArtifactMeta.from_dict({**good, "looping": bad})

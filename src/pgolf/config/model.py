@@ -89,6 +89,9 @@ class ModelConfig:
     smear_gate_window: int = 0
     """If > 0 with smear_gate: the input-dependent SmearGate of PR #1667 on the raw embedding,
     x_t + lambda sigmoid(W x_t[:window]) x_(t-1), never across BOS, lambda and W zero-initialised."""
+    doc_mask: bool = False
+    """Document-aware attention: no position attends across a BOS, in training and in scoring
+    (per-document masks; FA3 varlen attention on the records' GPUs)."""
     logit_cap_asym: bool = False
     """Separate learnable caps for positive and negative logits (PR #1923), initialised to
     logit_softcap, frozen in training and adapted only by test-time SGD."""
@@ -153,16 +156,21 @@ class ModelConfig:
             if self.recurrent_blocks:
                 raise ConfigError("model.loop_repeats and model.recurrent_blocks cannot be combined")
         if self.parallel_from:
-            if self.recurrent_blocks or self.parallel_from >= self.num_layers:
+            if self.recurrent_blocks or not self.num_layers // 2 <= self.parallel_from < self.num_layers:
                 raise ConfigError(
-                    f"model.parallel_from={self.parallel_from} must be < model.num_layers={self.num_layers} "
-                    "and cannot be combined with model.recurrent_blocks"
+                    f"model.parallel_from={self.parallel_from} must be a decoder layer, in "
+                    f"[{self.num_layers // 2}, {self.num_layers}), and cannot be combined with "
+                    "model.recurrent_blocks"
                 )
             if self.loop_repeats and self.parallel_from < self.loop_end:
                 raise ConfigError(
                     f"model.parallel_from={self.parallel_from} must be >= model.loop_end={self.loop_end}: "
                     "a looped block cannot run both single- and two-lane"
                 )
+        if self.smear_gate_window and not self.smear_gate:
+            raise ConfigError("model.smear_gate_window needs model.smear_gate = true")
+        if self.value_embed_dim and self.recurrent_blocks:
+            raise ConfigError("model.value_embed_dim cannot be combined with model.recurrent_blocks")
         if self.value_embed_layers > self.num_layers:
             raise ConfigError(
                 f"model.value_embed_layers={self.value_embed_layers} exceeds "

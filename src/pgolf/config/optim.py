@@ -73,6 +73,11 @@ class OptimConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"optim.{name} must be in [0, 1], got {getattr(self, name)}")
         non_negative(self, "wd_taper_mult")
+        if self.muon_polar_express and self.muon_backend_steps < 5:
+            raise ConfigError(
+                "optim.muon_polar_express needs optim.muon_backend_steps >= 5 (its triples are designed "
+                f"as a sequence of five), got {self.muon_backend_steps}"
+            )
         betas = ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2")
         for name in (*betas, "embed_beta2", "scalar_beta2", "head_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:

@@ -61,6 +61,11 @@ class RunConfig:
                 f"train.loop_pass_fracs has {len(fracs)} fractions for model.loop_repeats="
                 f"{self.model.loop_repeats}: give one per extra pass"
             )
+        if self.train.averaging == "swa" and self.optim.min_lr >= self.train.swa_start_lr_mul:
+            raise ConfigError(
+                f"optim.min_lr={self.optim.min_lr} is not below train.swa_start_lr_mul="
+                f"{self.train.swa_start_lr_mul}: SWA would never collect"
+            )
         cap, reserve = self.train.max_wallclock_seconds, self.quant.gptq_reserve_seconds
         if self.quant.gptq and cap and reserve >= cap:
             raise ConfigError(

@@ -93,8 +93,11 @@ class TrainConfig:
             if not sep or not length.strip().isdigit() or int(length) < 1:
                 raise ConfigError(f"train.seq_len_schedule item {item!r}: expected LEN:UNTIL, e.g. 1024:0.1")
             pairs.append((int(length), _fraction("train.seq_len_schedule", until)))
-        if any(b[1] < a[1] for a, b in itertools.pairwise(pairs)):
-            raise ConfigError(f"train.seq_len_schedule={self.seq_len_schedule!r}: fractions must increase")
+        if any(b[1] <= a[1] for a, b in itertools.pairwise(pairs)) or any(u >= 1.0 for _, u in pairs):
+            raise ConfigError(
+                f"train.seq_len_schedule={self.seq_len_schedule!r}: fractions must increase and stay "
+                "below 1 (train.seq_len follows the last)"
+            )
         return (*pairs, (self.seq_len, 1.0))
 
     def seq_len_at(self, progress: float) -> int:

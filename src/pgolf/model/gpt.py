@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from pgolf.config.model import ModelConfig
 from pgolf.model.inputs import BigramHash, SmearGate, ValueEmbedding, WindowSmearGate
-from pgolf.model.layers import Block, Linear, ntk_base, rms_norm, rotary_tables
+from pgolf.model.layers import Block, Linear, document_mask, ntk_base, rms_norm, rotary_tables
 
 
 def loop_passes(recorded: bool | int, loop_repeats: int) -> int:
@@ -69,9 +69,9 @@ class GPT(nn.Module):
             self.skip_weights = nn.Parameter(torch.ones(min(depth // 2, depth - depth // 2), cfg.model_dim))
             if cfg.skip_gates:
                 self.skip_gates = nn.Parameter(torch.zeros_like(self.skip_weights))
-        if cfg.logit_cap_asym:  # frozen in training (the optimizer leaves them out), tuned by TTT SGD
-            self.logit_cap_pos = nn.Parameter(torch.tensor(cfg.logit_softcap))
-            self.logit_cap_neg = nn.Parameter(torch.tensor(cfg.logit_softcap))
+        if cfg.logit_cap_asym:  # frozen (no gradient, no optimizer group) until test-time SGD turns them on
+            self.logit_cap_pos = nn.Parameter(torch.tensor(cfg.logit_softcap), requires_grad=False)
+            self.logit_cap_neg = nn.Parameter(torch.tensor(cfg.logit_softcap), requires_grad=False)
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.model_dim, cfg.vocab_size)
         self.head_in = nn.Identity()
         """The head's input (final-norm output); a hook point for GPTQ's Hessian of the head."""
@@ -129,7 +129,9 @@ class GPT(nn.Module):
             return x + s
         return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
 
-    def _unet(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None) -> Tensor:
+    def _unet(
+        self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None, mask: Tensor | None
+    ) -> Tensor:
         """The U-Net over the virtual layers; two-lane blocks (at the tail) start a second lane equal to
         the stream, skips write into lane 0 only, and the output is the lanes' mean."""
         order = self.layer_order()
@@ -137,18 +139,20 @@ class GPT(nn.Module):
         skips: list[Tensor] = []
         lane1: Tensor | None = None
         for pos, i in enumerate(order):
+            block = self.blocks[i]
+            if block.two_lane and lane1 is None:
+                lane1 = x  # the lanes split before this block's skip, which goes to lane 0 only
             if pos >= n_enc and skips:
                 x = self._skip(pos - n_enc, x, skips.pop())
-            block = self.blocks[i]
             if block.two_lane:
-                x, lane1 = block.forward_lanes((x, x if lane1 is None else lane1), x0, cos, sin, ve)
+                x, lane1 = block.forward_lanes((x, lane1), x0, cos, sin, ve, mask)
             else:
-                x = block(x, x0, cos, sin, ve)
+                x = block(x, x0, cos, sin, ve, mask)
             if pos < n_enc:
                 skips.append(x)
         return x if lane1 is None else 0.5 * (x + lane1)
 
-    def _recurrent(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def _recurrent(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
         """kellyvv's depth recurrence (seed-techniques §7.11): per loop, AdaLN (zero-init gamma,
         beta), a mini U-Net over the shared blocks, then a cycle gate blending with x0."""
         d, half = self.cfg.model_dim, len(self.blocks) // 2
@@ -157,12 +161,12 @@ class GPT(nn.Module):
             x = rms_norm(x) * (1 + ada[:d]) + ada[d:]
             skips: list[Tensor] = []
             for block in self.blocks[:half]:
-                x = block(x, x0, cos, sin)
+                x = block(x, x0, cos, sin, mask=mask)
                 skips.append(x)
             for j, block in enumerate(self.blocks[half:]):
                 if skips:
                     x = x + self.skip_weights[loop, j].to(x.dtype) * skips.pop()
-                x = block(x, x0, cos, sin)
+                x = block(x, x0, cos, sin, mask=mask)
             gate = torch.sigmoid(self.cycle_gates[loop]).to(x.dtype)
             x = gate * x + (1 - gate) * x0
         return x
@@ -182,11 +186,12 @@ class GPT(nn.Module):
         if self.smear is not None and not cfg.smear_gate_window:
             x = self.smear(x, input_ids)
         x0 = x
+        mask = document_mask(input_ids) if cfg.doc_mask else None
         if cfg.recurrent_blocks:
-            x = self._recurrent(x, x0, cos, sin)
+            x = self._recurrent(x, x0, cos, sin, mask)
         else:
             ve = self.value_embed(input_ids) if self.value_embed is not None else None
-            x = self._unet(x, x0, cos, sin, ve)
+            x = self._unet(x, x0, cos, sin, ve, mask)
         x = self.head_in(rms_norm(x))
         z = F.linear(x, self.tok_emb.weight.to(x.dtype)) if self.lm_head is None else self.lm_head(x)
         if self.head_delta is not None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config.model import ModelConfig
+from pgolf.vocab import BOS_ID
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -48,6 +49,16 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x1, x2 = rot[..., : rd // 2], rot[..., rd // 2 :]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
+
+
+def document_mask(ids: Tensor) -> Tensor:
+    """(B, 1, T, T) bool, True where position i may attend to j: j <= i and both in the same document
+    (a BOS starts a document and belongs to it), so attention never crosses a BOS (sota-stack §2.1;
+    the CPU twin of FA3 varlen attention over per-document cu_seqlens)."""
+    doc = (ids == BOS_ID).cumsum(1)
+    t = ids.size(1)
+    causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal).unsqueeze(1)
 
 
 def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
@@ -121,8 +132,11 @@ class Attention(nn.Module):
         self.ve_gain = nn.Parameter(torch.ones(())) if value_embed else None
         """This layer's scalar on the shared value embedding (seed-techniques §7.10)."""
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None) -> Tensor:
-        """x: (B, T, d); ve: the value embedding (B, T, kv_dim), used if this layer takes it."""
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        """x: (B, T, d); ve: the value embedding (B, T, kv_dim), used if this layer takes it; mask:
+        ``document_mask`` (None: plain causal attention)."""
         b, t, d = x.shape
         q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
@@ -133,7 +147,7 @@ class Attention(nn.Module):
         q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[None, :, None, None]
         k = apply_rotary(rms_norm(k), cos, sin)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.num_kv_heads != self.num_heads
         )
         if self.xsa:
             y = exclusive_self_attention(y, v)
@@ -178,27 +192,32 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
         self.two_lane = bool(cfg.parallel_from) and index >= cfg.parallel_from
-        if self.two_lane:  # PR #1529: post[i, j] = sub-layer i (attn, mlp) into lane j; resid per sub-layer
+        if self.two_lane:  # PR #1529: post[i, j] = sub-layer i (attn, mlp) into lane j; resid[j] per lane
             self.lane_post = nn.Parameter(torch.ones(2, 2))
             self.lane_resid = nn.Parameter(torch.full((2,), cfg.parallel_resid_init))
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:  # fmt: skip
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_mult, cos, sin, ve)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_mult, cos, sin, ve, mask)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_mult)
 
     def forward_lanes(
-        self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Two-lane parallel residuals (PR #1529): attention reads lane 0 mixed with x0, the MLP reads
-        lane 1 mixed with x0 (after attention wrote into it); after each sub-layer both lanes are
-        scaled by its resid scalar and receive its output times post[sub-layer, lane]."""
+        self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """Two-lane parallel residuals (PR #1529's final form): attention reads lane 0 mixed with x0,
+        the MLP reads lane 1, both from the block's input (GPT-J style); lane j becomes
+        resid[j] lane_j + post[0, j] attn + post[1, j] mlp."""
         lane0, lane1 = lanes
         mix, post, resid = (t.to(lane0.dtype) for t in (self.resid_mix, self.lane_post, self.lane_resid))
         a_in = mix[0] * lane0 + mix[1] * x0
-        a = self.attn_scale.to(a_in.dtype) * self.attn(rms_norm(a_in) * self.ln_mult, cos, sin, ve)
-        lane0, lane1 = resid[0] * lane0 + post[0, 0] * a, resid[0] * lane1 + post[0, 1] * a
-        m_in = mix[0] * lane1 + mix[1] * x0
-        m = self.mlp_scale.to(m_in.dtype) * self.mlp(rms_norm(m_in) * self.ln_mult)
-        return resid[1] * lane0 + post[1, 0] * m, resid[1] * lane1 + post[1, 1] * m
+        a = self.attn_scale.to(a_in.dtype) * self.attn(rms_norm(a_in) * self.ln_mult, cos, sin, ve, mask)
+        m = self.mlp_scale.to(lane1.dtype) * self.mlp(rms_norm(lane1) * self.ln_mult)
+        return (
+            resid[0] * lane0 + post[0, 0] * a + post[1, 0] * m,
+            resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m,
+        )

@@ -98,8 +98,13 @@ class ArtifactMeta:
                      "train_cap_seconds"):  # fmt: skip
             if kwargs[name] < 0:
                 raise ArtifactError(f"{source}: meta field {name} must be >= 0, got {kwargs[name]}")
-        if type(kwargs["looping"]) not in (bool, int) or kwargs["looping"] < 0:
-            raise ArtifactError(f"{source}: meta field looping must be a pass count >= 0 or a flag")
+        looping = kwargs["looping"]
+        if type(looping) not in (bool, int) or (type(looping) is int and not 0 <= looping <= kwargs[
+                "model"].loop_repeats):  # fmt: skip
+            raise ArtifactError(
+                f"{source}: meta field looping must be a flag or a pass count in [0, model.loop_repeats="
+                f"{kwargs['model'].loop_repeats}], got {looping!r}"
+            )
         if kwargs["eval"].seq_len < 1:
             raise ArtifactError(f"{source}: meta field eval.seq_len must be >= 1")
         return cls(**kwargs)

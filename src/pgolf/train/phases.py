@@ -52,6 +52,28 @@ class Phases:
                 self.log.event("context", f"seq_len:{seq_len} step:{step}", step=step, seq_len=seq_len)
         return decision
 
+    def passes_at(self, progress: float) -> int:
+        """Loop passes on at ``progress`` by the schedule."""
+        tc, repeats = self.cfg.train, self.cfg.model.loop_repeats
+        if tc.pass_fracs:
+            return sum(f <= progress for f in tc.pass_fracs)
+        return repeats if repeats and progress >= tc.loop_from_frac else 0
+
+    def priming_plan(self) -> list[tuple[float, int]]:
+        """(progress, loop passes) at the start of each distinct (length, passes) phase of the run, in
+        order: the graphs a compiled model will trace (QAT's switch is not primed)."""
+        tc = self.cfg.train
+        starts = {0.0, *(until for _, until in tc.seq_schedule[:-1]), *tc.pass_fracs}
+        if self.cfg.model.loop_repeats and not tc.pass_fracs:
+            starts.add(tc.loop_from_frac)
+        plan, seen = [], set()
+        for p in sorted(starts):
+            key = (tc.seq_len_at(p), self.passes_at(p))
+            if key not in seen:
+                seen.add(key)
+                plan.append((p, key[1]))
+        return plan
+
     def state(self) -> dict:
         return {"looping": self.model.loop_passes, "qat": self.qat_on}
 

@@ -157,18 +157,21 @@ class Trainer:
         return total / self.accum
 
     def prime(self) -> None:
-        """Run ``warmup_steps`` real steps (to trigger compilation), then restore every state."""
+        """Run ``warmup_steps`` real steps (to trigger compilation), then restore every state. The steps
+        visit every (length, loop passes) phase the schedules will (``Phases.priming_plan``), so a
+        compiled model traces each graph before the clock starts; the rest run in the last phase."""
         n = self.cfg.train.warmup_steps
         if n <= 0:
             return
         model_state = copy.deepcopy(self.base_model.state_dict())
         opt_state = copy.deepcopy(self.opt.state_dict())
-        # every scheduled length once (a compiled model traces each shape), then the final one
-        starts = [0.0] + [until for _, until in self.cfg.train.seq_schedule[:-1]]
-        skip = max(len(starts) - n, 0)  # too few steps for every length: the last ones
+        plan = self.phases.priming_plan()
+        skip = max(len(plan) - n, 0)  # too few steps for every phase: the last ones
         for i in range(n):
-            self.train_step(0, 0.0, starts[min(skip + i, len(starts) - 1)])
+            progress, self.base_model.loop_passes = plan[min(skip + i, len(plan) - 1)]
+            self.train_step(0, 0.0, progress)
             self.log.event("warmup", f"warmup_step:{i + 1}/{n}", warmup_step=i + 1)
+        self.base_model.loop_passes = 0
         self.base_model.load_state_dict(model_state)
         self.opt.load_state_dict(opt_state)
         self.opt.zero_grad()
