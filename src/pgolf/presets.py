@@ -335,8 +335,10 @@ def frontier() -> RunConfig:
     Where pgolf or the spec differ (say so, do not hide it): the data is the SP8192 export without
     CaseOps (no byte-sidecar loader yet); one SDClip k for every matrix (12.85) where the record
     uses 11.5 for MLPs and 13 for attention; no LQER, no AWQ-lite, no per-group lrzip (Brotli/zstd
-    chosen per section); no MLP LoRA; embedding WD = Adam WD (0.02; the record 0.085); FA3 varlen
-    and document-aware loading are not in pgolf yet, so attention crosses BOS in training."""
+    chosen per section); no MLP LoRA; embedding WD = Adam WD (0.02; the record 0.085); no 32-step LR
+    warm-up at each context change (PR #2014); the record's FA3 varlen attention (never across a BOS)
+    is not in pgolf: ``--model.doc_mask true`` gives its semantics with an explicit mask, which on a
+    GPU leaves the flash kernel (unmeasured), so the preset leaves it off."""
     return RunConfig(
         preset="frontier",
         model=ModelConfig(
