@@ -120,7 +120,10 @@ def _sentences(docs: list[str], max_bytes: int) -> Iterator[str]:
                 yield line
 
 
-def train_tokenizer(train_docs: list[str], vocab_size: int, path: Path) -> None:
+def train_tokenizer(
+    train_docs: list[str], vocab_size: int, path: Path, user_symbols: tuple[str, ...] = ()
+) -> None:
+    """A BPE with the contest's settings; ``user_symbols`` become atomic pieces (CaseOps' operators)."""
     import sentencepiece as spm
 
     max_bytes = 16_384
@@ -134,6 +137,7 @@ def train_tokenizer(train_docs: list[str], vocab_size: int, path: Path) -> None:
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
             **SP_SETTINGS,
+            **({"user_defined_symbols": list(user_symbols)} if user_symbols else {}),
         )
     except RuntimeError as e:
         raise DataBuildError(f"SentencePiece could not train a {vocab_size}-piece BPE: {e}") from None
