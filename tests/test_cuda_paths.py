@@ -40,7 +40,13 @@ VARIANTS = {
     "swiglu-untied": {"model.mlp_activation": "swiglu", "model.tie_embeddings": "false"},
     "recurrent": {"model.num_layers": "4", "model.recurrent_blocks": "2"},
     "qat": {"quant.matrix": "int6", "quant.clip": "sdclip", "quant.keep_float_max_numel": "0"},
-}
+    "frontier": {
+        "model.skip_gates": "true", "model.parallel_from": "1", "model.attn_gate": "sparse",
+        "model.value_embed_dim": "16", "model.value_embed_layers": "1", "model.smear_gate": "true",
+        "model.smear_gate_window": "12", "model.logit_cap_asym": "true", "model.doc_mask": "true",
+        "model.xsa_last_n": "2", "model.loop_start": "0", "model.loop_end": "1", "model.loop_repeats": "2",
+    },
+}  # fmt: skip
 
 
 def _model(overrides: dict):
@@ -60,15 +66,16 @@ def _loss_and_grads(fn, model: GPT, ids: torch.Tensor) -> tuple[float, list[torc
     model.zero_grad(set_to_none=True)
     loss = fn(ids[:, :-1], ids[:, 1:])
     loss.backward()
-    return loss.item(), [p.grad.clone() for p in model.parameters()]
+    return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
 
 def _switches(model: GPT, cfg) -> list:
     """What the trainer flips mid-run, each a guard change (a recompile, never a graph break): the
-    middle loop at train.loop_from_frac, QAT's fake quantisation at quant.qat_from_frac."""
+    middle loop's passes one by one (train.loop_pass_fracs), QAT's fake quantisation at
+    quant.qat_from_frac."""
     flips = [lambda: None]
-    if cfg.model.loop_repeats:
-        flips.append(lambda: setattr(model, "looping", True))
+    for n in range(1, cfg.model.loop_repeats + 1):
+        flips.append(lambda n=n: setattr(model, "loop_passes", n))
     if cfg.quant.matrix == "int6":
         flips.append(lambda: enable_qat(model, cfg.quant))
     return flips

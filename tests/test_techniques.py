@@ -25,7 +25,22 @@ VARIANTS = {
     "ortho_bigram": {"ortho_init": True, "bigram_buckets": 97, "bigram_dim": 64},
     "recurrent": {"num_layers": 6, "recurrent_blocks": 3},
     "middle_loop": {"loop_start": 1, "loop_end": 3, "loop_repeats": 2},
-}
+    # the final frontier's additions (sota-stack §2.2; tests/test_frontier.py)
+    "skip_gates": {"skip_gates": True},
+    "two_lane": {"num_layers": 6, "parallel_from": 4},
+    "gate_output": {"attn_gate": "output"},
+    "gate_dense": {"attn_gate": "dense"},
+    "gate_sparse": {"attn_gate": "sparse"},
+    "value_embed": {"value_embed_dim": 16, "value_embed_layers": 2},
+    "window_smear": {"smear_gate": True, "smear_gate_window": 12},
+    "asym_caps": {"logit_cap_asym": True},
+    "doc_mask": {"doc_mask": True, "smear_gate": True, "bigram_buckets": 97, "bigram_dim": 16},
+    "frontier_all": {
+        "num_layers": 6, "skip_gates": True, "parallel_from": 4, "attn_gate": "sparse", "value_embed_dim": 16,
+        "smear_gate": True, "smear_gate_window": 12, "logit_cap_asym": True, "xsa_last_n": 6,
+        "loop_start": 1, "loop_end": 3, "loop_repeats": 2, "rope_dims": 8, "ln_scale": True, "doc_mask": True,
+    },
+}  # fmt: skip
 
 
 def _model(**kw) -> GPT:
