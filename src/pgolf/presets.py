@@ -370,3 +370,27 @@ def frontier() -> RunConfig:
         ),
         pack=_BEST_PACK,
     )  # fmt: skip
+
+
+@preset("frontier-cpu")
+def frontier_cpu() -> RunConfig:
+    """frontier on the CPU track, built from single-change ablations at 150 fixed steps on Brown prose
+    (benchmarks/RESULTS.md, 2026-12-01): the CPU sweep's winning shape (swapp-xsa-swiglu-cpu: 3 x 224
+    SwiGLU, XSA on the last layer, SmearGate; seq 256, matrix LR 0.029; sweeps/cpu-shape-best.toml)
+    plus the frontier's additions that won at this scale: MuonEq-R (-0.016), U-Net skip gates
+    (-0.015), the attention output gate (-0.009), value embeddings 32 wide on the last layer
+    (-0.009), progressive context 128 -> 256 at 30% (-0.006, and faster early steps), the MIN_LR
+    floor 0.1 (-0.0005, the frontier's). Left out because they lost here, each alone against the same
+    base: two lanes on the last of 3 layers (+0.018), Polar Express (+0.003), the input-dependent
+    SmearGate (+0.009), XSA on all 3 layers (+0.027), QK gain 5.25 (+0.013). Evaluated like every
+    -cpu preset (docs LoRA TTT + one phase of global SGD)."""
+    base = swapp_xsa_swiglu_cpu()
+    return replace(
+        base,
+        preset="frontier-cpu",
+        model=replace(
+            base.model, skip_gates=True, attn_gate="output", value_embed_dim=32, value_embed_layers=1
+        ),
+        train=replace(base.train, seq_len=256, seq_len_schedule="128:0.3"),
+        optim=replace(base.optim, matrix_lr=0.029, muon_row_norm=True, min_lr=0.1),
+    )
