@@ -127,8 +127,10 @@ def test_cpu_presets_compressed_code_is_under_47kb(name):
     assert sizes["compressed"] < sizes["minified"] < sizes["readable"]
     # issue 9 set 40,000; the score-first ledger and method dispatch every evaluation runs added ~1 KB
     # and the -cpu presets' LoRA TTT plug-in ~2.4 KB (for -0.03 to -0.04 bpb, benchmarks/RESULTS.md);
-    # phased global SGD, the shared SGD step and the eval clock's projection ~1.9 KB (-0.001 to -0.002)
-    assert sizes["compressed"] <= 47_000, sizes
+    # phased global SGD, the shared SGD step and the eval clock's projection ~1.9 KB (-0.001 to -0.002);
+    # the frontier stack's model, optimizer and phase code ~2 KB (frontier-cpu: -0.058 at 300 s on prose
+    # against swapp-xsa-swiglu-cpu, 2 seeds, benchmarks/RESULTS.md)
+    assert sizes["compressed"] <= 49_500, sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

@@ -155,9 +155,10 @@ def test_sdpa_grouped_heads_match_the_explicit_repeat(kv_heads, monkeypatch):
 
     sdpa = F.scaled_dot_product_attention
 
-    def repeat_sdpa(q, k, v, is_causal=True, enable_gqa=False):
+    def repeat_sdpa(q, k, v, attn_mask=None, is_causal=True, enable_gqa=False):
         rep = q.size(1) // k.size(1)
-        return sdpa(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=is_causal)
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+        return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
 
     for amp in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):

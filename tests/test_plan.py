@@ -60,11 +60,11 @@ def test_attention_flops_equal_an_explicit_attention_counted_by_torch(monkeypatc
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    def explicit(q, k, v, is_causal=True, enable_gqa=False):
+    def explicit(q, k, v, attn_mask=None, is_causal=True, enable_gqa=False):
         rep = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
         s = (q @ k.transpose(-1, -2)) / q.size(-1) ** 0.5
-        mask = torch.ones(s.shape[-2:], dtype=torch.bool).tril()
+        mask = torch.ones(s.shape[-2:], dtype=torch.bool).tril() if attn_mask is None else attn_mask
         return s.masked_fill(~mask, float("-inf")).softmax(-1) @ v
 
     cfg = apply_overrides(get_preset("debug"), {"model.num_layers": "3"})

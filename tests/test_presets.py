@@ -43,7 +43,8 @@ def test_cpu_presets_fit_the_cap_even_uncompressed(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CPU_PRESETS)
 def test_cpu_presets_learn(name, data_root, tmp_path):
-    """12 real steps of each CPU preset (2 sequences per micro-batch to keep it fast) lower the loss.
+    """12 real steps of each CPU preset (2 sequences of 512 tokens or more per micro-batch, to keep it
+    fast: at 1,024 tokens per step frontier-cpu's first steps are too noisy to judge) lower the loss.
     The presets share one evaluation (docs + LoRA TTT + phased SGD, asserted below): it runs in full
     for kellyvv-cpu, which is also reloaded independently; the others are scored plain (the suite's
     time)."""
@@ -51,7 +52,8 @@ def test_cpu_presets_learn(name, data_root, tmp_path):
     seq = cfg.train.seq_len
     cfg = apply_overrides(cfg, {
         "data.root": str(data_root), "train.iterations": "12", "train.max_wallclock_seconds": "0",
-        "train.batch_tokens": str(4 * seq), "train.log_every": "1", "optim.muon_momentum_warmup_steps": "4",
+        "train.batch_tokens": str(4 * max(seq, 512)), "train.log_every": "1",
+        "optim.muon_momentum_warmup_steps": "4",
     })  # fmt: skip
     assert cfg.eval == get_preset("baseline-cpu").eval
     if name != "kellyvv-cpu":

@@ -171,7 +171,7 @@ class ModelConfig:
             raise ConfigError("model.smear_gate_window needs model.smear_gate = true")
         if self.value_embed_dim and self.recurrent_blocks:
             raise ConfigError("model.value_embed_dim cannot be combined with model.recurrent_blocks")
-        if self.value_embed_layers > self.num_layers:
+        if self.value_embed_dim and self.value_embed_layers > self.num_layers:
             raise ConfigError(
                 f"model.value_embed_layers={self.value_embed_layers} exceeds "
                 f"model.num_layers={self.num_layers}"

@@ -156,7 +156,11 @@ def dequantize(e: QTensor) -> Tensor:
     raise ValueError(f"unknown quantisation kind {e.kind!r}")
 
 
-@torch.library.custom_op("pgolf::grid_value", mutates_args=())
+@torch.library.custom_op(
+    "pgolf::grid_value",
+    mutates_args=(),
+    schema="(Tensor w, str fmt, str clip, float quantile, float k) -> Tensor",  # the bundle drops annotations
+)
 def grid_value(w: Tensor, fmt: str, clip: str, quantile: float, k: float) -> Tensor:
     """The dequantised grid value of a 2-D weight under GridSpec(fmt, clip, quantile, k). A custom op,
     so a compiler calls it as one opaque eager function: inductor, free to fuse and reorder the
