@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from pgolf import dist
 from pgolf.config.optim import OptimConfig
-from pgolf.model.params import FROZEN_IN_TRAINING, ROLES, param_role
+from pgolf.model.params import ROLES, param_role
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 """The fixed quintic of the contest's Muon, applied at every iteration."""
@@ -123,11 +123,12 @@ class Muon(torch.optim.Optimizer):
 
 
 def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Named parameters by role (``model.params``): matrix (Muon), embed, head, control (Adam); those
-    ``FROZEN_IN_TRAINING`` are in none."""
+    """Named trainable parameters by role (``model.params``): matrix (Muon), embed, head, control
+    (Adam). Frozen ones (``requires_grad=False``: the asymmetric logit caps, which only test-time SGD
+    adapts) are in none."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {role: [] for role in ROLES}
     for name, p in model.named_parameters():
-        if not name.startswith(FROZEN_IN_TRAINING):
+        if p.requires_grad:
             groups[param_role(name, p.ndim)].append((name, p))
     return groups
 
@@ -170,7 +171,6 @@ class Optimizers:
         for g in self.muon.param_groups:
             g["base_lr"] = cfg.matrix_lr
         self.params = [p for group in groups.values() for _, p in group]
-        self._all = list(model.parameters())
 
     def step(self, lr_mul: float, momentum: float, wd_mul: float = 1.0) -> None:
         self.muon.wd_mul = wd_mul
@@ -185,7 +185,7 @@ class Optimizers:
         self.muon.step()
 
     def zero_grad(self) -> None:
-        for p in self._all:
+        for p in self.params:
             p.grad = None
 
     def state_dict(self) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 from pgolf.config.base import non_negative, positive
@@ -79,12 +80,12 @@ class TrainConfig:
                     f"(train.seq_len / train.seq_len_schedule)"
                 )
 
-    @property
+    @cached_property
     def pass_fracs(self) -> tuple[float, ...]:
         """train.loop_pass_fracs parsed: one fraction in [0, 1] per extra pass."""
         return tuple(_fraction("train.loop_pass_fracs", f) for f in _items(self.loop_pass_fracs))
 
-    @property
+    @cached_property
     def seq_schedule(self) -> tuple[tuple[int, float], ...]:
         """(length, until fraction) pairs, ending with (seq_len, 1.0)."""
         pairs = []

@@ -7,7 +7,7 @@
 * ``matrix``: 2-D weights of the blocks and the BigramHash/value-embedding projections (Muon;
   quantised at export);
 * ``control``: gains, mixes, gates, lane scalars and skip weights (Adam, scalar LR; kept fp32 at
-  export), and the asymmetric logit caps (``FROZEN_IN_TRAINING``: no optimizer group).
+  export), and the asymmetric logit caps (created with ``requires_grad=False``: no optimizer group).
 
 The optimizer groups and the export policy both read it, so a new tensor is classified once.
 """
@@ -23,9 +23,6 @@ CONTROL_PATTERNS = (
     "cycle_gate", "skip_gate", "lane_", "attn.gate", "ve_gain", "value_embed.scale", "logit_cap",
 )  # fmt: skip
 """Name fragments of control tensors (seed-techniques §5.4, §9.1; sota-stack §2.2)."""
-
-FROZEN_IN_TRAINING = ("logit_cap_",)
-"""Parameters no training optimizer steps (PR #1923's caps: only test-time SGD adapts them)."""
 
 
 def param_role(name: str, ndim: int) -> str:

@@ -98,9 +98,8 @@ class ArtifactMeta:
                      "train_cap_seconds"):  # fmt: skip
             if kwargs[name] < 0:
                 raise ArtifactError(f"{source}: meta field {name} must be >= 0, got {kwargs[name]}")
-        looping = kwargs["looping"]
-        if type(looping) not in (bool, int) or (type(looping) is int and not 0 <= looping <= kwargs[
-                "model"].loop_repeats):  # fmt: skip
+        looping, repeats = kwargs["looping"], kwargs["model"].loop_repeats
+        if not (type(looping) is bool or (type(looping) is int and 0 <= looping <= repeats)):
             raise ArtifactError(
                 f"{source}: meta field looping must be a flag or a pass count in [0, model.loop_repeats="
                 f"{kwargs['model'].loop_repeats}], got {looping!r}"

@@ -74,18 +74,18 @@ class PhaseSwitch:
     """Training-time cap (0: none)."""
     iterations: int
     device: torch.device
-    qat_from_frac: float = 0.0
     last_step_ms: float = 0.0
 
     def progress(self, step: int, elapsed_ms: float) -> float:
         return elapsed_ms / self.cap_ms if self.cap_ms else step / self.iterations
 
     def decide(
-        self, step: int, elapsed_ms: float, loop_next: float | None = None, qat_pending: bool = False
+        self, step: int, elapsed_ms: float, loop_next: float | None = None, qat_next: float | None = None
     ) -> Decision:
-        """The decisions for the step about to start (``step`` steps are done); ``loop_next`` is the
-        fraction at which the next loop pass turns on (None: none is pending)."""
-        if not self.cap_ms and loop_next is None and not qat_pending:
+        """The decisions for the step about to start (``step`` steps are done); ``loop_next`` and
+        ``qat_next`` are the fractions of the run at which the next loop pass and QAT turn on (None:
+        nothing pending)."""
+        if not self.cap_ms and loop_next is None and qat_next is None:
             return Decision(False, False, False, elapsed_ms, self.progress(step, elapsed_ms))
         predicted = max(elapsed_ms / step, self.last_step_ms) if step else 0.0
         progress = self.progress(step, elapsed_ms)
@@ -93,7 +93,7 @@ class PhaseSwitch:
             (
                 bool(self.cap_ms) and elapsed_ms + STOP_MARGIN * predicted > self.cap_ms,
                 loop_next is not None and progress >= loop_next,
-                qat_pending and progress >= self.qat_from_frac,
+                qat_next is not None and progress >= qat_next,
                 elapsed_ms,
             ),
             self.device,

@@ -32,7 +32,8 @@ class Phases:
 
     def decide(self, switch: PhaseSwitch, step: int, elapsed: float) -> Decision:
         """Stop at the cap, or switch the next loop pass or QAT on, for the step about to start."""
-        decision = switch.decide(step, elapsed, self.next_loop_frac(), self.cfg.quant.qat and not self.qat_on)
+        qat_next = self.cfg.quant.qat_from_frac if self.cfg.quant.qat and not self.qat_on else None
+        decision = switch.decide(step, elapsed, self.next_loop_frac(), qat_next)
         if decision.qat:
             self.qat_on = True
             n = enable_qat(self.model, self.cfg.quant)

@@ -236,7 +236,7 @@ class Trainer:
         )
         stopped_by = "iterations"
         clock = TrainClock(train_ms, dist.synchronizer(self.device), clock_now or time.perf_counter)
-        switch = PhaseSwitch(cap_ms, tc.iterations, self.device, self.cfg.quant.qat_from_frac)
+        switch = PhaseSwitch(cap_ms, tc.iterations, self.device)
         while step < tc.iterations:
             before = clock.elapsed_ms()
             decision = self.phases.decide(switch, step, before)
