@@ -31,6 +31,7 @@ LUT = ByteLUT(
     has_leading_space=torch.zeros(VOCAB, dtype=torch.bool),
     is_boundary=torch.zeros(VOCAB, dtype=torch.bool),
 )
+nb = LUT.stream_bytes  # the bytes of each target of a stream
 
 
 def tiny_model(seed: int = 0) -> GPT:
@@ -76,7 +77,7 @@ def run_sgd(tokens: torch.Tensor, cfg: EvalConfig, predictor_cls=SgdTTT) -> tupl
     n_chunks = len(chunk_plan(windows, cfg.sgd_chunk_tokens))
     predictor = predictor_cls(tiny_model(), CPU, cfg, n_chunks, cfg.seq_len)
     rec, ledger = Recorder(), Ledger(tokens.numel())
-    r = score(predictor, tokens, LUT, windows, batch_tokens=256, device=CPU, head=rec,
+    r = score(predictor, tokens, nb(tokens), windows, batch_tokens=256, device=CPU, head=rec,
               chunk_tokens=cfg.sgd_chunk_tokens, ledger=ledger)  # fmt: skip
     return rec, ledger, r.val_bpb
 
@@ -95,7 +96,8 @@ def test_sgd_ttt_scores_every_target_once_learns_after_each_chunk_but_the_last()
     assert ledger.summary()["updates"] == len(chunks) - 1 and len(chunks) > 3
     last = first_target(chunks[-1][0])
     assert ledger.learned[last - 1] and not ledger.learned[last:].any()  # the last chunk is never learned
-    frozen = score(ModelPredictor(tiny_model(), CPU), tokens, LUT, plan_windows(tokens, "sliding", 32, 16),
+    frozen = score(ModelPredictor(tiny_model(), CPU), tokens, nb(tokens),
+                   plan_windows(tokens, "sliding", 32, 16),
                    batch_tokens=256, device=CPU)  # fmt: skip
     assert bpb < frozen.val_bpb  # the motifs are learnable
 
@@ -137,7 +139,7 @@ def test_the_ledger_refuses_a_second_score_and_an_early_update():
 
 def run_lora(tokens: torch.Tensor, cfg: EvalConfig = LORA) -> tuple[Recorder, Ledger, float]:
     rec, ledger = Recorder(), Ledger(tokens.numel())
-    r = lora_ttt(tiny_model(), tokens, LUT, cfg, cfg.seq_len, CPU, head=rec, ledger=ledger)
+    r = lora_ttt(tiny_model(), tokens, nb(tokens), cfg, cfg.seq_len, CPU, head=rec, ledger=ledger)
     return rec, ledger, r.val_bpb
 
 
@@ -150,7 +152,8 @@ def test_lora_ttt_scores_every_target_once_and_beats_the_frozen_model():
         first_unlearned = a + last.start + last.score_from + 1
         assert ledger.learned[a + 1 : first_unlearned].all()
         assert not ledger.learned[first_unlearned : b + 1].any()
-    frozen = score(ModelPredictor(tiny_model(), CPU), tokens, LUT, plan_windows(tokens, "docs", 32, 8),
+    frozen = score(ModelPredictor(tiny_model(), CPU), tokens, nb(tokens),
+                   plan_windows(tokens, "docs", 32, 8),
                    batch_tokens=256, device=CPU)  # fmt: skip
     assert bpb < frozen.val_bpb
 

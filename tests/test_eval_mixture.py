@@ -17,7 +17,7 @@ from pgolf.eval.mixture import MixtureHead
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
 from pgolf.eval.windows import plan_windows
-from test_eval_adapt import CPU, LUT, VOCAB, Recorder, doc_stream, tiny_model
+from test_eval_adapt import CPU, VOCAB, Recorder, doc_stream, nb, tiny_model
 
 BASE = EvalConfig(seq_len=32, method="sliding", stride=16, experts="ngram,match,bigram")
 
@@ -47,7 +47,7 @@ def run(tokens: torch.Tensor, cfg: EvalConfig) -> Probe:
     score(
         ModelPredictor(tiny_model().eval(), CPU),
         tokens,
-        LUT,
+        nb(tokens),
         windows,
         batch_tokens=16,
         device=CPU,
@@ -105,15 +105,17 @@ def test_experts_help_on_a_repetitive_stream_and_the_weights_move():
     tokens = torch.tensor(([1] + [3, 5, 7, 9, 11, 13, 2, 4] * 6) * 12)
     alone = EvalConfig(seq_len=32, method="sliding", stride=16)
     windows = plan_windows(tokens, "sliding", 32, 16)
-    model = score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU)
+    model = score(
+        ModelPredictor(tiny_model().eval(), CPU), tokens, nb(tokens), windows, batch_tokens=64, device=CPU
+    )
     head = MixtureHead(BASE, tokens, VOCAB)
-    mixed = score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU,
-                  head=head)  # fmt: skip
+    mixed = score(ModelPredictor(tiny_model().eval(), CPU), tokens, nb(tokens), windows, batch_tokens=64,
+                  device=CPU, head=head)  # fmt: skip
     assert mixed.val_bpb < 0.5 * model.val_bpb
     assert head.summary()["weights"]["model"] < 0.5  # the experts earned their weight
     tilted = MixtureHead(dataclasses.replace(alone, tilt=True, tilt_order=4), tokens, VOCAB)
-    t = score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU,
-              head=tilted)  # fmt: skip
+    t = score(ModelPredictor(tiny_model().eval(), CPU), tokens, nb(tokens), windows, batch_tokens=64,
+              device=CPU, head=tilted)  # fmt: skip
     assert t.val_bpb < model.val_bpb and tilted.summary()["tilt_hinted_targets"] > 100
 
 
@@ -121,8 +123,8 @@ def test_the_mixer_learns_only_from_scored_targets():
     tokens = doc_stream(300)
     ledger = Ledger(tokens.numel())
     windows = plan_windows(tokens, "sliding", 32, 16)
-    score(ModelPredictor(tiny_model().eval(), CPU), tokens, LUT, windows, batch_tokens=64, device=CPU,
-          head=MixtureHead(BASE, tokens, VOCAB), ledger=ledger)  # fmt: skip
+    score(ModelPredictor(tiny_model().eval(), CPU), tokens, nb(tokens), windows, batch_tokens=64,
+          device=CPU, head=MixtureHead(BASE, tokens, VOCAB), ledger=ledger)  # fmt: skip
     assert ledger.learned[1:].all() and ledger.summary()["updates"] > 0
 
 
@@ -134,6 +136,7 @@ def test_lora_ttt_with_the_tilt_scores_every_target_once():
     tokens = doc_stream(400, seed=5)
     cfg = dataclasses.replace(LORA, tilt=True, tilt_order=3)
     ledger = Ledger(tokens.numel())
-    r = lora_ttt(tiny_model(), tokens, LUT, cfg, cfg.seq_len, CPU, head=MixtureHead(cfg, tokens, VOCAB),
+    r = lora_ttt(tiny_model(), tokens, nb(tokens), cfg, cfg.seq_len, CPU,
+                 head=MixtureHead(cfg, tokens, VOCAB),
                  ledger=ledger)  # fmt: skip
     assert r.tokens == 399 and ledger.scored[1:].all()

@@ -105,7 +105,8 @@ def test_evaluate_matches_a_per_window_hand_computation():
     cpu = torch.device("cpu")
     for batch_tokens in (8, 24, 1000):  # batching must not change which tokens are scored
         windows = plain_windows(len(stream), seq_len)
-        r = score(ModelPredictor(model, cpu), stream, lut, windows, batch_tokens=batch_tokens, device=cpu)
+        nb = lut.stream_bytes(stream)
+        r = score(ModelPredictor(model, cpu), stream, nb, windows, batch_tokens=batch_tokens, device=cpu)
         assert r.tokens == 96
         assert r.bytes == total_bytes
         assert r.val_bpb == pytest.approx(total_nll / (math.log(2) * total_bytes), rel=1e-6)
@@ -227,7 +228,8 @@ def test_partially_scored_windows_score_only_their_tail():
     stream = torch.randint(0, 10, (30,))
     windows = [Window(0, 8, 0), Window(4, 8, 4), Window(8, 8, 4), Window(12, 8, 4)]  # targets 1..20
     cpu = torch.device("cpu")
-    r = score(ModelPredictor(model, cpu), stream, lut, windows, batch_tokens=64, device=cpu)
+    nb = lut.stream_bytes(stream)
+    r = score(ModelPredictor(model, cpu), stream, nb, windows, batch_tokens=64, device=cpu)
     nll, nbytes = 0.0, 0
     for w in windows:
         x = stream[w.start : w.start + w.length]

@@ -93,6 +93,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, required=True, help="data root (gets tokenizers/ and datasets/)")
     b.add_argument("--name", default="corpus", help="dataset base name: datasets/<name>_sp<vocab>/")
     b.add_argument("--val-docs", type=int, required=True, help="documents in the validation split")
+    b.add_argument(
+        "--caseops",
+        action="store_true",
+        help="lossless case factoring before tokenisation; validation scored from a per-token byte sidecar",
+    )
     f = data.add_parser("fineweb", help="download the contest's published FineWeb export")
     f.add_argument("--variant", default="sp1024", help="sp<VOCAB> or byte260")
     f.add_argument("--train-shards", type=int, default=80, help="training shards to fetch (1e8 tokens each)")
@@ -187,6 +192,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             vocab_size=args.vocab,
             val_docs=args.val_docs,
             source={"inputs": [str(p) for p in args.input]},
+            caseops=args.caseops,
         )
     elif args.data_command == "demo":
         from pgolf.data.stdlib_corpus import build_demo_dataset
@@ -206,6 +212,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         f"dataset   {built.dataset_dir}\ntokenizer {built.tokenizer_path}\n"
         f"train     {s['train']['docs']} docs, {s['train']['tokens']:,} tokens\n"
         f"val       {s['val']['docs']} docs, {s['val']['tokens']:,} tokens"
+        + (f", byte sidecar {v['bytes']:,} bytes" if (v := s["val"].get("byte_sidecar")) else "")
     )
     return 0
 

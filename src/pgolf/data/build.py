@@ -23,8 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pgolf.data.align import Pieces, token_bytes
+from pgolf.data.caseops import CASEOPS_VERSION, OPERATORS, encode_with_bytes
+from pgolf.data.caseops import encode as caseops_encode
 from pgolf.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from pgolf.data.shards import write_shard
+from pgolf.data.sidecar import SIDECAR_PREFIX
 from pgolf.errors import DataBuildError
 from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
 from pgolf.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -46,6 +50,10 @@ SP_SETTINGS = {
     "eos_id": EOS_ID,
     "unk_id": UNK_ID,
 }
+# CaseOps text must reach the tokenizer as it is, or the byte sidecar could not be aligned to it.
+CASEOPS_SP_SETTINGS = {
+    **SP_SETTINGS, "normalization_rule_name": "identity", "remove_extra_whitespaces": False
+}  # fmt: skip
 SHARD_TOKENS = 100_000_000
 
 
@@ -121,9 +129,14 @@ def _sentences(docs: list[str], max_bytes: int) -> Iterator[str]:
 
 
 def train_tokenizer(
-    train_docs: list[str], vocab_size: int, path: Path, user_symbols: tuple[str, ...] = ()
+    train_docs: list[str],
+    vocab_size: int,
+    path: Path,
+    user_symbols: tuple[str, ...] = (),
+    settings: dict = SP_SETTINGS,
 ) -> None:
-    """A BPE with the contest's settings; ``user_symbols`` become atomic pieces (CaseOps' operators)."""
+    """A BPE (the contest's settings by default); ``user_symbols`` become atomic pieces (CaseOps'
+    operators)."""
     import sentencepiece as spm
 
     max_bytes = 16_384
@@ -136,7 +149,7 @@ def train_tokenizer(
             max_sentence_length=max_bytes,
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
-            **SP_SETTINGS,
+            **settings,
             **({"user_defined_symbols": list(user_symbols)} if user_symbols else {}),
         )
     except RuntimeError as e:
@@ -144,26 +157,46 @@ def train_tokenizer(
     write_bytes_atomic(path, model.getvalue())
 
 
-def _write_split(docs: list[str], sp, folder: Path, split: str, shard_tokens: int) -> dict:
-    ids = sp.encode(docs, out_type=int, num_threads=os.cpu_count() or 1)
-    stream = np.fromiter(
-        (t for doc in ids for t in (BOS_ID, *doc)),
-        dtype=np.uint16,
-        count=sum(len(d) + 1 for d in ids),
-    )
-    shards = []
-    for i, start in enumerate(range(0, len(stream), shard_tokens)):
-        path = folder / f"fineweb_{split}_{i:06d}.bin"
-        write_shard(path, stream[start : start + shard_tokens])
-        shards.append({"file": path.name, "tokens": int(min(shard_tokens, len(stream) - start))})
-        shards[-1]["sha256"] = file_sha256(path)
-    return {
+def _write_split(docs: list[str], sp, folder: Path, split: str, shard_tokens: int, caseops: bool) -> dict:
+    texts = [caseops_encode(d) for d in docs] if caseops else docs
+    ids = sp.encode(texts, out_type=int, num_threads=os.cpu_count() or 1)
+    stream = _with_bos(ids, lambda doc: (BOS_ID, *doc), np.uint16)
+    out = {
         "docs": len(docs),
         "tokens": len(stream),
         "utf8_bytes": sum(len(d.encode()) for d in docs),
-        "shards": shards,
+        "shards": _write_shards(stream, folder, f"fineweb_{split}", shard_tokens),
         "doc_sha256": [doc_hash(d) for d in docs],
     }
+    if caseops and split == "val":
+        pieces = Pieces(sp)
+        nbytes = _with_bos(
+            [token_bytes(pieces, doc, *encode_with_bytes(d)) for doc, d in zip(ids, docs, strict=True)],
+            lambda doc: (0, *doc),
+            np.uint16,
+        )
+        if int(nbytes.sum()) != out["utf8_bytes"]:  # impossible by construction; checked
+            raise DataBuildError(f"sidecar sums to {int(nbytes.sum())}, the documents to {out['utf8_bytes']}")
+        out["byte_sidecar"] = {
+            "shards": _write_shards(nbytes, folder, SIDECAR_PREFIX.rstrip("_"), shard_tokens),
+            "bytes": int(nbytes.sum()),
+        }
+    return out
+
+
+def _with_bos(per_doc, row, dtype) -> np.ndarray:
+    n = sum(len(d) + 1 for d in per_doc)
+    return np.fromiter((t for doc in per_doc for t in row(doc)), dtype=dtype, count=n)
+
+
+def _write_shards(stream: np.ndarray, folder: Path, stem: str, shard_tokens: int) -> list[dict]:
+    shards = []
+    for i, start in enumerate(range(0, len(stream), shard_tokens)):
+        path = folder / f"{stem}_{i:06d}.bin"
+        write_shard(path, stream[start : start + shard_tokens])
+        shards.append({"file": path.name, "tokens": int(min(shard_tokens, len(stream) - start))})
+        shards[-1]["sha256"] = file_sha256(path)
+    return shards
 
 
 def build_dataset(
@@ -175,8 +208,11 @@ def build_dataset(
     val_docs: int,
     source: dict | None = None,
     shard_tokens: int = SHARD_TOKENS,
+    caseops: bool = False,
 ) -> BuiltDataset:
-    """Build tokenizer, shards and manifest under ``out_root``; returns their paths."""
+    """Build tokenizer, shards and manifest under ``out_root``; returns their paths. With ``caseops``
+    the documents are case-factored (``data.caseops``) before tokenisation and the validation split
+    gets a byte sidecar; the split itself is chosen on the original text, so it is the same."""
     import sentencepiece as spm
 
     if vocab_size < 260 or vocab_size > 65_536:
@@ -184,10 +220,15 @@ def build_dataset(
     out_root = Path(out_root)
     started = time.time()
     val, train, dropped = split_documents(docs, val_docs)
-    tok_path = out_root / "tokenizers" / f"{name}_{vocab_size}_bpe.model"
-    train_tokenizer(train, vocab_size, tok_path)
+    tag = "_caseops" if caseops else ""
+    tok_path = out_root / "tokenizers" / f"{name}_{vocab_size}{tag}_bpe.model"
+    settings = CASEOPS_SP_SETTINGS if caseops else SP_SETTINGS
+    if caseops:
+        train_tokenizer([caseops_encode(d) for d in train], vocab_size, tok_path, OPERATORS, settings)
+    else:
+        train_tokenizer(train, vocab_size, tok_path)
     sp = spm.SentencePieceProcessor(model_file=str(tok_path))
-    folder = out_root / "datasets" / dataset_dir_name(name, vocab_size)
+    folder = out_root / "datasets" / (dataset_dir_name(name, vocab_size) + tag)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in list(folder.glob("fineweb_*.bin")):
         stale.unlink()
@@ -203,11 +244,12 @@ def build_dataset(
             "path": str(tok_path.relative_to(out_root)),
             "sha256": file_sha256(tok_path),
             "vocab_size": sp.vocab_size(),
-            "settings": SP_SETTINGS,
+            "settings": settings,
         },
+        **({"caseops": {"version": CASEOPS_VERSION, "operators": list(OPERATORS)}} if caseops else {}),
         "splits": {
-            "val": _write_split(val, sp, folder, "val", shard_tokens),
-            "train": _write_split(train, sp, folder, "train", shard_tokens),
+            "val": _write_split(val, sp, folder, "val", shard_tokens, caseops),
+            "train": _write_split(train, sp, folder, "train", shard_tokens, caseops),
         },
         "build_seconds": round(time.time() - started, 2),
     }

@@ -31,6 +31,13 @@ class ByteLUT:
         extra = self.has_leading_space[target] & ~self.is_boundary[prev]
         return self.base_bytes[target].to(torch.int32) + extra.to(torch.int32)
 
+    def stream_bytes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N,) int32: the bytes of the target at each position of a stream (0 at position 0, which
+        is never a target)."""
+        out = torch.zeros(tokens.numel(), dtype=torch.int32)
+        out[1:] = self.target_bytes(tokens[:-1], tokens[1:])
+        return out
+
 
 def build_byte_lut(sp, vocab_size: int = 0) -> ByteLUT:
     """Tables for a SentencePiece processor, sized max(sp vocab, ``vocab_size``); ids beyond the

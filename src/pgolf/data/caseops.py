@@ -22,6 +22,7 @@ stands for: 0 for an inserted operator, the character's own length otherwise.
 
 from __future__ import annotations
 
+CASEOPS_VERSION = "pgolf-caseops-v1"
 TITLE, ALLCAPS, CAPNEXT, ESC = "\ue001", "\ue002", "\ue003", "\ue004"
 OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)
 

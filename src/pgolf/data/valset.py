@@ -1,6 +1,12 @@
 """The validation set, in one place: the token stream (every document, BOS included, untrimmed:
-which windows score which targets is the evaluation's business), the tokenizer checked against
-the model's vocabulary, its byte tables, and the digest that identifies the stream."""
+which windows score which targets is the evaluation's business), the bytes each target stands for,
+the tokenizer checked against the model's vocabulary, and the digest that identifies the stream.
+
+The bytes come from the dataset's per-token byte sidecars (``data.sidecar``) when it has them (a
+CaseOps dataset must), else from the tokenizer's byte tables (``data.bytes``, the contest's rule).
+Where the dataset folder holds a pgolf manifest, the shards' token counts are checked against it
+(a truncated or re-cut validation shard fails here, not as a silently different score).
+"""
 
 from __future__ import annotations
 
@@ -13,36 +19,99 @@ import torch
 
 from pgolf.config.data import DataConfig
 from pgolf.data.bytes import ByteLUT, build_byte_lut
+from pgolf.data.manifest import MANIFEST_NAME, load_manifest
 from pgolf.data.paths import load_tokenizer, resolve_data
 from pgolf.data.shards import check_token_ids, find_shards, read_shard
+from pgolf.data.sidecar import check_sidecar, is_sidecar, sidecar_name
+from pgolf.errors import DataError
 from pgolf.fileio import file_sha256
+from pgolf.vocab import BOS_ID
 
 
 @dataclass(frozen=True)
 class ValidationSet:
     tokens: torch.Tensor
     """(N,) int64: the concatenated validation shards."""
+    target_bytes: torch.Tensor
+    """(N,) int32: the bytes of the target at each position (0 at position 0, BOS and operators)."""
     lut: ByteLUT
     files: list[Path]
     tokenizer_path: Path
     tokenizer_sha256: str
     tokenizer_vocab_size: int
     sha256: str
-    """sha256 of the stream as little-endian uint16 (the shards' payloads, concatenated)."""
+    """sha256 of the stream as little-endian uint16 (the shards' payloads, concatenated), followed by
+    the sidecars' payloads when there are sidecars."""
+    sidecars: tuple[Path, ...] = ()
+
+    @property
+    def bytes_source(self) -> str:
+        return "sidecar" if self.sidecars else "tokenizer"
 
 
 def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
     paths = resolve_data(data)
     sp = load_tokenizer(paths.tokenizer, vocab_size)
-    files = find_shards(paths.dataset_dir, data.val_pattern)
-    tokens = np.concatenate([np.asarray(read_shard(f)) for f in files])
+    files = [f for f in find_shards(paths.dataset_dir, data.val_pattern) if not is_sidecar(f)]
+    if not files:
+        raise DataError(f"{paths.dataset_dir}: {data.val_pattern!r} matches only byte sidecars")
+    parts = [np.asarray(read_shard(f)) for f in files]
+    tokens = np.concatenate(parts)
     check_token_ids(tokens, vocab_size, f"validation data {[str(f) for f in files]}")
+    manifest = _manifest(paths.dataset_dir)
+    _check_counts(manifest, files, parts)
+    sidecars = _sidecars(files, manifest)
+    lut = build_byte_lut(sp, vocab_size)
+    digest = hashlib.sha256(tokens.astype("<u2", copy=False).tobytes())
+    if sidecars:
+        nbytes = np.concatenate([np.asarray(read_shard(f)) for f in sidecars]).astype(np.int32)
+        check_sidecar(tokens, nbytes, BOS_ID, f"{paths.dataset_dir}")
+        digest.update(nbytes.astype("<u2").tobytes())
+        target_bytes = torch.from_numpy(nbytes)
+        target_bytes[0] = 0
+    else:
+        target_bytes = lut.stream_bytes(torch.from_numpy(tokens.astype(np.int64)))
     return ValidationSet(
         tokens=torch.from_numpy(tokens.astype(np.int64)),
-        lut=build_byte_lut(sp, vocab_size),
+        target_bytes=target_bytes,
+        lut=lut,
         files=files,
         tokenizer_path=paths.tokenizer,
         tokenizer_sha256=file_sha256(paths.tokenizer),
         tokenizer_vocab_size=sp.vocab_size(),
-        sha256=hashlib.sha256(tokens.astype("<u2", copy=False).tobytes()).hexdigest(),
+        sha256=digest.hexdigest(),
+        sidecars=tuple(sidecars),
     )
+
+
+def _manifest(folder: Path) -> dict | None:
+    return load_manifest(folder) if (folder / MANIFEST_NAME).is_file() else None
+
+
+def _check_counts(manifest: dict | None, files: list[Path], parts: list[np.ndarray]) -> None:
+    """Each validation shard the manifest lists holds the token count it lists."""
+    if manifest is None:
+        return
+    listed = {s["file"]: s["tokens"] for s in manifest.get("splits", {}).get("val", {}).get("shards", [])}
+    for f, part in zip(files, parts, strict=True):
+        if f.name in listed and listed[f.name] != len(part):
+            raise DataError(
+                f"{f}: {len(part)} tokens, its manifest says {listed[f.name]} (a truncated or rebuilt shard?)"
+            )
+
+
+def _sidecars(files: list[Path], manifest: dict | None) -> list[Path]:
+    """The byte sidecar of every validation shard, or none; a dataset whose manifest says it has
+    sidecars (or is CaseOps) must have one for every shard."""
+    paired = {f: f.with_name(name) if (name := sidecar_name(f.name)) else None for f in files}
+    have = [p for p in paired.values() if p is not None and p.is_file()]
+    must = manifest is not None and (
+        "caseops" in manifest or "byte_sidecar" in manifest.get("splits", {}).get("val", {})
+    )
+    if (have and len(have) != len(files)) or (must and not have):
+        lone = next(f for f, p in paired.items() if p is None or not p.is_file())
+        raise DataError(
+            f"{lone}: its byte sidecar ({paired[lone] or 'fineweb_val_bytes_*.bin'}) is missing; scoring "
+            "this dataset from the tokenizer's byte tables would count the wrong bytes (CaseOps operators)"
+        )
+    return have

@@ -51,7 +51,7 @@ def correction_table(model, valset: ValidationSet, cfg: EvalConfig, device: torc
     """Score the validation set once and keep its worst targets within cfg.correction_bytes."""
     capture = _Capture()
     windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
-    score(ModelPredictor(model.eval(), device), valset.tokens, valset.lut, windows,
+    score(ModelPredictor(model.eval(), device), valset.tokens, valset.target_bytes, windows,
           batch_tokens=cfg.batch_tokens, device=device, head=capture)  # fmt: skip
     nll, pos, tgt = (torch.cat(x) for x in zip(*capture.parts, strict=True))
     order = torch.argsort(pos)
@@ -67,7 +67,7 @@ def score_with_table(
         table = correction_table(model, valset, cfg, device)
     windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
     r = score(
-        ModelPredictor(model.eval(), device), valset.tokens, valset.lut, windows,
+        ModelPredictor(model.eval(), device), valset.tokens, valset.target_bytes, windows,
         batch_tokens=cfg.batch_tokens, device=device,
         head=CorrectionHead(table, cfg.correction_boost, cfg.val_leak), ledger=ledger, clock=clock,
     )  # fmt: skip

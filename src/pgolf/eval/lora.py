@@ -36,7 +36,6 @@ from torch import Tensor, nn
 
 from pgolf import dist
 from pgolf.config.eval import EvalConfig
-from pgolf.data.bytes import ByteLUT
 from pgolf.errors import DataError
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
@@ -163,7 +162,7 @@ def deal(plans: list[list[Window]], rank: int, world: int) -> list[list[Window]]
 def lora_ttt(
     model: nn.Module,
     tokens: Tensor,
-    lut: ByteLUT,
+    target_bytes: Tensor,
     cfg: EvalConfig,
     seq_len: int,
     device: torch.device,
@@ -177,7 +176,7 @@ def lora_ttt(
     steps go to the clock's ``score+adapt`` phase, global SGD to ``global_sgd``."""
     head, ledger, clock = head or ModelHead(), ledger or Ledger(tokens.numel()), clock or EvalClock()
     with clock.phase("score+adapt"):
-        acc, lut = BpbAccumulator(device), lut.to(device)
+        acc, target_bytes = BpbAccumulator(device), target_bytes.to(device)
         spans = doc_spans(tokens)
         docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in spans]
         expected = check_plan([w for plan in docs for w in plan], tokens.numel())
@@ -215,7 +214,7 @@ def lora_ttt(
                         eps=1e-10, weight_decay=cfg.lora_wd,
                     )  # fmt: skip
                     _adapt_batch(model, mine[i : i + cfg.lora_batch_docs], adapters.modules, opt, tokens,
-                                 lut, head, ledger, acc, device, progress)  # fmt: skip
+                                 target_bytes, head, ledger, acc, device, progress)  # fmt: skip
                     batches += 1
         finally:
             adapters.detach()
@@ -280,7 +279,7 @@ def _seen(doc_start: int, w: Window) -> np.ndarray:
     return np.arange(max(w.start, doc_start + 1), w.start + w.length + 1)
 
 
-def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, device, progress) -> None:
+def _adapt_batch(model, plans, adapters, opt, tokens, nbytes, head, ledger, acc, device, progress) -> None:
     for c in range(max(len(plan) for plan in plans)):
         active = [j for j, plan in enumerate(plans) if c < len(plan)]
         batch = _pad_batch(tokens, [plans[j][c] for j in active], device)
@@ -292,7 +291,7 @@ def _adapt_batch(model, plans, adapters, opt, tokens, lut, head, ledger, acc, de
         logp = F.log_softmax(z.float(), dim=-1)
         nll = -logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)  # (B, T), with gradients
         scored_nll = head.nll(logp.detach(), batch)
-        acc.add(scored_nll[batch.scored], lut.target_bytes(batch.x, batch.y)[batch.scored])
+        acc.add(scored_nll[batch.scored], batch.target_bytes(nbytes)[batch.scored])
         positions = batch.scored_positions()
         ledger.score(positions)
         head.observe(batch, ledger)

@@ -87,8 +87,9 @@ def run_method(
         return MethodResult(r, ledger.summary(), table.nbytes, {"correction_table": table.describe()})
     if cfg.ttt == "lora":
         r = plugin("pgolf.eval.lora").lora_ttt(
-            model, tokens, valset.lut, cfg, cfg.seq_len, device, head=head, ledger=ledger, clock=clock
-        )
+            model, tokens, valset.target_bytes, cfg, cfg.seq_len, device,
+            head=head, ledger=ledger, clock=clock,
+        )  # fmt: skip
         return MethodResult(r, ledger.summary(), details=_details(head))
     with clock.phase("score"):
         windows = plan_windows(tokens, cfg.method, cfg.seq_len, cfg.stride)
@@ -99,7 +100,7 @@ def run_method(
     else:
         predictor, chunk_tokens = ModelPredictor(model.eval(), device), 0
     r = score(
-        predictor, tokens, valset.lut, windows, batch_tokens=cfg.batch_tokens, device=device,
+        predictor, tokens, valset.target_bytes, windows, batch_tokens=cfg.batch_tokens, device=device,
         head=head, chunk_tokens=chunk_tokens, ledger=ledger, clock=clock,
     )  # fmt: skip
     return MethodResult(r, ledger.summary(), details=_details(head))

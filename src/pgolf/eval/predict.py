@@ -44,6 +44,11 @@ class Batch:
             [np.arange(w.start + w.score_from + 1, w.start + w.length + 1) for w in self.windows]
         )
 
+    def target_bytes(self, stream_bytes: Tensor) -> Tensor:
+        """(B, T) bytes of each target, read from the stream's per-position bytes (``ValidationSet.
+        target_bytes``; a padding position past the stream's end reads its last entry)."""
+        return stream_bytes[self.positions().clamp_(max=stream_bytes.numel() - 1)]
+
 
 class Predictor(Protocol):
     def log_probs(self, inputs: Tensor) -> Tensor:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 
 from pgolf import dist
-from pgolf.data.bytes import ByteLUT
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Batch, Head, ModelHead, Predictor
@@ -121,7 +120,7 @@ def chunk_plan(windows: list[Window], chunk_tokens: int) -> list[list[Window]]:
 def score(
     predictor: Predictor,
     tokens: torch.Tensor,
-    lut: ByteLUT,
+    target_bytes: torch.Tensor,
     windows: list[Window],
     *,
     batch_tokens: int,
@@ -131,7 +130,8 @@ def score(
     ledger: Ledger | None = None,
     clock: EvalClock | None = None,
 ) -> BpbResult:
-    """Score every target the plan assigns; returns the summed NLL, tokens and bytes over all ranks.
+    """Score every target the plan assigns; returns the summed NLL, tokens and bytes (``target_bytes``:
+    the bytes of the target at each stream position) over all ranks.
     Scoring time goes to the clock's ``score`` phase, adaptation to ``adapt``."""
     head = head or ModelHead()
     ledger = ledger or Ledger(tokens.numel())
@@ -140,7 +140,7 @@ def score(
         expected = check_plan(windows, tokens.numel())
     world = dist.world_size()
     acc = BpbAccumulator(device)
-    lut = lut.to(device)
+    target_bytes = target_bytes.to(device)
     seq = max((w.length for w in windows), default=1)
     per_batch = max(1, batch_tokens // (seq * world))
     chunks = chunk_plan(windows, chunk_tokens)
@@ -152,9 +152,9 @@ def score(
                 batch = _gather(tokens, group, device)
                 nll = head.nll(predictor.log_probs(batch.x), batch)  # (B, T)
                 if batch.scored is None:  # every position of every window: keep the tensors whole
-                    acc.add(nll, lut.target_bytes(batch.x, batch.y))
+                    acc.add(nll, batch.target_bytes(target_bytes))
                 else:
-                    acc.add(nll[batch.scored], lut.target_bytes(batch.x, batch.y)[batch.scored])
+                    acc.add(nll[batch.scored], batch.target_bytes(target_bytes)[batch.scored])
                 positions = batch.scored_positions()
                 ledger.score(positions)
                 head.observe(batch, ledger)

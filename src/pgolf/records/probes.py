@@ -123,7 +123,7 @@ def method_scores(model: nn.Module, tokens: torch.Tensor, cfg: EvalConfig) -> tu
     raises on a violation) on a copy of ``model``, and the ledger's summary."""
     vocab = model.cfg.vocab_size
     valset = ValidationSet(
-        tokens=tokens, lut=uniform_lut(vocab), files=[], tokenizer_path=Path("-"), tokenizer_sha256="",
+        tokens=tokens, target_bytes=uniform_lut(vocab).stream_bytes(tokens), lut=uniform_lut(vocab), files=[], tokenizer_path=Path("-"), tokenizer_sha256="",
         tokenizer_vocab_size=vocab, sha256="",
     )  # fmt: skip
     heads: list[RecordingHead] = []

@@ -220,8 +220,8 @@ class Trainer:
         self.model.eval()
         self.base_model.rope_len = self.cfg.eval_seq_len  # one RoPE base for every window
         r = score(
-            ModelPredictor(self.model, self.device), self.valset.tokens, self.valset.lut, self.windows,
-            batch_tokens=self.cfg.eval.batch_tokens, device=self.device,
+            ModelPredictor(self.model, self.device), self.valset.tokens, self.valset.target_bytes,
+            self.windows, batch_tokens=self.cfg.eval.batch_tokens, device=self.device,
         )  # fmt: skip
         self.base_model.rope_len = 0
         self.model.train(was_training)
