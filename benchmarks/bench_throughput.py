@@ -69,7 +69,8 @@ def bench(preset: str, steps: int, data_root: Path, eval_batches: list[int], rep
     for _ in range(reps):
         for b in sizes:
             s = time.perf_counter()
-            r = score(predictor, t.valset.tokens, t.valset.lut, plain, batch_tokens=b, device=t.device)
+            v = t.valset
+            r = score(predictor, v.tokens, v.target_bytes, plain, batch_tokens=b, device=t.device)
             rates[b].append(r.tokens / (time.perf_counter() - s))
     s = time.perf_counter()
     r = t.validate()

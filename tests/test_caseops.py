@@ -1,7 +1,9 @@
 """CaseOps (sota-stack §2.1): a bijection on arbitrary Unicode, whose per-character byte weights sum
 to the original text's UTF-8 bytes."""
 
+import dataclasses
 import itertools
+import json
 import shutil
 
 import numpy as np
@@ -130,6 +132,9 @@ def test_caseops_and_plain_builds_pick_the_same_validation_documents(caseops_dat
     assert "byte_sidecar" not in plain.manifest["splits"]["val"]
     cfg = _cfg(tmp_path, plain)
     assert load_validation(cfg, 320).bytes_source == "tokenizer"
+    wrong = dataclasses.replace(cfg, tokenizer=str(built.tokenizer_path))
+    with pytest.raises(DataError, match=r"is not the tokenizer .* was built with"):
+        load_validation(wrong, 320)  # the CaseOps tokenizer's tables on the plain dataset
 
 
 def test_a_damaged_caseops_dataset_is_refused(caseops_data, tmp_path):
@@ -148,12 +153,27 @@ def test_a_damaged_caseops_dataset_is_refused(caseops_data, tmp_path):
     with pytest.raises(DataError, match="byte sidecar has"):
         load_validation(cfg, 320)
     side.unlink()  # a CaseOps manifest with no sidecar must not fall back to the tokenizer's tables
+    with pytest.raises(DataError, match="listed in its manifest but missing"):
+        load_validation(cfg, 320)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["splits"]["val"]["byte_sidecar"], manifest["caseops"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"byte sidecar .* is missing"):
         load_validation(cfg, 320)
+    (folder / "manifest.json").unlink()  # nor without any manifest: the tokenizer has the operators
+    with pytest.raises(DataError, match=r"byte sidecar .* is missing"):
+        load_validation(cfg, 320)
+    shutil.copy(root / built.dataset_dir.relative_to(root) / "manifest.json", folder)
     shard = folder / "fineweb_val_000000.bin"
+    write_shard(side, np.zeros(1, dtype=np.uint16))
     write_shard(shard, np.asarray(read_shard(shard))[:-7])
     with pytest.raises(DataError, match="its manifest says"):
         load_validation(cfg, 320)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["splits"]["val"]["shards"].append({"file": "fineweb_val_000001.bin", "tokens": 9})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"fineweb_val_000001\.bin: listed in its manifest but missing"):
+        load_validation(cfg, 320)  # a second shard lost: the first alone would score as the whole
 
 
 def test_the_sidecar_of_untransformed_text_is_the_byte_table_rule(caseops_data):

@@ -111,3 +111,15 @@ def test_input_files(tmp_path):
 def test_vocab_bounds(tmp_path):
     with pytest.raises(DataBuildError, match=r"vocab=100: must be in \[260, 65536\]"):
         build_dataset(_docs(10), out_root=tmp_path, name="t", vocab_size=100, val_docs=2)
+
+
+def test_the_contests_first_documents_rule():
+    docs = _docs(12)
+    val, train, dropped = split_documents([docs[0], "", *docs[1:], docs[0], docs[5]], 3, "first")
+    assert val == docs[:3]  # input order, the blank skipped
+    assert train == docs[3:]  # the later copy of a validation document and the repeat never train
+    assert dropped == 3
+    with pytest.raises(DataBuildError, match="leave training documents"):
+        split_documents(docs[:3], 3, "first")
+    with pytest.raises(DataBuildError, match="selection rule 'random'"):
+        split_documents(docs, 3, "random")

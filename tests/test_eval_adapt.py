@@ -406,3 +406,27 @@ def test_pgolf_eval_reports_a_warmup_phase_and_prints_the_projection(
     out = json.loads(captured.out)
     assert {"load", "warmup", "score"} <= set(out["eval_phases"])
     assert "eval_projection:" in captured.err and "projected total" in captured.err
+
+
+def test_a_validation_subset_is_scored_as_such_and_never_official(debug_cfg, tmp_path, capsys):
+    from pgolf.data.valset import load_validation
+    from pgolf.pipeline import run
+
+    cfg = debug_cfg(**{"train.iterations": 3, "eval.val_docs": 2, "eval.method": "docs", "eval.stride": 64})
+    full = load_validation(cfg.data, cfg.model.vocab_size)
+    part = full.first_docs(2)
+    starts = torch.nonzero(full.tokens == 1).flatten().tolist()
+    assert part.tokens.tolist() == full.tokens[: starts[2]].tolist() and part.sha256 == full.sha256
+    assert part.describe() == f"first 2 of {len(starts)} validation documents"
+    assert full.first_docs(0) is full and full.first_docs(len(starts)) is full
+    r = run(cfg, out_dir=tmp_path / "t", echo=False)
+    assert not r.score.official and "first 2 of" in r.score.note
+    assert r.roundtrip.tokens == starts[2] - 1  # every target of the two documents, once
+    assert r.roundtrip.bytes == int(full.target_bytes[1 : starts[2]].sum())
+    log = (tmp_path / "t" / "train.log").read_text()
+    assert "validation subset: first 2 of" in log and "unofficial_" in log and "final_int8" not in log
+    capsys.readouterr()
+    art = str(tmp_path / "t" / "artifact.pgolf")
+    assert main(["eval", art, "--json"]) == 0  # the artifact records the whole set: official
+    out = json.loads(capsys.readouterr().out)
+    assert out["official_score"] and out["val_tokens"] == full.tokens.numel() - 1

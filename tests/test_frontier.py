@@ -299,6 +299,7 @@ def test_progressive_passes_and_context_follow_the_schedule_and_survive_a_resume
     cfg = debug_cfg(**{
         "train.iterations": "10", "model.loop_start": "0", "model.loop_end": "1", "model.loop_repeats": "2",
         "train.loop_pass_fracs": "0.3,0.6", "train.seq_len_schedule": "32:0.5", "train.checkpoint_every": "4",
+        "train.loader": "coprime",  # its position (a sequence counter) must survive the resume too
     })  # fmt: skip
     seen = []
     original = Trainer.train_step

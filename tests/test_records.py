@@ -193,7 +193,9 @@ def test_check_fails_each_broken_rule(good_record, tmp_path, data_root, monkeypa
     bad = cases["seeds declared before the runs"] = _copy(folder, tmp_path, "late_declaration")
     declared = json.loads((bad / "seeds.json").read_text())
     (bad / "seeds.json").write_text(json.dumps({**declared, "declared_at": declared["declared_at"] + 1e6}))
-    for rule, bad in cases.items():
+    subset = _copy(folder, tmp_path, "val_subset")
+    _edit_result(subset, 2, lambda r: r["config"]["eval"].update(val_docs=5))
+    for rule, bad in [*cases.items(), ("no validation leakage", subset)]:
         status = _status(bad)
         assert status[rule] == "fail", (rule, status)
         assert main(["check", str(bad)]) == 1

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -106,3 +108,58 @@ def test_train_val_guard_compares_whole_payloads(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": manifest.MANIFEST_FORMAT, "splits": []}))
     with pytest.raises(DataError, match="malformed splits"):
         manifest.check_train_val_disjoint([tmp_path / "fineweb_train_000000.bin"], [val], tmp_path)
+
+
+def _coprime_shards(tmp_path, sizes=(301, 97, 1000)):
+    files = []
+    for i, n in enumerate(sizes):
+        files.append(tmp_path / f"fineweb_train_{i:06d}.bin")
+        write_shard(files[-1], (np.arange(n) + 1000 * i) % 4000)
+    return files
+
+
+def test_coprime_blocks_read_every_block_once_before_repeating(tmp_path):
+    import torch
+
+    from pgolf.data.loader import CoprimeBlocks, DistributedTokenLoader
+
+    files = _coprime_shards(tmp_path)
+    seq = 8
+    n = sum((s - 1) // seq for s in (301, 97, 1000))
+    blocks = CoprimeBlocks(files, 4000, seed=0)
+    rows = blocks.take(n, seq)
+    shards = [np.asarray(read_shard(f)) for f in files]
+    seen, first = [], np.cumsum([0, 300 // seq, 96 // seq])
+    for row in rows:  # every row is a block of seq + 1 tokens of one shard, at a multiple of seq
+        i, a = int(row[0]) // 1000, int(row[0]) % 1000
+        assert a % seq == 0 and np.array_equal(row, shards[i][a : a + seq + 1])
+        seen.append(int(first[i]) + a // seq)  # the block's number over all shards
+    assert sorted(seen) == list(range(n))  # a permutation of all blocks
+    gaps = [min((b - a) % n, (a - b) % n) for a, b in itertools.pairwise(seen)]
+    assert min(gaps) >= n // 4  # neighbours come from far apart
+    assert np.array_equal(blocks.take(5, seq), rows[:5])  # then the cycle repeats
+
+    def batches(world: int, steps: int = 3, state=None) -> list[torch.Tensor]:
+        out = []
+        cpu = torch.device("cpu")
+        loaders = [DistributedTokenLoader(files, rank=r, world_size=world, vocab_size=4000, device=cpu,
+                                          kind="coprime") for r in range(world)]  # fmt: skip
+        for lo in loaders:
+            if state:
+                lo.stream.load_state(state)
+        for _ in range(steps):
+            parts = [lo.next_batch(64 // world, seq) for lo in loaders]
+            out.append(torch.cat([x for x, _ in parts]))
+            assert all(torch.equal(x[:, 1:], y[:, :-1]) for x, y in parts)
+        return out, loaders[0].stream.state()
+
+    one, state = batches(1)
+    assert state == {"kind": "coprime", "count": 24, "total": 1398}
+    two, _ = batches(2)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))  # any world size, same batch
+    again, _ = batches(1, 2, state={**state, "count": 16})
+    assert all(torch.equal(a, b) for a, b in zip(one[2:], again, strict=False))  # resumes exactly
+    with pytest.raises(ShardError, match="stream loader position, not coprime"):
+        CoprimeBlocks(files, 4000, seed=0).load_state({"file_idx": 0, "pos": 3})
+    with pytest.raises(ShardError, match="the data changed"):
+        CoprimeBlocks(files[:2], 4000, seed=0).load_state(state)

@@ -94,12 +94,23 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--name", default="corpus", help="dataset base name: datasets/<name>_sp<vocab>/")
     b.add_argument("--val-docs", type=int, required=True, help="documents in the validation split")
     b.add_argument(
+        "--selection",
+        choices=("hash", "first"),
+        default="hash",
+        help="validation split: first --val-docs by text hash (default) or in input order (the contest's "
+        "rule for docs_selected.jsonl)",
+    )
+    b.add_argument(
         "--caseops",
         action="store_true",
         help="lossless case factoring before tokenisation; validation scored from a per-token byte sidecar",
     )
-    f = data.add_parser("fineweb", help="download the contest's published FineWeb export")
-    f.add_argument("--variant", default="sp1024", help="sp<VOCAB> or byte260")
+    f = data.add_parser("fineweb", help="download the contest's FineWeb export, or a community one")
+    f.add_argument("--variant", default="sp1024", help="sp<VOCAB> or byte260, optionally _SUFFIX")
+    f.add_argument("--repo", default="willdepueoai/parameter-golf", help="Hugging Face dataset repository")
+    f.add_argument("--prefix", default="datasets", help="folder of the export inside the repository")
+    f.add_argument("--with-docs", action="store_true", help="also fetch docs_selected.jsonl (the documents)")
+    f.add_argument("--replace", action="store_true", help="clear a dataset folder another source filled")
     f.add_argument("--train-shards", type=int, default=80, help="training shards to fetch (1e8 tokens each)")
     f.add_argument("--out", type=Path, default=Path("data"), help="data root")
     m = data.add_parser("demo", help="build the embedded demo dataset (stdlib docstrings and comments)")
@@ -193,15 +204,19 @@ def cmd_data(args: argparse.Namespace) -> int:
             val_docs=args.val_docs,
             source={"inputs": [str(p) for p in args.input]},
             caseops=args.caseops,
+            selection=args.selection,
         )
     elif args.data_command == "demo":
         from pgolf.data.stdlib_corpus import build_demo_dataset
 
         built = build_demo_dataset(args.out, vocab_size=args.vocab, force=args.force)
     else:
-        from pgolf.data.fineweb import fetch_fineweb
+        from pgolf.data.fineweb import Source, fetch_fineweb
 
-        r = fetch_fineweb(args.variant, args.train_shards, args.out)
+        r = fetch_fineweb(
+            args.variant, args.train_shards, args.out, source=Source(args.repo, args.prefix),
+            with_docs=args.with_docs, replace=args.replace,
+        )  # fmt: skip
         print(
             f"{len(r.downloaded)} downloaded, {len(r.skipped)} already present\n"
             f"dataset   {r.dataset_dir}\ntokenizer {r.tokenizer_path}"

@@ -4,6 +4,7 @@ take an artifact apart tensor by tensor."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ def _calibration_batches(cfg: RunConfig, device: torch.device, val_files: list[P
     files = find_shards(dataset, cfg.data.train_pattern)
     check_train_val_disjoint(files, val_files, dataset)
     loader = DistributedTokenLoader(
-        files, rank=0, world_size=1, vocab_size=cfg.model.vocab_size, device=device
+        files, rank=0, world_size=1, vocab_size=cfg.model.vocab_size, device=device, kind=cfg.train.loader
     )
     local = cfg.train.batch_tokens // cfg.train.microbatches
     return iter(lambda: loader.next_batch(local, cfg.train.seq_len)[0], None)
@@ -156,7 +157,9 @@ def repack(
     size = SizeReport(path.stat().st_size, meta.code_bytes, track.artifact_cap_bytes)
     # the window plan alone: comparable with the pre-quant score (an adapting method would count
     # its own gain as negative quantisation error)
-    rt = score_loaded(loaded, valset, meta.eval.windows_only, device, EvalClock()).result if score else None
+    # ... on the documents the run's pre-quant score read (eval.val_docs: a subset, unofficial)
+    plan = dataclasses.replace(meta.eval.windows_only, val_docs=cfg.eval.val_docs)
+    rt = score_loaded(loaded, valset, plan, device, EvalClock()).result if score else None
     off = track.judge_train(meta.train_cap_seconds, meta.train_seconds) + track.judge_bytes(size.total_bytes)
     params = sum(t.numel() for t in run.state.values())
     pre = float(run.meta["pre_quant_val_bpb"])

@@ -48,7 +48,8 @@ def artifact_meta(
     code = code_account(cfg)
     return ArtifactMeta(
         pgolf_version=__version__, preset=cfg.preset, track=cfg.track, steps=steps, looping=looping,
-        model=cfg.model, data=cfg.data, eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len),
+        model=cfg.model, data=cfg.data,
+        eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len, val_docs=0),  # the official scoring
         quant=cfg.quant, pack=cfg.pack, tokenizer_sha256=valset.tokenizer_sha256,
         tokenizer_vocab_size=valset.tokenizer_vocab_size, val_tokens=valset.tokens.numel(),
         val_sha256=valset.sha256, code_form=code.form, code_bytes=code.bytes,
@@ -116,14 +117,16 @@ def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | No
                       cap_s=get_track(trainer.cfg.track).eval_seconds)  # fmt: skip
     with clock.phase("load"):
         loaded = load_artifact(path, device)
-    report = score_loaded(loaded, trainer.valset, loaded.meta.eval, device, clock)
+    ev = dataclasses.replace(loaded.meta.eval, val_docs=trainer.cfg.eval.val_docs)  # the run's subset, if any
+    report = score_loaded(loaded, trainer.valset, ev, device, clock)
     r = report.result
-    for kind, line in zip(("final", "final_exact"), report.log_lines(), strict=True):
+    kinds = ("final", "final_exact") if report.official else ("final_unofficial",)  # a subset (eval.val_docs)
+    for kind, line in zip(kinds, report.log_lines(), strict=True):
         trainer.log.event(kind, line, val_loss=r.val_loss, val_bpb=r.val_bpb, val_tokens=r.tokens,
                           val_bytes=r.bytes, eval_time_ms=round(1000 * report.seconds, 1))  # fmt: skip
     if not loaded.meta.eval.adapts:
         return report, None
-    plain = score_loaded(load_artifact(path, device), trainer.valset, loaded.meta.eval.windows_only, device,
+    plain = score_loaded(load_artifact(path, device), trainer.valset, ev.windows_only, device,
                          EvalClock()).result  # fmt: skip
     line = f"diagnostic_{loaded.meta.label}_windows_only_roundtrip val_loss:{plain.val_loss:.8f} "
     trainer.log.event("windows_roundtrip", line + f"val_bpb:{plain.val_bpb:.8f}", val_bpb=plain.val_bpb)

@@ -318,6 +318,9 @@ def recurrent_3x3_cpu() -> RunConfig:
 # ---- the final frontier (sota-stack §2): PR #2135's configuration as far as the spec states it.
 
 
+_CASEOPS = "lossless_caps_caseops_v1_reserved"
+
+
 @preset("frontier")
 def frontier() -> RunConfig:
     """PR #2135 (1.0565, the contest's last accepted stack; sota-stack §2) as far as the spec states it:
@@ -332,13 +335,17 @@ def frontier() -> RunConfig:
     WD 2.0, beta1 0, warm A, q/v/o/head at 3072 context, chunk 48) with one phase of global SGD on
     the first 2,500 documents.
 
-    Where pgolf or the spec differ (say so, do not hide it): the data is the SP8192 export without
-    CaseOps (no byte-sidecar loader yet); one SDClip k for every matrix (12.85) where the record
-    uses 11.5 for MLPs and 13 for attention; no LQER, no AWQ-lite, no per-group lrzip (Brotli/zstd
-    chosen per section); no MLP LoRA; embedding WD = Adam WD (0.02; the record 0.085); no 32-step LR
-    warm-up at each context change (PR #2014); the record's FA3 varlen attention (never across a BOS)
-    is not in pgolf: ``--model.doc_mask true`` gives its semantics with an explicit mask, which on a
-    GPU leaves the flash kernel (unmeasured), so the preset leaves it off."""
+    The data is the CaseOps SP8192 export (``pgolf data fineweb --repo romeerp/parameter-golf-caseops-v1
+    --variant sp8192_lossless_caps_caseops_v1_reserved``; names as sota-stack §2.1 gives them), scored
+    from its byte sidecars; with another export, override data.dataset and data.tokenizer.
+
+    Where pgolf or the spec differ (say so, do not hide it): one SDClip k for every matrix (12.85)
+    where the record uses 11.5 for MLPs and 13 for attention; no LQER, no AWQ-lite, no per-group
+    lrzip (Brotli/zstd chosen per section); no MLP LoRA; embedding WD = Adam WD (0.02; the record
+    0.085); no 32-step LR warm-up at each context change (PR #2014); the record's FA3 varlen
+    attention (never across a BOS) is not in pgolf: ``--model.doc_mask true`` gives its semantics
+    with an explicit mask, which on a GPU leaves the flash kernel (unmeasured), so the preset leaves
+    it off."""
     return RunConfig(
         preset="frontier",
         model=ModelConfig(
@@ -348,7 +355,10 @@ def frontier() -> RunConfig:
             attn_gate="sparse", attn_gate_scale=0.5, smear_gate=True, smear_gate_window=12,
             logit_cap_asym=True,
         ),
-        data=DataConfig(dataset="datasets/fineweb10B_sp8192", tokenizer="tokenizers/fineweb_8192_bpe.model"),
+        data=DataConfig(
+            dataset=f"datasets/fineweb10B_sp8192_{_CASEOPS}",
+            tokenizer=f"tokenizers/fineweb_8192_bpe_{_CASEOPS}.model",
+        ),
         train=TrainConfig(
             seq_len=3072, batch_tokens=786_432, seq_len_schedule="1024:0.1,2048:0.7", loop_from_frac=0.35,
             averaging="ema", ema_decay=0.9965,

@@ -33,6 +33,10 @@ class EvalConfig:
     stride: int = 64
     """Sliding and docs windows: tokens between window starts (1 to the window length); with
     eval.ttt=lora, the chunk each adapter step scores and then learns from."""
+    val_docs: int = 0
+    """If > 0, score only the first N validation documents, for quick local iteration: the score is
+    labelled unofficial everywhere and ``pgolf check`` refuses it (0: the whole set, the only
+    official score). The artifact's own eval settings always keep 0."""
     ntk_seq_len: int = 0
     """If > 0, windows longer than this rescale the RoPE base NTK-style (evaluating past the trained
     length); 0 keeps the artifact's own model.rope_ntk_seq_len."""
@@ -124,7 +128,7 @@ class EvalConfig:
         non_negative(self, "lora_phase_docs")
         non_negative(self, "seq_len", "ntk_seq_len", "ttt_lr", "sgd_momentum", "sgd_freeze_blocks")
         non_negative(self, "sgd_clip", "lora_alpha", "lora_wd", "ngram_alpha", "tilt_beta")
-        non_negative(self, "correction_bytes", "correction_boost")
+        non_negative(self, "correction_bytes", "correction_boost", "val_docs")
         if self.correction_bytes and self.val_leak is not True:
             raise ConfigError(
                 "eval.correction_bytes: the correction table stores validation targets; it runs only "
@@ -220,6 +224,7 @@ class EvalConfig:
         return tuple(name for name, used in needed.items() if used)
 
     def settings(self) -> dict:
-        """Every field that changes a score (all but batch_tokens): two evaluations with equal
-        settings on the same artifact and data are the same method."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "batch_tokens"}
+        """Every field that changes a score but batch_tokens and val_docs (which changes the data,
+        not the method, and makes any score unofficial): two evaluations with equal settings on the
+        same artifact and data are the same method."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("batch_tokens", "val_docs")}

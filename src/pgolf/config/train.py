@@ -49,6 +49,10 @@ class TrainConfig:
     seq_len_schedule: str = ""
     """Progressive context (PR #2014): "LEN:UNTIL,..." trains at LEN until that fraction of the run, then
     the next, then at seq_len (e.g. "1024:0.1,2048:0.7" with seq_len 3072); empty: seq_len throughout."""
+    loader: str = "stream"
+    """Training batches: stream (the contest's: shards in order, contiguous) or coprime (blocks of
+    seq_len + 1 from every shard by a coprime stride: each read once before any repeats, neighbours
+    from far apart; sota-stack §2.1)."""
     averaging: str = "none"
     """Weight averaging applied to the exported weights: none, ema or swa."""
     ema_decay: float = 0.997
@@ -64,6 +68,8 @@ class TrainConfig:
         non_negative(self, "checkpoint_every")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device={self.device!r}; expected auto, cpu or cuda")
+        if self.loader not in ("stream", "coprime"):
+            raise ConfigError(f"train.loader={self.loader!r}; expected stream or coprime")
         if self.averaging not in AVERAGING:
             raise ConfigError(f"train.averaging={self.averaging!r}; expected one of {AVERAGING}")
         if not 0.0 <= self.loop_from_frac <= 1.0 or not 0.0 < self.ema_decay < 1.0:

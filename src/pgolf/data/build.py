@@ -3,11 +3,13 @@
 Layout (the contest's): ``<out>/tokenizers/<name>_<vocab>_bpe.model`` and
 ``<out>/datasets/<name>_sp<vocab>/fineweb_{val,train}_NNNNNN.bin`` with ``manifest.json`` beside the shards.
 
-Validation selection (fixed and documented in every manifest): documents are deduplicated by
-exact text, ordered by the SHA-256 of their UTF-8 text, and the first ``val_docs`` of that order
-are the validation split. The order does not depend on input order, so adding files elsewhere
-never moves a document between splits by position alone. The tokenizer is trained on the
-training split only, so no validation text shapes anything that training produces.
+Validation selection (fixed and documented in every manifest), by default ``hash``: documents are
+deduplicated by exact text, ordered by the SHA-256 of their UTF-8 text, and the first ``val_docs``
+of that order are the validation split. The order does not depend on input order, so adding files
+elsewhere never moves a document between splits by position alone. ``first`` is the contest's rule
+for its frozen, shuffled ``docs_selected.jsonl``: the first ``val_docs`` documents in input order
+(50,000 reproduce its validation set), no training copy of any of them. The tokenizer is trained on
+the training split only, so no validation text shapes anything that training produces.
 """
 
 from __future__ import annotations
@@ -33,10 +35,17 @@ from pgolf.errors import DataBuildError
 from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
 from pgolf.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-SELECTION_RULE = (
-    "documents deduplicated by exact text; ordered by sha256 of their UTF-8 text; "
-    "the first val_docs documents of that order form the validation split, the rest train"
-)
+SELECTION_RULES = {
+    "hash": (
+        "documents deduplicated by exact text; ordered by sha256 of their UTF-8 text; "
+        "the first val_docs documents of that order form the validation split, the rest train"
+    ),
+    "first": (
+        "the first val_docs non-empty documents in input order form the validation split (the contest's "
+        "rule for docs_selected.jsonl); the rest train, less exact duplicates of each other or of a "
+        "validation document"
+    ),
+}
 # The contest tokenizer's trainer settings (seed-techniques §2.3).
 SP_SETTINGS = {
     "model_type": "bpe",
@@ -102,14 +111,32 @@ def _jsonl_documents(path: Path) -> Iterator[str]:
             yield obj["text"]
 
 
-def split_documents(docs: Iterable[str], val_docs: int) -> tuple[list[str], list[str], int]:
-    """Apply the selection rule; return (val, train, number of duplicates dropped)."""
+def split_documents(
+    docs: Iterable[str], val_docs: int, rule: str = "hash"
+) -> tuple[list[str], list[str], int]:
+    """Apply a selection rule (``SELECTION_RULES``); return (val, train, documents dropped)."""
+    if rule not in SELECTION_RULES:
+        raise DataBuildError(f"selection rule {rule!r}; expected one of {sorted(SELECTION_RULES)}")
+    if val_docs < 1:
+        raise DataBuildError(f"val_docs={val_docs} must be >= 1")
     unique: dict[str, str] = {}
-    total = 0
+    total, val = 0, []
     for d in docs:
         total += 1
-        if d.strip():
+        if not d.strip():
+            continue
+        if rule == "first" and len(val) < val_docs:
+            val.append(d)
+            unique.setdefault(doc_hash(d), "")  # a later copy of a validation document never trains
+        else:
             unique.setdefault(doc_hash(d), d)
+    if rule == "first":
+        train = [d for d in unique.values() if d]
+        if len(val) < val_docs or not train:
+            raise DataBuildError(
+                f"val_docs={val_docs} must be >= 1 and leave training documents; have {len(val) + len(train)}"
+            )
+        return val, train, total - len(val) - len(train)
     ordered = [unique[h] for h in sorted(unique)]
     if val_docs < 1 or val_docs >= len(ordered):
         raise DataBuildError(
@@ -209,6 +236,7 @@ def build_dataset(
     source: dict | None = None,
     shard_tokens: int = SHARD_TOKENS,
     caseops: bool = False,
+    selection: str = "hash",
 ) -> BuiltDataset:
     """Build tokenizer, shards and manifest under ``out_root``; returns their paths. With ``caseops``
     the documents are case-factored (``data.caseops``) before tokenisation and the validation split
@@ -219,8 +247,15 @@ def build_dataset(
         raise DataBuildError(f"vocab={vocab_size}: must be in [260, 65536] (256 byte pieces + 4 specials)")
     out_root = Path(out_root)
     started = time.time()
-    val, train, dropped = split_documents(docs, val_docs)
+    val, train, dropped = split_documents(docs, val_docs, selection)
     tag = "_caseops" if caseops else ""
+    folder = out_root / "datasets" / (dataset_dir_name(name, vocab_size) + tag)
+    old = folder / MANIFEST_NAME
+    if old.is_file() and json.loads(old.read_text()).get("source", {}).get("repo"):
+        raise DataBuildError(
+            f"{folder} holds a downloaded export ({old}); building here would replace its shards and leave "
+            "its tokenizer beside them: choose another --name"
+        )
     tok_path = out_root / "tokenizers" / f"{name}_{vocab_size}{tag}_bpe.model"
     settings = CASEOPS_SP_SETTINGS if caseops else SP_SETTINGS
     if caseops:
@@ -228,15 +263,15 @@ def build_dataset(
     else:
         train_tokenizer(train, vocab_size, tok_path)
     sp = spm.SentencePieceProcessor(model_file=str(tok_path))
-    folder = out_root / "datasets" / (dataset_dir_name(name, vocab_size) + tag)
     folder.mkdir(parents=True, exist_ok=True)
+    old.unlink(missing_ok=True)  # a build that dies part-way leaves no manifest naming new shards
     for stale in list(folder.glob("fineweb_*.bin")):
         stale.unlink()
     manifest = {
         "format": MANIFEST_FORMAT,
         "name": folder.name,
         "source": source or {},
-        "selection": SELECTION_RULE,
+        "selection": SELECTION_RULES[selection],
         "val_docs": val_docs,
         "duplicates_dropped": dropped,
         "bos_id": BOS_ID,

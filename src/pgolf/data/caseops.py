@@ -22,9 +22,10 @@ stands for: 0 for an inserted operator, the character's own length otherwise.
 
 from __future__ import annotations
 
+from pgolf.data.sidecar import OPERATORS
+
 CASEOPS_VERSION = "pgolf-caseops-v1"
-TITLE, ALLCAPS, CAPNEXT, ESC = "\ue001", "\ue002", "\ue003", "\ue004"
-OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)
+TITLE, ALLCAPS, CAPNEXT, ESC = OPERATORS
 
 
 def _simple_upper(c: str) -> bool:

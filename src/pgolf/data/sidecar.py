@@ -18,6 +18,9 @@ import numpy as np
 from pgolf.errors import DataError
 
 SIDECAR_PREFIX = "fineweb_val_bytes_"
+OPERATORS = ("\ue001", "\ue002", "\ue003", "\ue004")
+"""CaseOps' operators TITLE, ALLCAPS, CAPNEXT, ESC (``data.caseops``): a tokenizer with these as pieces
+cannot spell its text, so its datasets must have sidecars."""
 
 
 def is_sidecar(path: Path) -> bool:

@@ -10,6 +10,7 @@ Where the dataset folder holds a pgolf manifest, the shards' token counts are ch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from pgolf.data.bytes import ByteLUT, build_byte_lut
 from pgolf.data.manifest import MANIFEST_NAME, load_manifest
 from pgolf.data.paths import load_tokenizer, resolve_data
 from pgolf.data.shards import check_token_ids, find_shards, read_shard
-from pgolf.data.sidecar import check_sidecar, is_sidecar, sidecar_name
+from pgolf.data.sidecar import OPERATORS, check_sidecar, is_sidecar, sidecar_name
 from pgolf.errors import DataError
 from pgolf.fileio import file_sha256
 from pgolf.vocab import BOS_ID
@@ -44,9 +45,30 @@ class ValidationSet:
     the sidecars' payloads when there are sidecars."""
     sidecars: tuple[Path, ...] = ()
 
+    docs: int = 0
+    """Documents in the stream (its BOS tokens)."""
+    subset_of: int = 0
+    """When this is the first ``docs`` documents of a larger set (``first_docs``): that set's count."""
+
     @property
     def bytes_source(self) -> str:
         return "sidecar" if self.sidecars else "tokenizer"
+
+    def first_docs(self, n: int) -> ValidationSet:
+        """The stream cut before the (n+1)-th document's BOS (all of it when n is 0 or covers every
+        document): an unofficial subset for local iteration (``eval.val_docs``). The digest stays
+        the whole set's, which is what an artifact records."""
+        starts = torch.nonzero(self.tokens == BOS_ID).flatten()
+        if not n or n >= len(starts):
+            return self
+        cut = int(starts[n])
+        return dataclasses.replace(
+            self, tokens=self.tokens[:cut], target_bytes=self.target_bytes[:cut], docs=n,
+            subset_of=len(starts),
+        )  # fmt: skip
+
+    def describe(self) -> str:
+        return f"first {self.docs} of {self.subset_of} validation documents" if self.subset_of else ""
 
 
 def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
@@ -59,8 +81,8 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
     tokens = np.concatenate(parts)
     check_token_ids(tokens, vocab_size, f"validation data {[str(f) for f in files]}")
     manifest = _manifest(paths.dataset_dir)
-    _check_counts(manifest, files, parts)
-    sidecars = _sidecars(files, manifest)
+    _check_manifest(manifest, paths.dataset_dir, files, parts, paths.tokenizer)
+    sidecars = _sidecars(files, manifest, has_operators(sp))
     lut = build_byte_lut(sp, vocab_size)
     digest = hashlib.sha256(tokens.astype("<u2", copy=False).tobytes())
     if sidecars:
@@ -81,6 +103,7 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
         tokenizer_vocab_size=sp.vocab_size(),
         sha256=digest.hexdigest(),
         sidecars=tuple(sidecars),
+        docs=int((tokens == BOS_ID).sum()),
     )
 
 
@@ -88,25 +111,53 @@ def _manifest(folder: Path) -> dict | None:
     return load_manifest(folder) if (folder / MANIFEST_NAME).is_file() else None
 
 
-def _check_counts(manifest: dict | None, files: list[Path], parts: list[np.ndarray]) -> None:
-    """Each validation shard the manifest lists holds the token count it lists."""
+def _check_manifest(
+    manifest: dict | None, folder: Path, files: list[Path], parts: list[np.ndarray], tokenizer: Path
+) -> None:
+    """Every validation shard the manifest lists is here and holds the token count it lists, and the
+    tokenizer is the manifest's (another one's byte tables would count other bytes)."""
     if manifest is None:
         return
-    listed = {s["file"]: s["tokens"] for s in manifest.get("splits", {}).get("val", {}).get("shards", [])}
+    if manifest.get("complete") is False:
+        raise DataError(f"{folder}: its download did not finish; rerun pgolf data fineweb to complete it")
+    val = manifest.get("splits", {}).get("val", {})
+    entries = [*val.get("shards", []), *val.get("byte_sidecar", {}).get("shards", [])]
+    listed = {s["file"]: s["tokens"] for s in entries}
+    for name in listed:
+        if not (folder / name).is_file():
+            raise DataError(f"{folder / name}: listed in its manifest but missing (a partial copy?)")
     for f, part in zip(files, parts, strict=True):
         if f.name in listed and listed[f.name] != len(part):
             raise DataError(
                 f"{f}: {len(part)} tokens, its manifest says {listed[f.name]} (a truncated or rebuilt shard?)"
             )
+    want = manifest.get("tokenizer", {}).get("sha256")
+    if want and file_sha256(tokenizer) != want:
+        raise DataError(
+            f"{tokenizer} is not the tokenizer {folder / MANIFEST_NAME} was built with (sha256 differs): "
+            "set data.tokenizer to the dataset's own"
+        )
 
 
-def _sidecars(files: list[Path], manifest: dict | None) -> list[Path]:
+def has_operators(sp) -> bool:
+    """Whether the tokenizer has CaseOps' operators as user-defined pieces: its tokens cannot spell
+    the text. SentencePiece numbers user-defined pieces before the byte pieces; a plain tokenizer
+    whose corpus held the characters learns them as ordinary pieces, after the bytes."""
+    ids = [sp.piece_to_id(op) for op in OPERATORS]
+    first_byte = sp.piece_to_id("<0x00>")
+    bytes_from = first_byte if sp.is_byte(first_byte) else sp.vocab_size()
+    return all(i != sp.unk_id() for i in ids) and max(ids) < bytes_from
+
+
+def _sidecars(files: list[Path], manifest: dict | None, operators: bool) -> list[Path]:
     """The byte sidecar of every validation shard, or none; a dataset whose manifest says it has
-    sidecars (or is CaseOps) must have one for every shard."""
+    sidecars (or is CaseOps), or whose tokenizer has CaseOps' operators, must have one for every
+    shard."""
     paired = {f: f.with_name(name) if (name := sidecar_name(f.name)) else None for f in files}
     have = [p for p in paired.values() if p is not None and p.is_file()]
-    must = manifest is not None and (
-        "caseops" in manifest or "byte_sidecar" in manifest.get("splits", {}).get("val", {})
+    must = operators or (
+        manifest is not None
+        and ("caseops" in manifest or "byte_sidecar" in manifest.get("splits", {}).get("val", {}))
     )
     if (have and len(have) != len(files)) or (must and not have):
         lone = next(f for f, p in paired.items() if p is None or not p.is_file())

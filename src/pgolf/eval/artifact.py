@@ -84,6 +84,8 @@ def score_loaded(
         changed = [k for k, v in ours.items() if k != "seq_len" and theirs[k] != v]
         if changed:
             notes.append(f"eval settings differ from the artifact's ({', '.join(changed)})")
+    if subset := valset.first_docs(eval_cfg.val_docs).describe():
+        notes.insert(0, f"validation subset: {subset} (eval.val_docs)")
     if eval_cfg.val_leak:
         notes.insert(0, "val_leak: the method reads validation targets (NOT compliant)")
     label = f"{meta.label}_{eval_cfg.tag}" if eval_cfg.tag else meta.label

@@ -20,12 +20,13 @@ from torch import nn
 from pgolf import dist
 from pgolf.config.eval import PLUGINS, EvalConfig
 from pgolf.data.valset import ValidationSet
-from pgolf.errors import ConfigError
+from pgolf.errors import ConfigError, DataError
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Head, ModelHead, ModelPredictor
 from pgolf.eval.score import EvalClock, chunk_plan, score
 from pgolf.eval.windows import plan_windows
+from pgolf.vocab import BOS_ID
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ def run_method(
 ) -> MethodResult:
     """Score ``model`` on ``valset`` with the method of ``cfg`` (whose seq_len must be resolved).
     ``wrap_head`` lets a probe see every scored target (``records.probes``)."""
+    valset = valset.first_docs(cfg.val_docs)
+    if (cfg.method == "docs" or cfg.ttt == "lora") and int(valset.tokens[0]) != BOS_ID:
+        raise DataError(
+            f"eval.method={cfg.method}, eval.ttt={cfg.ttt} find documents by their BOS, but the validation "
+            "stream does not start with one (an export built without BOS; rebuild it with pgolf data build)"
+        )
     if cfg.ntk_seq_len:
         model.cfg = dataclasses.replace(model.cfg, rope_ntk_seq_len=cfg.ntk_seq_len)
     model.rope_len = cfg.seq_len  # one RoPE base for every window, however short

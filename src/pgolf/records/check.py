@@ -283,6 +283,8 @@ def rule_val_leak(subject: Subject) -> Rule:
     for s in subject.seeds:
         if _truthy_key(s.result.get("config"), "val_leak") or _truthy_key(s.meta, "val_leak"):
             found.append(f"FAIL: {s.name} used a val_leak feature (it stores or trains on validation data)")
+        if (s.result.get("config") or {}).get("eval", {}).get("val_docs"):
+            found.append(f"FAIL: {s.name} was scored on a validation subset (eval.val_docs), not the whole set")
     digests = {s.meta["val_sha256"] for s in subject.seeds if s.meta}
     if len(digests) > 1:
         found.append(f"FAIL: seeds were scored on {len(digests)} different validation streams")

@@ -89,6 +89,7 @@ def probe_config(cfg: EvalConfig, tokens: torch.Tensor) -> EvalConfig:
     seq_len = min(cfg.seq_len, 128)
     return dataclasses.replace(
         cfg,
+        val_docs=0,
         seq_len=seq_len,
         stride=max(1, min(cfg.stride, seq_len // 4)),
         sgd_chunk_tokens=max(1, tokens.numel() // 4),

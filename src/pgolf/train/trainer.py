@@ -93,7 +93,8 @@ class Trainer:
         self.train_files = find_shards(paths.dataset_dir, cfg.data.train_pattern)
         check_train_val_disjoint(self.train_files, self.valset.files, paths.dataset_dir)
         ev = cfg.eval
-        self.windows = plan_windows(self.valset.tokens, ev.method, cfg.eval_seq_len, ev.stride)
+        self.scored = self.valset.first_docs(ev.val_docs)  # what in-training validation scores
+        self.windows = plan_windows(self.scored.tokens, ev.method, cfg.eval_seq_len, ev.stride)
         self.loader = self._new_loader()
         torch.manual_seed(cfg.train.seed)
         self.base_model = GPT(cfg.model).to(self.device)
@@ -118,6 +119,7 @@ class Trainer:
             world_size=self.info.world_size,
             vocab_size=self.cfg.model.vocab_size,
             device=self.device,
+            kind=self.cfg.train.loader,
         )
 
     def write_header(self) -> None:
@@ -128,8 +130,13 @@ class Trainer:
             train_shards=len(self.train_files),
             train_tokens=self.loader.stream.total,
             val_tokens=self.valset.tokens.numel(),
+            val_bytes_from=self.valset.bytes_source,
             tokenizer=str(self.valset.tokenizer_path),
         )
+        if subset := self.scored.describe():
+            self.log.event(
+                "val_subset", f"validation subset: {subset} (eval.val_docs): every score is unofficial"
+            )
         self.log.event("model", model_params=count_parameters(self.base_model))
 
     # ---- one step ----------------------------------------------------------------------------
@@ -220,7 +227,7 @@ class Trainer:
         self.model.eval()
         self.base_model.rope_len = self.cfg.eval_seq_len  # one RoPE base for every window
         r = score(
-            ModelPredictor(self.model, self.device), self.valset.tokens, self.valset.target_bytes,
+            ModelPredictor(self.model, self.device), self.scored.tokens, self.scored.target_bytes,
             self.windows, batch_tokens=self.cfg.eval.batch_tokens, device=self.device,
         )  # fmt: skip
         self.base_model.rope_len = 0
