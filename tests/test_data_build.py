@@ -115,9 +115,9 @@ def test_vocab_bounds(tmp_path):
 
 def test_the_contests_first_documents_rule():
     docs = _docs(12)
-    val, train, dropped = split_documents([docs[0], "", *docs[1:], docs[0], docs[5]], 3, "first")
-    assert val == docs[:3]  # input order, the blank skipped
-    assert train == docs[3:]  # the later copy of a validation document and the repeat never train
+    val, train, dropped = split_documents([docs[0], "", *docs[1:], "  ", docs[0], docs[5]], 3, "first")
+    assert val == [docs[0], "", docs[1]]  # input order, as they are
+    assert train == docs[2:]  # a blank, a later copy of a validation document and a repeat never train
     assert dropped == 3
     with pytest.raises(DataBuildError, match="leave training documents"):
         split_documents(docs[:3], 3, "first")

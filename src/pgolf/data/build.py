@@ -41,7 +41,7 @@ SELECTION_RULES = {
         "the first val_docs documents of that order form the validation split, the rest train"
     ),
     "first": (
-        "the first val_docs non-empty documents in input order form the validation split (the contest's "
+        "the first val_docs documents in input order form the validation split (the contest's "
         "rule for docs_selected.jsonl); the rest train, less exact duplicates of each other or of a "
         "validation document"
     ),
@@ -123,12 +123,10 @@ def split_documents(
     total, val = 0, []
     for d in docs:
         total += 1
-        if not d.strip():
-            continue
-        if rule == "first" and len(val) < val_docs:
+        if rule == "first" and len(val) < val_docs:  # as they come, blank ones too (the contest's)
             val.append(d)
             unique.setdefault(doc_hash(d), "")  # a later copy of a validation document never trains
-        else:
+        elif d.strip():
             unique.setdefault(doc_hash(d), d)
     if rule == "first":
         train = [d for d in unique.values() if d]
