@@ -268,7 +268,7 @@ def _write_provenance(report: FetchReport, source: Source, name: str, sidecars: 
             out.append({"file": f.name, "tokens": n, "sha256": digest})
         return out
 
-    val = {"shards": [s for s in shards("fineweb_val_*.bin") if not s["file"].startswith(SIDECAR_PREFIX)]}
+    val = {"shards": shards("fineweb_val_[0-9]*.bin")}  # not the sidecars (fineweb_val_bytes_*)
     if sidecars:
         val["byte_sidecar"] = {"shards": shards(f"{SIDECAR_PREFIX}*.bin")}
     manifest = {
