@@ -121,7 +121,7 @@ def test_contest_environment_variables_map_onto_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("name", [p for p in PRESETS if p.endswith("-cpu")])
-def test_cpu_presets_compressed_code_is_under_47kb(name):
+def test_cpu_presets_compressed_code_fits_its_budget(name):
     cfg = get_preset(name)
     sizes = {form: bundle_digest(build_bundle(cfg, form))[0] for form in CODE_FORMS}
     assert sizes["compressed"] < sizes["minified"] < sizes["readable"]
@@ -129,8 +129,9 @@ def test_cpu_presets_compressed_code_is_under_47kb(name):
     # and the -cpu presets' LoRA TTT plug-in ~2.4 KB (for -0.03 to -0.04 bpb, benchmarks/RESULTS.md);
     # phased global SGD, the shared SGD step and the eval clock's projection ~1.9 KB (-0.001 to -0.002);
     # the frontier stack's model, optimizer and phase code ~2 KB (frontier-cpu: -0.058 at 300 s on prose
-    # against swapp-xsa-swiglu-cpu, 2 seeds, benchmarks/RESULTS.md)
-    assert sizes["compressed"] <= 49_500, sizes
+    # against swapp-xsa-swiglu-cpu, 2 seeds, benchmarks/RESULTS.md); per-target bytes with byte sidecars
+    # (CaseOps), the validation manifest's guards, eval.val_docs subsets and the coprime loader ~2.1 KB
+    assert sizes["compressed"] <= 52_000, sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 
