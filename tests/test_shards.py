@@ -126,7 +126,7 @@ def test_coprime_blocks_read_every_block_once_before_repeating(tmp_path):
     files = _coprime_shards(tmp_path)
     seq = 8
     n = sum((s - 1) // seq for s in (301, 97, 1000))
-    blocks = CoprimeBlocks(files, 4000, seed=0)
+    blocks = CoprimeBlocks(files, 4000)
     rows = blocks.take(n, seq)
     shards = [np.asarray(read_shard(f)) for f in files]
     seen, first = [], np.cumsum([0, 300 // seq, 96 // seq])
@@ -160,6 +160,6 @@ def test_coprime_blocks_read_every_block_once_before_repeating(tmp_path):
     again, _ = batches(1, 2, state={**state, "count": 16})
     assert all(torch.equal(a, b) for a, b in zip(one[2:], again, strict=False))  # resumes exactly
     with pytest.raises(ShardError, match="stream loader position, not coprime"):
-        CoprimeBlocks(files, 4000, seed=0).load_state({"file_idx": 0, "pos": 3})
+        CoprimeBlocks(files, 4000).load_state({"file_idx": 0, "pos": 3})
     with pytest.raises(ShardError, match="the data changed"):
-        CoprimeBlocks(files[:2], 4000, seed=0).load_state(state)
+        CoprimeBlocks(files[:2], 4000).load_state(state)

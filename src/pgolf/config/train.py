@@ -13,6 +13,10 @@ from pgolf.errors import ConfigError
 AVERAGING = ("none", "ema", "swa")
 
 
+LOADERS = ("stream", "coprime")
+"""Training batch orders (``data.loader``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     SECTION: ClassVar[str] = "train"
@@ -68,8 +72,8 @@ class TrainConfig:
         non_negative(self, "checkpoint_every")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device={self.device!r}; expected auto, cpu or cuda")
-        if self.loader not in ("stream", "coprime"):
-            raise ConfigError(f"train.loader={self.loader!r}; expected stream or coprime")
+        if self.loader not in LOADERS:
+            raise ConfigError(f"train.loader={self.loader!r}; expected one of {LOADERS}")
         if self.averaging not in AVERAGING:
             raise ConfigError(f"train.averaging={self.averaging!r}; expected one of {AVERAGING}")
         if not 0.0 <= self.loop_from_frac <= 1.0 or not 0.0 < self.ema_decay < 1.0:

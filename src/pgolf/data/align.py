@@ -16,17 +16,18 @@ class Pieces:
     """What each id of a SentencePiece model spells: its text (spaces for ``▁``), or a byte."""
 
     def __init__(self, sp) -> None:
-        self.text: list[str | None] = []
-        self.byte: list[int | None] = []
-        for i in range(sp.vocab_size()):
+        n = sp.vocab_size()
+        self.text: list[str | None] = [None] * n
+        """What a normal piece spells ("" for control pieces; None for byte and unknown ones)."""
+        self.byte: list[int | None] = [None] * n
+        """The byte a byte-fallback piece ``<0xNN>`` stands for."""
+        for i in range(n):
             if sp.is_control(i) or sp.is_unused(i):
-                self.text.append(""), self.byte.append(None)
-            elif sp.is_unknown(i):
-                self.text.append(None), self.byte.append(None)
+                self.text[i] = ""
             elif sp.is_byte(i):
-                self.text.append(None), self.byte.append(int(sp.id_to_piece(i)[3:5], 16))
-            else:
-                self.text.append(sp.id_to_piece(i).replace(LEADING_SPACE, " ")), self.byte.append(None)
+                self.byte[i] = int(sp.id_to_piece(i)[3:5], 16)
+            elif not sp.is_unknown(i):
+                self.text[i] = sp.id_to_piece(i).replace(LEADING_SPACE, " ")
 
 
 def token_bytes(pieces: Pieces, ids: list[int], text: str, char_bytes: list[int]) -> np.ndarray:

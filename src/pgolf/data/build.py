@@ -182,10 +182,14 @@ def train_tokenizer(
     write_bytes_atomic(path, model.getvalue())
 
 
-def _write_split(docs: list[str], sp, folder: Path, split: str, shard_tokens: int, caseops: bool) -> dict:
-    texts = [caseops_encode(d) for d in docs] if caseops else docs
+def _write_split(
+    docs: list[str], texts: list[str], sp, folder: Path, split: str, shard_tokens: int,
+    char_bytes: list[list[int]] | None = None,
+) -> dict:  # fmt: skip
+    """Shards of ``texts`` (the documents ``docs`` as the tokenizer reads them: CaseOps-encoded or
+    the same); with ``char_bytes`` (each text character's original bytes), the byte sidecar too."""
     ids = sp.encode(texts, out_type=int, num_threads=os.cpu_count() or 1)
-    stream = _with_bos(ids, lambda doc: (BOS_ID, *doc), np.uint16)
+    stream = _prefixed(ids, BOS_ID)
     out = {
         "docs": len(docs),
         "tokens": len(stream),
@@ -193,13 +197,10 @@ def _write_split(docs: list[str], sp, folder: Path, split: str, shard_tokens: in
         "shards": _write_shards(stream, folder, f"fineweb_{split}", shard_tokens),
         "doc_sha256": [doc_hash(d) for d in docs],
     }
-    if caseops and split == "val":
+    if char_bytes is not None:
         pieces = Pieces(sp)
-        nbytes = _with_bos(
-            [token_bytes(pieces, doc, *encode_with_bytes(d)) for doc, d in zip(ids, docs, strict=True)],
-            lambda doc: (0, *doc),
-            np.uint16,
-        )
+        per_doc = zip(ids, texts, char_bytes, strict=True)
+        nbytes = _prefixed([token_bytes(pieces, *doc) for doc in per_doc], 0)  # BOS stands for no byte
         if int(nbytes.sum()) != out["utf8_bytes"]:  # impossible by construction; checked
             raise DataBuildError(f"sidecar sums to {int(nbytes.sum())}, the documents to {out['utf8_bytes']}")
         out["byte_sidecar"] = {
@@ -209,9 +210,10 @@ def _write_split(docs: list[str], sp, folder: Path, split: str, shard_tokens: in
     return out
 
 
-def _with_bos(per_doc, row, dtype) -> np.ndarray:
+def _prefixed(per_doc, first: int) -> np.ndarray:
+    """One uint16 stream: ``first``, then each document's values, document after document."""
     n = sum(len(d) + 1 for d in per_doc)
-    return np.fromiter((t for doc in per_doc for t in row(doc)), dtype=dtype, count=n)
+    return np.fromiter((t for doc in per_doc for t in (first, *doc)), dtype=np.uint16, count=n)
 
 
 def _write_shards(stream: np.ndarray, folder: Path, stem: str, shard_tokens: int) -> list[dict]:
@@ -256,10 +258,12 @@ def build_dataset(
         )
     tok_path = out_root / "tokenizers" / f"{name}_{vocab_size}{tag}_bpe.model"
     settings = CASEOPS_SP_SETTINGS if caseops else SP_SETTINGS
-    if caseops:
-        train_tokenizer([caseops_encode(d) for d in train], vocab_size, tok_path, OPERATORS, settings)
-    else:
-        train_tokenizer(train, vocab_size, tok_path)
+    train_texts = [caseops_encode(d) for d in train] if caseops else train  # encoded once, used twice
+    val_texts, val_bytes = val, None
+    if caseops:  # the validation texts with each character's original bytes, for the sidecar
+        encoded = [encode_with_bytes(d) for d in val]
+        val_texts, val_bytes = [t for t, _ in encoded], [b for _, b in encoded]
+    train_tokenizer(train_texts, vocab_size, tok_path, OPERATORS if caseops else (), settings)
     sp = spm.SentencePieceProcessor(model_file=str(tok_path))
     folder.mkdir(parents=True, exist_ok=True)
     old.unlink(missing_ok=True)  # a build that dies part-way leaves no manifest naming new shards
@@ -281,8 +285,8 @@ def build_dataset(
         },
         **({"caseops": {"version": CASEOPS_VERSION, "operators": list(OPERATORS)}} if caseops else {}),
         "splits": {
-            "val": _write_split(val, sp, folder, "val", shard_tokens, caseops),
-            "train": _write_split(train, sp, folder, "train", shard_tokens, caseops),
+            "val": _write_split(val, val_texts, sp, folder, "val", shard_tokens, val_bytes),
+            "train": _write_split(train, train_texts, sp, folder, "train", shard_tokens),
         },
         "build_seconds": round(time.time() - started, 2),
     }

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgolf.config.train import LOADERS
 from pgolf.data.shards import check_token_ids, read_header, read_shard
 from pgolf.errors import ShardError
 
@@ -81,10 +82,10 @@ class TokenStream:
 class CoprimeBlocks:
     """Sequences drawn from every shard by a coprime stride over all their blocks (module docstring)."""
 
-    def __init__(self, files: list[Path], vocab_size: int, seed: int) -> None:
+    def __init__(self, files: list[Path], vocab_size: int) -> None:
         if not files:
             raise ShardError("no training shards given")
-        self.files, self.vocab_size, self.seed = list(files), vocab_size, seed
+        self.files, self.vocab_size = list(files), vocab_size
         self.sizes = np.array([read_header(f) for f in self.files], dtype=np.int64)
         self.total = int(self.sizes.sum())
         self.count = 0
@@ -103,7 +104,7 @@ class CoprimeBlocks:
             n = int(per.sum())
             if n == 0:
                 raise ShardError(f"no shard holds one block of train.seq_len + 1 = {seq_len + 1} tokens")
-            rng = np.random.default_rng([self.seed, seq_len, n])
+            rng = np.random.default_rng([seq_len, n])
             stride = max(1, round(n * 0.6180339887) + int(rng.integers(0, max(1, n // 16))))
             while math.gcd(stride, n) != 1:
                 stride += 1
@@ -139,9 +140,6 @@ class CoprimeBlocks:
         self.count = int(state["count"])
 
 
-LOADERS = ("stream", "coprime")
-
-
 class DistributedTokenLoader:
     def __init__(
         self,
@@ -152,14 +150,11 @@ class DistributedTokenLoader:
         vocab_size: int,
         device: torch.device,
         kind: str = "stream",
-        seed: int = 0,
     ) -> None:
         if kind not in LOADERS:
             raise ShardError(f"train.loader={kind!r}; expected one of {LOADERS}")
         self.kind = kind
-        self.stream = (
-            TokenStream(files, vocab_size) if kind == "stream" else CoprimeBlocks(files, vocab_size, seed)
-        )
+        self.stream = TokenStream(files, vocab_size) if kind == "stream" else CoprimeBlocks(files, vocab_size)
         self.rank, self.world_size, self.device = rank, world_size, device
 
     def next_batch(self, local_tokens: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,11 +44,8 @@ class ValidationSet:
     """sha256 of the stream as little-endian uint16 (the shards' payloads, concatenated), followed by
     the sidecars' payloads when there are sidecars."""
     sidecars: tuple[Path, ...] = ()
-
-    docs: int = 0
-    """Documents in the stream (its BOS tokens)."""
-    subset_of: int = 0
-    """When this is the first ``docs`` documents of a larger set (``first_docs``): that set's count."""
+    subset: tuple[int, int] | None = None
+    """(n, m) when this is the first n of the set's m documents (``first_docs``)."""
 
     @property
     def bytes_source(self) -> str:
@@ -58,17 +55,18 @@ class ValidationSet:
         """The stream cut before the (n+1)-th document's BOS (all of it when n is 0 or covers every
         document): an unofficial subset for local iteration (``eval.val_docs``). The digest stays
         the whole set's, which is what an artifact records."""
+        if not n:
+            return self
         starts = torch.nonzero(self.tokens == BOS_ID).flatten()
-        if not n or n >= len(starts):
+        if n >= len(starts):
             return self
         cut = int(starts[n])
         return dataclasses.replace(
-            self, tokens=self.tokens[:cut], target_bytes=self.target_bytes[:cut], docs=n,
-            subset_of=len(starts),
-        )  # fmt: skip
+            self, tokens=self.tokens[:cut], target_bytes=self.target_bytes[:cut], subset=(n, len(starts))
+        )
 
     def describe(self) -> str:
-        return f"first {self.docs} of {self.subset_of} validation documents" if self.subset_of else ""
+        return "first {} of {} validation documents".format(*self.subset) if self.subset else ""
 
 
 def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
@@ -103,7 +101,6 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
         tokenizer_vocab_size=sp.vocab_size(),
         sha256=digest.hexdigest(),
         sidecars=tuple(sidecars),
-        docs=int((tokens == BOS_ID).sum()),
     )
 
 
