@@ -29,6 +29,17 @@ def built(data_root: Path):
     return build_demo_dataset(data_root, vocab_size=1024, val_docs=TEST_VAL_DOCS, max_docs=TEST_DOCS)
 
 
+@pytest.fixture(scope="session")
+def demo_at(data_root: Path):
+    """Builds (once) the same test corpus at another vocabulary under ``data_root``."""
+
+    def build(vocab_size: int) -> Path:
+        build_demo_dataset(data_root, vocab_size=vocab_size, val_docs=TEST_VAL_DOCS, max_docs=TEST_DOCS)
+        return data_root
+
+    return build
+
+
 def debug_config(data_root: Path, **overrides) -> RunConfig:
     cfg = get_preset("debug")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data_root)))

@@ -302,9 +302,11 @@ def test_check_reruns_the_runs_own_method_and_catches_a_leak(debug_cfg, tmp_path
     from pgolf.pipeline import run
     from pgolf.records.check import rule_probes
 
+    # the runs score only their first 8 validation documents (the probe re-runs the method on its
+    # own synthetic stream, whatever the run scored)
+    short = {"train.max_wallclock_seconds": 300, "eval.val_docs": 8}
     over = {"eval.method": "docs", "eval.stride": 16, "eval.ttt": "lora", "eval.lora_phase_docs": 6}
-    run(debug_cfg(track="cpu-5min-2mb", **{"train.max_wallclock_seconds": 300}, **over),
-        out_dir=tmp_path / "r", echo=False)  # fmt: skip
+    run(debug_cfg(track="cpu-5min-2mb", **short, **over), out_dir=tmp_path / "r", echo=False)
     rule = rule_probes(load_subject(tmp_path / "r"))
     assert rule.status == "pass", rule.detail
     assert "docs16_lora-phased1x6" in rule.detail and "updates score-first" in rule.detail
@@ -316,9 +318,8 @@ def test_check_reruns_the_runs_own_method_and_catches_a_leak(debug_cfg, tmp_path
     assert rule.status == "fail" and "method causality" in rule.detail
     monkeypatch.undo()
 
-    run(debug_cfg(track="cpu-5min-2mb", **{"train.max_wallclock_seconds": 300, "eval.method": "sliding",
-                                           "eval.stride": 32, "eval.ttt": "sgd"}),
-        out_dir=tmp_path / "s", echo=False)  # fmt: skip
+    over = {"eval.method": "sliding", "eval.stride": 32, "eval.ttt": "sgd"}
+    run(debug_cfg(track="cpu-5min-2mb", **short, **over), out_dir=tmp_path / "s", echo=False)
     assert rule_probes(load_subject(tmp_path / "s")).status == "pass"
     end_chunk = SgdTTT.end_chunk
     monkeypatch.setattr(

@@ -194,7 +194,7 @@ def _cli(args: list[str], **popen) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(data_root, tmp_path):
-    args = ["train", "--preset", "debug", "--data.root", str(data_root), "--train.iterations", "80",
+    args = ["train", "--preset", "debug", "--data.root", str(data_root), "--train.iterations", "40",
             "--train.checkpoint_every", "10"]  # fmt: skip
     full = _cli([*args, "--out", str(tmp_path / "full")], stdout=subprocess.DEVNULL)
     assert full.wait(timeout=300) == 0
@@ -207,7 +207,7 @@ def test_killed_run_resumes_to_the_same_weights(data_root, tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = torch.load(ckpt, weights_only=True)["step"]
-    assert 10 <= killed_at < 80 and not (tmp_path / "cut" / "result.json").exists()
+    assert 10 <= killed_at < 40 and not (tmp_path / "cut" / "result.json").exists()
 
     resumed = _cli([*args, "--out", str(tmp_path / "cut"), "--resume"], stdout=subprocess.DEVNULL)
     assert resumed.wait(timeout=300) == 0

@@ -126,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pgolf {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="build the embedded corpus, train baseline-cpu briefly, pack, evaluate")
+    d = sub.add_parser("demo", help="build the embedded corpus, train cpu-best briefly, pack, evaluate")
     d.add_argument("--data-root", type=Path, default=Path("data"), help="where the demo dataset is built")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (log, artifact, PNG)")
     d.add_argument("--seconds", type=float, default=None, help="training budget in seconds (default 120)")
+    d.add_argument("--preset", default=None, help="the preset to train (default cpu-best)")
     add_overrides(d)
 
     _add_data(sub)
@@ -181,13 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pgolf.demo import DEMO_SECONDS, run_demo
+    from pgolf.demo import DEMO_PRESET, DEMO_SECONDS, run_demo
 
     result = run_demo(
         data_root=args.data_root,
         out_dir=args.out,
         seconds=args.seconds if args.seconds is not None else DEMO_SECONDS,
         overrides=collect_overrides(args),
+        preset=args.preset or DEMO_PRESET,
     )
     return _track_status(result.off_track)
 

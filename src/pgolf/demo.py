@@ -1,4 +1,4 @@
-"""``pgolf demo``: build the embedded corpus, train the CPU-track baseline briefly, pack, reload,
+"""``pgolf demo``: build the embedded corpus, train the best CPU-track preset briefly, pack, reload,
 evaluate and summarise."""
 
 from __future__ import annotations
@@ -11,21 +11,26 @@ from pgolf.config.run import RunConfig, apply_overrides
 from pgolf.data.stdlib_corpus import build_demo_dataset
 from pgolf.pipeline import run
 from pgolf.plot import plot_loss_curve
-from pgolf.presets import get_preset
+from pgolf.presets import demo_data, get_preset
 from pgolf.train.result import RunResult
 
 DEMO_SECONDS = 120.0
-"""Default training budget of the demo: with data building and evaluation, about 2.5 minutes."""
+"""Default training budget of the demo: with data building and evaluation, about 4 minutes."""
+
+DEMO_PRESET = "cpu-best"
 
 
-def demo_config(data_root: Path, seconds: float, overrides: dict[str, Any]) -> RunConfig:
-    cfg = get_preset("baseline-cpu")
-    cfg = dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, root=str(data_root)),
-        train=dataclasses.replace(cfg.train, max_wallclock_seconds=seconds),
-    )
-    return apply_overrides(cfg, overrides)
+def demo_config(
+    data_root: Path, seconds: float, overrides: dict[str, Any], preset: str = DEMO_PRESET
+) -> RunConfig:
+    """The preset on the demo corpus at its own vocabulary (unless the overrides name other data)."""
+    cfg = get_preset(preset)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_wallclock_seconds=seconds))
+    cfg = apply_overrides(cfg, overrides)
+    data = cfg.data
+    if not {"data.dataset", "data.tokenizer"} & set(overrides):
+        data = demo_data(cfg.model.vocab_size)
+    return dataclasses.replace(cfg, data=dataclasses.replace(data, root=str(data_root)))
 
 
 def summary(result: RunResult) -> str:
@@ -46,18 +51,24 @@ def summary(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def run_demo(*, data_root: Path, out_dir: Path, seconds: float, overrides: dict[str, Any]) -> RunResult:
+def run_demo(
+    *, data_root: Path, out_dir: Path, seconds: float, overrides: dict[str, Any], preset: str = DEMO_PRESET
+) -> RunResult:
+    cfg = demo_config(data_root, seconds, overrides, preset)
+    vocab = cfg.model.vocab_size
     print(
-        f"building the demo corpus under {data_root} (stdlib docstrings and comments; cached)...", flush=True
+        f"building the demo corpus under {data_root} at {vocab} pieces (stdlib docstrings and comments; "
+        "cached)...",
+        flush=True,
     )
-    built = build_demo_dataset(data_root)
+    built = build_demo_dataset(data_root, vocab_size=vocab)
     splits = built.manifest["splits"]
     print(
         f"  {splits['train']['docs']} train docs / {splits['train']['tokens']:,} tokens, "
         f"{splits['val']['docs']} val docs / {splits['val']['tokens']:,} tokens",
         flush=True,
     )
-    result = run(demo_config(data_root, seconds, overrides), out_dir=out_dir)
+    result = run(cfg, out_dir=out_dir)
     png = plot_loss_curve(
         result.history,
         out_dir / "loss_curve.png",
