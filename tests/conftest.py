@@ -46,7 +46,7 @@ def debug_config(data_root: Path, **overrides) -> RunConfig:
     return apply_overrides(cfg, overrides)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a stateless factory: module fixtures may use it too
 def debug_cfg(data_root: Path):
     def make(**overrides) -> RunConfig:
         return debug_config(data_root, **overrides)

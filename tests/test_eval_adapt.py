@@ -327,13 +327,11 @@ PHASED_ARGS = [*LORA_ARGS, "--eval.lora_phase_docs", "6", "--eval.lora_phases", 
 
 
 @pytest.fixture(scope="module")
-def debug_artifact(data_root, tmp_path_factory):
-    from pgolf.config.run import apply_overrides
+def debug_artifact(debug_cfg, tmp_path_factory):
     from pgolf.pipeline import run
-    from pgolf.presets import get_preset
 
     out = tmp_path_factory.mktemp("debug_run")
-    run(apply_overrides(get_preset("debug"), {"data.root": str(data_root)}), out_dir=out, echo=False)
+    run(debug_cfg(), out_dir=out, echo=False)
     return out / "artifact.pgolf"
 
 
