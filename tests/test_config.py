@@ -27,7 +27,7 @@ FROZEN_FIELDS = [
     "data.root", "data.dataset", "data.tokenizer", "data.train_pattern", "data.val_pattern",
     "train.seq_len", "train.batch_tokens", "train.microbatches", "train.iterations",
     "train.max_wallclock_seconds", "train.warmup_steps", "train.val_every", "train.log_every", "train.seed",
-    "train.checkpoint_every", "train.compile", "train.device", "train.loop_from_frac",
+    "train.checkpoint_every", "train.compile", "train.compile_cpu", "train.device", "train.loop_from_frac",
     "train.loop_pass_fracs", "train.seq_len_schedule", "train.loader", "train.averaging",
     "train.ema_decay", "train.swa_every", "train.swa_start_lr_mul",
     "optim.matrix_lr", "optim.scalar_lr", "optim.tied_embed_lr", "optim.embed_lr", "optim.head_lr",

@@ -200,3 +200,41 @@ def test_compile_priming_restores_weights_optimizer_and_data(debug_cfg, tmp_path
 @INDUCTOR
 def test_inductor_priming_restores_weights_optimizer_and_data(debug_cfg, tmp_path):
     _priming_restores_everything(debug_cfg(**{"train.warmup_steps": "3"}), tmp_path, "inductor")
+
+
+def test_compile_cpu_compiles_in_setup_warns_of_short_priming_and_needs_a_compiler(
+    debug_cfg, tmp_path, monkeypatch
+):
+    """train.compile_cpu wraps the model and Newton-Schulz on a CPU (the default stays eager); priming
+    that covers fewer phases than the run has is logged (those graphs would compile on the clock);
+    validation scores with the eager module; a machine without a C++ compiler is refused at setup,
+    not at the first step."""
+    import io
+
+    from pgolf.errors import ConfigError
+
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    logs = io.StringIO(), io.StringIO()
+    eager = Trainer(
+        debug_cfg(**{"train.warmup_steps": "0"}), tmp_path / "e", info, RunLog(None, stream=logs[0]), False
+    )
+    eager.setup()
+    assert eager.model is eager.base_model and eager.opt.muon.ns is newton_schulz5
+    eager.prime()
+    cfg = debug_cfg(**{"train.compile_cpu": "true", "train.warmup_steps": "0"})
+    trainer = Trainer(cfg, tmp_path / "c", info, RunLog(None, stream=logs[1]), False)
+    trainer.setup()
+    assert trainer.model is not trainer.base_model and trainer.opt.muon.ns is not newton_schulz5
+    trainer.prime()
+    assert "warning" not in logs[0].getvalue() and "warmup_steps 0, 1 phases" in logs[1].getvalue()
+
+    def no_compiled_calls(*args):
+        raise AssertionError("validation called the compiled module")
+
+    # validation runs eager: a static whole-graph compile would recompile for each window shape (and
+    # fail at the recompile limit, as it did at the end of a compiled cpu-best run)
+    trainer.model = no_compiled_calls
+    assert trainer.validate().val_bpb == eager.validate().val_bpb
+    monkeypatch.setenv("CXX", "/nonexistent/g++")  # what inductor would run
+    with pytest.raises(ConfigError, match="no C\\+\\+ compiler '/nonexistent/g\\+\\+'"):
+        Trainer(cfg, tmp_path / "n", info, RunLog(None, echo=False), False).setup()

@@ -60,6 +60,7 @@ def test_cpu_presets_learn(name, data_root, demo_at, tmp_path):
     cfg = apply_overrides(cfg, {
         "data.root": str(data_root), "train.iterations": str(steps), "train.max_wallclock_seconds": "0",
         "train.batch_tokens": str(tokens), "train.log_every": "1", "optim.muon_momentum_warmup_steps": "4",
+        "train.compile_cpu": "false",  # cpu-best compiles: minutes on 2 cores (see test_cuda_paths.py)
     })  # fmt: skip
     assert cfg.eval == get_preset("baseline-cpu").eval
     if name != "kellyvv-cpu":
@@ -139,6 +140,9 @@ def test_the_demo_trains_cpu_best_on_the_demo_corpus_at_its_vocabulary(tmp_path)
     assert DEMO_PRESET == cfg.preset == "cpu-best" and cfg.train.max_wallclock_seconds == 60.0
     assert cfg.data.root == str(tmp_path) and cfg.data.dataset == "datasets/pgolf_demo_sp2048"
     assert cfg.data.tokenizer == "tokenizers/pgolf_demo_2048_bpe.model"
+    assert get_preset("cpu-best").train.compile_cpu and not cfg.train.compile_cpu  # the demo runs eager
+    compiled = demo_config(tmp_path, 60.0, {"train.compile_cpu": "true"})
+    assert compiled.train.compile_cpu and compiled.train.warmup_steps == cfg.train.warmup_steps == 2
     base = demo_config(tmp_path, 60.0, {"model.vocab_size": "1024"})  # data follows the vocabulary
     assert base.data.dataset == "datasets/pgolf_demo_sp1024" and base.model.vocab_size == 1024
     own = demo_config(tmp_path, 60.0, {"data.dataset": "datasets/x_sp2048"}, preset="baseline-cpu")

@@ -19,6 +19,10 @@ DEMO_SECONDS = 120.0
 
 DEMO_PRESET = "cpu-best"
 
+DEMO_EAGER = {"train.compile_cpu": "false"}
+"""The demo trains eager unless told otherwise: compiling cpu-best's two graphs takes about 2 minutes
+on 2 cores (untimed, but the demo's wall time) and needs a C++ compiler a fresh laptop may lack."""
+
 
 def demo_config(
     data_root: Path, seconds: float, overrides: dict[str, Any], preset: str = DEMO_PRESET
@@ -26,7 +30,7 @@ def demo_config(
     """The preset on the demo corpus at its own vocabulary (unless the overrides name other data)."""
     cfg = get_preset(preset)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_wallclock_seconds=seconds))
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, {**DEMO_EAGER, **overrides})
     data = cfg.data
     if not {"data.dataset", "data.tokenizer"} & set(overrides):
         data = demo_data(cfg.model.vocab_size)

@@ -42,7 +42,11 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N steps (0: never)."""
     compile: bool = True
-    """torch.compile the model and Newton-Schulz on CUDA (ignored on CPU, which runs eager)."""
+    """torch.compile the model and Newton-Schulz on CUDA (on a CPU only with compile_cpu)."""
+    compile_cpu: bool = False
+    """With compile: torch.compile on a CPU device too (inductor's C++ backend: needs a C++ compiler).
+    cpu-best on 2 cores: 1.1-1.2x the eager steps in 300 s (benchmarks/RESULTS.md) after 40-70 s of
+    compiling per graph, which warmup_steps should cover (one step per phase of the run)."""
     device: str = "auto"
     """auto (CUDA if available), cuda or cpu."""
     loop_from_frac: float = 0.0

@@ -2,16 +2,19 @@
 
 Per step each rank accumulates ``microbatches / world_size`` micro-batches, gradients are averaged
 over ranks in one all-reduce, then Adam and Muon step with the scheduled LR. Training time counts
-only steps and their data reads (``clock``). On CUDA the model and Newton-Schulz are compiled and
-primed with ``warmup_steps`` real steps whose effect is undone (model, optimizer and data loader
-restored) before the clock starts. ``fit`` ends with the weight average applied and the pre-quant
-score; packing and the round trip are ``pipeline``'s.
+only steps and their data reads (``clock``). On CUDA (on a CPU with ``train.compile_cpu``) the model
+and Newton-Schulz are compiled and primed with ``warmup_steps`` real steps whose effect is undone
+(model, optimizer and data loader restored) before the clock starts. ``fit`` ends with the weight
+average applied and the pre-quant score; packing and the round trip are ``pipeline``'s.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import platform
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +69,14 @@ def log_environment(log: RunLog, cfg: RunConfig, info: dist.DistInfo, accum: int
     log.line("Hyperparameters:\n" + "\n".join("  " + s for s in format_config(cfg).splitlines()))
 
 
+def require_cpp_compiler() -> None:
+    """Refuse a CPU compile at setup, not at the first step, when the compiler inductor runs (CXX, else
+    g++; clang++ on macOS) is missing."""
+    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if not shutil.which(cxx):
+        raise ConfigError(f"train.compile_cpu: no C++ compiler {cxx!r} (set CXX or install it)")
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, out_dir: Path, info: dist.DistInfo, log: RunLog, resume: bool) -> None:
         self.cfg, self.out_dir, self.info, self.log, self.resume = cfg, out_dir, info, log, resume
@@ -101,14 +112,17 @@ class Trainer:
         self.model = self.base_model
         self.phases = Phases(cfg, self.base_model, self.log)
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
-        if self.device.type == "cuda" and cfg.train.compile:
+        if cfg.train.compile and (self.device.type == "cuda" or cfg.train.compile_cpu):
+            if self.device.type == "cpu":
+                require_cpp_compiler()
             self.compile()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
     def compile(self, backend: str = "inductor") -> None:
-        """Whole-graph, static-shape compile of the model and Newton-Schulz (setup: CUDA; tests: CPU)."""
+        """Whole-graph, static-shape compile of the model and Newton-Schulz (setup: CUDA, or a CPU with
+        ``train.compile_cpu``; tests: other backends)."""
         self.model = torch.compile(self.base_model, dynamic=False, fullgraph=True, backend=backend)
         self.opt.muon.ns = torch.compile(newton_schulz5, backend=backend)
 
@@ -168,11 +182,18 @@ class Trainer:
         visit every (length, loop passes) phase the schedules will (``Phases.priming_plan``), so a
         compiled model traces each graph before the clock starts; the rest run in the last phase."""
         n = self.cfg.train.warmup_steps
+        plan = self.phases.priming_plan()
+        if self.model is not self.base_model and (n < len(plan) or self.cfg.quant.qat):
+            self.log.event(
+                "warmup_short",
+                f"warning: warmup_steps {n}, {len(plan)} phases, qat {self.cfg.quant.qat}: "
+                "graphs compile on the training clock",
+                warmup_steps=n, phases=len(plan), qat=self.cfg.quant.qat,
+            )  # fmt: skip
         if n <= 0:
             return
         model_state = copy.deepcopy(self.base_model.state_dict())
         opt_state = copy.deepcopy(self.opt.state_dict())
-        plan = self.phases.priming_plan()
         skip = max(len(plan) - n, 0)  # too few steps for every phase: the last ones
         for i in range(n):
             progress, self.base_model.loop_passes = plan[min(skip + i, len(plan) - 1)]
@@ -222,16 +243,18 @@ class Trainer:
             self._pending = []
 
     def validate(self) -> BpbResult:
-        """Score the model being trained on the validation set (the run's evaluation method)."""
-        was_training = self.model.training
-        self.model.eval()
-        self.base_model.rope_len = self.cfg.eval_seq_len  # one RoPE base for every window
+        """Score the model being trained on the validation set (the run's evaluation method), eager: a
+        compiled model (static shapes, whole graph) would recompile for every window shape and fail."""
+        model = self.base_model
+        was_training = model.training
+        model.eval()
+        model.rope_len = self.cfg.eval_seq_len  # one RoPE base for every window
         r = score(
-            ModelPredictor(self.model, self.device), self.scored.tokens, self.scored.target_bytes,
+            ModelPredictor(model, self.device), self.scored.tokens, self.scored.target_bytes,
             self.windows, batch_tokens=self.cfg.eval.batch_tokens, device=self.device,
         )  # fmt: skip
-        self.base_model.rope_len = 0
-        self.model.train(was_training)
+        model.rope_len = 0
+        model.train(was_training)
         return r
 
     def run_loop(self, clock_now=None) -> tuple[int, float, str]:
