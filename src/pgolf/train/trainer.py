@@ -23,6 +23,7 @@ import torch
 
 from pgolf import __version__, dist
 from pgolf.config.run import RunConfig, format_config
+from pgolf.config.train import TrainConfig
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.data.manifest import check_train_val_disjoint
 from pgolf.data.paths import resolve_data
@@ -69,12 +70,27 @@ def log_environment(log: RunLog, cfg: RunConfig, info: dist.DistInfo, accum: int
     log.line("Hyperparameters:\n" + "\n".join("  " + s for s in format_config(cfg).splitlines()))
 
 
-def require_cpp_compiler() -> None:
-    """Refuse a CPU compile at setup, not at the first step, when the compiler inductor runs (CXX, else
-    g++; clang++ on macOS) is missing."""
+def compiles(tc: TrainConfig, device: torch.device) -> bool:
+    """Whether the run compiles (CUDA with train.compile; a CPU also with train.compile_cpu). A CPU
+    compile without the compiler inductor runs (CXX, else g++; clang++ on macOS) is refused here, at
+    setup, not at the first step."""
+    if not tc.compile or (device.type != "cuda" and not tc.compile_cpu):
+        return False
     cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    if not shutil.which(cxx):
+    if device.type == "cpu" and not shutil.which(cxx):
         raise ConfigError(f"train.compile_cpu: no C++ compiler {cxx!r} (set CXX or install it)")
+    return True
+
+
+def warn_unprimed(log: RunLog, steps: int, phases: int, qat: bool) -> None:
+    """Priming covers fewer phases than the run has (QAT's switch is never primed): graphs compile on
+    the training clock."""
+    if steps < phases or qat:
+        log.event(
+            "warmup_short",
+            f"warning: warmup_steps {steps}, {phases} phases, qat {qat}: graphs compile while timed",
+            warmup_steps=steps, phases=phases, qat=qat,
+        )  # fmt: skip
 
 
 class Trainer:
@@ -112,29 +128,23 @@ class Trainer:
         self.model = self.base_model
         self.phases = Phases(cfg, self.base_model, self.log)
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
-        if cfg.train.compile and (self.device.type == "cuda" or cfg.train.compile_cpu):
-            if self.device.type == "cpu":
-                require_cpp_compiler()
+        if compiles(cfg.train, self.device):
             self.compile()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
     def compile(self, backend: str = "inductor") -> None:
-        """Whole-graph, static-shape compile of the model and Newton-Schulz (setup: CUDA, or a CPU with
-        ``train.compile_cpu``; tests: other backends)."""
+        """Whole-graph, static-shape compile of the model and Newton-Schulz (``compiles``; tests too)."""
         self.model = torch.compile(self.base_model, dynamic=False, fullgraph=True, backend=backend)
         self.opt.muon.ns = torch.compile(newton_schulz5, backend=backend)
 
     def _new_loader(self) -> DistributedTokenLoader:
+        info, cfg = self.info, self.cfg
         return DistributedTokenLoader(
-            self.train_files,
-            rank=self.info.rank,
-            world_size=self.info.world_size,
-            vocab_size=self.cfg.model.vocab_size,
-            device=self.device,
-            kind=self.cfg.train.loader,
-        )
+            self.train_files, rank=info.rank, world_size=info.world_size, vocab_size=cfg.model.vocab_size,
+            device=self.device, kind=cfg.train.loader,
+        )  # fmt: skip
 
     def write_header(self) -> None:
         """Self-describing log: the environment (``log_environment``), then the data and the model."""
@@ -183,13 +193,8 @@ class Trainer:
         compiled model traces each graph before the clock starts; the rest run in the last phase."""
         n = self.cfg.train.warmup_steps
         plan = self.phases.priming_plan()
-        if self.model is not self.base_model and (n < len(plan) or self.cfg.quant.qat):
-            self.log.event(
-                "warmup_short",
-                f"warning: warmup_steps {n}, {len(plan)} phases, qat {self.cfg.quant.qat}: "
-                "graphs compile on the training clock",
-                warmup_steps=n, phases=len(plan), qat=self.cfg.quant.qat,
-            )  # fmt: skip
+        if self.model is not self.base_model:
+            warn_unprimed(self.log, n, len(plan), self.cfg.quant.qat)
         if n <= 0:
             return
         model_state = copy.deepcopy(self.base_model.state_dict())
