@@ -18,6 +18,8 @@ from pgolf.config import (
     RunConfig,
     TrainConfig,
 )
+from pgolf.data.build import layout
+from pgolf.data.stdlib_corpus import DEMO_NAME
 from pgolf.errors import ConfigError
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {}
@@ -26,10 +28,8 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {}
 def demo_data(vocab_size: int) -> DataConfig:
     """The demo corpus at ``vocab_size`` pieces, as ``pgolf data demo --vocab`` and ``pgolf demo`` build
     it."""
-    return DataConfig(
-        dataset=f"datasets/pgolf_demo_sp{vocab_size}",
-        tokenizer=f"tokenizers/pgolf_demo_{vocab_size}_bpe.model",
-    )
+    dataset, tokenizer = layout(DEMO_NAME, vocab_size)
+    return DataConfig(dataset=dataset, tokenizer=tokenizer)
 
 
 DEMO_DATA = demo_data(1024)

@@ -249,14 +249,15 @@ def build_dataset(
     started = time.time()
     val, train, dropped = split_documents(docs, val_docs, selection)
     tag = "_caseops" if caseops else ""
-    folder = out_root / "datasets" / (dataset_dir_name(name, vocab_size) + tag)
+    dataset, tokenizer = layout(name, vocab_size, tag)
+    folder = out_root / dataset
     old = folder / MANIFEST_NAME
     if old.is_file() and json.loads(old.read_text()).get("source", {}).get("repo"):
         raise DataBuildError(
             f"{folder} holds a downloaded export ({old}); building here would replace its shards and leave "
             "its tokenizer beside them: choose another --name"
         )
-    tok_path = out_root / "tokenizers" / f"{name}_{vocab_size}{tag}_bpe.model"
+    tok_path = out_root / tokenizer
     settings = CASEOPS_SP_SETTINGS if caseops else SP_SETTINGS
     train_texts = [caseops_encode(d) for d in train] if caseops else train  # encoded once, used twice
     val_texts, val_bytes = val, None
@@ -300,3 +301,11 @@ def build_dataset(
 def dataset_dir_name(name: str, vocab_size: int) -> str:
     """The contest's naming: ``fineweb10B`` + ``sp1024`` -> ``fineweb10B_sp1024``."""
     return f"{name}_sp{vocab_size}"
+
+
+def layout(name: str, vocab_size: int, tag: str = "") -> tuple[str, str]:
+    """Where a build named ``name`` puts its shards and its tokenizer, relative to the data root."""
+    return (
+        f"datasets/{dataset_dir_name(name, vocab_size)}{tag}",
+        f"tokenizers/{name}_{vocab_size}{tag}_bpe.model",
+    )
