@@ -22,6 +22,8 @@ from pgolf.pack.meta import ArtifactMeta
 SLIDING = {"method": "sliding", "stride": 256}
 LORA = {"method": "docs", "stride": 128, "ttt": "lora"}
 PHASED3X40 = {**LORA, "lora_phase_docs": 40, "lora_phases": 3}
+PHASED1X25 = {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.1}
+PHASED1X25_QKVO = {**PHASED1X25, "lora_targets": "q,k,v,o,head", "ttt_lr": 0.02}
 METHODS = {
     "plain": {},
     "sliding256": SLIDING,
@@ -39,6 +41,16 @@ METHODS = {
     "docs128+lora+phased1x25-lr0.1": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.1},
     "docs128+lora+phased1x25-lr0.3": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.3},
     "docs128+lora+phased3x40-lr0.03": {**PHASED3X40, "lora_phase_lr": 0.03},
+    "docs128+lora+phased1x25-lr0.1-ttt0.02": {**PHASED1X25, "ttt_lr": 0.02},
+    "docs128+lora+phased1x25-lr0.1-ttt0.005": {**PHASED1X25, "ttt_lr": 0.005},
+    "docs128+lora+phased1x25-lr0.1-rank16": {**PHASED1X25, "lora_rank": 16},
+    "docs128+lora+phased1x25-lr0.1-qkvo": {**PHASED1X25, "lora_targets": "q,k,v,o,head"},
+    "docs64+lora+phased1x25-lr0.1": {**PHASED1X25, "stride": 64},
+    "docs128+lora+phased1x40-lr0.1": {**PHASED1X25, "lora_phase_docs": 40},
+    "docs128+lora+phased2x40-lr0.1": {**PHASED1X25, "lora_phase_docs": 40, "lora_phases": 2},
+    "docs128+lora+phased1x25-lr0.1-qkvo-ttt0.02": PHASED1X25_QKVO,
+    "docs64+lora+phased1x25-lr0.1-qkvo-ttt0.02": {**PHASED1X25_QKVO, "stride": 64},
+    "docs64+lora+phased1x25-lr0.1-qkvo-ttt0.02-rank16": {**PHASED1X25_QKVO, "stride": 64, "lora_rank": 16},
     "sliding256+experts-linear": {**SLIDING, "experts": "ngram,match,bigram"},
     "sliding256+experts-log": {**SLIDING, "experts": "ngram,match,bigram", "mix": "log"},
     "sliding256+tilt": {**SLIDING, "tilt": True},
