@@ -1,5 +1,7 @@
 """Every preset: published parameter counts, CPU twins within the 2 MB cap, and a short real run."""
 
+from dataclasses import replace
+
 import pytest
 
 from pgolf.config.run import apply_overrides
@@ -39,7 +41,8 @@ def test_cpu_presets_fit_the_cap_even_uncompressed(name):
     """int8 codes stored with zlib level 0 (one byte each whatever their values) plus the code."""
     cfg = get_preset(name)
     entries, stats = quantize_state_dict(GPT(cfg.model).state_dict(), cfg.quant)
-    assert stats.params["fp32"] + stats.params["fp16"] < 10_000  # only vectors stay float
+    floats = stats.params["fp32"] + stats.params["fp16"]  # vectors and small projections
+    assert floats < 0.02 * sum(stats.params.values())
     stored = len(encode(entries, {}, PackSpec("zlib", 0)))
     assert stored + code_account(cfg).bytes <= get_track(cfg.track).artifact_cap_bytes
 
@@ -62,7 +65,11 @@ def test_cpu_presets_learn(name, data_root, demo_at, tmp_path):
         "train.batch_tokens": str(tokens), "train.log_every": "1", "optim.muon_momentum_warmup_steps": "4",
         "train.compile_cpu": "false",  # cpu-best compiles: minutes on 2 cores (see test_cuda_paths.py)
     })  # fmt: skip
-    assert cfg.eval == get_preset("baseline-cpu").eval
+    shared = get_preset("baseline-cpu").eval
+    if name == "cpu-best":  # its LoRA adapts every projection, at a higher LR (tuned on its artifacts)
+        assert (cfg.eval.lora_targets, cfg.eval.ttt_lr) == ("q,k,v,o,head", 0.02)
+        shared = replace(shared, lora_targets=cfg.eval.lora_targets, ttt_lr=cfg.eval.ttt_lr)
+    assert cfg.eval == shared
     if name != "kellyvv-cpu":
         plain = {"eval.method": "plain", "eval.ttt": "none", "eval.lora_phase_docs": "0"}
         r = run(apply_overrides(cfg, plain), out_dir=tmp_path, echo=False)
