@@ -52,7 +52,8 @@ def test_cpu_presets_fit_the_cap_even_uncompressed(name):
 def test_cpu_presets_learn(name, data_root, demo_at, tmp_path):
     """12 real steps of each CPU preset (2 sequences of 512 tokens or more per micro-batch, to keep it
     fast: at 1,024 tokens per step frontier-cpu's first steps are too noisy to judge) lower the loss.
-    The presets share one evaluation (docs + LoRA TTT + phased SGD, asserted below): it runs in full
+    The presets share one evaluation (docs + LoRA TTT + phased SGD, asserted below; cpu-best's LoRA
+    adapts every projection at a higher LR): it runs in full
     for kellyvv-cpu, which is also reloaded independently; the others are scored plain (the suite's
     time). At 2,048 pieces (cpu-best) the first Adam step's spike (7.6 -> 9.8 nats) takes longer to
     undo on this small corpus: 16 steps of the preset's own 4,096 tokens."""
