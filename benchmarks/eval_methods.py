@@ -38,7 +38,7 @@ METHODS = {
     "docs128+lora+phased1x25-lr0.01": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.01},
     "docs128+lora+phased1x25-lr0.03": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.03},
     "docs128+lora+phased3x40-lr0.01": {**PHASED3X40, "lora_phase_lr": 0.01},
-    "docs128+lora+phased1x25-lr0.1": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.1},
+    "docs128+lora+phased1x25-lr0.1": PHASED1X25,
     "docs128+lora+phased1x25-lr0.3": {**LORA, "lora_phase_docs": 25, "lora_phase_lr": 0.3},
     "docs128+lora+phased3x40-lr0.03": {**PHASED3X40, "lora_phase_lr": 0.03},
     "docs128+lora+phased1x25-lr0.1-ttt0.02": {**PHASED1X25, "ttt_lr": 0.02},

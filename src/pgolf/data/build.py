@@ -298,14 +298,7 @@ def build_dataset(
     return BuiltDataset(folder, tok_path, manifest)
 
 
-def dataset_dir_name(name: str, vocab_size: int) -> str:
-    """The contest's naming: ``fineweb10B`` + ``sp1024`` -> ``fineweb10B_sp1024``."""
-    return f"{name}_sp{vocab_size}"
-
-
 def layout(name: str, vocab_size: int, tag: str = "") -> tuple[str, str]:
-    """Where a build named ``name`` puts its shards and its tokenizer, relative to the data root."""
-    return (
-        f"datasets/{dataset_dir_name(name, vocab_size)}{tag}",
-        f"tokenizers/{name}_{vocab_size}{tag}_bpe.model",
-    )
+    """Where a build named ``name`` puts its shards and its tokenizer, relative to the data root, in the
+    contest's naming (``fineweb10B`` at 1,024 pieces: ``datasets/fineweb10B_sp1024``)."""
+    return f"datasets/{name}_sp{vocab_size}{tag}", f"tokenizers/{name}_{vocab_size}{tag}_bpe.model"

@@ -20,7 +20,7 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-from pgolf.data.build import BuiltDataset, build_dataset, dataset_dir_name
+from pgolf.data.build import BuiltDataset, build_dataset, layout
 from pgolf.data.manifest import load_manifest
 from pgolf.errors import DataError
 
@@ -142,7 +142,7 @@ def build_demo_dataset(
     """Build (or reuse) the demo dataset under ``out_root`` in the contest layout."""
     out_root = Path(out_root)
     source = demo_source(max_docs)
-    folder = out_root / "datasets" / dataset_dir_name(DEMO_NAME, vocab_size)
+    folder = out_root / layout(DEMO_NAME, vocab_size)[0]
     if not force and (folder / "manifest.json").exists():
         try:
             manifest = load_manifest(folder)
