@@ -85,7 +85,7 @@ def run_sgd(tokens: torch.Tensor, cfg: EvalConfig, predictor_cls=SgdTTT) -> tupl
 SGD = EvalConfig(seq_len=32, method="sliding", stride=16, ttt="sgd", ttt_lr=0.05, sgd_chunk_tokens=96,
                  sgd_epochs=2, sgd_batch_seqs=2)  # fmt: skip
 LORA = EvalConfig(seq_len=32, method="docs", stride=8, ttt="lora", ttt_lr=0.05, lora_batch_docs=3,
-                  lora_targets="q,v,o,head")  # fmt: skip
+                  lora_targets="q,k,v,o,head")  # fmt: skip
 
 
 def test_sgd_ttt_scores_every_target_once_learns_after_each_chunk_but_the_last():
