@@ -130,8 +130,9 @@ def test_cpu_presets_compressed_code_fits_its_budget(name):
     # phased global SGD, the shared SGD step and the eval clock's projection ~1.9 KB (-0.001 to -0.002);
     # the frontier stack's model, optimizer and phase code ~2 KB (frontier-cpu: -0.058 at 300 s on prose
     # against swapp-xsa-swiglu-cpu, 2 seeds, benchmarks/RESULTS.md); per-target bytes with byte sidecars
-    # (CaseOps), the validation manifest's guards, eval.val_docs subsets and the coprime loader ~2.1 KB
-    assert sizes["compressed"] <= 52_000, sizes
+    # (CaseOps), the validation manifest's guards, eval.val_docs subsets and the coprime loader ~2.1 KB;
+    # train.cpu_bf16 ~0.15 KB (1.15x cpu-best's steps in 300 s where the CPU has AMX, -0.016 on Brown)
+    assert sizes["compressed"] <= 52_300, sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

@@ -238,3 +238,28 @@ def test_compile_cpu_compiles_in_setup_warns_of_short_priming_and_needs_a_compil
     monkeypatch.setenv("CXX", "/nonexistent/g++")  # what inductor would run
     with pytest.raises(ConfigError, match="no C\\+\\+ compiler '/nonexistent/g\\+\\+'"):
         Trainer(cfg, tmp_path / "n", info, RunLog(None, echo=False), False).setup()
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_bf16_autocasts_training_only_where_the_cpu_has_amx(debug_cfg, tmp_path, monkeypatch, amx):
+    """train.cpu_bf16 runs the training steps' matmuls in bf16 on a CPU with AMX and falls back to fp32,
+    with a log line, on one without (where bf16 matmuls would be slower than fp32); validation stays
+    fp32 either way."""
+    import io
+
+    from pgolf import dist
+
+    assert isinstance(dist.cpu_has_amx(), bool)  # this machine's answer, whatever it is
+    monkeypatch.setattr(dist, "cpu_has_amx", lambda: amx)
+    log = io.StringIO()
+    cfg = debug_cfg(**{"train.cpu_bf16": "true", "train.warmup_steps": "0"})
+    trainer = Trainer(cfg, tmp_path, DistInfo(0, 1, 0, torch.device("cpu")), RunLog(None, stream=log), False)
+    trainer.setup()
+    seen = []
+    trainer.base_model.blocks[0].attn.c_q.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    loss = trainer.train_step(0, 0.0)
+    assert torch.isfinite(loss) and seen == [torch.bfloat16 if amx else torch.float32] * trainer.accum
+    assert all(p.dtype == torch.float32 and p.grad is None for p in trainer.base_model.parameters())
+    assert ("bf16 autocast" if amx else "no AMX on this CPU: fp32") in log.getvalue()
+    trainer.validate()
+    assert seen[-1] == torch.float32

@@ -40,11 +40,19 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (seed-techniques §5.4); nothing on CPU, where bf16 matmuls are slow."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast_for(device: torch.device, cpu_bf16: bool = False):
+    """bf16 autocast on CUDA (seed-techniques §5.4); on a CPU only with ``cpu_bf16`` (train.cpu_bf16,
+    already checked against ``cpu_has_amx``), since bf16 matmuls without AMX are slow."""
+    if device.type == "cuda" or cpu_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN's bf16 matmuls
+    run several times faster than fp32 ones (benchmarks/RESULTS.md); False if torch cannot tell."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
 
 
 def synchronizer(device: torch.device):

@@ -47,6 +47,10 @@ class TrainConfig:
     """With compile: torch.compile on a CPU device too (inductor's C++ backend: needs a C++ compiler).
     cpu-best on 2 cores: 1.1-1.2x the eager steps in 300 s (benchmarks/RESULTS.md) after 40-70 s of
     compiling per graph, which warmup_steps should cover (one step per phase of the run)."""
+    cpu_bf16: bool = False
+    """bf16 autocast of the training steps on a CPU too, where the CPU has AMX (else fp32, with a log
+    line): on the 2-core Sapphire Rapids VM, 1.3x cpu-best's compiled steps and width 256 at 1.1x
+    the cost of 192 (fp32: 1.6x). Evaluation stays fp32 on a CPU."""
     device: str = "auto"
     """auto (CUDA if available), cuda or cpu."""
     loop_from_frac: float = 0.0

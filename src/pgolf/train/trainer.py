@@ -128,6 +128,10 @@ class Trainer:
         self.model = self.base_model
         self.phases = Phases(cfg, self.base_model, self.log)
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
+        self.cpu_bf16 = cfg.train.cpu_bf16 and self.device.type == "cpu" and dist.cpu_has_amx()
+        if cfg.train.cpu_bf16 and self.device.type == "cpu":
+            how = "bf16 autocast" if self.cpu_bf16 else "no AMX on this CPU: fp32 (bf16 would be slower)"
+            self.log.event("cpu_bf16", f"train.cpu_bf16: {how}", cpu_bf16=self.cpu_bf16)
         if compiles(cfg.train, self.device):
             self.compile()
         if self.device.type == "cuda":
@@ -172,7 +176,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for _ in range(self.accum):
             x, y = self.loader.next_batch(self.local_tokens, seq_len)
-            with dist.autocast_for(self.device):
+            with dist.autocast_for(self.device, self.cpu_bf16):
                 loss = self.model(x, y)
             (loss / self.accum).backward()
             total += loss.detach()
