@@ -90,7 +90,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     kind = "compiled" if args.compile else "eager"
     seq = cfg.train.seq_len_at(args.progress)
-    print(f"\n{args.preset} {' '.join(args.set)} training steps ({kind}, context {seq}, median of {args.rounds})")
+    what = f"{kind}, context {seq}, median of {args.rounds}"
+    print(f"\n{args.preset} {' '.join(args.set)} training steps ({what})")
     for name, s in med.items():
         print(f"  {name}: {1000 * s:6.0f} ms/step  {cfg.train.batch_tokens / s:8.0f} tokens/s")
     print(f"  bf16 / fp32 steps per second: {med['fp32'] / med['bf16']:.2f}x")

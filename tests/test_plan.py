@@ -196,3 +196,19 @@ def test_presets_plan_inside_their_caps(name, capsys):
     out = json.loads(capsys.readouterr().out)
     assert status == 0, out["problems"]
     assert out["check"]["loss"] == pytest.approx(torch.log(torch.tensor(1024.0)).item(), abs=0.3)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_plan_times_and_sizes_training_as_train_cpu_bf16_runs_it(capsys, monkeypatch, amx):
+    """With train.cpu_bf16 the CPU plan times the training pass under bf16 autocast and sizes its
+    activations for it, where the CPU has AMX (as the trainer decides); fp32 where it has none."""
+    from pgolf import dist
+
+    monkeypatch.setattr(dist, "cpu_has_amx", lambda: amx)
+    out = {}
+    for flag in ("false", "true"):
+        assert main(["plan", "debug", "--json", "--val-tokens", "5000", "--train.cpu_bf16", flag]) == 0
+        out[flag] = json.loads(capsys.readouterr().out)
+    assert ("bf16 autocast" in out["true"]["step_how"]) is amx and "bf16" not in out["false"]["step_how"]
+    act = {k: v["memory"]["activations"] for k, v in out.items()}
+    assert (act["true"] < act["false"]) if amx else (act["true"] == act["false"])

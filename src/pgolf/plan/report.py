@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pgolf import dist
 from pgolf.config.run import RunConfig
 from pgolf.errors import ConfigError
 from pgolf.model.gpt import GPT
@@ -72,6 +73,8 @@ class Plan:
     evaluation: EvalProjection | None
     eval_cap: float
     fit: TrainFit | None = None
+    cpu_bf16: bool = False
+    """Training on this CPU runs under bf16 autocast (train.cpu_bf16 with AMX)."""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -112,8 +115,8 @@ class Plan:
             f"plan: {self.preset} on {hw.describe}, track {self.track}",
             f"check      forward/backward at seq {self.check.seq_len}, batch 1, fp32 CPU: loss "
             f"{self.check.loss:.4f} in {self.check.seconds:.1f} s; "
-            f"{'bf16-autocast' if hw.is_gpu else 'fp32'} pass on fake tensors at the micro-batch "
-            f"{m.micro_batch[0]}x{m.micro_batch[1]}: ok",
+            f"{'bf16-autocast' if hw.is_gpu or self.cpu_bf16 else 'fp32'} pass on fake tensors at the "
+            f"micro-batch {m.micro_batch[0]}x{m.micro_batch[1]}: ok",
             f"parameters {self.params:,}",
             f"FLOPs/tok  forward {self.flops.forward / 1e6:,.1f}M (matmul {self.flops.matmul / 1e6:,.1f}M + "
             f"attention {self.flops.attention / 1e6:,.1f}M at {self.flops.seq_len}); training "
@@ -207,8 +210,15 @@ def _time_cpu(model: GPT, cfg: RunConfig) -> tuple[float, float, float]:
     batch = min(tc.batch_tokens // tc.microbatches // tc.seq_len, max(1, TIMED_TOKENS // tc.seq_len))
     ids = torch.randint(0, cfg.model.vocab_size, (batch, tc.seq_len + 1))
     opt = Optimizers(model, cfg.optim, cfg.model.tie_embeddings, torch.device("cpu"))
-    model(ids[:, :-1], ids[:, 1:]).backward()  # untimed: first-call costs
-    train_s = _fastest(lambda: model(ids[:, :-1], ids[:, 1:]).backward())
+    bf16 = tc.cpu_bf16 and dist.cpu_has_amx()  # as the trainer decides; scoring stays fp32
+
+    def train_pass() -> None:
+        with dist.autocast_for(torch.device("cpu"), bf16):
+            loss = model(ids[:, :-1], ids[:, 1:])
+        loss.backward()
+
+    train_pass()  # untimed: first-call costs
+    train_s = _fastest(train_pass)
     opt_ms = 1e3 * _fastest(lambda: opt.step(1.0, muon_momentum(0, cfg.optim)))
     opt.zero_grad()
     with torch.no_grad():
@@ -254,7 +264,9 @@ def _project_step(model: GPT, cfg: RunConfig, hw: Hardware, flops: tuple, notes:
         model.looping = looped is not None
         train_tps, score_tps, opt_ms = times[-1]
         how = (
-            f"timed here: {train_tps:,.0f} training tokens/s at seq {tc.seq_len} + {opt_ms:.0f} ms optimizer"
+            f"timed here: {train_tps:,.0f} training tokens/s at seq {tc.seq_len}"
+            f"{' (bf16 autocast, train.cpu_bf16)' if tc.cpu_bf16 and dist.cpu_has_amx() else ''} + "
+            f"{opt_ms:.0f} ms optimizer"
         )
         fwd = (looped or flat).forward
         rates = Rates(score_tps * fwd, train_tps * 3 * fwd, opt_ms, ranks=1)
@@ -292,7 +304,8 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
     model.looping = cfg.model.loop_repeats > 0
     check = check_pass(model, tc.seq_len, cfg.model.vocab_size, tc.seed)
     flat, looped = _train_flops(model, cfg)
-    memory = plan_memory(cfg, bf16=hw.is_gpu)
+    cpu_bf16 = not hw.is_gpu and tc.cpu_bf16 and dist.cpu_has_amx()
+    memory = plan_memory(cfg, bf16=hw.is_gpu or cpu_bf16)
     notes: list[str] = []
     times = _project_step(model, cfg, hw, (flat, looped), notes)
     steps, step_ms, flat_share = times.steps(cfg)
@@ -314,7 +327,7 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
         tokens=steps * tc.batch_tokens, memory=memory, artifact_upper=est.upper_bound_bytes,
         artifact_projected=projected, code_bytes=est.code_bytes, artifact_formats=formats,
         cap_bytes=track.artifact_cap_bytes, evaluation=evaluation, eval_cap=track.eval_seconds,
-        fit=times.fit, notes=notes,
+        fit=times.fit, cpu_bf16=cpu_bf16, notes=notes,
     )  # fmt: skip
     _judge(plan, cfg)
     return plan
