@@ -49,8 +49,8 @@ class TrainConfig:
     compiling per graph, which warmup_steps should cover (one step per phase of the run)."""
     cpu_bf16: bool = False
     """bf16 autocast of the training steps on a CPU too, where the CPU has AMX (else fp32, with a log
-    line): on the 2-core Sapphire Rapids VM, 1.3x cpu-best's compiled steps and width 256 at 1.1x
-    the cost of 192 (fp32: 1.6x). Evaluation stays fp32 on a CPU."""
+    line): on the 2-core Sapphire Rapids VM, 1.3x cpu-best's compiled steps side by side, 1.15x over a
+    300 s run; width 256 at 1.1-1.3x the step of 192 (fp32: 1.6x). Evaluation stays fp32 on a CPU."""
     device: str = "auto"
     """auto (CUDA if available), cuda or cpu."""
     loop_from_frac: float = 0.0

@@ -82,6 +82,17 @@ def compiles(tc: TrainConfig, device: torch.device) -> bool:
     return True
 
 
+def uses_cpu_bf16(tc: TrainConfig, device: torch.device, log: RunLog) -> bool:
+    """Whether the training steps autocast to bf16 on this CPU: train.cpu_bf16 where it has AMX; fp32
+    elsewhere, where bf16 matmuls would be slower (logged either way)."""
+    if not (tc.cpu_bf16 and device.type == "cpu"):
+        return False
+    on = dist.cpu_has_amx()
+    how = "bf16 autocast" if on else "no AMX on this CPU: fp32 (bf16 would be slower)"
+    log.event("cpu_bf16", f"train.cpu_bf16: {how}", cpu_bf16=on)
+    return on
+
+
 def warn_unprimed(log: RunLog, steps: int, phases: int, qat: bool) -> None:
     """Priming covers fewer phases than the run has (QAT's switch is never primed): graphs compile on
     the training clock."""
@@ -128,10 +139,7 @@ class Trainer:
         self.model = self.base_model
         self.phases = Phases(cfg, self.base_model, self.log)
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
-        self.cpu_bf16 = cfg.train.cpu_bf16 and self.device.type == "cpu" and dist.cpu_has_amx()
-        if cfg.train.cpu_bf16 and self.device.type == "cpu":
-            how = "bf16 autocast" if self.cpu_bf16 else "no AMX on this CPU: fp32 (bf16 would be slower)"
-            self.log.event("cpu_bf16", f"train.cpu_bf16: {how}", cpu_bf16=self.cpu_bf16)
+        self.cpu_bf16 = uses_cpu_bf16(cfg.train, self.device, self.log)
         if compiles(cfg.train, self.device):
             self.compile()
         if self.device.type == "cuda":
