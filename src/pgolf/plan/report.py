@@ -204,14 +204,14 @@ TIMED_TOKENS = 4096
 per-token speed is flat in the batch at these sizes, and a full-size micro-batch would not fit."""
 
 
-def _time_cpu(model: GPT, cfg: RunConfig) -> tuple[float, float, float]:
+def _time_cpu(model: GPT, cfg: RunConfig, bf16: bool) -> tuple[float, float, float]:
     """(training tokens/s, scoring tokens/s, optimizer ms) of this CPU at the run's sequence length."""
     tc = cfg.train
     batch = min(tc.batch_tokens // tc.microbatches // tc.seq_len, max(1, TIMED_TOKENS // tc.seq_len))
     ids = torch.randint(0, cfg.model.vocab_size, (batch, tc.seq_len + 1))
     opt = Optimizers(model, cfg.optim, cfg.model.tie_embeddings, torch.device("cpu"))
-    bf16 = tc.cpu_bf16 and dist.cpu_has_amx()  # as the trainer decides; scoring stays fp32
 
+    # training under bf16 autocast where the trainer would use it (``bf16``); scoring stays fp32
     def train_pass() -> None:
         with dist.autocast_for(torch.device("cpu"), bf16):
             loss = model(ids[:, :-1], ids[:, 1:])
@@ -253,19 +253,21 @@ class StepTimes:
         return min(tc.iterations, int(n)), cap / n, flat_s / per_ms
 
 
-def _project_step(model: GPT, cfg: RunConfig, hw: Hardware, flops: tuple, notes: list[str]) -> StepTimes:
+def _project_step(
+    model: GPT, cfg: RunConfig, hw: Hardware, flops: tuple, notes: list[str], cpu_bf16: bool = False
+) -> StepTimes:
     tc = cfg.train
     flat, looped = flops
     if not hw.is_gpu:
         times = []
         for looping in (False, True) if looped else (False,):
             model.looping = looping
-            times.append(_time_cpu(model, cfg))
+            times.append(_time_cpu(model, cfg, cpu_bf16))
         model.looping = looped is not None
         train_tps, score_tps, opt_ms = times[-1]
         how = (
             f"timed here: {train_tps:,.0f} training tokens/s at seq {tc.seq_len}"
-            f"{' (bf16 autocast, train.cpu_bf16)' if tc.cpu_bf16 and dist.cpu_has_amx() else ''} + "
+            f"{' (bf16 autocast, train.cpu_bf16)' if cpu_bf16 else ''} + "
             f"{opt_ms:.0f} ms optimizer"
         )
         fwd = (looped or flat).forward
@@ -307,7 +309,7 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
     cpu_bf16 = not hw.is_gpu and tc.cpu_bf16 and dist.cpu_has_amx()
     memory = plan_memory(cfg, bf16=hw.is_gpu or cpu_bf16)
     notes: list[str] = []
-    times = _project_step(model, cfg, hw, (flat, looped), notes)
+    times = _project_step(model, cfg, hw, (flat, looped), notes, cpu_bf16)
     steps, step_ms, flat_share = times.steps(cfg)
     train_flops = flat.train if looped is None else flat_share * flat.train + (1 - flat_share) * looped.train
     est, projected, formats = project_artifact(cfg)
