@@ -22,6 +22,8 @@ from pgolf.packtool import load_run, repack, with_policy
 from pgolf.quant.export import quantize_state_dict
 
 BEST = {"pack.compressor": "auto", "pack.transform": "auto"}
+FISHER = {"quant.alloc": "fisher", "quant.matrix": "int8", "quant.embed": "int8", "quant.gptq": "true",
+          **BEST}  # fmt: skip
 MIXED = {"quant.matrix": "int6", "quant.mlp": "int5", "quant.embed": "int7", "quant.clip": "sdclip"}
 SCHEMES: list[tuple[str, dict[str, str]]] = [
     ("int8-contest + zlib-9 (as trained)", {}),
@@ -34,6 +36,11 @@ SCHEMES: list[tuple[str, dict[str, str]]] = [
     ("  the same with full GPTQ (SDClip grid)", {**MIXED, **BEST, "quant.gptq": "true"}),
     ("int5 / int4 MLP / int6 embed SDClip + GPTQ, best codec", {"quant.matrix": "int5", "quant.mlp": "int4",
         "quant.embed": "int6", "quant.clip": "sdclip", "quant.gptq": "true", **BEST}),
+    ("int6 SDClip 16 + GPTQ, int8-contest embed, best codec",
+     {"quant.matrix": "int6", "quant.clip": "sdclip", "quant.clip_k": "16", "quant.gptq": "true", **BEST}),
+    *[(f"Fisher allocation, int8 containers, step {step} + GPTQ, best codec",
+       {**FISHER, "quant.fisher_step": step}) for step in ("0.08", "0.1", "0.12", "0.14")],
+    ("  step 0.12, round-to-nearest", {**FISHER, "quant.fisher_step": "0.12", "quant.gptq": "false"}),
 ]  # fmt: skip
 
 

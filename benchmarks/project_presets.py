@@ -1,12 +1,15 @@
 """Project each full-size preset's artifact from a trained model (issue 7, measurement 3).
 
-    python benchmarks/project_presets.py RUN_DIR [--policy preset|record|int6-gptq]
+    python benchmarks/project_presets.py RUN_DIR [--policy preset|record|int6-gptq|fisher]
 
 RUN_DIR is a trained run (CPU track is fine). For each full-size preset its weights are re-packed
 under the preset's policy (``preset``), the record's own export as seed-techniques §9 states it
 (``record``; the overrides each preset's docstring gives), or int6 SDClip 12.85 + GPTQ with
-int8-contest embeddings and the best codec (``int6-gptq``); bits per parameter are measured per storage format
-from the artifact's sections (each tensor's share of its section, as ``pgolf inspect`` reports);
+int8-contest embeddings and the best codec (``int6-gptq``), or the Fisher allocation at step 0.12 in
+int8 containers + GPTQ and the best codec (``fisher``: the step is the CPU model's, in its weight
+units, so this rate is the CPU model's and says nothing of a full-size model's own); bits per
+parameter are measured per storage format from the artifact's sections (each tensor's share of its
+section, as ``pgolf inspect`` reports);
 the preset's parameters per format come from the same export policy; the projection is
 sum(params_f x bits_f / 8) + 4 x the meta section + the counted code bytes. A format the run does
 not have (e.g. fp16 passthrough) is counted at its raw width.
@@ -24,7 +27,7 @@ from pathlib import Path
 from pgolf.config.run import apply_overrides
 from pgolf.model.gpt import GPT
 from pgolf.pack.bundle import code_account
-from pgolf.packtool import inspect_rows, repack
+from pgolf.packtool import TRAINING_ONLY, inspect_rows, repack
 from pgolf.presets import get_preset
 from pgolf.quant.policy import tensor_format
 from pgolf.tracks import get_track
@@ -52,6 +55,11 @@ def policy_of(name: str, policy: str):
                                     clip_k=12.85, gptq=True, keep_fp16="")  # fmt: skip
         pack = dataclasses.replace(cfg.pack, compressor="auto", transform="auto")
         cfg = dataclasses.replace(cfg, quant=quant, pack=pack)
+    if policy == "fisher":
+        quant = dataclasses.replace(cfg.quant, matrix="int8", mlp="", embed="int8", alloc="fisher",
+                                    fisher_step=0.12, gptq=True, qat=False, keep_fp16="")  # fmt: skip
+        pack = dataclasses.replace(cfg.pack, compressor="auto", transform="auto")
+        cfg = dataclasses.replace(cfg, quant=quant, pack=pack)
     return cfg
 
 
@@ -60,6 +68,7 @@ def project(run_dir: Path, name: str, policy: str, tmp: Path) -> dict:
     quant = {k: v for k, v in dataclasses.asdict(cfg.quant).items() if k != "keep_float_max_numel"}
     overrides = {f"quant.{k}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in quant.items()}
     overrides |= {f"pack.{k}": str(v) for k, v in dataclasses.asdict(cfg.pack).items()}
+    overrides = {k: v for k, v in overrides.items() if k not in TRAINING_ONLY}  # a re-pack cannot change them
     out = tmp / f"{name}.pgolf"
     repack(run_dir, overrides, out, score=False)
     tensors, sections, _ = inspect_rows(out)
@@ -85,7 +94,7 @@ def project(run_dir: Path, name: str, policy: str, tmp: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--policy", choices=("preset", "record", "int6-gptq"), default="preset")
+    p.add_argument("--policy", choices=("preset", "record", "int6-gptq", "fisher"), default="preset")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name in FULL_SIZE:

@@ -49,7 +49,9 @@ FROZEN_FIELDS = [
     "eval.tilt", "eval.tilt_order", "eval.tilt_threshold", "eval.tilt_beta", "eval.val_leak",
     "eval.correction_bytes", "eval.correction_boost",
     "quant.matrix", "quant.mlp", "quant.embed", "quant.clip", "quant.clip_quantile", "quant.clip_k",
-    "quant.embed_clip_k", "quant.keep_float_max_numel", "quant.keep_fp16", "quant.gptq", "quant.gptq_batches",
+    "quant.embed_clip_k", "quant.alloc", "quant.fisher_step", "quant.fisher_max_rms", "quant.fisher_batches",
+    "quant.fisher_count_batches",
+    "quant.keep_float_max_numel", "quant.keep_fp16", "quant.gptq", "quant.gptq_batches",
     "quant.gptq_damp", "quant.gptq_block", "quant.gptq_reserve_seconds", "quant.qat", "quant.qat_from_frac",
     "pack.compressor", "pack.level", "pack.transform", "pack.code_form",
 ]  # fmt: skip

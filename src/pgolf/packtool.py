@@ -62,7 +62,7 @@ def load_run(run_dir: Path) -> RunWeights:
     except (KeyError, TypeError, AttributeError) as e:
         raise DataError(f"{path}: not a run's weights file ({e})") from None
     if "calibration_seconds" not in meta:  # written before it was recorded: known only without GPTQ
-        if cfg.quant.gptq:
+        if cfg.quant.calibrates:
             raise DataError(f"{path}: a GPTQ run written before calibration time was recorded; retrain")
         meta = {**meta, "calibration_seconds": 0.0}
     return RunWeights(cfg, state, meta)
@@ -92,6 +92,8 @@ class RepackReport:
     unpack_seconds: float
     calibration_seconds: float
     off_track: list[str]
+    fisher_predicted_gap: float | None = None
+    """The Fisher allocation's own estimate of the loss increase (nats per token), where it ran."""
 
     @property
     def bits_per_param(self) -> float:
@@ -106,13 +108,14 @@ class RepackReport:
             "quant_gap_bpb": rt.val_bpb - self.pre_quant_bpb if rt else None,
             "pack_seconds": round(self.pack_seconds, 3), "unpack_seconds": round(self.unpack_seconds, 3),
             "calibration_seconds": round(self.calibration_seconds, 3), "off_track": self.off_track,
+            "fisher_predicted_gap_nats": self.fisher_predicted_gap,
         }  # fmt: skip
 
 
 def _calibration_batches(cfg: RunConfig, device: torch.device, val_files: list[Path]):
-    """The first micro-batches of the training stream, in one process. The run's own calibration read
-    on from where its training stopped, on every rank, under bf16 on a GPU: a GPTQ re-pack is not the
-    run's GPTQ artifact bit for bit."""
+    """The first (inputs, targets) micro-batches of the training stream, in one process. The run's own
+    calibration read on from where its training stopped, on every rank, under bf16 on a GPU: a GPTQ or
+    Fisher re-pack is not the run's artifact bit for bit."""
     dataset = resolve_data(cfg.data).dataset_dir
     files = find_shards(dataset, cfg.data.train_pattern)
     check_train_val_disjoint(files, val_files, dataset)
@@ -120,7 +123,7 @@ def _calibration_batches(cfg: RunConfig, device: torch.device, val_files: list[P
         files, rank=0, world_size=1, vocab_size=cfg.model.vocab_size, device=device, kind=cfg.train.loader
     )
     local = cfg.train.batch_tokens // cfg.train.microbatches
-    return iter(lambda: loader.next_batch(local, cfg.train.seq_len)[0], None)
+    return iter(lambda: loader.next_batch(local, cfg.train.seq_len), None)
 
 
 def repack(
@@ -135,10 +138,10 @@ def repack(
     model.load_state_dict(run.state)
     model.loop_passes = loop_passes(run.meta["looping"], cfg.model.loop_repeats)
     valset = load_validation(cfg.data, cfg.model.vocab_size)
-    hessians, calibration = None, 0.0
-    if cfg.quant.gptq:  # the training path's calibration, on a clock of its own
+    calib, calibration = None, 0.0
+    if cfg.quant.calibrates:  # the training path's calibration, on a clock of its own
         batches = _calibration_batches(cfg, device, valset.files)
-        hessians, ms = calibrate(
+        calib, ms = calibrate(
             model, cfg.quant, batches, TrainClock(0.0, lambda: None), device, RunLog(None, enabled=False)
         )
         calibration = ms / 1000
@@ -148,7 +151,7 @@ def repack(
                          train_seconds=steps_seconds + calibration)  # fmt: skip
     path = Path(out) if out else Path(run_dir) / f"artifact-{meta.label}.pgolf"
     started = time.perf_counter()
-    export_model(run.state, cfg, meta, path, hessians)
+    stats = export_model(run.state, cfg, meta, path, calib)
     pack_s = time.perf_counter() - started
     started = time.perf_counter()
     loaded = load_artifact(path, device)
@@ -163,7 +166,8 @@ def repack(
     off = track.judge_train(meta.train_cap_seconds, meta.train_seconds) + track.judge_bytes(size.total_bytes)
     params = sum(t.numel() for t in run.state.values())
     pre = float(run.meta["pre_quant_val_bpb"])
-    return RepackReport(path, meta.label, params, size, pre, rt, pack_s, unpack_s, calibration, off)
+    return RepackReport(path, meta.label, params, size, pre, rt, pack_s, unpack_s, calibration, off,
+                        stats.fisher_predicted_gap)  # fmt: skip
 
 
 FIT_LADDER: list[tuple[str, dict[str, str]]] = [

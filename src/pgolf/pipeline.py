@@ -29,10 +29,10 @@ from pgolf.pack.format import PackSpec, pack_spec, write_artifact
 from pgolf.pack.meta import ArtifactMeta
 from pgolf.pack.size import SizeReport
 from pgolf.quant.export import QuantStats, quantize_state_dict
-from pgolf.quant.gptq import gptq_rounders
 from pgolf.quant.grid import QTensor
 from pgolf.runlog import RunLog
 from pgolf.tracks import get_track
+from pgolf.train.calibration import Calibration
 from pgolf.train.result import RunResult
 from pgolf.train.trainer import Trainer, TrainOutcome
 
@@ -59,12 +59,13 @@ def artifact_meta(
 
 
 def export_model(
-    state: dict[str, torch.Tensor], cfg: RunConfig, meta: ArtifactMeta, path: Path, hessians: dict | None
-) -> QuantStats:
-    """Quantise ``state`` under ``cfg.quant`` (GPTQ where Hessians are given) and write the artifact."""
-    q = cfg.quant
-    rounders = gptq_rounders(hessians, block=q.gptq_block, damp=q.gptq_damp) if hessians else None
-    entries, stats = quantize_state_dict(state, q, rounders)
+    state: dict[str, torch.Tensor], cfg: RunConfig, meta: ArtifactMeta, path: Path,
+    calibration: Calibration | None,
+) -> QuantStats:  # fmt: skip
+    """Quantise ``state`` under ``cfg.quant`` (GPTQ and the Fisher allocation from the calibration,
+    where given) and write the artifact."""
+    c = calibration or Calibration()
+    entries, stats = quantize_state_dict(state, cfg.quant, c.hessians, c.sensitivities, c.tokens)
     write_artifact(path, entries, meta.to_dict(), pack_spec(cfg.pack))
     return stats
 
@@ -92,7 +93,7 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
     )  # fmt: skip
     if trainer.info.is_main:
         save_weights(trainer, outcome)
-        stats = export_model(trainer.base_model.state_dict(), cfg, meta, path, outcome.hessians)
+        stats = export_model(trainer.base_model.state_dict(), cfg, meta, path, outcome.calibration)
         trainer.log.event(
             "quant", stats.summary(), params=dict(stats.params), floored_rows=stats.floored_rows
         )

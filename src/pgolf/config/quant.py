@@ -11,6 +11,7 @@ from pgolf.errors import ConfigError
 
 FORMATS = ("fp32", "fp16", "int8-contest", "int8", "int7", "int6", "int5", "int4")
 CLIPS = ("percentile", "max", "search", "sdclip")
+ALLOCS = ("role", "fisher")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +35,23 @@ class QuantConfig:
     k x RMS / qmax, so keep k proportional to the range when changing bits (int5: ~6 for int6's step)."""
     embed_clip_k: float = 20.0
     """SDClip k of the embedding role (sota-stack §2.5: 20 at int8)."""
+    alloc: str = "role"
+    """How each intN row's step is chosen: role (the clip rule above, one k per role) or fisher (every
+    row's step from its measured sensitivity on training batches, step_r = fisher_step x (c_r / median
+    c)^-1/2, so bytes go where the loss needs them; quant/fisher.py). The formats still set each
+    container's range: use int8 for all with fisher, and let fisher_step set the rate."""
+    fisher_step: float = 0.1
+    """Fisher allocation: the grid step of a row of median sensitivity, in weight units (0.1-0.12 put
+    the 1.6M-parameter CPU model at 3.4-3.6 bits per parameter: benchmarks/RESULTS.md)."""
+    fisher_max_rms: float = 2.0
+    """Fisher allocation: a row's step is at most this many times its RMS (rows the calibration never
+    exercises, e.g. embeddings of unseen tokens, would otherwise get an unbounded step)."""
+    fisher_batches: int = 16
+    """Fisher allocation: calibration micro-batches of training data (forward and backward), on the
+    training clock after GPTQ's."""
+    fisher_count_batches: int = 256
+    """Fisher allocation: further micro-batches whose input ids are only counted (no forward), to
+    share the token embedding's input term out by token frequency."""
     keep_float_max_numel: int = 65_536
     """Float tensors with at most this many elements are stored unquantised (fp32 for control tensors,
     fp16 otherwise)."""
@@ -49,7 +67,8 @@ class QuantConfig:
     gptq_block: int = 128
     """GPTQ column block size."""
     gptq_reserve_seconds: float = 0.0
-    """Training stops this many seconds before the cap, so calibration ends inside it."""
+    """Training stops this many seconds before the cap, so calibration (GPTQ's and the Fisher
+    allocation's) ends inside it."""
     qat: bool = False
     """Straight-through fake quantisation of the quantised Linear weights during training, with the
     export's exact grid per tensor."""
@@ -64,12 +83,26 @@ class QuantConfig:
             raise ConfigError(f"quant.mlp={self.mlp!r}; expected '' or one of {FORMATS}")
         if self.clip not in CLIPS:
             raise ConfigError(f"quant.clip={self.clip!r}; expected one of {CLIPS}")
+        if self.alloc not in ALLOCS:
+            raise ConfigError(f"quant.alloc={self.alloc!r}; expected one of {ALLOCS}")
+        if self.alloc == "fisher" and self.qat:
+            raise ConfigError(
+                "quant.qat=true with quant.alloc=fisher: QAT trains on the role grids, which the Fisher "
+                "allocation replaces after training; use one of them"
+            )
         if not 0.0 < self.clip_quantile <= 1.0:
             raise ConfigError(f"quant.clip_quantile must be in (0, 1], got {self.clip_quantile}")
         positive(self, "clip_k", "embed_clip_k", "gptq_batches", "gptq_block")
+        positive(self, "fisher_step", "fisher_max_rms", "fisher_batches")
+        non_negative(self, "fisher_count_batches")
         non_negative(self, "keep_float_max_numel", "gptq_damp", "gptq_reserve_seconds")
         if not 0.0 <= self.qat_from_frac <= 1.0:
             raise ConfigError(f"quant.qat_from_frac must be in [0, 1], got {self.qat_from_frac}")
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether training ends with a calibration pass on training batches (GPTQ, Fisher)."""
+        return self.gptq or self.alloc == "fisher"
 
     @property
     def mlp_format(self) -> str:

@@ -67,7 +67,7 @@ class RunConfig:
                 f"{self.train.swa_start_lr_mul}: SWA would never collect"
             )
         cap, reserve = self.train.max_wallclock_seconds, self.quant.gptq_reserve_seconds
-        if self.quant.gptq and cap and reserve >= cap:
+        if self.quant.calibrates and cap and reserve >= cap:
             raise ConfigError(
                 f"quant.gptq_reserve_seconds={reserve:g} must be below train.max_wallclock_seconds={cap:g} "
                 "(the steps end that long before the cap)"

@@ -75,6 +75,9 @@ class GPT(nn.Module):
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.model_dim, cfg.vocab_size)
         self.head_in = nn.Identity()
         """The head's input (final-norm output); a hook point for GPTQ's Hessian of the head."""
+        self.tied_head_out = nn.Identity()
+        """The tied head's logits before the softcap; a hook point for the Fisher allocation's
+        sensitivity of the embedding rows as output rows."""
         if self.lm_head is not None:
             self.lm_head.zero_init = True
         self.rope_len = 0
@@ -193,7 +196,10 @@ class GPT(nn.Module):
             ve = self.value_embed(input_ids) if self.value_embed is not None else None
             x = self._unet(x, x0, cos, sin, ve, mask)
         x = self.head_in(rms_norm(x))
-        z = F.linear(x, self.tok_emb.weight.to(x.dtype)) if self.lm_head is None else self.lm_head(x)
+        if self.lm_head is None:
+            z = self.tied_head_out(F.linear(x, self.tok_emb.weight.to(x.dtype)))
+        else:
+            z = self.lm_head(x)
         if self.head_delta is not None:
             z = z + self.head_delta(x).to(z.dtype)
         if cfg.logit_cap_asym:

@@ -247,7 +247,7 @@ class StepTimes:
         per_ms = flat_s + looped_s  # steps per ms of the cap, on average
         if not tc.max_wallclock_seconds:
             return tc.iterations, 1 / per_ms if self.looped_ms else self.flat_ms, flat_s / per_ms
-        reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.gptq else 0.0
+        reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.calibrates else 0.0
         cap = 1e3 * (tc.max_wallclock_seconds - reserve)
         n = cap * per_ms if self.looped_ms else cap / self.flat_ms
         return min(tc.iterations, int(n)), cap / n, flat_s / per_ms

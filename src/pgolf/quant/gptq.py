@@ -68,10 +68,13 @@ def collect_hessians(model: nn.Module, names: set[str], batches: Iterable[Tensor
     return out
 
 
-def gptq_quantize(w: Tensor, h: Tensor, spec: GridSpec, *, block: int = 128, damp: float = 0.01) -> QTensor:
-    """Round a 2-D ``w`` on ``spec``'s grid with GPTQ under input second moment ``h`` (C, C)."""
+def gptq_quantize(
+    w: Tensor, h: Tensor, spec: GridSpec, clip: Tensor | None = None, *, block: int = 128, damp: float = 0.01
+) -> QTensor:
+    """Round a 2-D ``w`` on ``spec``'s grid (row clips by its rule unless given) with GPTQ under input
+    second moment ``h`` (C, C)."""
     w32 = w.detach().float().cpu().clone()
-    clip, s16, s32 = row_grid(w32, spec)
+    clip, s16, s32 = row_grid(w32, spec, clip)
     deq_scale = s16.float()
     h = h.detach().double().cpu().clone()
     dead = torch.diag(h) == 0
@@ -102,6 +105,6 @@ def gptq_quantize(w: Tensor, h: Tensor, spec: GridSpec, *, block: int = 128, dam
 def gptq_rounders(hessians: dict[str, Tensor], *, block: int, damp: float) -> dict[str, Callable]:
     """``quant.export.quantize_state_dict``'s rounders: GPTQ for every tensor with a Hessian."""
     return {
-        name: (lambda t, spec, h=h: gptq_quantize(t, h, spec, block=block, damp=damp))
+        name: (lambda t, spec, clip, h=h: gptq_quantize(t, h, spec, clip, block=block, damp=damp))
         for name, h in hessians.items()
     }

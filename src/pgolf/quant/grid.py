@@ -107,8 +107,11 @@ def round_codes(w: Tensor, clip: Tensor, s: Tensor, qmax: int) -> Tensor:
     return torch.clamp(torch.round(clipped / s[:, None]), -qmax, qmax).to(torch.int8)
 
 
-def row_grid(w: Tensor, spec: GridSpec) -> tuple[Tensor, Tensor, Tensor]:
-    """(clip, fp16 scale, fp32 rounding scale) per row of a 2-D fp32 ``w``, by the spec's rule."""
+def row_grid(w: Tensor, spec: GridSpec, clip: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(clip, fp16 scale, fp32 rounding scale) per row of a 2-D fp32 ``w``, by the spec's rule, or
+    from given row clips (the Fisher allocation's)."""
+    if clip is not None:
+        return (clip, *row_scales(clip, spec))
     if spec.clip != "search" or spec.contest:
         clip = _clip_for(w, spec, spec.quantile)
         return (clip, *row_scales(clip, spec))
@@ -126,17 +129,18 @@ def row_grid(w: Tensor, spec: GridSpec) -> tuple[Tensor, Tensor, Tensor]:
     return best[1], best[2], best[3]
 
 
-def quantize_rows(w: Tensor, spec: GridSpec) -> tuple[Tensor, Tensor]:
-    """(int8 codes, fp16 scales) of a 2-D tensor."""
+def quantize_rows(w: Tensor, spec: GridSpec, clip: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(int8 codes, fp16 scales) of a 2-D tensor (row clips by the spec's rule unless given)."""
     w32 = w.detach().float()
-    clip, s16, s32 = row_grid(w32, spec)
+    clip, s16, s32 = row_grid(w32, spec, clip)
     return round_codes(w32, clip, s32, spec.qmax), s16
 
 
-def quantize(t: Tensor, spec: GridSpec) -> QTensor:
-    """Store ``t`` on the grid: per row when 2-D; otherwise int8-contest's per-tensor form."""
+def quantize(t: Tensor, spec: GridSpec, clip: Tensor | None = None) -> QTensor:
+    """Store ``t`` on the grid: per row when 2-D (with the given row clips, if any); otherwise
+    int8-contest's per-tensor form."""
     if t.ndim == 2:
-        q, s16 = quantize_rows(t.cpu(), spec)
+        q, s16 = quantize_rows(t.cpu(), spec, clip)
         return QTensor("row", q, t.dtype, s16, spec.fmt)
     t32 = t.detach().float().cpu()
     clip = float(_quantile(t32.abs(), spec.quantile)) if t32.numel() else 0.0

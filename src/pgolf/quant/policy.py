@@ -47,6 +47,8 @@ def grid_spec(name: str, t: Tensor, cfg: QuantConfig) -> GridSpec | None:
 
 def scheme_label(quant: QuantConfig, codec: str, sep: str = "_") -> str:
     """The export scheme's name in log lines: the contest's ``int8_zlib`` (``int8+zlib`` with
-    ``sep="+"``) for its own scheme, else the distinct formats and the codec, e.g. ``int6-int5_zstd``."""
+    ``sep="+"``) for its own scheme, else the distinct formats and the codec, e.g. ``int6-int5_zstd``
+    (``int8-fisher_auto`` under the Fisher allocation)."""
     formats = dict.fromkeys(f.removesuffix("-contest") for f in (quant.matrix, quant.mlp_format, quant.embed))
-    return f"{'-'.join(formats)}{sep}{codec}"
+    alloc = "-fisher" if quant.alloc == "fisher" else ""
+    return f"{'-'.join(formats)}{alloc}{sep}{codec}"

@@ -1,34 +1,74 @@
-"""GPTQ calibration at the end of training: Hessians from training batches, on the training clock
-(the contest counted every read of training data, Hessian collection included, inside the 600 s;
-sota-stack §3.2). The GPTQ solve itself is post-training compute, like the export."""
+"""Calibration at the end of training, on the training clock (the contest counted every read of
+training data, Hessian collection included, inside the 600 s; sota-stack §3.2): GPTQ's Hessians
+(``quant.gptq``) and the Fisher allocation's row sensitivities (``quant.alloc=fisher``), both from
+training batches. The GPTQ solve and the allocation themselves are post-training compute, like the
+export."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from pgolf import dist
 from pgolf.config.quant import QuantConfig
+from pgolf.quant.fisher import collect_sensitivities
 from pgolf.quant.gptq import collect_hessians
 from pgolf.quant.policy import grid_spec
 from pgolf.runlog import RunLog
 from pgolf.train.clock import TrainClock
 
 
+@dataclass
+class Calibration:
+    hessians: dict[str, torch.Tensor] | None = None
+    """GPTQ's input second moments per weight name (None without quant.gptq)."""
+    sensitivities: dict[str, torch.Tensor] | None = None
+    """Row sensitivities per weight name (None without quant.alloc=fisher)."""
+    tokens: int = 0
+    """Tokens the sensitivities were summed over, on every rank."""
+
+
+def token_counts(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], vocab: int) -> torch.Tensor:
+    """How often each input id occurs in ``batches``, summed over ranks (float64)."""
+    counts = None
+    for x, _ in batches:
+        c = torch.bincount(x.reshape(-1), minlength=vocab).double()
+        counts = c if counts is None else counts + c
+    counts = counts if counts is not None else torch.zeros(vocab, dtype=torch.float64)
+    dist.all_reduce_sum_(counts)
+    return counts
+
+
 def calibrate(
-    model: nn.Module, cfg: QuantConfig, batches: Iterator[torch.Tensor], clock: TrainClock,
-    device: torch.device, log: RunLog,
-) -> tuple[dict[str, torch.Tensor], float]:  # fmt: skip
-    """Hessians of every grid-quantised matrix from ``cfg.gptq_batches`` of ``batches``, and the
-    training time after them. ``model`` must be the eager module: hooks added after torch.compile
-    may not fire inside its graph."""
+    model: nn.Module, cfg: QuantConfig, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    clock: TrainClock, device: torch.device, log: RunLog,
+) -> tuple[Calibration, float]:  # fmt: skip
+    """The calibration ``cfg`` asks for, from (inputs, targets) ``batches`` (``cfg.gptq_batches`` for
+    the Hessians, then ``cfg.fisher_batches`` for the sensitivities), and the training time after it.
+    ``model`` must be the eager module: hooks added after torch.compile may not fire inside its graph."""
     names = {n for n, t in model.state_dict().items() if t.ndim == 2 and grid_spec(n, t, cfg)}
+    out, parts = Calibration(), []
     with dist.autocast_for(device):
-        hessians = collect_hessians(model, names, itertools.islice(batches, cfg.gptq_batches))
+        if cfg.gptq:
+            ids = (x for x, _ in itertools.islice(batches, cfg.gptq_batches))
+            out.hessians = collect_hessians(model, names, ids)
+            parts.append(f"gptq_calibration batches:{cfg.gptq_batches} matrices:{len(out.hessians)}")
+        if cfg.alloc == "fisher":
+            taken = list(itertools.islice(batches, cfg.fisher_batches))
+            counts = token_counts(itertools.chain(taken, itertools.islice(batches, cfg.fisher_count_batches)),
+                                  model.tok_emb.num_embeddings)  # fmt: skip
+            out.sensitivities = collect_sensitivities(model, names, taken, counts)
+            out.tokens = sum(y.numel() for _, y in taken) * dist.world_size()
+            parts.append(f"fisher_calibration batches:{cfg.fisher_batches} counted:{int(counts.sum())} "
+                         f"tensors:{len(out.sensitivities)}")  # fmt: skip
     train_ms = clock.stop()
-    line = f"gptq_calibration batches:{cfg.gptq_batches} matrices:{len(hessians)} train_time:{train_ms:.0f}ms"
-    log.event("gptq", line, batches=cfg.gptq_batches, train_time_ms=round(train_ms, 1))
-    return hessians, train_ms
+    line = f"{' '.join(parts)} train_time:{train_ms:.0f}ms"
+    log.event(
+        "calibration", line, gptq_batches=cfg.gptq_batches if cfg.gptq else 0,
+        fisher_batches=cfg.fisher_batches if cfg.alloc == "fisher" else 0, train_time_ms=round(train_ms, 1),
+    )  # fmt: skip
+    return out, train_ms

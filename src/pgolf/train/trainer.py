@@ -40,7 +40,7 @@ from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5
 from pgolf.pack.bundle import code_account
 from pgolf.runlog import RunLog
 from pgolf.train.averaging import WeightAverage
-from pgolf.train.calibration import calibrate
+from pgolf.train.calibration import Calibration, calibrate
 from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from pgolf.train.clock import PhaseSwitch, TrainClock
 from pgolf.train.phases import Phases
@@ -53,8 +53,8 @@ class TrainOutcome:
     """Training time, GPTQ calibration included."""
     stopped_by: str
     pre_quant: BpbResult
-    hessians: dict[str, torch.Tensor] | None = None
-    """GPTQ's input second moments per weight name (None without quant.gptq)."""
+    calibration: Calibration | None = None
+    """GPTQ's Hessians and the Fisher sensitivities (None when quant asks for neither)."""
     calibration_ms: float = 0.0
     """The part of train_ms spent collecting them."""
 
@@ -118,7 +118,7 @@ class Trainer:
         self.history: list[dict] = []
         self.average: WeightAverage | None = None  # created after priming
         self._pending: list[tuple[int, torch.Tensor]] = []
-        reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.gptq else 0.0
+        reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.calibrates else 0.0
         self.cap_ms = 1000 * (tc.max_wallclock_seconds - reserve) if tc.max_wallclock_seconds else 0.0
         """Where the steps must end: the training cap less the GPTQ calibration reserve (0: no cap; the
         config refuses a reserve that would leave none)."""
@@ -343,12 +343,12 @@ class Trainer:
         steps, train_ms, stopped_by = self.run_loop(clock_now)
         applied = self.average.apply(self.base_model)
         self.log.event("averaging", f"averaging:{applied}", averaging=applied)
-        hessians, before = None, train_ms
-        if self.cfg.quant.gptq:
-            batches = iter(lambda: self.loader.next_batch(self.local_tokens, self.cfg.train.seq_len)[0], None)
+        calibration, before = None, train_ms
+        if self.cfg.quant.calibrates:
+            batches = iter(lambda: self.loader.next_batch(self.local_tokens, self.cfg.train.seq_len), None)
             clock = TrainClock(train_ms, dist.synchronizer(self.device))
-            hessians, train_ms = calibrate(
+            calibration, train_ms = calibrate(
                 self.base_model, self.cfg.quant, batches, clock, self.device, self.log
             )
         pre = self._log_val(steps, train_ms)
-        return TrainOutcome(steps, train_ms, stopped_by, pre, hessians, train_ms - before)
+        return TrainOutcome(steps, train_ms, stopped_by, pre, calibration, train_ms - before)
