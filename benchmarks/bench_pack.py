@@ -36,6 +36,8 @@ SCHEMES: list[tuple[str, dict[str, str]]] = [
     ("  the same with full GPTQ (SDClip grid)", {**MIXED, **BEST, "quant.gptq": "true"}),
     ("int5 / int4 MLP / int6 embed SDClip + GPTQ, best codec", {"quant.matrix": "int5", "quant.mlp": "int4",
         "quant.embed": "int6", "quant.clip": "sdclip", "quant.gptq": "true", **BEST}),
+    ("int6 SDClip 12.85 + GPTQ, int8-contest embed, best codec",
+     {"quant.matrix": "int6", "quant.clip": "sdclip", "quant.gptq": "true", **BEST}),
     ("int6 SDClip 16 + GPTQ, int8-contest embed, best codec",
      {"quant.matrix": "int6", "quant.clip": "sdclip", "quant.clip_k": "16", "quant.gptq": "true", **BEST}),
     *[(f"Fisher allocation, int8 containers, step {step} + GPTQ, best codec",

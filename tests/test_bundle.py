@@ -132,9 +132,9 @@ def test_cpu_presets_compressed_code_fits_its_budget(name):
     # against swapp-xsa-swiglu-cpu, 2 seeds, benchmarks/RESULTS.md); per-target bytes with byte sidecars
     # (CaseOps), the validation manifest's guards, eval.val_docs subsets and the coprime loader ~2.1 KB;
     # train.cpu_bf16 ~0.15 KB (1.15x cpu-best's steps in 300 s where the CPU has AMX, -0.016 on Brown);
-    # the Fisher allocation ~1.8 KB (3.40 bits per parameter at a +0.0046 gap against SDClip + GPTQ's
+    # the Fisher allocation ~2 KB (3.40 bits per parameter at a +0.0046 gap against SDClip + GPTQ's
     # 4.08 at +0.0052 on the same trained Brown weights: 17% fewer model bytes, benchmarks/RESULTS.md)
-    assert sizes["compressed"] <= 54_000, sizes
+    assert sizes["compressed"] <= 54_300, sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

@@ -77,7 +77,7 @@ def test_sensitivities_match_a_direct_computation_and_leave_no_gradients():
     # the input term shared out by the given token counts instead (add-one smoothed)
     counts = torch.zeros(64, dtype=torch.float64)
     counts[5] = 99.0
-    skewed = collect_sensitivities(model, names, [(x, y)], token_counts=counts)
+    skewed = collect_sensitivities(model, names, [(x, y)], {"tok_emb.weight": counts})
     delta = skewed["tok_emb.weight"] - sens["tok_emb.weight"]  # input term moves, head term stays
     assert delta[5] > 0 and (delta[torch.arange(64) != 5] <= 1e-6).all()
     total = float(sens["tok_emb.weight"].sum())
@@ -136,14 +136,47 @@ def test_fisher_export_uses_the_allocated_steps_and_falls_back_to_the_role_rule(
 
 
 def test_config_guards():
+    int8 = {"matrix": "int8", "embed": "int8"}
     with pytest.raises(ConfigError, match=r"quant\.alloc='hessian'"):
         QuantConfig(alloc="hessian")
     with pytest.raises(ConfigError, match=r"quant\.qat=true with quant\.alloc=fisher"):
-        QuantConfig(alloc="fisher", qat=True)
+        QuantConfig(alloc="fisher", qat=True, **int8)
     with pytest.raises(ConfigError, match="fisher_step"):
-        QuantConfig(alloc="fisher", fisher_step=0.0)
-    assert QuantConfig(alloc="fisher").calibrates and QuantConfig(gptq=True).calibrates
+        QuantConfig(alloc="fisher", fisher_step=0.0, **int8)
+    with pytest.raises(ConfigError, match=r"quant\.matrix, quant\.embed=int8-contest: its 1/127 step floor"):
+        QuantConfig(alloc="fisher")
+    with pytest.raises(ConfigError, match=r"quant\.mlp=int8-contest"):
+        QuantConfig(alloc="fisher", mlp="int8-contest", **int8)
+    assert QuantConfig(alloc="fisher", **int8).calibrates and QuantConfig(gptq=True).calibrates
     assert not QuantConfig().calibrates
+    with pytest.raises(ValueError, match="needs the calibration's sensitivities"):
+        quantize_state_dict(_tiny().state_dict(), QuantConfig(alloc="fisher", **int8))
+
+
+def test_every_embedding_table_gets_a_sensitivity_and_counts_by_its_own_index():
+    """BigramHash rows are counted by bucket, the token tables by token; a table whose output reaches
+    no loss (value embeddings on no layer) is not an error; the model is left as found."""
+    from pgolf.train.calibration import lookup_counts
+
+    torch.manual_seed(5)
+    cfg = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2,
+                      bigram_buckets=32, bigram_dim=8, value_embed_dim=8, value_embed_layers=0)  # fmt: skip
+    model = GPT(cfg)
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    model.train()
+    batches = [(torch.randint(0, 64, (2, 12)), torch.randint(0, 64, (2, 12))) for _ in range(3)]
+    counts = lookup_counts(model, batches, torch.device("cpu"))
+    assert counts["bigram.embed.weight"].shape == (32,) and counts["tok_emb.weight"].sum() == 72
+    buckets = sum(torch.bincount(model.bigram.bucket_ids(x).flatten(), minlength=32) for x, _ in batches)
+    assert torch.equal(counts["bigram.embed.weight"], buckets.double())
+    names = {"tok_emb.weight", "bigram.embed.weight", "value_embed.embed.weight", "bigram.proj.weight"}
+    sens = collect_sensitivities(model, names, batches[:1], counts)
+    assert set(sens) == names and model.training and all(p.grad is None for p in model.parameters())
+    big = sens["bigram.embed.weight"]
+    ratio = big / (counts["bigram.embed.weight"].float() + 1)  # shared out by buckets counted + 1
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4)
+    assert (sens["value_embed.embed.weight"] == 0).all()  # reaches no layer: no gradient, no term
 
 
 def test_fisher_training_run_and_repack_end_to_end(debug_cfg, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -69,7 +70,8 @@ def estimate(cfg: RunConfig) -> Estimate:
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model)
     state = model.state_dict()
-    entries, stats = quantize_state_dict(state, cfg.quant)
+    # untrained weights have no sensitivities: the Fisher allocation is sized on the role grids
+    entries, stats = quantize_state_dict(state, dataclasses.replace(cfg.quant, alloc="role"))
     formats: dict[str, list[str]] = {}
     for name, e in entries.items():
         formats.setdefault(e.fmt, []).append(name)

@@ -190,6 +190,11 @@ def fit_ladder(run_dir: Path, overrides: dict[str, Any]) -> list[tuple[str, Size
     """Measured total bytes of each cumulative step of FIT_LADDER (round-to-nearest; no scoring)."""
     run = load_run(run_dir)
     cfg = with_policy(run.config, overrides)
+    if cfg.quant.alloc == "fisher":
+        raise ConfigError(
+            "pgolf pack --fit sizes round-to-nearest role grids; the Fisher allocation needs calibration: "
+            "re-pack at two or three --quant.fisher_step values instead"
+        )
     cap, code = get_track(cfg.track).artifact_cap_bytes, code_account(cfg).bytes
     rows, applied = [], dict(overrides)
     for name, change in FIT_LADDER:

@@ -85,6 +85,12 @@ class QuantConfig:
             raise ConfigError(f"quant.clip={self.clip!r}; expected one of {CLIPS}")
         if self.alloc not in ALLOCS:
             raise ConfigError(f"quant.alloc={self.alloc!r}; expected one of {ALLOCS}")
+        contest = [f"quant.{n}" for n in ("matrix", "mlp", "embed") if getattr(self, n) == "int8-contest"]
+        if self.alloc == "fisher" and contest:
+            raise ConfigError(
+                f"quant.alloc=fisher with {', '.join(contest)}=int8-contest: its 1/127 step floor would "
+                "override the allocated steps; use int8 (e.g. --quant.matrix int8 --quant.embed int8)"
+            )
         if self.alloc == "fisher" and self.qat:
             raise ConfigError(
                 "quant.qat=true with quant.alloc=fisher: QAT trains on the role grids, which the Fisher "

@@ -47,7 +47,9 @@ def quantize_state_dict(
     stats = QuantStats()
     rounders = gptq_rounders(hessians, block=cfg.gptq_block, damp=cfg.gptq_damp) if hessians else {}
     clips: dict[str, Tensor] = {}
-    if cfg.alloc == "fisher" and sensitivities:
+    if cfg.alloc == "fisher" and sensitivities is None:
+        raise ValueError("quant.alloc=fisher needs the calibration's sensitivities (none were given)")
+    if cfg.alloc == "fisher":
         specs = {n: s for n, t in state.items() if t.ndim == 2 and (s := grid_spec(n, t, cfg)) is not None}
         clips = fisher_clips(state, sensitivities, specs, cfg.fisher_step, cfg.fisher_max_rms)
         stats.fisher_tensors = len(clips)

@@ -17,7 +17,8 @@ The bytes of a row fall by n_r log2(D) when its step grows by D, so the least lo
 median c)^(-1/2), one global constant ``quant.fisher_step`` setting the rate. Rows that never
 matter on the calibration batches (an embedding row of a token never seen) would get an unbounded
 step; it is capped at ``quant.fisher_max_rms`` x the row's RMS. The step is at least the row's
-max / qmax, so nothing is clipped. Rows keep their fp16 scale, so the artifact format and the
+max / qmax, so round-to-nearest clips nothing (GPTQ's error feedback can still push a weight past
+its row's clip, where it is clamped). Rows keep their fp16 scale, so the artifact format and the
 loader are unchanged; GPTQ then chooses the codes on these grids.
 
 The sensitivities are summed over calibration batches of *training* data (never validation data),
@@ -47,8 +48,7 @@ def _row_terms(g: Tensor, xn2: Tensor, cols: int) -> Tensor:
 
 def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict[str, dict]) -> list:
     """Forward hooks that register, on each hooked output, a gradient hook adding its row term. An
-    embedding's input terms go to ``emb[name]``: their sum ("total"), the lookups per row ("counts")
-    and whether its lookups are the model's input ids ("by_token")."""
+    embedding's input terms go to ``emb[name]``: their sum ("total") and the lookups per row ("counts")."""
     hooks = []
     for mname, module in model.named_modules():
         name = f"{mname}.weight"
@@ -63,10 +63,8 @@ def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict
         elif isinstance(module, nn.Embedding) and name in names:
 
             def embedding(mod, inputs, out, name=name):
-                ids, x = inputs[0], emb["@ids"]
-                acc = emb.setdefault(name, {"by_token": True})
-                acc["by_token"] &= ids.shape == x.shape and torch.equal(ids, x)
-                _add(acc, "counts", torch.bincount(ids.reshape(-1), minlength=mod.weight.shape[0]))
+                acc = emb.setdefault(name, {"total": torch.zeros((), dtype=torch.float64, device=out.device)})
+                _add(acc, "counts", torch.bincount(inputs[0].reshape(-1), minlength=mod.weight.shape[0]))
                 dim = out.shape[-1]
                 out.register_hook(lambda g: _add(acc, "total", g.float().pow(2).sum() / dim))
 
@@ -87,7 +85,7 @@ def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict
 
 def collect_sensitivities(
     model: nn.Module, names: set[str], batches: Iterable[tuple[Tensor, Tensor]],
-    token_counts: Tensor | None = None,
+    lookups: dict[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
     """Row sensitivities c_r (fp32, (R,)) of the named weights, summed over ``batches`` of (inputs,
     targets) and over ranks, from forward and backward passes of the summed per-token loss. The
@@ -95,10 +93,9 @@ def collect_sensitivities(
 
     An embedding row's input term is the lookups' total shared out in proportion to each row's
     lookups plus one (add-one smoothing: a row the batches never looked up is not free), counted in
-    ``token_counts`` (input ids counted over many more training tokens than the backward passes see)
-    for an embedding looked up by the input ids, else in the batches themselves. Per-token
-    estimates from a few batches were too noisy: two disjoint sets of 16 gave the same embedding
-    +0.003 and +0.011 (dev/LOG.md)."""
+    ``lookups[name]`` (rows looked up over many more training tokens than the backward passes see)
+    where given, else in the batches themselves. Per-token estimates from a few batches were too
+    noisy: two disjoint sets of 16 gave the same embedding +0.003 and +0.011 (dev/LOG.md)."""
     sums: dict[str, Tensor] = {}
     emb: dict[str, dict] = {}
     hooks = _hooks(model, names, sums, emb)
@@ -106,7 +103,6 @@ def collect_sensitivities(
     model.eval()
     try:
         for x, y in batches:
-            emb["@ids"] = x
             loss = model(x, y) * y.numel()  # the per-token loss's gradients, not the mean's
             loss.backward()
             model.zero_grad(set_to_none=True)
@@ -114,16 +110,13 @@ def collect_sensitivities(
         for h in hooks:
             h.remove()
         model.train(was_training)
-    emb.pop("@ids", None)
     for name in sorted(sums):
         dist.all_reduce_sum_(sums[name])
     for name in sorted(emb):
         acc = emb[name]
         dist.all_reduce_sum_(acc["total"])
         dist.all_reduce_sum_(acc["counts"])
-        counts = acc["counts"]
-        if acc["by_token"] and token_counts is not None:
-            counts = token_counts.to(counts.device, counts.dtype)
+        counts = (lookups or {}).get(name, acc["counts"]).to(acc["counts"].device, torch.float64)
         sums[name] = sums.get(name, 0) + acc["total"] * (counts + 1) / (counts.sum() + counts.numel())
     return {name: sums[name].float().cpu() for name in sorted(sums)}
 

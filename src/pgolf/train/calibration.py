@@ -7,7 +7,7 @@ export."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -32,14 +32,23 @@ class Calibration:
     """Tokens the sensitivities were summed over, on every rank."""
 
 
-def token_counts(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], vocab: int) -> torch.Tensor:
-    """How often each input id occurs in ``batches``, summed over ranks (float64)."""
-    counts = None
+def lookup_counts(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Lookups per row of each embedding table over ``batches`` (their input ids only, no forward):
+    the token and value embeddings' by token, BigramHash's by bucket; summed over ranks (float64)."""
+    identity = lambda x: x  # noqa: E731
+    tables = {"tok_emb.weight": (model.tok_emb.num_embeddings, identity)}
+    if getattr(model, "value_embed", None) is not None:
+        tables["value_embed.embed.weight"] = (model.value_embed.embed.num_embeddings, identity)
+    if getattr(model, "bigram", None) is not None:
+        tables["bigram.embed.weight"] = (model.bigram.buckets, model.bigram.bucket_ids)
+    counts = {n: torch.zeros(rows, dtype=torch.float64, device=device) for n, (rows, _) in tables.items()}
     for x, _ in batches:
-        c = torch.bincount(x.reshape(-1), minlength=vocab).double()
-        counts = c if counts is None else counts + c
-    counts = counts if counts is not None else torch.zeros(vocab, dtype=torch.float64)
-    dist.all_reduce_sum_(counts)
+        for name, (rows, index) in tables.items():
+            counts[name] += torch.bincount(index(x).reshape(-1), minlength=rows).double()
+    for name in sorted(counts):
+        dist.all_reduce_sum_(counts[name])
     return counts
 
 
@@ -59,11 +68,12 @@ def calibrate(
             parts.append(f"gptq_calibration batches:{cfg.gptq_batches} matrices:{len(out.hessians)}")
         if cfg.alloc == "fisher":
             taken = list(itertools.islice(batches, cfg.fisher_batches))
-            counts = token_counts(itertools.chain(taken, itertools.islice(batches, cfg.fisher_count_batches)),
-                                  model.tok_emb.num_embeddings)  # fmt: skip
+            counted = itertools.chain(taken, itertools.islice(batches, cfg.fisher_count_batches))
+            counts = lookup_counts(model, counted, device)
             out.sensitivities = collect_sensitivities(model, names, taken, counts)
             out.tokens = sum(y.numel() for _, y in taken) * dist.world_size()
-            parts.append(f"fisher_calibration batches:{cfg.fisher_batches} counted:{int(counts.sum())} "
+            tokens = int(counts["tok_emb.weight"].sum())
+            parts.append(f"fisher_calibration batches:{cfg.fisher_batches} counted:{tokens} "
                          f"tensors:{len(out.sensitivities)}")  # fmt: skip
     train_ms = clock.stop()
     line = f"{' '.join(parts)} train_time:{train_ms:.0f}ms"
