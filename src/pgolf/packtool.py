@@ -138,17 +138,17 @@ def repack(
     model.load_state_dict(run.state)
     model.loop_passes = loop_passes(run.meta["looping"], cfg.model.loop_repeats)
     valset = load_validation(cfg.data, cfg.model.vocab_size)
-    calib, calibration = None, 0.0
+    calib, calib_s = None, 0.0
     if cfg.quant.calibrates:  # the training path's calibration, on a clock of its own
         batches = _calibration_batches(cfg, device, valset.files)
         calib, ms = calibrate(
             model, cfg.quant, batches, TrainClock(0.0, lambda: None), device, RunLog(None, enabled=False)
         )
-        calibration = ms / 1000
+        calib_s = ms / 1000
     # the run's steps, plus this re-pack's calibration in place of the run's own (never both)
     steps_seconds = float(run.meta["train_seconds"]) - float(run.meta["calibration_seconds"])
     meta = artifact_meta(cfg, valset, steps=int(run.meta["steps"]), looping=model.loop_passes,
-                         train_seconds=steps_seconds + calibration)  # fmt: skip
+                         train_seconds=steps_seconds + calib_s)  # fmt: skip
     path = Path(out) if out else Path(run_dir) / f"artifact-{meta.label}.pgolf"
     started = time.perf_counter()
     stats = export_model(run.state, cfg, meta, path, calib)
@@ -166,7 +166,7 @@ def repack(
     off = track.judge_train(meta.train_cap_seconds, meta.train_seconds) + track.judge_bytes(size.total_bytes)
     params = sum(t.numel() for t in run.state.values())
     pre = float(run.meta["pre_quant_val_bpb"])
-    return RepackReport(path, meta.label, params, size, pre, rt, pack_s, unpack_s, calibration, off,
+    return RepackReport(path, meta.label, params, size, pre, rt, pack_s, unpack_s, calib_s, off,
                         stats.fisher_predicted_gap)  # fmt: skip
 
 

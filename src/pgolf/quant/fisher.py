@@ -69,8 +69,8 @@ def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict
                 out.register_hook(lambda g: _add(acc, "total", g.float().pow(2).sum() / dim))
 
             hooks.append(module.register_forward_hook(embedding))
-    tied = getattr(model, "tied_head_out", None)
-    if tied is not None and "tok_emb.weight" in names and getattr(model, "lm_head", 1) is None:
+    tied = getattr(model, "tied_head_out", None)  # called only when the head is tied
+    if tied is not None and "tok_emb.weight" in names:
         state: dict[str, Tensor] = {}
         hooks.append(model.head_in.register_forward_hook(lambda m, i, out: state.__setitem__("h", out)))
 
