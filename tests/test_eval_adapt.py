@@ -277,8 +277,9 @@ def test_lora_needs_document_windows_and_known_targets():
     assert PHASED.tag == "docs8_lora-phased2x6"
     with pytest.raises(ConfigError, match=r"eval\.ttt=lora"):
         EvalConfig(lora_phase_docs=10)
-    with pytest.raises(ConfigError, match="stream order"):
-        EvalConfig(ttt="lora", method="docs", experts="ngram")
+    with pytest.raises(ConfigError, match="stream-order pass"):
+        EvalConfig(ttt="lora", method="docs", experts="ngram", mix="log")
+    assert EvalConfig(ttt="lora", method="docs", experts="ngram,match").expert_list == ["ngram", "match"]
 
 
 def test_a_run_with_sgd_ttt_is_official_and_pgolf_eval_labels_other_settings(debug_cfg, tmp_path, capsys):

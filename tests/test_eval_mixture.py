@@ -13,10 +13,12 @@ import torch
 from pgolf.config.eval import EvalConfig
 from pgolf.eval import experts as ex
 from pgolf.eval.ledger import Ledger
+from pgolf.eval.lora import lora_ttt
 from pgolf.eval.mixture import MixtureHead
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
-from pgolf.eval.windows import plan_windows
+from pgolf.eval.windows import doc_spans, plan_windows
+from pgolf.vocab import BOS_ID
 from test_eval_adapt import CPU, VOCAB, Recorder, doc_stream, nb, tiny_model
 
 BASE = EvalConfig(seq_len=32, method="sliding", stride=16, experts="ngram,match,bigram")
@@ -130,7 +132,6 @@ def test_the_mixer_learns_only_from_scored_targets():
 
 def test_lora_ttt_with_the_tilt_scores_every_target_once():
     """Padded LoRA rows reach past the stream's end: the head must only read real positions."""
-    from pgolf.eval.lora import lora_ttt
     from test_eval_adapt import LORA
 
     tokens = doc_stream(400, seed=5)
@@ -140,3 +141,82 @@ def test_lora_ttt_with_the_tilt_scores_every_target_once():
                  head=MixtureHead(cfg, tokens, VOCAB),
                  ledger=ledger)  # fmt: skip
     assert r.tokens == 399 and ledger.scored[1:].all()
+
+
+LORA_EXPERTS = EvalConfig(seq_len=32, method="docs", stride=8, ttt="lora", ttt_lr=0.05, lora_batch_docs=3,
+                          lora_targets="q,k,v,o,head", experts="ngram,match")  # fmt: skip
+
+
+class Final(Recorder):
+    """A deferred head's recorder: the model's NLL as LoRA scores, then the mixer's final NLL."""
+
+    def __init__(self, head: MixtureHead) -> None:
+        super().__init__()
+        self.inner, self.deferred, self.final = head, True, None
+
+    def mix_stream(self, ledger, device):
+        self.final = self.inner.mix_stream(ledger, device)
+        return self.final
+
+
+def run_lora_mixed(tokens: torch.Tensor, cfg: EvalConfig = LORA_EXPERTS) -> tuple[Final, float]:
+    head = Final(MixtureHead(cfg, tokens, VOCAB, deferred=True))
+    ledger = Ledger(tokens.numel())
+    r = lora_ttt(tiny_model(), tokens, nb(tokens), cfg, cfg.seq_len, CPU, head=head, ledger=ledger)
+    assert r.tokens == tokens.numel() - 1 and ledger.scored[1:].all() and ledger.learned[1:].all()
+    assert r.loss_sum == pytest.approx(float(head.final[1:].sum()), rel=1e-12)
+    return head, r.loss_sum
+
+
+def test_experts_after_lora_mix_in_stream_order_as_a_hand_replay_does():
+    """The deferred mixer equals a plain replay: the model's LoRA probabilities (each scored once),
+    the experts' probabilities from the sequential classes, weights fixed over each stride of
+    targets in stream order and updated target by target, floored and renormalised."""
+    tokens = doc_stream(500, seed=4)
+    head, loss = run_lora_mixed(tokens)
+    model_p = {p: np.exp(-v) for p, v in head.by_position.items()}
+    assert sorted(model_p) == list(range(1, 500))
+    refs = [ex.NgramExpert(VOCAB, LORA_EXPERTS.ngram_order), ex.MatchExpert(VOCAB)]
+    w = np.maximum([0.87, 0.03, 0.1], LORA_EXPERTS.mix_floor)
+    w /= w.sum()
+    probs, hand = [], 0.0
+    for t in range(500):
+        if t:
+            y = int(tokens[t])
+            col = [model_p[t]] + [d[y] if (d := r.distribution()) is not None else model_p[t] for r in refs]
+            probs.append(np.array(col))
+            if len(probs) == LORA_EXPERTS.stride or t == 499:
+                for col in probs:
+                    hand -= np.log(w @ col)
+                for col in probs:
+                    w = np.maximum(w * np.maximum(col, 1e-10), LORA_EXPERTS.mix_floor)
+                    w /= w.sum()
+                probs = []
+        for r in refs:
+            r.update(int(tokens[t]))
+    assert loss == pytest.approx(hand, rel=1e-9)
+
+
+def test_experts_after_lora_never_use_a_later_token_and_help_on_repetition():
+    tokens = doc_stream(600, seed=2)
+    spans = doc_spans(tokens)
+    base, _ = run_lora_mixed(tokens)
+    mid = spans[3][0] + 5
+    for k, value in ((mid, 2 + (int(tokens[mid]) - 1) % 14), (spans[2][0] + 9, BOS_ID)):
+        changed = tokens.clone()
+        changed[k] = value
+        other, _ = run_lora_mixed(changed)
+        assert np.allclose(other.final[1:k], base.final[1:k], rtol=0, atol=1e-5), k
+        assert not np.allclose(other.final[k + 1 :], base.final[k + 1 :], rtol=0, atol=1e-5)
+    repeated = torch.cat([tokens[:300]] * 3)
+    _, mixed = run_lora_mixed(repeated)
+    alone = lora_ttt(tiny_model(), repeated, nb(repeated), LORA_EXPERTS, 32, CPU).loss_sum  # model head
+    assert mixed < 0.8 * alone
+
+
+def test_the_method_probe_passes_lora_with_experts():
+    from pgolf.records.probes import method_causality_error
+
+    cfg = dataclasses.replace(LORA_EXPERTS, lora_phase_docs=2, tilt=True, tilt_order=3)
+    found = method_causality_error(tiny_model(), cfg, n_tokens=700)
+    assert found["causality"] <= 1e-5 and found["later_scores_changed"] > 0 and found["updates"] > 0

@@ -152,10 +152,10 @@ class EvalConfig:
             raise ConfigError(f"eval.stride={self.stride} is longer than eval.seq_len={self.seq_len}")
         if self.ttt == "lora" and self.method != "docs":
             raise ConfigError("eval.ttt=lora adapts per document: it needs eval.method=docs")
-        if self.ttt == "lora" and self.expert_list:
+        if self.ttt == "lora" and self.expert_list and self.mix != "linear":
             raise ConfigError(
-                "eval.experts with eval.ttt=lora: LoRA scores documents in batches, not in stream order, "
-                "so the mixer's weights would carry later documents into earlier scores (C1)"
+                "eval.experts with eval.ttt=lora mix in a stream-order pass after scoring (LoRA scores "
+                "documents in batches), which keeps each target's probability only: eval.mix=linear"
             )
         if self.lora_phase_docs and self.ttt != "lora":
             raise ConfigError("eval.lora_phase_docs: phased global SGD runs inside LoRA TTT (eval.ttt=lora)")

@@ -21,11 +21,13 @@ frozen, except in phased global SGD (``lora_phase_docs``, sota-stack §2.6): the
 documents are cut into ``lora_phases`` equal shares (``phase_segments``); once every rank has scored a
 share, the base weights train one SGD epoch on it (``global_sgd``), and every later document is
 scored with them. Phases cut the stream, not a length-sorted queue (the records' queue lets a later
-document train the weights that score an earlier one: C1 in stream order).
+document train the weights that score an earlier one: C1 in stream order). Eval-time experts mix in
+after every target is scored, in a stream-order pass (``MixtureHead.mix_stream``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -224,7 +226,12 @@ def lora_ttt(
     with clock.phase("score+adapt"):
         ledger.finish(expected, device)
         dist.all_reduce_sum_(acc.sums)
-    return acc.result()
+    result = acc.result()
+    if getattr(head, "deferred", False):
+        with clock.phase("mix"):
+            nll = head.mix_stream(ledger, device)
+        result = dataclasses.replace(result, loss_sum=float(nll[1:].sum()))
+    return result
 
 
 def global_sgd(

@@ -53,11 +53,13 @@ def plugin(module: str):
 
 
 def build_head(cfg: EvalConfig, valset: ValidationSet, vocab_size: int, clock: EvalClock) -> Head:
-    """The model's own distribution, or its mixture with eval-time experts and the tilt."""
+    """The model's own distribution, or its mixture with eval-time experts and the tilt (mixed in
+    a stream-order pass after LoRA TTT, which scores documents out of stream order)."""
     if not (cfg.expert_list or cfg.tilt):
         return ModelHead()
     with clock.phase("experts"):
-        return plugin("pgolf.eval.mixture").MixtureHead(cfg, valset.tokens, vocab_size)
+        mixture = plugin("pgolf.eval.mixture")
+        return mixture.MixtureHead(cfg, valset.tokens, vocab_size, deferred=cfg.ttt == "lora")
 
 
 def run_method(

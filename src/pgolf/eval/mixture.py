@@ -19,6 +19,15 @@ unlikely all weights sit on the floor and the mixer restarts from uniform; ``mix
 normalises before flooring instead (fixed share: the leader keeps its weight). Neither wins on both
 corpora (benchmarks/RESULTS.md). The updates only use targets already scored (windows earlier in
 the batch, in plan order), and ``observe`` records them in the ledger.
+
+With LoRA TTT (``deferred``) documents are scored in batches, not in stream order, so the mixer
+cannot learn as they come (a later document's targets would move an earlier one's weights: C1).
+There ``nll`` only records each target's (tilted) model probability, which depends on its own
+document's prefix and on the documents before it (phased SGD cuts the stream); once every target is
+scored, ``mix_stream`` gathers them from every rank and runs the mixer over the whole stream in order,
+``eval.stride`` targets at a time with fixed weights, as the windows do. Each target's mixture then
+depends only on the tokens before it: the experts' tables, the model's probability and the weights.
+Linear pool only (the log pool would need every full distribution kept until the end).
 """
 
 from __future__ import annotations
@@ -27,10 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pgolf import dist
 from pgolf.config.eval import EvalConfig
 from pgolf.errors import ConfigError
 from pgolf.eval import experts as ex
-from pgolf.eval.ledger import Ledger
+from pgolf.eval.ledger import Ledger, ScoreOrderError
 from pgolf.eval.predict import Batch
 
 INITIAL_WEIGHT = {"ngram": 0.03, "match": 0.1, "bigram": 0.02}
@@ -38,7 +48,7 @@ P_FLOOR, LOG_FLOOR = 1e-10, 1e-30
 
 
 class MixtureHead:
-    def __init__(self, cfg: EvalConfig, tokens: Tensor, vocab_size: int) -> None:
+    def __init__(self, cfg: EvalConfig, tokens: Tensor, vocab_size: int, *, deferred: bool = False) -> None:
         self.cfg, self.names = cfg, cfg.expert_list
         stream = tokens.cpu().numpy().astype(np.int64)
         self.stream, self.vocab = stream, vocab_size
@@ -60,6 +70,11 @@ class MixtureHead:
         self.hint_count = 0
         self.last_target = 0
         """The last target a window of this head scored: windows must come in stream order."""
+        self.deferred = deferred and bool(self.names)
+        if self.deferred and cfg.mix != "linear":
+            raise ConfigError("eval.mix=log cannot be deferred to a stream-order pass (eval.ttt=lora)")
+        self.model_p = np.zeros((2, len(stream))) if self.deferred else None
+        """Deferred: each target's model probability, and how many times it was recorded."""
 
     def _floor(self, w: np.ndarray) -> np.ndarray:
         w = np.maximum(w, self.cfg.mix_floor)
@@ -81,6 +96,12 @@ class MixtureHead:
             self.hint_count += int((self.hint_ids[batch.scored_positions()] >= 0).sum())
         if not self.names:
             return -self._model_logp(log_probs, batch, full=False)
+        if self.deferred:
+            logp = self._model_logp(log_probs, batch, full=False)
+            pos = batch.scored_positions()  # row-major, as the mask reads
+            self.model_p[0, pos] = logp[batch.scored].double().exp().cpu().numpy()
+            self.model_p[1, pos] += 1
+            return -logp  # replaced by ``mix_stream``'s scores
         for w in batch.windows:  # the weights learn window by window: they must follow the stream
             if w.start + w.score_from + 1 <= self.last_target:
                 raise ConfigError("eval.experts need windows in stream order (not eval.ttt=lora)")
@@ -96,6 +117,26 @@ class MixtureHead:
             out[i, cols] = -np.log(self.w @ p)
             self._update(p)
         return torch.from_numpy(out).to(log_probs.device, torch.float32)
+
+    def mix_stream(self, ledger: Ledger, device: torch.device) -> np.ndarray:
+        """Deferred: once every rank has scored every target, each target's NLL under the mixture,
+        the mixer run over the stream in order (index 0, never a target, is NaN)."""
+        both = torch.from_numpy(self.model_p).to(device)
+        dist.all_reduce_sum_(both)
+        model_p, count = both.cpu().numpy()
+        if (count[1:] != 1).any():
+            bad = int(np.flatnonzero(count[1:] != 1)[0]) + 1
+            raise ScoreOrderError(f"the mixer needs each target scored once: {bad} was {count[bad]:.0f}x")
+        ledger.sync(0, len(count), device)
+        ledger.learn(np.arange(1, len(count)))
+        out = np.full(len(count), np.nan)
+        step = max(1, self.cfg.stride)
+        for lo in range(1, len(count), step):
+            pos = np.arange(lo, min(lo + step, len(count)))
+            p = self._expert_matrix(model_p[pos], pos)
+            out[pos] = -np.log(self.w @ p)
+            self._update(p)
+        return out
 
     def _expert_matrix(self, model_p: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """(K+1, n) probabilities of the targets: the model's, then each expert's (the model's where
@@ -162,7 +203,7 @@ class MixtureHead:
         return np.stack(rows)
 
     def observe(self, batch: Batch, ledger: Ledger) -> None:
-        if self.names:
+        if self.names and not self.deferred:
             ledger.learn(batch.scored_positions())
 
     def summary(self) -> dict:

@@ -115,6 +115,16 @@ class RecordingHead:
     def observe(self, batch: Batch, ledger) -> None:
         self.inner.observe(batch, ledger)
 
+    @property
+    def deferred(self) -> bool:
+        return getattr(self.inner, "deferred", False)
+
+    def mix_stream(self, ledger, device: torch.device):
+        """The deferred mixer's scores replace the model's recorded ones."""
+        nll = self.inner.mix_stream(ledger, device)
+        self.nll_at = {p: float(nll[p]) for p in self.nll_at}
+        return nll
+
     def summary(self) -> dict:
         return self.inner.summary() if hasattr(self.inner, "summary") else {}
 
