@@ -198,7 +198,10 @@ def lora_ttt(
 
     for s, (lo, hi) in enumerate(segments):
         phases_left = len(segments) - 1 - s if cfg.lora_phase_docs else 0
-        pending = f"{phases_left} global SGD phase(s)" if phases_left else ""
+        pending = ", ".join(
+            [f"{phases_left} global SGD phase(s)"] * bool(phases_left)
+            + ["the stream-order mixer"] * bool(getattr(head, "deferred", False))
+        )
         mine = deal(docs[lo:hi], dist.rank(), world)
         if not cfg.lora_warm_a:  # independent documents: longest first packs batches tightly
             mine = sorted(mine, key=len, reverse=True)

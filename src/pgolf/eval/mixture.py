@@ -73,8 +73,9 @@ class MixtureHead:
         self.deferred = deferred and bool(self.names)
         if self.deferred and cfg.mix != "linear":
             raise ConfigError("eval.mix=log cannot be deferred to a stream-order pass (eval.ttt=lora)")
-        self.model_p = np.zeros((2, len(stream))) if self.deferred else None
-        """Deferred: each target's model probability, and how many times it was recorded."""
+        self.model_p: Tensor | None = None
+        """Deferred: each target's model probability, and how many times it was recorded (float64,
+        on the scoring device: recording it needs no sync)."""
 
     def _floor(self, w: np.ndarray) -> np.ndarray:
         w = np.maximum(w, self.cfg.mix_floor)
@@ -98,9 +99,11 @@ class MixtureHead:
             return -self._model_logp(log_probs, batch, full=False)
         if self.deferred:
             logp = self._model_logp(log_probs, batch, full=False)
-            pos = batch.scored_positions()  # row-major, as the mask reads
-            self.model_p[0, pos] = logp[batch.scored].double().exp().cpu().numpy()
-            self.model_p[1, pos] += 1
+            if self.model_p is None:
+                self.model_p = torch.zeros(2, len(self.stream), dtype=torch.float64, device=logp.device)
+            pos = torch.from_numpy(batch.scored_positions()).to(logp.device)  # row-major, as the mask reads
+            self.model_p[0, pos] = logp[batch.scored].double().exp()
+            self.model_p[1].index_add_(0, pos, torch.ones_like(pos, dtype=torch.float64))
             return -logp  # replaced by ``mix_stream``'s scores
         for w in batch.windows:  # the weights learn window by window: they must follow the stream
             if w.start + w.score_from + 1 <= self.last_target:
@@ -121,14 +124,15 @@ class MixtureHead:
     def mix_stream(self, ledger: Ledger, device: torch.device) -> np.ndarray:
         """Deferred: once every rank has scored every target, each target's NLL under the mixture,
         the mixer run over the stream in order (index 0, never a target, is NaN)."""
-        both = torch.from_numpy(self.model_p).to(device)
+        none = torch.zeros(2, len(self.stream), dtype=torch.float64)  # a rank without documents
+        both = (self.model_p if self.model_p is not None else none).to(device)
         dist.all_reduce_sum_(both)
         model_p, count = both.cpu().numpy()
         if (count[1:] != 1).any():
             bad = int(np.flatnonzero(count[1:] != 1)[0]) + 1
             raise ScoreOrderError(f"the mixer needs each target scored once: {bad} was {count[bad]:.0f}x")
         ledger.sync(0, len(count), device)
-        ledger.learn(np.arange(1, len(count)))
+        ledger.learn(np.arange(1, len(count)))  # one update after every score; its order is by construction
         out = np.full(len(count), np.nan)
         step = max(1, self.cfg.stride)
         for lo in range(1, len(count), step):

@@ -148,8 +148,11 @@ def project_eval(
     host = [e for e in ev.experts.split(",") if e]
     if host:
         tables = sum(HOST_SECONDS_AT_2M[e] for e in host) * scale
-        mixer = HOST_SECONDS_AT_2M["mixer"] * n_tokens / 2e6 / rates.ranks
-        proj.parts.append(("experts", tables + mixer, "host numpy tables (N log N, every rank) + mixer"))
+        shared = 1 if ev.ttt == "lora" else rates.ranks  # after LoRA every rank mixes the whole stream
+        mixer = HOST_SECONDS_AT_2M["mixer"] * n_tokens / 2e6 / shared
+        where = "the whole stream on every rank, after LoRA" if shared == 1 else "each rank's share"
+        how = f"host numpy tables (N log N, every rank) + mixer ({where})"
+        proj.parts.append(("experts", tables + mixer, how))
     if ev.tilt:
         proj.parts.append(("tilt", HOST_SECONDS_AT_2M["tilt"] * scale, "host numpy hints (N log N)"))
     return proj
