@@ -337,11 +337,15 @@ def debug_artifact(debug_cfg, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [SGD_ARGS, PHASED_ARGS], ids=["sgd", "lora-phased"])
+@pytest.mark.parametrize(
+    "method", [SGD_ARGS, PHASED_ARGS, [*PHASED_ARGS, "--eval.experts", "match"]],
+    ids=["sgd", "lora-phased", "lora-phased-match"],
+)  # fmt: skip
 def test_ttt_on_two_gloo_processes_scores_what_one_does(method, debug_artifact):
     """Ranks share each chunk's windows (SGD, gradients averaged, the ledger's flags merged before
     every update) or the documents (LoRA, here with its global SGD phases, which train on every
-    rank's share of the scored documents): every target once, the same sums up to float order."""
+    rank's share of the scored documents; with the match expert, every rank's model probabilities
+    gathered before the stream-order mixer): every target once, the same sums up to float order."""
     import os
     import subprocess
     import sys

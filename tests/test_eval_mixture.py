@@ -168,12 +168,15 @@ def run_lora_mixed(tokens: torch.Tensor, cfg: EvalConfig = LORA_EXPERTS) -> tupl
     return head, r.loss_sum
 
 
-def test_experts_after_lora_mix_in_stream_order_as_a_hand_replay_does():
+@pytest.mark.parametrize(("eta", "share"), [(1.0, False), (0.5, True)])
+def test_experts_after_lora_mix_in_stream_order_as_a_hand_replay_does(eta, share):
     """The deferred mixer equals a plain replay: the model's LoRA probabilities (each scored once),
     the experts' probabilities from the sequential classes, weights fixed over each stride of
-    targets in stream order and updated target by target, floored and renormalised."""
+    targets in stream order and updated target by target (w * p^eta, normalised first under fixed
+    share), floored and renormalised."""
     tokens = doc_stream(500, seed=4)
-    head, loss = run_lora_mixed(tokens)
+    cfg = dataclasses.replace(LORA_EXPERTS, mix_eta=eta, mix_fixed_share=share)
+    head, loss = run_lora_mixed(tokens, cfg)
     model_p = {p: np.exp(-v) for p, v in head.by_position.items()}
     assert sorted(model_p) == list(range(1, 500))
     refs = [ex.NgramExpert(VOCAB, LORA_EXPERTS.ngram_order), ex.MatchExpert(VOCAB)]
@@ -189,7 +192,8 @@ def test_experts_after_lora_mix_in_stream_order_as_a_hand_replay_does():
                 for col in probs:
                     hand -= np.log(w @ col)
                 for col in probs:
-                    w = np.maximum(w * np.maximum(col, 1e-10), LORA_EXPERTS.mix_floor)
+                    w = w * np.maximum(col, 1e-10) ** eta
+                    w = np.maximum(w / w.sum() if share else w, LORA_EXPERTS.mix_floor)
                     w /= w.sum()
                 probs = []
         for r in refs:

@@ -212,3 +212,23 @@ def test_cpu_plan_times_and_sizes_training_as_train_cpu_bf16_runs_it(capsys, mon
     assert ("bf16 autocast" in out["true"]["step_how"]) is amx and "bf16" not in out["false"]["step_how"]
     act = {k: v["memory"]["activations"] for k, v in out.items()}
     assert (act["true"] < act["false"]) if amx else (act["true"] == act["false"])
+
+
+def test_the_mixer_after_lora_is_costed_on_every_rank_over_the_whole_stream():
+    """The windows path splits the mixer's host loop over ranks; after LoRA every rank mixes the whole
+    stream in order, so 8 ranks cost it 8x what they do with windows."""
+    from pgolf.plan.evaltime import HOST_SECONDS_AT_2M, Rates, project_eval
+
+    flops = count_flops(_meta(get_preset("debug")), 64)
+    n = 2_000_000
+    parts = {}
+    for ttt, method in (("none", "sliding"), ("lora", "docs")):
+        cfg = apply_overrides(get_preset("debug"), {
+            "eval.method": method, "eval.stride": "32", "eval.ttt": ttt, "eval.lora_phase_docs": "0",
+            "eval.experts": "match"})  # fmt: skip
+        parts[ttt] = dict(
+            (p, (s, how)) for p, s, how in project_eval(cfg, flops, Rates(1e9, 1e9, 0.0, 8), n).parts
+        )
+    mixer = HOST_SECONDS_AT_2M["mixer"]
+    assert parts["lora"]["experts"][0] - parts["none"]["experts"][0] == pytest.approx(mixer * 7 / 8)
+    assert "after LoRA" in parts["lora"]["experts"][1]
