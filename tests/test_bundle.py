@@ -134,7 +134,9 @@ def test_cpu_presets_compressed_code_fits_its_budget(name):
     # train.cpu_bf16 ~0.15 KB (1.15x cpu-best's steps in 300 s where the CPU has AMX, -0.016 on Brown);
     # the Fisher allocation ~2 KB (3.40 bits per parameter at a +0.0046 gap against SDClip + GPTQ's
     # 4.08 at +0.0052 on the same trained Brown weights: 17% fewer model bytes, benchmarks/RESULTS.md)
-    assert sizes["compressed"] <= 54_300, sizes
+    # cpu-best also carries the experts plug-in (mixture + experts, ~4.4 KB) for its match expert
+    # (-0.0063 on Brown, -0.105 on the demo corpus, benchmarks/RESULTS.md)
+    assert sizes["compressed"] <= (59_000 if cfg.eval.experts else 54_300), sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

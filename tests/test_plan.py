@@ -227,7 +227,7 @@ def test_the_mixer_after_lora_is_costed_on_every_rank_over_the_whole_stream():
             "eval.method": method, "eval.stride": "32", "eval.ttt": ttt, "eval.lora_phase_docs": "0",
             "eval.experts": "match"})  # fmt: skip
         parts[ttt] = dict(
-            (p, (s, how)) for p, s, how in project_eval(cfg, flops, Rates(1e9, 1e9, 0.0, 8), n).parts
+            (p, (s, how)) for p, s, how in project_eval(cfg, flops, Rates(1e9, 1e9, 0.0, 8), n, None).parts
         )
     mixer = HOST_SECONDS_AT_2M["mixer"]
     assert parts["lora"]["experts"][0] - parts["none"]["experts"][0] == pytest.approx(mixer * 7 / 8)
