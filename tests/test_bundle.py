@@ -135,8 +135,9 @@ def test_cpu_presets_compressed_code_fits_its_budget(name):
     # the Fisher allocation ~2 KB (3.40 bits per parameter at a +0.0046 gap against SDClip + GPTQ's
     # 4.08 at +0.0052 on the same trained Brown weights: 17% fewer model bytes, benchmarks/RESULTS.md)
     # cpu-best also carries the experts plug-in (mixture + experts, ~4.4 KB) for its match expert
-    # (-0.0063 on Brown, -0.105 on the demo corpus, benchmarks/RESULTS.md)
-    assert sizes["compressed"] <= (59_000 if cfg.eval.experts else 54_300), sizes
+    # (-0.0063 on Brown, -0.105 on the demo corpus, benchmarks/RESULTS.md); the exponentiated-gradient
+    # mixer's config fields and update ~0.1 KB (-0.03 on Brown with the n-gram expert, RESULTS.md)
+    assert sizes["compressed"] <= (59_200 if cfg.eval.experts else 54_400), sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

@@ -92,8 +92,14 @@ class EvalConfig:
     ngram (PPM-style backoff), match (longest suffix match) and bigram; empty for none."""
     mix: str = "linear"
     """How experts are pooled: linear (sum of w_i p_i) or log (softmax of sum w_i log p_i)."""
+    mix_rule: str = "bayes"
+    """How the mixer's weights learn after each scored target y: bayes (the seed's exponential
+    weights, w_i <- w_i * p_i(y)^eta: they converge on the best single expert) or eg (exponentiated
+    gradient, w_i <- w_i * exp(mix_lr * p_i(y) / P(y)): they converge on the best mixture)."""
     mix_eta: float = 1.0
-    """Exponential-weights learning rate: w_i <- w_i * p_i(y)^eta after each scored target."""
+    """Exponential-weights learning rate (mix_rule=bayes): w_i <- w_i * p_i(y)^eta."""
+    mix_lr: float = 0.005
+    """Exponentiated-gradient learning rate (mix_rule=eg)."""
     mix_floor: float = 0.01
     """Each mixer weight is floored at this before renormalising (fixed-share-like switching)."""
     mix_fixed_share: bool = False
@@ -123,7 +129,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         positive(self, "batch_tokens", "stride", "sgd_chunk_tokens", "sgd_epochs", "sgd_batch_seqs")
-        positive(self, "lora_rank", "lora_batch_docs", "mix_eta", "ngram_order", "tilt_order")
+        positive(self, "lora_rank", "lora_batch_docs", "mix_eta", "mix_lr", "ngram_order", "tilt_order")
         positive(self, "lora_phases", "lora_phase_lr")
         non_negative(self, "lora_phase_docs")
         non_negative(self, "seq_len", "ntk_seq_len", "ttt_lr", "sgd_momentum", "sgd_freeze_blocks")
@@ -138,6 +144,7 @@ class EvalConfig:
             ("method", self.method, METHODS),
             ("ttt", self.ttt, TTT_KINDS),
             ("mix", self.mix, ("linear", "log")),
+            ("mix_rule", self.mix_rule, ("bayes", "eg")),
         ):
             if value not in allowed:
                 raise ConfigError(f"eval.{name}={value!r}; expected one of {', '.join(allowed)}")
@@ -193,7 +200,10 @@ class EvalConfig:
                 parts[-1] += f"-phased{self.lora_phases}x{self.lora_phase_docs}"
         if self.expert_list:
             parts.append(
-                "+".join(self.expert_list) + f"-{self.mix}" + ("-share" if self.mix_fixed_share else "")
+                "+".join(self.expert_list)
+                + f"-{self.mix}"
+                + ("-share" if self.mix_fixed_share else "")
+                + ("-eg" if self.mix_rule == "eg" else "")
             )
         if self.tilt:
             parts.append("tilt")

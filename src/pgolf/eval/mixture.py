@@ -17,8 +17,12 @@ targets and then updated, target by target in stream order: w_i <- w_i * max(P_i
 floored at ``mix_floor`` and renormalised, as the seed does, so after a target every expert found
 unlikely all weights sit on the floor and the mixer restarts from uniform; ``mix_fixed_share``
 normalises before flooring instead (fixed share: the leader keeps its weight). Neither wins on both
-corpora (benchmarks/RESULTS.md). The updates only use targets already scored (windows earlier in
-the batch, in plan order), and ``observe`` records them in the ledger.
+corpora (benchmarks/RESULTS.md). Both converge on the best single expert, which is the model, so an
+expert that helps on a tenth of the targets keeps a weight near the floor. ``mix_rule=eg``
+(exponentiated gradient, the online portfolio's rule) converges on the best fixed mixture instead:
+w_i <- w_i * exp(mix_lr * P_i(y) / P(y)), normalised and floored; a target every expert gives
+the same probability leaves the weights as they are. The updates only use targets already scored
+(windows earlier in the batch, in plan order), and ``observe`` records them in the ledger.
 
 With LoRA TTT (``deferred``) documents are scored in batches, not in stream order, so the mixer
 cannot learn as they come (a later document's targets would move an earlier one's weights: C1).
@@ -31,6 +35,8 @@ Linear pool only (the log pool would need every full distribution kept until the
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -151,9 +157,16 @@ class MixtureHead:
     def _update(self, p: np.ndarray) -> None:
         """After a window is scored: the weights learn from its targets, one by one in stream order."""
         w, floor, share = self.w.tolist(), self.cfg.mix_floor, self.cfg.mix_fixed_share
-        for col in (np.maximum(p, P_FLOOR) ** self.cfg.mix_eta).T.tolist():
-            w = [a * b for a, b in zip(w, col, strict=True)]
-            if share:
+        eg, lr = self.cfg.mix_rule == "eg", self.cfg.mix_lr
+        for col in (np.maximum(p, P_FLOOR) ** (1.0 if eg else self.cfg.mix_eta)).T.tolist():
+            if eg:  # the gradient of log P(y) in w is p_i / P(y); shifted by its max, exp cannot overflow
+                mixed = sum(a * b for a, b in zip(w, col, strict=True))
+                grad = [lr * b / mixed for b in col]
+                top = max(grad)
+                w = [a * math.exp(g - top) for a, g in zip(w, grad, strict=True)]
+            else:
+                w = [a * b for a, b in zip(w, col, strict=True)]
+            if share or eg:
                 total = sum(w)
                 w = [a / total for a in w]
             w = [max(a, floor) for a in w]
