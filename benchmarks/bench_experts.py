@@ -4,11 +4,12 @@ loop, at several stream lengths, and a projection to the contest's validation se
     python benchmarks/bench_experts.py SHARD [--sizes 250000,500000,1000000,2000000] [--target 62000000]
 
 SHARD is any token shard (a training shard: this times the computation, it scores nothing). Each
-table is built once per size, one core (numpy); the mixer (linear pool, three experts) runs its
-update over every target of the stream. The projection fits seconds = a * N * log2(N) (the tables
-sort once per order) and seconds = a * N (the mixer) to the largest size and applies it to
-``--target`` tokens: under torchrun every rank builds the whole tables (they read the whole
-stream), so the table time does not shrink with ranks; the mixer runs over each rank's share.
+table is built once per size, one core (numpy); the mixer (linear pool, the model and three experts)
+runs its update over every target of the stream, by each rule (``eval.mix_rule``). The projection
+fits seconds = a * N * log2(N) (the tables sort once per order) and seconds = a * N (the mixer) to
+the largest size and applies it to ``--target`` tokens: under torchrun every rank builds the whole
+tables (they read the whole stream), so the table time does not shrink with ranks; the mixer runs
+over each rank's share.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -51,10 +53,11 @@ def main() -> None:
             "bigram_s": timed(lambda t=t: ex.bigram_probs(t, args.vocab)),
             "tilt_hints_s": timed(lambda t=t: ex.tilt_hints(t, cfg.tilt_order, cfg.tilt_threshold)),
         }
-        head = MixtureHead.__new__(MixtureHead)  # only the weights' update loop
-        head.cfg, head.w = cfg, np.full(4, 0.25)
         probs = np.random.default_rng(0).random((4, len(t) - 1))
-        row["mixer_s"] = timed(lambda head=head, probs=probs: head._update(probs))
+        for rule, key in (("bayes", "mixer_s"), ("eg", "mixer_eg_s")):
+            head = MixtureHead.__new__(MixtureHead)  # only the weights' update loop
+            head.cfg, head.w = replace(cfg, mix_rule=rule), np.full(4, 0.25)
+            row[key] = timed(lambda head=head, probs=probs: head._update(probs))
         rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
         print(json.dumps(rows[-1]), flush=True)
     last, target = rows[-1], args.target
@@ -65,6 +68,7 @@ def main() -> None:
         "tables_s_every_rank": round(tables * nlog(target) / nlog(last["tokens"]), 1),
         "mixer_s_one_rank": round(last["mixer_s"] * target / last["tokens"], 1),
         "mixer_s_per_rank_of_8": round(last["mixer_s"] * target / last["tokens"] / 8, 1),
+        "mixer_eg_s_one_rank": round(last["mixer_eg_s"] * target / last["tokens"], 1),
     }
     print(json.dumps(projection))
 

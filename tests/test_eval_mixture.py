@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pgolf.config.eval import EvalConfig
+from pgolf.errors import ConfigError
 from pgolf.eval import experts as ex
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.lora import lora_ttt
@@ -172,19 +173,32 @@ def run_lora_mixed(tokens: torch.Tensor, cfg: EvalConfig = LORA_EXPERTS) -> tupl
 
 
 @pytest.mark.parametrize(
-    ("eta", "share", "rule"), [(1.0, False, "bayes"), (0.5, True, "bayes"), (1.0, False, "eg")]
+    ("eta", "share", "rule", "order", "alpha"),
+    [
+        (1.0, False, "bayes", 6, 0.0),
+        (0.5, True, "bayes", 6, 0.0),
+        (1.0, False, "eg", 4, 1.0),  # cpu-best's experts and rule
+    ],
 )
-def test_experts_after_lora_mix_in_stream_order_as_a_hand_replay_does(eta, share, rule):
+def test_experts_after_lora_mix_in_stream_order_as_a_hand_replay_does(eta, share, rule, order, alpha):
     """The deferred mixer equals a plain replay: the model's LoRA probabilities (each scored once),
     the experts' probabilities from the sequential classes, weights fixed over each stride of
     targets in stream order and updated target by target (w * p^eta, normalised first under fixed
     share; or w * exp(lr p / (w . p)), normalised), floored and renormalised."""
     tokens = doc_stream(500, seed=4)
-    cfg = dataclasses.replace(LORA_EXPERTS, mix_eta=eta, mix_fixed_share=share, mix_rule=rule, mix_lr=0.3)
+    cfg = dataclasses.replace(
+        LORA_EXPERTS,
+        mix_eta=eta,
+        mix_fixed_share=share,
+        mix_rule=rule,
+        mix_lr=0.3,
+        ngram_order=order,
+        ngram_alpha=alpha,
+    )
     head, loss = run_lora_mixed(tokens, cfg)
     model_p = {p: np.exp(-v) for p, v in head.by_position.items()}
     assert sorted(model_p) == list(range(1, 500))
-    refs = [ex.NgramExpert(VOCAB, LORA_EXPERTS.ngram_order), ex.MatchExpert(VOCAB)]
+    refs = [ex.NgramExpert(VOCAB, order, alpha or None), ex.MatchExpert(VOCAB)]
     w = np.maximum([0.87, 0.03, 0.1], LORA_EXPERTS.mix_floor)
     w /= w.sum()
     probs, hand = [], 0.0
@@ -211,9 +225,9 @@ def test_experts_after_lora_mix_in_stream_order_as_a_hand_replay_does(eta, share
 
 def test_exponentiated_gradient_earns_the_best_fixed_mixture_where_exponential_weights_lose():
     """An expert sharp on 30% of the targets and wrong elsewhere, the model flat: the best fixed
-    mixture gives the expert about 0.11. Exponential weights (the seed's) chase the single best
-    expert, the model, and lose to it; exponentiated gradient's loss is within 0.1% of the best
-    fixed mixture's, its weight near 0.11."""
+    mixture gives the expert about 0.11. From weights far from it (the expert at the floor),
+    exponential weights (the seed's) chase the single best expert, the model, and lose to it;
+    exponentiated gradient's loss is within 0.1% of the best fixed mixture's, its weight near 0.11."""
     rng = np.random.default_rng(0)
     expert = np.where(rng.random(40_000) < 0.3, 0.9, 0.01)
     p = np.vstack([np.full_like(expert, 0.2), expert])
@@ -224,6 +238,7 @@ def test_exponentiated_gradient_earns_the_best_fixed_mixture_where_exponential_w
     loss = {}
     for rule in ("bayes", "eg"):
         head = MixtureHead(EvalConfig(experts="match", mix_rule=rule), torch.tensor([1, 2, 3]), VOCAB)
+        head.w = np.array([0.99, 0.01])
         loss[rule] = 0.0
         for lo in range(0, p.shape[1], 64):  # weights fixed over a stride, then updated target by target
             loss[rule] -= np.log(head.w @ p[:, lo : lo + 64]).sum()
@@ -234,19 +249,20 @@ def test_exponentiated_gradient_earns_the_best_fixed_mixture_where_exponential_w
     assert loss["eg"] < fixed.min() * 1.001
 
 
-def test_experts_after_lora_never_use_a_later_token_and_help_on_repetition():
+@pytest.mark.parametrize("cfg", [LORA_EXPERTS, dataclasses.replace(LORA_EXPERTS, mix_rule="eg", mix_lr=0.3)])
+def test_experts_after_lora_never_use_a_later_token_and_help_on_repetition(cfg):
     tokens = doc_stream(600, seed=2)
     spans = doc_spans(tokens)
-    base, _ = run_lora_mixed(tokens)
+    base, _ = run_lora_mixed(tokens, cfg)
     mid = spans[3][0] + 5
     for k, value in ((mid, 2 + (int(tokens[mid]) - 1) % 14), (spans[2][0] + 9, BOS_ID)):
         changed = tokens.clone()
         changed[k] = value
-        other, _ = run_lora_mixed(changed)
+        other, _ = run_lora_mixed(changed, cfg)
         assert np.allclose(other.final[1:k], base.final[1:k], rtol=0, atol=1e-5), k
         assert not np.allclose(other.final[k + 1 :], base.final[k + 1 :], rtol=0, atol=1e-5)
     repeated = torch.cat([tokens[:300]] * 3)
-    _, mixed = run_lora_mixed(repeated)
+    _, mixed = run_lora_mixed(repeated, cfg)
     alone = lora_ttt(tiny_model(), repeated, nb(repeated), LORA_EXPERTS, 32, CPU).loss_sum  # model head
     assert mixed < 0.8 * alone
 
@@ -257,3 +273,17 @@ def test_the_method_probe_passes_lora_with_experts():
     cfg = dataclasses.replace(LORA_EXPERTS, lora_phase_docs=2, tilt=True, tilt_order=3)
     found = method_causality_error(tiny_model(), cfg, n_tokens=700)
     assert found["causality"] <= 1e-5 and found["later_scores_changed"] > 0 and found["updates"] > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mix": "log"}, r"mix_rule=eg .* eval\.mix=linear"),
+        ({"mix_fixed_share": True}, "mix_fixed_share=false"),
+        ({"mix_lr": float("inf")}, r"eval\.mix_lr must be finite"),
+        ({"mix_lr": 0.0}, r"eval\.mix_lr must be > 0"),
+    ],
+)
+def test_exponentiated_gradient_refuses_what_it_does_not_define(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        EvalConfig(experts="match", mix_rule="eg", **kwargs)

@@ -232,3 +232,7 @@ def test_the_mixer_after_lora_is_costed_on_every_rank_over_the_whole_stream():
     mixer = HOST_SECONDS_AT_2M["mixer"]
     assert parts["lora"]["experts"][0] - parts["none"]["experts"][0] == pytest.approx(mixer * 7 / 8)
     assert "after LoRA" in parts["lora"]["experts"][1]
+    eg = apply_overrides(cfg, {"eval.mix_rule": "eg"})  # the exponentiated gradient's own loop cost
+    eg_parts = {p: s for p, s, _ in project_eval(eg, flops, Rates(1e9, 1e9, 0.0, 8), n, None).parts}
+    extra = HOST_SECONDS_AT_2M["mixer_eg"] - mixer
+    assert eg_parts["experts"] - parts["lora"]["experts"][0] == pytest.approx(extra)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -148,6 +149,13 @@ class EvalConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"eval.{name}={value!r}; expected one of {', '.join(allowed)}")
+        if not math.isfinite(self.mix_lr):
+            raise ConfigError(f"eval.mix_lr must be finite, got {self.mix_lr}")
+        if self.mix_rule == "eg" and (self.mix != "linear" or self.mix_fixed_share):
+            raise ConfigError(
+                "eval.mix_rule=eg is the linear pool's gradient and always normalises: it takes "
+                "eval.mix=linear and eval.mix_fixed_share=false"
+            )
         for name, items, allowed in (
             ("experts", self.expert_list, EXPERTS),
             ("lora_targets", self.lora_target_list, LORA_TARGETS),

@@ -20,9 +20,11 @@ normalises before flooring instead (fixed share: the leader keeps its weight). N
 corpora (benchmarks/RESULTS.md). Both converge on the best single expert, which is the model, so an
 expert that helps on a tenth of the targets keeps a weight near the floor. ``mix_rule=eg``
 (exponentiated gradient, the online portfolio's rule) converges on the best fixed mixture instead:
-w_i <- w_i * exp(mix_lr * P_i(y) / P(y)), normalised and floored; a target every expert gives
-the same probability leaves the weights as they are. The updates only use targets already scored
-(windows earlier in the batch, in plan order), and ``observe`` records them in the ledger.
+w_i <- w_i * exp(mix_lr * P_i(y) / P(y)), normalised and floored, where P(y) is the mixture under
+the running weights (sequential EG: within a stride they score with the stride's start weights and
+learn target by target); a target every expert gives the same probability moves them only through
+the floor. Linear pool only. The updates only use targets already scored (windows earlier in the
+batch, in plan order), and ``observe`` records them in the ledger.
 
 With LoRA TTT (``deferred``) documents are scored in batches, not in stream order, so the mixer
 cannot learn as they come (a later document's targets would move an earlier one's weights: C1).

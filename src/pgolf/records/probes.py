@@ -83,7 +83,7 @@ def probe_config(cfg: EvalConfig, tokens: torch.Tensor) -> EvalConfig:
     """The method of ``cfg`` scaled to a probe stream, so that every mechanism acts on it and a leak
     shows: windows of at most 128 tokens (several windows, chunks and SGD pieces per document),
     SGD TTT chunks of a quarter of the stream, LoRA batches of at most 3 documents, phased SGD on
-    at most half the documents, and the global learning rates raised (a leak moves scores in
+    at most half the documents, and the global and mixer learning rates raised (a leak moves scores in
     proportion). The same code paths; only sizes and rates change."""
     n_docs = len(doc_spans(tokens))
     seq_len = min(cfg.seq_len, 128)
@@ -97,6 +97,7 @@ def probe_config(cfg: EvalConfig, tokens: torch.Tensor) -> EvalConfig:
         lora_batch_docs=min(cfg.lora_batch_docs, 3),
         lora_phase_docs=min(cfg.lora_phase_docs, n_docs // 2),
         lora_phase_lr=max(cfg.lora_phase_lr, 0.1),
+        mix_lr=max(cfg.mix_lr, 0.1),
     )
 
 
