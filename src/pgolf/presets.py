@@ -431,7 +431,12 @@ def best() -> RunConfig:
     long) say nothing about a 20,000-step run on 8xH100, whose batch the records tuned there, so
     frontier's are kept; (3) the CPU-scale losers (two lanes on 3 layers, XSA everywhere, QK gain 5.25,
     Polar Express) lost because the CPU model has 3 layers or 300 steps; the records measured them at
-    11 layers, so they stay. Nothing in this preset was measured on a GPU by pgolf (none was lent)."""
+    11 layers, so they stay; (4) cpu-best's eval-time experts (a 4-gram and match, mixed by
+    exponentiated gradient after LoRA TTT) are left out: at the contest's 62M validation tokens their
+    numpy tables (~290 s, every rank) and the mixer's Python loop (~480 s, the whole stream on every
+    rank) project past the 600 s eval cap (benchmarks/RESULTS.md, "Eval-time experts at the contest's
+    scale"; `pgolf plan best --val-tokens 62021632 --eval.experts ngram,match --eval.mix_rule eg`:
+    775 s for them). Nothing in this preset was measured on a GPU by pgolf (none was lent)."""
     return replace(frontier(), preset="best")
 
 
