@@ -95,7 +95,10 @@ def test_wallclock_cap_is_honoured(debug_cfg, tmp_path):
                        "model.model_dim": "128", "train.batch_tokens": "4096"})  # fmt: skip
     r = run(cfg, out_dir=tmp_path, echo=False)
     assert r.stopped_by == "wallclock" and 0 < r.steps < 100_000
-    assert r.train_seconds <= cap
+    # the clock stops before a step it projects past the cap; a step slower than its projection (a
+    # noisy VM: 2.099 s once in CI-style runs) overshoots by part of a step, which a track's own cap
+    # then judges off track (train/clock.py); the debug track has none, so bound the overshoot here
+    assert r.train_seconds <= 1.1 * cap
     assert "stopping_early: wallclock_cap" in (tmp_path / "train.log").read_text()
 
 

@@ -431,12 +431,8 @@ def best() -> RunConfig:
     long) say nothing about a 20,000-step run on 8xH100, whose batch the records tuned there, so
     frontier's are kept; (3) the CPU-scale losers (two lanes on 3 layers, XSA everywhere, QK gain 5.25,
     Polar Express) lost because the CPU model has 3 layers or 300 steps; the records measured them at
-    11 layers, so they stay; (4) cpu-best's eval-time experts (a 4-gram and match, mixed by
-    exponentiated gradient after LoRA TTT) are left out: at the contest's 62M validation tokens their
-    numpy tables (~290 s, every rank) and the mixer's Python loop (~480 s, the whole stream on every
-    rank) project past the 600 s eval cap (benchmarks/RESULTS.md, "Eval-time experts at the contest's
-    scale"; `pgolf plan best --val-tokens 62021632 --eval.experts ngram,match --eval.mix_rule eg`:
-    775 s for them). Nothing in this preset was measured on a GPU by pgolf (none was lent)."""
+    11 layers, so they stay; (4) cpu-best's eval-time experts stay out: at 62M tokens their tables and
+    EG mixer project to 775 s alone (pgolf plan). Nothing here was measured on a GPU (none was lent)."""
     return replace(frontier(), preset="best")
 
 
@@ -476,11 +472,9 @@ def cpu_best() -> RunConfig:
     VM starved the reference more (181-205 steps), so about 0.861x is expected on the faster one. The
     seed's mixer converges on its best single expert, the model, and left the match expert near its
     floor; exponentiated gradient (eval.mix_rule=eg) learns the best fixed mixture instead, and with
-    it a 4-gram expert (alpha 1) pays too: on those three artifacts -0.029 / -0.031 / -0.030 (Brown),
-    1.7035 (0.820x), and -0.049 on the demo corpus; about 3 s more of eval. Trained afresh, two jobs
-    of 3 seeds each on a noisy VM stretch: 1.7470 +- 0.0454 against 2.0729 +- 0.0105 (0.843x) and
-    1.7206 +- 0.0145 against 2.1533 +- 0.0925 (0.799x); pooled 0.821x, Welch p 9e-6. It trains on the
-    demo corpus at 2,048 pieces, which ``pgolf demo`` builds (eager there, unless told otherwise)."""
+    it a 4-gram expert (alpha 1) pays too: -0.029 / -0.031 / -0.030 on those artifacts, -0.049 on the
+    demo corpus. Trained afresh, two 3-seed jobs: 0.843x and 0.799x (pooled 0.821x, Welch p 9e-6). It
+    trains on the demo corpus at 2,048 pieces, which ``pgolf demo`` builds (eager unless told)."""
     base = frontier_cpu()
     return replace(
         base,
