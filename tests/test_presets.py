@@ -70,20 +70,8 @@ def test_cpu_presets_learn(name, data_root, demo_at, tmp_path):
     if name == "cpu-best":  # its LoRA adapts every projection, at a higher LR, with Adam beta1 0, in
         # chunks of 64 targets (tuned on its artifacts), and the n-gram and match experts mixed in
         # after LoRA by exponentiated gradient
-        e = cfg.eval
-        got = (
-            e.lora_targets,
-            e.ttt_lr,
-            e.lora_beta1,
-            e.stride,
-            e.experts,
-            e.ngram_order,
-            e.ngram_alpha,
-            e.mix_rule,
-        )
-        assert got == ("q,k,v,o,head", 0.015, 0.0, 64, "ngram,match", 4, 1.0, "eg")
-        shared = replace(shared, lora_targets=got[0], ttt_lr=got[1], lora_beta1=0, stride=64, experts=got[4])
-        shared = replace(shared, ngram_order=4, ngram_alpha=1.0, mix_rule="eg")
+        shared = replace(shared, lora_targets="q,k,v,o,head", ttt_lr=0.015, lora_beta1=0.0, stride=64,
+                         experts="ngram,match", ngram_order=4, ngram_alpha=1.0, mix_rule="eg")  # fmt: skip
     assert cfg.eval == shared
     if name != "kellyvv-cpu":
         plain = {"eval.method": "plain", "eval.ttt": "none", "eval.lora_phase_docs": "0"}

@@ -160,7 +160,8 @@ class MixtureHead:
         """After a window is scored: the weights learn from its targets, one by one in stream order."""
         w, floor, share = self.w.tolist(), self.cfg.mix_floor, self.cfg.mix_fixed_share
         eg, lr = self.cfg.mix_rule == "eg", self.cfg.mix_lr
-        for col in (np.maximum(p, P_FLOOR) ** (1.0 if eg else self.cfg.mix_eta)).T.tolist():
+        p = np.maximum(p, P_FLOOR)
+        for col in (p if eg else p**self.cfg.mix_eta).T.tolist():
             if eg:  # the gradient of log P(y) in w is p_i / P(y); shifted by its max, exp cannot overflow
                 mixed = sum(a * b for a, b in zip(w, col, strict=True))
                 grad = [lr * b / mixed for b in col]
