@@ -61,7 +61,16 @@ def _threads():
     yield
 
 
+ARITH_MODULES = {"test_model", "test_metric", "test_quant", "test_fisher", "test_optim", "test_experts",
+                 "test_techniques", "test_frontier"}  # fmt: skip
+"""Modules of float comparisons against references and tolerances: every test in them is ``arith``
+(tests/test_portability.py runs them again on AVX2 kernels, as on a laptop without AVX-512)."""
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in ARITH_MODULES:
+            item.add_marker(pytest.mark.arith)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -136,8 +136,10 @@ def test_cpu_presets_compressed_code_fits_its_budget(name):
     # 4.08 at +0.0052 on the same trained Brown weights: 17% fewer model bytes, benchmarks/RESULTS.md)
     # cpu-best also carries the experts plug-in (mixture + experts, ~4.4 KB) for its match expert
     # (-0.0063 on Brown, -0.105 on the demo corpus, benchmarks/RESULTS.md); the exponentiated-gradient
-    # mixer's config fields, checks and update ~0.2 KB (-0.03 on Brown with the n-gram expert, RESULTS.md)
-    assert sizes["compressed"] <= (59_200 if cfg.eval.experts else 54_500), sizes
+    # mixer's config fields, checks and update ~0.2 KB (-0.03 on Brown with the n-gram expert, RESULTS.md);
+    # the GPU-readiness fixes (issue 30) ~0.6 KB: fp32 calibration statistics under autocast, GPTQ's
+    # damping escalation, a synchronised cap decision, a failing rank that does not wait in a barrier
+    assert sizes["compressed"] <= (59_700 if cfg.eval.experts else 55_100), sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

@@ -200,6 +200,61 @@ def test_hessians_are_the_input_second_moments():
     assert torch.allclose(hs["fc.weight"], x.T @ x / x.shape[0], atol=1e-5)
 
 
+@pytest.mark.arith
+def test_hessians_under_bf16_autocast_are_fp32_statistics():
+    """Calibration runs inside the training autocast (bf16 on CUDA; its CPU twin here): the forward may
+    be bf16, but each x^T x must be an fp32 GEMM into an fp32 sum. A bf16 GEMM into a bf16 sum is off
+    by ~1 % per entry, as much as GPTQ's damping."""
+    from pgolf.quant.gptq import collect_hessians
+
+    torch.manual_seed(8)
+    model = GPT(ModelConfig(vocab_size=256, num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2))
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    names = {"blocks.1.mlp.fc.weight", "blocks.0.attn.c_q.weight"}
+    batches = [torch.randint(0, 256, (4, 64)) for _ in range(8)]
+    inputs: dict[str, list] = {n: [] for n in names}
+    hooks = [
+        model.get_submodule(n.removesuffix(".weight")).register_forward_hook(
+            lambda m, i, o, n=n: inputs[n].append(i[0].detach().float().reshape(-1, i[0].shape[-1]))
+        )
+        for n in names
+    ]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hs = collect_hessians(model, names, batches)
+    for h in hooks:
+        h.remove()
+    for n in names:
+        x = torch.cat(inputs[n]).double()
+        want = x.T @ x / x.shape[0]
+        assert hs[n].dtype == torch.float32
+        assert float((hs[n].double() - want).norm() / want.norm()) < 1e-5, n
+
+
+def test_gptq_escalates_damping_and_never_loses_the_weights():
+    """A singular H (fewer samples than columns, a repeated column) with no damping: GPTQ retries with
+    more (recorded); a non-finite H falls back to round-to-nearest (recorded as -1); neither raises."""
+    from pgolf.quant.gptq import gptq_quantize
+
+    x, w = _correlated_layer()
+    x = x[:8].clone()
+    x[:, 1] = x[:, 0]
+    spec = GridSpec("int6", "max")
+    damped: dict[str, float] = {}
+    gq = gptq_quantize(w, x.T @ x / 8, spec, damp=0.0, damped=damped, name="w")
+    assert 0 < damped["w"] <= 1.0 and gq.data.abs().max() <= spec.qmax
+    assert float((dequantize(gq) - w).abs().max()) < 0.5  # a real rounding, not noise
+    nan = torch.full((w.shape[1], w.shape[1]), float("nan"))
+    gq = gptq_quantize(w, nan, spec, damped=damped, name="v")
+    assert damped["v"] == -1.0 and torch.equal(gq.data, quantize(w, spec).data)
+    cfg = QuantConfig(matrix="int6", gptq=True, keep_float_max_numel=0)
+    _, stats = quantize_state_dict(
+        {"blocks.0.mlp.fc.weight": w}, cfg, hessians={"blocks.0.mlp.fc.weight": nan}
+    )
+    assert stats.gptq_damped == {"blocks.0.mlp.fc.weight": -1.0}
+    assert "gptq_more_damping:blocks.0.mlp.fc.weight=-1" in stats.summary()
+
+
 def test_qat_forward_weights_are_the_exported_dequantised_weights():
     from pgolf.model.layers import Linear
     from pgolf.quant.qat import enable_qat

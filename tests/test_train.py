@@ -23,28 +23,31 @@ from pgolf.train.trainer import Trainer
 
 # The debug preset's figure at 50 fixed steps on the test corpus (160 stdlib modules of Python 3.11,
 # torch 2.13.0 CPU), recorded before the layout issue's restructuring and unchanged by it
-# (dev/LOG.md 2026-11-24): any change of arithmetic anywhere in the train or score path moves it.
+# (dev/LOG.md 2026-11-24). Kernels differ by CPU kind (oneDNN/MKL pick by ISA), so the figure is
+# compared within tolerances, not bit for bit: the recorded VM's scores, an AMD EPYC's with AVX-512 and
+# the same EPYC's under ATEN_CPU_CAPABILITY=avx2 differ by at most 4.4e-6, and the weights' sum of
+# squares by 6e-8 relative between the last two (dev/LOG.md 2026-12-04). To show that a refactoring
+# changed no arithmetic at all, benchmarks/fingerprint.py compares bit for bit on one machine.
 DEBUG_50 = {
-    "weights_sha256": "f46117d8e397647d4583e40608ccfb6e063f9cefc3536cfb3bdc443bc119e16b",
+    "weights_sum_squares": 6679.0927,
     "pre_quant_val_bpb": 3.1700659318503392,
     "val_bpb": 3.1700867166671727,  # 3.170101438305894 before int8-contest matched the contest exactly
 }
+BPB_TOLERANCE = 1e-4
+"""Absolute, on each val_bpb of DEBUG_50 (23x the spread measured across CPU kinds)."""
+SUM_SQUARES_TOLERANCE = 1e-5
+"""Relative, on the weights' sum of squares (160x the spread measured across CPU kinds)."""
 
 
 def _weights(path: Path) -> dict:
     return torch.load(path / CHECKPOINT_NAME, weights_only=True)["model"]
 
 
-def _weights_sha(state: dict) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].contiguous().numpy().tobytes())
-    return h.hexdigest()
+def _sum_squares(state: dict) -> float:
+    return sum(float(t.double().pow(2).sum()) for t in state.values())
 
 
+@pytest.mark.arith
 @pytest.mark.skipif(
     sys.version_info[:2] != (3, 11) or not torch.__version__.startswith("2.13.0"),
     reason="the recorded figure is for Python 3.11's stdlib corpus and torch 2.13.0",
@@ -53,9 +56,10 @@ def test_debug_figure_is_unchanged(debug_cfg, tmp_path):
     r = run(
         debug_cfg(**{"train.iterations": "50", "train.checkpoint_every": "50"}), out_dir=tmp_path, echo=False
     )
-    assert _weights_sha(_weights(tmp_path)) == DEBUG_50["weights_sha256"]
-    assert r.pre_quant.val_bpb == DEBUG_50["pre_quant_val_bpb"]
-    assert r.roundtrip.val_bpb == DEBUG_50["val_bpb"]
+    ss = _sum_squares(_weights(tmp_path))
+    assert abs(ss / DEBUG_50["weights_sum_squares"] - 1) < SUM_SQUARES_TOLERANCE, ss
+    assert abs(r.pre_quant.val_bpb - DEBUG_50["pre_quant_val_bpb"]) < BPB_TOLERANCE, r.pre_quant.val_bpb
+    assert abs(r.roundtrip.val_bpb - DEBUG_50["val_bpb"]) < BPB_TOLERANCE, r.roundtrip.val_bpb
 
 
 def test_short_run_lowers_loss_and_reports_everything(debug_cfg, tmp_path, data_root):
@@ -170,6 +174,32 @@ def test_trainer_loop_excludes_validation_time(debug_cfg, tmp_path, monkeypatch)
     assert outcome.steps == 6 and outcome.train_ms == pytest.approx(60.0)
 
 
+def test_the_cap_decision_counts_queued_device_work(debug_cfg, tmp_path, monkeypatch):
+    """A device that runs behind the host (CUDA): each step queues 100 ms of device work in 1 ms of
+    host time. The decision whether a step fits must wait for that work (a synchronised reading),
+    else the host sees 1 ms steps and queues far past the 1 s cap."""
+    now, device_done = FakeTime(), [0.0]
+
+    def sync() -> None:
+        now.t = max(now.t, device_done[0])
+
+    monkeypatch.setattr("pgolf.train.trainer.dist.synchronizer", lambda device: sync)
+    cfg = debug_cfg(**{"train.iterations": "1000", "train.max_wallclock_seconds": "1"})
+    trainer = Trainer(cfg, tmp_path, DistInfo(0, 1, 0, torch.device("cpu")), RunLog(None, echo=False), False)
+    step = trainer.train_step
+
+    def queued(*a, **k):
+        device_done[0] = max(device_done[0], now.t) + 0.100
+        now.t += 0.001
+        return step(*a, **k)
+
+    monkeypatch.setattr(trainer, "train_step", queued)
+    outcome = trainer.fit(clock_now=now)
+    assert outcome.stopped_by == "wallclock"
+    # 1.5 x 100 ms must fit: steps start while elapsed <= 850 ms, so the last one ends by 950 ms
+    assert outcome.steps == 9 and outcome.train_ms == pytest.approx(900.0)
+
+
 def test_averaged_weights_are_the_exported_weights(debug_cfg, tmp_path):
     """SWA over snapshots at steps 2, 4, 6, checked against weights from three separate runs of 2, 4
     and 6 steps (a constant LR makes them prefixes of one trajectory): the artifact holds exactly the
@@ -247,6 +277,42 @@ def test_two_gloo_processes_match_one(data_root, tmp_path):
     for key in ("val_tokens", "val_bytes", "val_bpb", "pre_quant_val_bpb"):
         assert two[key] == one[key], key
     assert "world_size:2 grad_accum_steps:1" in (tmp_path / "two" / "train.log").read_text()
+
+
+FAILING_RANK = """
+import sys
+from pgolf import cli
+from pgolf.train import trainer
+
+step = trainer.Trainer.train_step
+
+
+def failing(self, n, *a, **k):
+    if self.info.rank == 1 and n == 5:
+        raise RuntimeError("injected failure on rank 1")
+    return step(self, n, *a, **k)
+
+
+trainer.Trainer.train_step = failing
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_one_failing_rank_ends_the_whole_job_quickly(data_root, tmp_path):
+    """Rank 1 raises mid-training while rank 0 waits in the gradient all-reduce: the failing rank
+    must not wait in a barrier, so both processes end, non-zero, within a minute (not at a timeout)
+    and the error is named once."""
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_RANK)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           "train", "--preset", "debug", "--data.root", str(data_root), "--train.iterations", "50",
+           "--out", str(tmp_path / "run")]  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode != 0
+    assert (proc.stdout + proc.stderr).count("RuntimeError: injected failure on rank 1") == 1
 
 
 def test_bad_inputs_fail_clearly(debug_cfg, data_root, tmp_path):

@@ -241,10 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     name = str(args.config) if args.config else args.preset
     cfg = apply_overrides(resolve(name), collect_overrides(args))
-    try:
+    with dist.closing():
         result = run(cfg, out_dir=args.out or Path("runs") / Path(name).stem, resume=args.resume)
-    finally:
-        dist.teardown()
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone: ask the launcher
         return 0
     print("\n" + summary(result))
@@ -277,8 +275,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg = apply_overrides(RunConfig(data=meta.data, eval=meta.eval), overrides)
         data, eval_cfg = cfg.data, cfg.eval
     echo = lambda line: print(line, file=sys.stderr, flush=True) if dist.rank() == 0 else None  # noqa: E731
-    r = evaluate_artifact(args.artifact, data=data, eval_cfg=eval_cfg, device=device, echo=echo)
-    if dist.rank() != 0:  # under torchrun every rank scored its share; one reports
+    with dist.closing():
+        r = evaluate_artifact(args.artifact, data=data, eval_cfg=eval_cfg, device=device, echo=echo)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank scored its share; one reports
         return 1 if r.off_track else 0
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))

@@ -7,6 +7,7 @@ used when the device is CUDA, gloo otherwise, so the same code runs CPU tests wi
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -14,6 +15,11 @@ import torch
 import torch.distributed as dist
 
 from pgolf.errors import ConfigError
+
+COLLECTIVE_TIMEOUT_S = 300
+"""How long a rank waits in a collective for the others before the job fails: longer than any
+one-rank pause (rank 0 writing the artifact, GPTQ's solve, a checkpoint), far shorter than NCCL's
+10-minute default, which a hung rank would otherwise cost in paid time."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,10 @@ def setup(device_name: str = "auto") -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=None)
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", device_id=None,
+            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+        )  # fmt: skip
     return DistInfo(rank, world, local_rank, device)
 
 
@@ -123,9 +132,25 @@ def barrier() -> None:
         dist.barrier()
 
 
-def teardown() -> None:
-    """Destroy the process group once every rank has arrived: a rank that leaves while another
-    is still finishing makes gloo abort at exit ("terminate called without an active exception")."""
+def teardown(failed: bool = False) -> None:
+    """Destroy the process group. After a normal end, once every rank has arrived: a rank that leaves
+    while another is still finishing makes gloo abort at exit ("terminate called without an active
+    exception"). After an exception (``failed``), at once: the other ranks are waiting in a collective
+    this rank will never join, and a barrier here would hang the job until the timeout; the process
+    then exits non-zero and the launcher stops the rest."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def closing():
+    """Tear the process group (if any) down when the body ends: ``teardown`` with its barrier after a
+    normal end, without it when the body raises (the exception then propagates)."""
+    try:
+        yield
+    except BaseException:
+        teardown(failed=True)
+        raise
+    teardown()

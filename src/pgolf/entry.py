@@ -104,10 +104,8 @@ def main(baked: dict[str, Any], environ: Mapping[str, str] | None = None) -> int
     environ = os.environ if environ is None else environ
     try:
         cfg = config_from_env(baked, environ)
-        try:
+        with dist.closing():
             result = run(cfg, out_dir=out_dir(cfg, environ))
-        finally:
-            dist.teardown()
     except PgolfError as e:
         print(f"train_gpt.py: error: {e}", file=sys.stderr)
         return 2

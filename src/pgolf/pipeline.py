@@ -95,8 +95,9 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
         save_weights(trainer, outcome)
         stats = export_model(trainer.base_model.state_dict(), cfg, meta, path, outcome.calibration)
         trainer.log.event(
-            "quant", stats.summary(), params=dict(stats.params), floored_rows=stats.floored_rows
-        )
+            "quant", stats.summary(), params=dict(stats.params), floored_rows=stats.floored_rows,
+            gptq_damped=stats.gptq_damped,
+        )  # fmt: skip
     dist.barrier()
     size = SizeReport(path.stat().st_size, meta.code_bytes, get_track(cfg.track).artifact_cap_bytes)
     model_line, code_line, total_line = size.log_lines(meta.size_label)

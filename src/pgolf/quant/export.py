@@ -26,6 +26,9 @@ class QuantStats:
     """Tensors whose row steps the Fisher allocation chose."""
     fisher_predicted_gap: float | None = None
     """Its second-order estimate of the loss increase (nats per token, round-to-nearest)."""
+    gptq_damped: dict[str, float] = field(default_factory=dict)
+    """Tensors whose Hessian needed more damping than quant.gptq_damp: the damping used (-1: none
+    sufficed, rounded to nearest)."""
 
     def summary(self) -> str:
         formats = " ".join(f"{k}:{v}" for k, v in sorted(self.params.items()))
@@ -33,6 +36,10 @@ class QuantStats:
         if self.fisher_predicted_gap is not None:
             gap = self.fisher_predicted_gap
             line += f" fisher_tensors:{self.fisher_tensors} fisher_predicted_gap:{gap:.5f}"
+        if self.gptq_damped:
+            line += " gptq_more_damping:" + ",".join(
+                f"{k}={v:g}" for k, v in sorted(self.gptq_damped.items())
+            )
         return line
 
 
@@ -45,7 +52,11 @@ def quantize_state_dict(
     calibration tokens) from the Fisher allocation, the others by their role's clip rule."""
     out: dict[str, QTensor] = {}
     stats = QuantStats()
-    rounders = gptq_rounders(hessians, block=cfg.gptq_block, damp=cfg.gptq_damp) if hessians else {}
+    rounders = (
+        gptq_rounders(hessians, block=cfg.gptq_block, damp=cfg.gptq_damp, damped=stats.gptq_damped)
+        if hessians
+        else {}
+    )
     clips: dict[str, Tensor] = {}
     if cfg.alloc == "fisher" and sensitivities is None:
         raise ValueError("quant.alloc=fisher needs the calibration's sensitivities (none were given)")

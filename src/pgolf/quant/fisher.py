@@ -41,9 +41,24 @@ def _add(sums: dict[str, Tensor], name: str, value: Tensor) -> None:
     sums[name] = sums[name] + value if name in sums else value
 
 
+def row_counts(ids: Tensor, rows: int) -> Tensor:
+    """How often each of ``rows`` rows is looked up in ``ids`` (float64 (rows,)): bincount without its
+    device sync (CUDA's bincount reads the largest id on the host first)."""
+    ids = ids.reshape(-1)
+    ones = torch.ones(ids.shape, dtype=torch.float64, device=ids.device)
+    return torch.zeros(rows, dtype=torch.float64, device=ids.device).index_add_(0, ids, ones)
+
+
+def fp32(t: Tensor):
+    """Autocast off on ``t``'s device: the statistics are fp32 GEMMs and sums even when the forward
+    runs under bf16 autocast (as training does on CUDA)."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def _row_terms(g: Tensor, xn2: Tensor, cols: int) -> Tensor:
     """sum over positions of g_r^2 |x|^2 / C, for output gradients g (..., R) and |x|^2 (positions,)."""
-    return g.float().flatten(0, -2).pow(2).T @ xn2 / cols
+    with fp32(g):
+        return g.float().flatten(0, -2).pow(2).T @ xn2 / cols
 
 
 def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict[str, dict]) -> list:
@@ -55,7 +70,8 @@ def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict
         if isinstance(module, nn.Linear) and name in names:
 
             def linear(mod, inputs, out, name=name):
-                xn2 = inputs[0].detach().float().pow(2).sum(-1).reshape(-1)
+                with fp32(out):
+                    xn2 = inputs[0].detach().float().pow(2).sum(-1).reshape(-1)
                 cols = inputs[0].shape[-1]
                 out.register_hook(lambda g: _add(sums, name, _row_terms(g, xn2, cols)))
 
@@ -63,8 +79,8 @@ def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict
         elif isinstance(module, nn.Embedding) and name in names:
 
             def embedding(mod, inputs, out, name=name):
-                acc = emb.setdefault(name, {"total": torch.zeros((), dtype=torch.float64, device=out.device)})
-                _add(acc, "counts", torch.bincount(inputs[0].reshape(-1), minlength=mod.weight.shape[0]))
+                acc = emb.setdefault(name, {})
+                _add(acc, "counts", row_counts(inputs[0], mod.weight.shape[0]))
                 dim = out.shape[-1]
                 out.register_hook(lambda g: _add(acc, "total", g.float().pow(2).sum() / dim))
 
@@ -75,7 +91,8 @@ def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict
         hooks.append(model.head_in.register_forward_hook(lambda m, i, out: state.__setitem__("h", out)))
 
         def head(mod, inputs, out):
-            hn2 = state["h"].detach().float().pow(2).sum(-1).reshape(-1)
+            with fp32(out):
+                hn2 = state["h"].detach().float().pow(2).sum(-1).reshape(-1)
             dim = state["h"].shape[-1]
             out.register_hook(lambda g: _add(sums, "tok_emb.weight", _row_terms(g, hn2, dim)))
 
@@ -114,6 +131,9 @@ def collect_sensitivities(
         dist.all_reduce_sum_(sums[name])
     for name in sorted(emb):
         acc = emb[name]
+        acc.setdefault(
+            "total", torch.zeros((), dtype=torch.float64, device=acc["counts"].device)
+        )  # no gradient
         dist.all_reduce_sum_(acc["total"])
         dist.all_reduce_sum_(acc["counts"])
         counts = (lookups or {}).get(name, acc["counts"]).to(acc["counts"].device, torch.float64)

@@ -15,7 +15,7 @@ from torch import nn
 
 from pgolf import dist
 from pgolf.config.quant import QuantConfig
-from pgolf.quant.fisher import collect_sensitivities
+from pgolf.quant.fisher import collect_sensitivities, row_counts
 from pgolf.quant.gptq import collect_hessians
 from pgolf.quant.policy import grid_spec
 from pgolf.runlog import RunLog
@@ -46,7 +46,7 @@ def lookup_counts(
     counts = {n: torch.zeros(rows, dtype=torch.float64, device=device) for n, (rows, _) in tables.items()}
     for x, _ in batches:
         for name, (rows, index) in tables.items():
-            counts[name] += torch.bincount(index(x).reshape(-1), minlength=rows).double()
+            counts[name] += row_counts(index(x), rows)
     for name in sorted(counts):
         dist.all_reduce_sum_(counts[name])
     return counts

@@ -2,8 +2,10 @@
 
 ``TrainClock`` counts training time in ms: it runs from construction and is paused around
 validation and checkpoints (as in the contest), so only steps and their data reads count. ``sync``
-(a CUDA synchronize on GPU) makes queued device work count before each reading; ``now`` is the time
-source (``time.perf_counter``; tests pass a fake one).
+(a CUDA synchronize on GPU) makes queued device work count: the trainer reads the clock through it
+once per step, before deciding whether the next step fits (an unsynchronised reading lags by the
+queued steps, so the last one could end past the cap); ``now`` is the time source
+(``time.perf_counter``; tests pass a fake one).
 
 ``PhaseSwitch.decide`` is called before each step and takes, together with the other ranks and in
 one all-reduce (none when there is nothing to decide), every decision that depends on time: stop at
@@ -40,7 +42,14 @@ class TrainClock:
         self.t0 = self.now()
 
     def elapsed_ms(self) -> float:
+        """Time so far as the host sees it: on CUDA the host runs ahead of the device, so this lags
+        by the work still queued (for logs and progress bars, not for decisions)."""
         return self.ms + 1000 * (self.now() - self.t0)
+
+    def read(self) -> float:
+        """Time so far with queued device work counted (one device sync): what decisions use."""
+        self.sync()
+        return self.elapsed_ms()
 
     def stop(self) -> float:
         self.sync()

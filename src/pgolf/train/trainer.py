@@ -284,19 +284,21 @@ class Trainer:
         stopped_by = "iterations"
         clock = TrainClock(train_ms, dist.synchronizer(self.device), clock_now or time.perf_counter)
         switch = PhaseSwitch(cap_ms, tc.iterations, self.device)
+        previous = None
         while step < tc.iterations:
-            before = clock.elapsed_ms()
+            before = clock.read()  # the one device sync of a step: the decision sees finished work
+            if previous is not None:
+                switch.last_step_ms = before - previous
+            previous = before
             decision = self.phases.decide(switch, step, before)
             if decision.stop:
                 stopped_by = "wallclock"
                 break
             self._pending.append((step + 1, self.train_step(step, decision.elapsed_ms, decision.progress)))
             step += 1
-            elapsed = clock.elapsed_ms()
-            switch.last_step_ms = elapsed - before
             if tc.log_every and (step % tc.log_every == 0 or step == 1):
-                self._log_train(step, elapsed)
-            self.log.progress(elapsed / 1000 if cap_ms else step)
+                self._log_train(step, clock.read())
+            self.log.progress(clock.elapsed_ms() / 1000 if cap_ms else step)
             if tc.val_every and step % tc.val_every == 0 and step < tc.iterations:
                 with clock.paused():
                     self._log_val(step, clock.ms)
