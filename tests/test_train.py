@@ -15,6 +15,7 @@ from pgolf.dist import DistInfo
 from pgolf.errors import CheckpointError, ConfigError, DataError, ShardError
 from pgolf.pack.format import read_artifact
 from pgolf.pipeline import run
+from pgolf.presets import PRESETS, get_preset
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
 from pgolf.runlog import RunLog
 from pgolf.train.checkpoint import CHECKPOINT_NAME
@@ -88,7 +89,9 @@ def test_short_run_lowers_loss_and_reports_everything(debug_cfg, tmp_path, data_
     assert "Total submission size int8+zlib:" in log and f"code_sha256:{r.code_sha256}" in log
     assert "torch " + torch.__version__ in log and "model.num_layers: 2" in log
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert {"train", "val", "size", "final_exact", "code"} <= {e["event"] for e in events}
+    assert {"train", "val", "size", "final_exact", "code", "memory"} <= {e["event"] for e in events}
+    assert set(result["peak_memory"]) == {"train", "eval"} and result["peak_memory"]["eval"]["rss_mib"] > 10
+    assert "peak_memory phase:train rss:" in log
     for name in ("artifact.pgolf", "result.json", "train.log"):  # readable by others, not mkstemp's 0600
         assert (tmp_path / name).stat().st_mode & 0o044 == 0o044, name
 
@@ -198,6 +201,25 @@ def test_the_cap_decision_counts_queued_device_work(debug_cfg, tmp_path, monkeyp
     assert outcome.stopped_by == "wallclock"
     # 1.5 x 100 ms must fit: steps start while elapsed <= 850 ms, so the last one ends by 950 ms
     assert outcome.steps == 9 and outcome.train_ms == pytest.approx(900.0)
+
+
+def test_no_optional_full_pass_runs_on_the_contest_track_unless_asked(debug_cfg, tmp_path):
+    """Paid time: on the contest track an adapting method's windows-only diagnostic pass is off by
+    default (train.windows_diagnostic) and no preset validates during training (train.val_every)."""
+    adapt = {"train.iterations": "3", "eval.method": "sliding", "eval.stride": "32", "eval.ttt": "sgd",
+             "eval.sgd_chunk_tokens": "4096"}  # fmt: skip
+    for track, wanted, runs in (
+        ("10min-16mb", "auto", False),
+        ("10min-16mb", "on", True),
+        ("debug", "auto", True),
+    ):
+        out = tmp_path / f"{track}-{wanted}"
+        r = run(
+            debug_cfg(**adapt, track=track, **{"train.windows_diagnostic": wanted}), out_dir=out, echo=False
+        )
+        assert ("diagnostic_" in (out / "train.log").read_text()) is runs
+        assert (r.quant_gap_bpb is not None) is runs and (r.windows_roundtrip is not None) is runs
+    assert all(get_preset(p).train.val_every == 0 for p in PRESETS)
 
 
 def test_averaged_weights_are_the_exported_weights(debug_cfg, tmp_path):

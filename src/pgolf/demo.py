@@ -47,7 +47,9 @@ def summary(result: RunResult) -> str:
         f"val_bpb pre-quant     {result.pre_quant.val_bpb:.4f}",
         f"val_bpb {label} round trip {result.roundtrip.val_bpb:.4f}  ({result.roundtrip.tokens:,} tokens, "
         f"{result.roundtrip.bytes:,} bytes, eval {result.score.seconds:.1f} s)",
-        f"quantisation gap      {result.quant_gap_bpb:+.4f} (same windows, nothing adapting)",
+        f"quantisation gap      {gap:+.4f} (same windows, nothing adapting)"
+        if (gap := result.quant_gap_bpb) is not None
+        else "quantisation gap      not measured (train.windows_diagnostic)",
         f"artifact bytes        {s.total_bytes:,} = model {s.model_bytes:,} + code {s.code_bytes:,}",
         f"track                 {'on track' if result.on_track else 'OFF TRACK'} (bytes: {s.verdict()})",
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,35 @@ def synchronizer(device: torch.device):
     """A callable that waits for queued work on ``device`` (CUDA), or does nothing (CPU): clocks call
     it before each reading so that device time is counted."""
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak memory in MiB: on CUDA, allocated and reserved since the last ``reset_peak_memory`` (the
+    contest's script logs both); on a CPU, the process's peak resident set so far (not resettable)."""
+    if device.type == "cuda":
+        mib = 2**20
+        return {"allocated_mib": torch.cuda.max_memory_allocated(device) / mib,
+                "reserved_mib": torch.cuda.max_memory_reserved(device) / mib}  # fmt: skip
+    try:
+        import resource
+    except ImportError:  # Windows
+        return {}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"rss_mib": rss / (2**20 if sys.platform == "darwin" else 1024)}
+
+
+def log_peak_memory(log, phase: str, device: torch.device, into: dict) -> None:
+    """Log this phase's peak memory (``peak_memory``), store it in ``into[phase]``, and start the next
+    phase's count."""
+    peak = into[phase] = {k: round(v, 1) for k, v in peak_memory(device).items()}
+    figures = " ".join(f"{k.removesuffix('_mib')}:{v:.0f}MiB" for k, v in peak.items())
+    log.event("memory", f"peak_memory phase:{phase} {figures}", phase=phase, **peak)
+    reset_peak_memory(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def setup(device_name: str = "auto") -> DistInfo:

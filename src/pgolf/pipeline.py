@@ -31,7 +31,7 @@ from pgolf.pack.size import SizeReport
 from pgolf.quant.export import QuantStats, quantize_state_dict
 from pgolf.quant.grid import QTensor
 from pgolf.runlog import RunLog
-from pgolf.tracks import get_track
+from pgolf.tracks import CONTEST, get_track
 from pgolf.train.calibration import Calibration
 from pgolf.train.result import RunResult
 from pgolf.train.trainer import Trainer, TrainOutcome
@@ -115,21 +115,24 @@ def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | No
     (a diagnostic, off the eval clock): that is the score the quantisation gap compares with the
     pre-quant one."""
     device = trainer.device
+    dist.reset_peak_memory(device)  # the eval's own peak, not the export's
     clock = EvalClock(dist.synchronizer(device), echo=lambda line: trainer.log.event("eval_projection", line),
                       cap_s=get_track(trainer.cfg.track).eval_seconds)  # fmt: skip
     with clock.phase("load"):
-        loaded = load_artifact(path, device)
+        loaded = load_artifact(path, device, trainer.attention)
     ev = dataclasses.replace(loaded.meta.eval, val_docs=trainer.cfg.eval.val_docs)  # the run's subset, if any
     report = score_loaded(loaded, trainer.valset, ev, device, clock)
+    dist.log_peak_memory(trainer.log, "eval", device, trainer.memory)
     r = report.result
     kinds = ("final", "final_exact") if report.official else ("final_unofficial",)  # a subset (eval.val_docs)
     for kind, line in zip(kinds, report.log_lines(), strict=True):
         trainer.log.event(kind, line, val_loss=r.val_loss, val_bpb=r.val_bpb, val_tokens=r.tokens,
                           val_bytes=r.bytes, eval_time_ms=round(1000 * report.seconds, 1))  # fmt: skip
-    if not loaded.meta.eval.adapts:
+    wanted = trainer.cfg.train.windows_diagnostic
+    if not loaded.meta.eval.adapts or wanted == "off" or (wanted == "auto" and trainer.cfg.track == CONTEST):
         return report, None
-    plain = score_loaded(load_artifact(path, device), trainer.valset, ev.windows_only, device,
-                         EvalClock()).result  # fmt: skip
+    fresh = load_artifact(path, device, trainer.attention)
+    plain = score_loaded(fresh, trainer.valset, ev.windows_only, device, EvalClock()).result
     line = f"diagnostic_{loaded.meta.label}_windows_only_roundtrip val_loss:{plain.val_loss:.8f} "
     trainer.log.event("windows_roundtrip", line + f"val_bpb:{plain.val_bpb:.8f}", val_bpb=plain.val_bpb)
     return report, plain
@@ -167,6 +170,7 @@ def run(
             num_params=count_parameters(trainer.base_model), pre_quant=outcome.pre_quant, score=report,
             artifact_path=path, size=size, off_track=off, code_sha256=meta.code_sha256,
             started_at=started_at, history=trainer.history, windows_roundtrip=windows_only,
+            peak_memory=trainer.memory,
         )  # fmt: skip
         if info.is_main:
             write_json_atomic(out / RESULT_NAME, {**result.to_dict(), "history": trainer.history})

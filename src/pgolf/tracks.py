@@ -60,6 +60,9 @@ class Track:
         return []
 
 
+CONTEST = "10min-16mb"
+"""The contest's track: paid 8xH100 time, where nothing optional runs by default."""
+
 TRACKS: dict[str, Track] = {
     "10min-16mb": Track(
         name="10min-16mb",

@@ -25,6 +25,7 @@ from pgolf.errors import ArtifactError, DataError
 from pgolf.eval.methods import run_method
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.model.gpt import GPT, loop_passes
+from pgolf.model.kernels import resolve_attention
 from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
 from pgolf.pack.size import SizeReport, sources_sha256
@@ -37,10 +38,13 @@ class LoadedArtifact:
     model: GPT
     meta: ArtifactMeta
     file_bytes: int
+    attention: str = "auto"
+    """The attention kernel the model runs on (``kernels.resolve_attention``)."""
 
 
-def load_artifact(path: str | Path, device: torch.device) -> LoadedArtifact:
-    """Rebuild the model from the artifact alone: config and weights come from the file."""
+def load_artifact(path: str | Path, device: torch.device, attention: str = "auto") -> LoadedArtifact:
+    """Rebuild the model from the artifact alone: config and weights come from the file; attention runs
+    on the kernel ``attention`` resolves to (``kernels.resolve_attention``)."""
     entries, raw_meta = read_artifact(path)
     meta = ArtifactMeta.from_dict(raw_meta, str(path))
     try:
@@ -49,7 +53,9 @@ def load_artifact(path: str | Path, device: torch.device) -> LoadedArtifact:
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"{path}: weights do not fit the model config stored in it ({e})") from None
     model.loop_passes = loop_passes(meta.looping, meta.model.loop_repeats)
-    return LoadedArtifact(model.to(device), meta, Path(path).stat().st_size)
+    attention = resolve_attention(attention, device, meta.model.doc_mask)
+    model.use_attention(attention)
+    return LoadedArtifact(model.to(device), meta, Path(path).stat().st_size, attention)
 
 
 def score_loaded(
@@ -139,6 +145,8 @@ def evaluate_artifact(
     with clock.phase("load"):
         loaded = load_artifact(path, info.device)
     meta = loaded.meta
+    if echo is not None:
+        echo(f"attention:{loaded.attention} device:{info.device}")
     clock.cap_s = get_track(meta.track).eval_seconds
     valset = load_validation(data or meta.data, meta.model.vocab_size)
     if eval_cfg is not None and not eval_cfg.seq_len:  # 0 means the length the artifact was scored at

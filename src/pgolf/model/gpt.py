@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from pgolf.config.model import ModelConfig
 from pgolf.model.inputs import BigramHash, SmearGate, ValueEmbedding, WindowSmearGate
+from pgolf.model.kernels import kernel
 from pgolf.model.layers import Block, Linear, document_mask, ntk_base, rms_norm, rotary_tables
 
 
@@ -101,6 +102,12 @@ class GPT(nn.Module):
                 nn.init.zeros_(mod.weight)
             elif self.cfg.ortho_init and min(mod.weight.shape) >= 64:
                 nn.init.orthogonal_(mod.weight)
+
+    def use_attention(self, name: str) -> None:
+        """Run every attention layer on the kernel ``name`` (``kernels.resolve_attention``'s result)."""
+        k = kernel(name)
+        for block in self.blocks:
+            block.attn.kernel = k
 
     @property
     def looping(self) -> bool:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config.model import ModelConfig
+from pgolf.model.kernels import Sdpa
 from pgolf.vocab import BOS_ID
 
 
@@ -131,6 +132,8 @@ class Attention(nn.Module):
         self.gate = AttentionGate(cfg) if cfg.attn_gate != "none" else None
         self.ve_gain = nn.Parameter(torch.ones(())) if value_embed else None
         """This layer's scalar on the shared value embedding (seed-techniques §7.10)."""
+        self.kernel = Sdpa()
+        """The attention kernel (``kernels``; SDPA's own choice until ``GPT.use_attention`` pins one)."""
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None, mask: Tensor | None = None
@@ -146,9 +149,7 @@ class Attention(nn.Module):
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[None, :, None, None]
         k = apply_rotary(rms_norm(k), cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=self.num_kv_heads != self.num_heads
-        )
+        y = self.kernel(q, k, v, mask)
         if self.xsa:
             y = exclusive_self_attention(y, v)
         if self.gate is not None:

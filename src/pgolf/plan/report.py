@@ -46,7 +46,7 @@ from pgolf.plan.hardware import (
 )
 from pgolf.plan.memory import Memory, plan_memory
 from pgolf.presets import get_preset
-from pgolf.tracks import get_track
+from pgolf.tracks import CONTEST, get_track
 
 
 @dataclass
@@ -314,7 +314,7 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
     train_flops = flat.train if looped is None else flat_share * flat.train + (1 - flat_share) * looped.train
     est, projected, formats = project_artifact(cfg)
     n_val = val_tokens or (tokens.numel() if tokens is not None else None)
-    if n_val is None and track.name == "10min-16mb":
+    if n_val is None and track.name == CONTEST:
         n_val = CONTEST_VAL_TOKENS.get(cfg.model.vocab_size)
     evaluation = None
     if n_val:

@@ -36,14 +36,19 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     windows_roundtrip: BpbResult | None = None
     """When the method adapts: the round trip scored with its window plan alone (diagnostic)."""
+    peak_memory: dict[str, dict] = field(default_factory=dict)
+    """Peak memory per phase (train, calibration, eval), MiB (``dist.peak_memory``)."""
 
     @property
     def roundtrip(self) -> BpbResult:
         return self.score.result
 
     @property
-    def quant_gap_bpb(self) -> float:
-        """Round trip minus pre-quant val_bpb, both with the same window plan and nothing adapting."""
+    def quant_gap_bpb(self) -> float | None:
+        """Round trip minus pre-quant val_bpb, both with the same window plan and nothing adapting (None
+        when the method adapts and the windows-only pass was not run: train.windows_diagnostic)."""
+        if self.config.eval.adapts and self.windows_roundtrip is None:
+            return None
         return (self.windows_roundtrip or self.roundtrip).val_bpb - self.pre_quant.val_bpb
 
     @property
@@ -78,6 +83,7 @@ class RunResult:
             "on_track": self.on_track,
             "off_track": self.off_track,
             "code_sha256": self.code_sha256,
+            "peak_memory": self.peak_memory,
             "started_at": self.started_at,
             "config": self.config.to_dict(),
         }

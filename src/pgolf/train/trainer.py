@@ -35,6 +35,7 @@ from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
 from pgolf.eval.windows import plan_windows
 from pgolf.model.gpt import GPT
+from pgolf.model.kernels import resolve_attention
 from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5, weight_decay_multiplier
 from pgolf.pack.bundle import code_account
@@ -116,6 +117,8 @@ class Trainer:
         self.accum = tc.microbatches // info.world_size
         self.local_tokens = tc.batch_tokens // tc.microbatches
         self.history: list[dict] = []
+        self.memory: dict[str, dict] = {}
+        """Peak memory per phase (``dist.log_peak_memory``): train, calibration; the pipeline adds eval."""
         self.average: WeightAverage | None = None  # created after priming
         self._pending: list[tuple[int, torch.Tensor]] = []
         reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.calibrates else 0.0
@@ -136,6 +139,10 @@ class Trainer:
         self.loader = self._new_loader()
         torch.manual_seed(cfg.train.seed)
         self.base_model = GPT(cfg.model).to(self.device)
+        self.attention = resolve_attention(cfg.train.attention, self.device, cfg.model.doc_mask)
+        self.base_model.use_attention(self.attention)
+        self.log.event("attention", f"attention:{self.attention} (train.attention={cfg.train.attention})",
+                       attention=self.attention)  # fmt: skip
         self.model = self.base_model
         self.phases = Phases(cfg, self.base_model, self.log)
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
@@ -343,6 +350,7 @@ class Trainer:
         self.prime()
         self.average = WeightAverage(self.base_model, self.cfg.train)
         steps, train_ms, stopped_by = self.run_loop(clock_now)
+        dist.log_peak_memory(self.log, "train", self.device, self.memory)
         applied = self.average.apply(self.base_model)
         self.log.event("averaging", f"averaging:{applied}", averaging=applied)
         calibration, before = None, train_ms
@@ -352,5 +360,6 @@ class Trainer:
             calibration, train_ms = calibrate(
                 self.base_model, self.cfg.quant, batches, clock, self.device, self.log
             )
+            dist.log_peak_memory(self.log, "calibration", self.device, self.memory)
         pre = self._log_val(steps, train_ms)
         return TrainOutcome(steps, train_ms, stopped_by, pre, calibration, train_ms - before)
