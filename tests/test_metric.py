@@ -240,3 +240,48 @@ def test_partially_scored_windows_score_only_their_tail():
             nbytes += int(lut.target_bytes(x[t : t + 1], stream[w.start + t + 1 : w.start + t + 2]))
     assert r.tokens == 20 and r.bytes == nbytes
     assert r.loss_sum == pytest.approx(nll, rel=1e-6)
+
+
+def test_short_documents_share_padded_forwards_and_score_as_alone():
+    """The docs plan of a stream of many short documents: a fixed model's head takes padding, so
+    documents of different lengths share forwards (fewer than one each), and every target scores
+    what its own window alone gives (the hand sum), bytes exactly."""
+    from pgolf.eval.predict import ModelHead
+    from pgolf.eval.windows import plan_windows
+    from pgolf.vocab import BOS_ID
+
+    torch.manual_seed(0)
+    lut = build_byte_lut(ToySP(), vocab_size=10)
+    model = GPT(ModelConfig(vocab_size=10, num_layers=1, model_dim=16, num_heads=2, num_kv_heads=1))
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    g = torch.Generator().manual_seed(2)
+    docs = [torch.cat([torch.tensor([BOS_ID]), torch.randint(4, 10, (int(n),), generator=g)])
+            for n in torch.randint(1, 20, (40,), generator=g)]  # fmt: skip
+    stream = torch.cat(docs)
+    windows = plan_windows(stream, "docs", 16, 8)
+    nll = 0.0
+    for w in windows:
+        logp = F.log_softmax(model.logits(stream[w.start : w.start + w.length][None]).double()[0], -1)
+        nll -= sum(float(logp[t, stream[w.start + t + 1]]) for t in range(w.score_from, w.length))
+
+    class Counting(ModelPredictor):
+        calls = 0
+
+        def log_probs(self, inputs):
+            Counting.calls += 1
+            return super().log_probs(inputs)
+
+    class Unpadded(ModelHead):
+        takes_padding = False
+
+    cpu, nb = torch.device("cpu"), lut.stream_bytes(stream)
+    results = {}
+    for head in (ModelHead(), Unpadded()):
+        Counting.calls = 0
+        r = score(Counting(model, cpu), stream, nb, windows, batch_tokens=128, device=cpu, head=head)
+        results[type(head).__name__] = (r, Counting.calls)
+    (padded, calls), (alone, calls_alone) = results["ModelHead"], results["Unpadded"]
+    assert calls < len(windows) / 4 and calls_alone > len(windows) / 2
+    assert padded.tokens == alone.tokens == stream.numel() - 1 and padded.bytes == alone.bytes
+    assert padded.loss_sum == pytest.approx(nll, rel=1e-6) and alone.loss_sum == pytest.approx(nll, rel=1e-6)

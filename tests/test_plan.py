@@ -236,3 +236,51 @@ def test_the_mixer_after_lora_is_costed_on_every_rank_over_the_whole_stream():
     eg_parts = {p: s for p, s, _ in project_eval(eg, flops, Rates(1e9, 1e9, 0.0, 8), n, None).parts}
     extra = HOST_SECONDS_AT_2M["mixer_eg"] - mixer
     assert eg_parts["experts"] - parts["lora"]["experts"][0] == pytest.approx(extra)
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_lora_steps_are_the_ones_lora_ttt_runs(monkeypatch, warm):
+    """The projection's sequential adapter steps equal the chunk batches ``lora_ttt`` really runs on
+    one rank (documents dealt, sorted unless warm A, batched, each batch as long as its longest), and
+    two ranks share them; without the tokens the count is the documents' mean (a lower bound)."""
+    import numpy as np
+
+    from pgolf.eval.lora import ChunkBatches, lora_ttt
+    from pgolf.plan.evaltime import lora_iterations
+    from pgolf.vocab import BOS_ID
+
+    g = np.random.default_rng(0)
+    tokens = torch.cat([torch.tensor([BOS_ID, *g.integers(2, 64, int(n))]) for n in g.integers(3, 90, 23)])
+    cfg = apply_overrides(get_preset("debug"), {
+        "eval.method": "docs", "eval.stride": "8", "eval.seq_len": "32", "eval.ttt": "lora",
+        "eval.lora_batch_docs": "4", "eval.lora_warm_a": str(warm).lower(), "eval.lora_phase_docs": "6",
+        "eval.lora_phases": "2", "eval.sgd_batch_seqs": "4", "model.vocab_size": "64"})  # fmt: skip
+    calls = []
+    batch = ChunkBatches.batch
+    monkeypatch.setattr(ChunkBatches, "batch", lambda self, c: calls.append(c) or batch(self, c))
+    torch.manual_seed(0)
+    lora_ttt(GPT(cfg.model), tokens, torch.ones(tokens.numel()), cfg.eval, 32, torch.device("cpu"))
+    one = lora_iterations(cfg, tokens.numel(), tokens, 1)
+    assert one.steps == len(calls) and one.tokens > 0
+    two = lora_iterations(cfg, tokens.numel(), tokens, 2)
+    assert len(calls) / 2 <= two.steps < len(calls)
+    guess = lora_iterations(cfg, tokens.numel(), None, 1)
+    assert guess.steps > 0 and "no tokens" in guess.how
+
+
+def test_the_evaluation_is_projected_for_every_known_export_without_its_data():
+    """No local data: the stream's length comes from the export's known figure (the frontier's CaseOps
+    SP8192 set is 47,851,520 tokens, not SP1024's 62M); an unknown export says it is not projected."""
+    from pgolf.plan.evaltime import contest_val_tokens
+    from pgolf.plan.report import make_plan
+
+    assert contest_val_tokens(get_preset("frontier").data.dataset) == 47_851_520
+    assert contest_val_tokens(get_preset("baseline").data.dataset) == 62_021_632
+    assert contest_val_tokens("datasets/fineweb10B_sp8192/") == 40_540_160
+    caseops = {"data.dataset": get_preset("frontier").data.dataset, "eval.method": "docs",
+               "eval.stride": "32", "eval.ttt": "lora"}  # fmt: skip
+    plan = make_plan(apply_overrides(get_preset("debug"), caseops), "1xH100")
+    assert plan.evaluation is not None and plan.evaluation.val_tokens == 47_851_520
+    assert "sequential adapter steps" in plan.evaluation.parts[0][2]
+    plan = make_plan(apply_overrides(get_preset("debug"), {"data.dataset": "datasets/mine"}), "1xH100")
+    assert plan.evaluation is None and any("evaluation not projected" in n for n in plan.notes)

@@ -26,6 +26,13 @@ class BpbAccumulator:
         self.sums[1] += nll.numel()
         self.sums[2] += nbytes.to(torch.float64).sum()
 
+    def add_masked(self, nll: torch.Tensor, nbytes: torch.Tensor, mask: torch.Tensor, count: int) -> None:
+        """``add`` of the positions ``mask`` marks (``count`` of them, known on the host): no boolean
+        indexing, which would wait for the device to count them."""
+        self.sums[0] += torch.where(mask, nll.detach().to(torch.float64), 0.0).sum()
+        self.sums[1] += count
+        self.sums[2] += torch.where(mask, nbytes.to(torch.float64), 0.0).sum()
+
     def result(self) -> BpbResult:
         loss, tokens, nbytes = (float(x) for x in self.sums.cpu())
         return BpbResult(loss_sum=loss, tokens=int(tokens), bytes=int(nbytes))

@@ -41,7 +41,7 @@ from pgolf.config.eval import EvalConfig
 from pgolf.errors import DataError
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
-from pgolf.eval.predict import Batch, Head, ModelHead
+from pgolf.eval.predict import Batch, Head, ModelHead, padded_batch
 from pgolf.eval.score import EvalClock
 from pgolf.eval.sgd import sgd_step, trainable
 from pgolf.eval.windows import Window, check_plan, doc_spans
@@ -70,10 +70,11 @@ class BatchedLoRA(nn.Module):
         if keep_a:
             return
         bound = 1 / math.sqrt(self.A.size(-1))
-        for row, seed in enumerate(seeds if seeds is not None else range(self.A.size(0))):
+        rows = []
+        for seed in seeds if seeds is not None else range(self.A.size(0)):
             g = torch.Generator().manual_seed(int(seed))
-            init = torch.rand(self.A.shape[1:], generator=g, dtype=torch.float32) * 2 * bound - bound
-            self.A[row].copy_(init)
+            rows.append(torch.rand(self.A.shape[1:], generator=g, dtype=torch.float32) * 2 * bound - bound)
+        self.A[: len(rows)].copy_(torch.stack(rows))  # one host-to-device copy per adapter
 
     def forward(self, x: Tensor) -> Tensor:
         a, b = self.A[self.rows], self.B[self.rows]
@@ -131,19 +132,6 @@ def _doc_plan(a: int, b: int, seq_len: int, chunk: int) -> list[Window]:
     return [Window(a + w.start, w.length, w.score_from) for w in chunk_windows(b - a, seq_len, chunk)]
 
 
-def _pad_batch(tokens: Tensor, windows: list[Window], device: torch.device) -> Batch:
-    """Windows of unequal length, right-padded (causal attention keeps padding out of real rows)."""
-    t = max(w.length for w in windows)
-    rows = torch.zeros(len(windows), t + 1, dtype=tokens.dtype)
-    scored = torch.zeros(len(windows), t, dtype=torch.bool)
-    for i, w in enumerate(windows):
-        rows[i, : w.length + 1] = tokens[w.start : w.start + w.length + 1]
-        scored[i, w.score_from : w.length] = True
-    rows, scored = rows.to(device), scored.to(device)
-    starts = torch.tensor([w.start for w in windows], device=device)
-    return Batch(rows[:, :-1], rows[:, 1:], starts, scored, windows)
-
-
 def phase_segments(n_docs: int, phase_docs: int, phases: int) -> list[tuple[int, int]]:
     """Documents [lo, hi) of the stream scored between two phases of global SGD: the first
     ``phase_docs`` documents cut into ``phases`` equal shares, then the rest (one segment of all
@@ -178,7 +166,7 @@ def lora_ttt(
     steps go to the clock's ``score+adapt`` phase, global SGD to ``global_sgd``."""
     head, ledger, clock = head or ModelHead(), ledger or Ledger(tokens.numel()), clock or EvalClock()
     with clock.phase("score+adapt"):
-        acc, target_bytes = BpbAccumulator(device), target_bytes.to(device)
+        acc, target_bytes, stream = BpbAccumulator(device), target_bytes.to(device), tokens.to(device)
         spans = doc_spans(tokens)
         docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in spans]
         expected = check_plan([w for plan in docs for w in plan], tokens.numel())
@@ -218,7 +206,7 @@ def lora_ttt(
                         params, lr=cfg.ttt_lr or DEFAULT_LR, betas=(cfg.lora_beta1, cfg.lora_beta2),
                         eps=1e-10, weight_decay=cfg.lora_wd,
                     )  # fmt: skip
-                    _adapt_batch(model, mine[i : i + cfg.lora_batch_docs], adapters.modules, opt, tokens,
+                    _adapt_batch(model, mine[i : i + cfg.lora_batch_docs], adapters.modules, opt, stream,
                                  target_bytes, head, ledger, acc, device, progress)  # fmt: skip
                     batches += 1
         finally:
@@ -265,7 +253,7 @@ def global_sgd(
             targets = sum(b - a for a, b in step)
 
             def loss(mine=mine, targets=targets) -> Tensor:
-                batch = _pad_batch(tokens, [Window(a, b - a) for a, b in mine], device)
+                batch = padded_batch(tokens, [Window(a, b - a) for a, b in mine], device)
                 with dist.autocast_for(device):
                     z = model(batch.x)
                 y = batch.y.masked_fill(~batch.scored, -100)
@@ -289,11 +277,46 @@ def _seen(doc_start: int, w: Window) -> np.ndarray:
     return np.arange(max(w.start, doc_start + 1), w.start + w.length + 1)
 
 
-def _adapt_batch(model, plans, adapters, opt, tokens, nbytes, head, ledger, acc, device, progress) -> None:
-    for c in range(max(len(plan) for plan in plans)):
-        active = [j for j, plan in enumerate(plans) if c < len(plan)]
-        batch = _pad_batch(tokens, [plans[j][c] for j in active], device)
-        rows = torch.tensor(active, device=device)
+class ChunkBatches:
+    """The chunk batches of one batch of documents, built on the device from the stream already there:
+    the plans' integers go over in one copy per batch of documents, so a chunk costs no host-to-device
+    copy and no sync (``padded_batch``'s rows, equal to it token for token). Row i of chunk c is the
+    i-th document (of ``plans``) that still has a chunk c; ``rows[c]`` says which adapter row that is."""
+
+    def __init__(self, plans: list[list[Window]], stream: Tensor) -> None:
+        self.plans, self.stream = plans, stream
+        self.active = [
+            [j for j, plan in enumerate(plans) if c < len(plan)] for c in range(max(map(len, plans)))
+        ]
+        self.learn = [[c < len(plans[j]) - 1 for j in act] for c, act in enumerate(self.active)]
+        self.length = [max(plans[j][c].length for j in act) for c, act in enumerate(self.active)]
+        table = torch.zeros(5, len(self.active), len(plans), dtype=torch.int64)
+        for c, act in enumerate(self.active):
+            for i, j in enumerate(act):
+                w = plans[j][c]
+                table[:, c, i] = torch.tensor([j, w.start, w.length, w.score_from, self.learn[c][i]])
+        self.table = table.to(stream.device, non_blocking=True)
+        self.steps = torch.arange(max(self.length) + 1, device=stream.device)
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    def batch(self, c: int) -> tuple[Batch, Tensor, Tensor]:
+        """Chunk ``c``: the padded batch, the adapter rows (k,) and which rows learn from it (k,) float."""
+        k, t = len(self.active[c]), self.length[c]
+        rows, starts, lengths, score_from, learn = self.table[:, c, :k]
+        at = self.steps[: t + 1][None, :]
+        ids = (starts[:, None] + at).clamp_(max=self.stream.numel() - 1)
+        tokens = torch.where(at <= lengths[:, None], self.stream[ids], 0)  # (k, t + 1), zero padding
+        scored = (at[:, :t] >= score_from[:, None]) & (at[:, :t] < lengths[:, None])
+        windows = [self.plans[j][c] for j in self.active[c]]
+        return Batch(tokens[:, :t], tokens[:, 1:], starts, scored, windows), rows, learn.float()
+
+
+def _adapt_batch(model, plans, adapters, opt, stream, nbytes, head, ledger, acc, device, progress) -> None:
+    chunks = ChunkBatches(plans, stream)
+    for c in range(len(chunks)):
+        batch, rows, learn = chunks.batch(c)
         for a in adapters:
             a.rows = rows
         with dist.autocast_for(device):
@@ -301,17 +324,17 @@ def _adapt_batch(model, plans, adapters, opt, tokens, nbytes, head, ledger, acc,
         logp = F.log_softmax(z.float(), dim=-1)
         nll = -logp.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)  # (B, T), with gradients
         scored_nll = head.nll(logp.detach(), batch)
-        acc.add(scored_nll[batch.scored], batch.target_bytes(nbytes)[batch.scored])
         positions = batch.scored_positions()
+        acc.add_masked(scored_nll, batch.target_bytes(nbytes), batch.scored, positions.size)
         ledger.score(positions)
         head.observe(batch, ledger)
         progress(positions.size)
-        learn = [k for k, j in enumerate(active) if c < len(plans[j]) - 1]
-        if not learn:
+        if not any(chunks.learn[c]):
             continue
-        ledger.learn(np.concatenate([_seen(plans[active[k]][0].start, batch.windows[k]) for k in learn]))
-        mask = batch.scored[learn]
-        loss = ((nll[learn] * mask).sum(1) / mask.sum(1)).sum()
+        docs = zip(chunks.active[c], batch.windows, chunks.learn[c], strict=True)
+        ledger.learn(np.concatenate([_seen(plans[j][0].start, w) for j, w, on in docs if on]))
+        mask = batch.scored.float()
+        loss = ((nll * mask).sum(1) / mask.sum(1) * learn).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -50,6 +50,20 @@ class Batch:
         return stream_bytes[self.positions().clamp_(max=stream_bytes.numel() - 1)]
 
 
+def padded_batch(tokens: Tensor, windows: list[Window], device: torch.device) -> Batch:
+    """Windows of unequal length, right-padded with token 0 to the longest: causal attention keeps the
+    padding out of the real positions, and ``scored`` marks only real scored targets."""
+    t = max(w.length for w in windows)
+    rows = torch.zeros(len(windows), t + 1, dtype=tokens.dtype)
+    scored = torch.zeros(len(windows), t, dtype=torch.bool)
+    for i, w in enumerate(windows):
+        rows[i, : w.length + 1] = tokens[w.start : w.start + w.length + 1]
+        scored[i, w.score_from : w.length] = True
+    rows, scored = rows.to(device), scored.to(device)
+    starts = torch.tensor([w.start for w in windows], device=device)
+    return Batch(rows[:, :-1], rows[:, 1:], starts, scored, windows)
+
+
 class Predictor(Protocol):
     def log_probs(self, inputs: Tensor) -> Tensor:
         """(B, T) context ids -> (B, T, V) float32 log-probabilities of the next token; each row
@@ -90,6 +104,10 @@ class ModelPredictor:
 
 class ModelHead:
     """The predictor's own distribution; learns nothing."""
+
+    takes_padding = True
+    """Windows of different lengths may share a padded batch (``score``): the head reads each target
+    where it is and remembers nothing, so neither padding nor batch order can reach a score."""
 
     def nll(self, log_probs: Tensor, batch: Batch) -> Tensor:
         return -log_probs.gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)

@@ -24,7 +24,7 @@ import torch
 from pgolf import dist
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
-from pgolf.eval.predict import Batch, Head, ModelHead, Predictor
+from pgolf.eval.predict import Batch, Head, ModelHead, Predictor, padded_batch
 from pgolf.eval.windows import Window, check_plan, rank_share
 
 LUMP_PHASES = ("global_sgd",)
@@ -94,12 +94,20 @@ class EvalClock:
         )
 
 
-def _batches(windows: list[Window], per_batch: int):
-    """Runs of at most ``per_batch`` consecutive windows of equal length."""
+def _batches(windows: list[Window], per_batch: int, pad: bool):
+    """This rank's batches: runs of at most ``per_batch`` consecutive windows of equal length, in plan
+    order; or, when the head takes padding (``ModelHead``), the windows longest first, each batch
+    padded to its first and holding as many tokens as ``per_batch`` of the longest, so that short
+    documents share a forward instead of taking one each (a head that learns needs the plan's order)."""
+    if not windows:
+        return
+    budget = per_batch * max(w.length for w in windows)
+    if pad:
+        windows = sorted(windows, key=lambda w: w.length, reverse=True)
     i = 0
     while i < len(windows):
-        j = i + 1
-        while j < len(windows) and j - i < per_batch and windows[j].length == windows[i].length:
+        j, most = i + 1, max(1, budget // windows[i].length) if pad else per_batch
+        while j < len(windows) and j - i < most and (pad or windows[j].length == windows[i].length):
             j += 1
         yield windows[i:j]
         i = j
@@ -142,13 +150,13 @@ def score(
     acc = BpbAccumulator(device)
     target_bytes = target_bytes.to(device)
     seq = max((w.length for w in windows), default=1)
-    per_batch = max(1, batch_tokens // (seq * world))
+    per_batch, pad = max(1, batch_tokens // (seq * world)), getattr(head, "takes_padding", False)
     chunks = chunk_plan(windows, chunk_tokens)
     clock.progress(0, expected)
     done = 0
     for c, chunk in enumerate(chunks):
         with clock.phase("score"):
-            for group in _batches(rank_share(chunk, dist.rank(), world), per_batch):
+            for group in _batches(rank_share(chunk, dist.rank(), world), per_batch, pad):
                 batch = _gather(tokens, group, device)
                 nll = head.nll(predictor.log_probs(batch.x), batch)  # (B, T)
                 if batch.scored is None:  # every position of every window: keep the tensors whole
@@ -173,6 +181,8 @@ def score(
 
 def _gather(tokens: torch.Tensor, group: list[Window], device: torch.device) -> Batch:
     t = group[0].length
+    if any(w.length != t for w in group):
+        return padded_batch(tokens, group, device)
     starts = torch.tensor([w.start for w in group], device=device)
     scored = None
     if any(w.score_from for w in group):

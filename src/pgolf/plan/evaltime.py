@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pgolf.config.run import RunConfig
+from pgolf.eval.lora import chunk_windows, deal, phase_segments
 from pgolf.eval.windows import Window, doc_spans, plain_windows, plan_windows, sliding_windows
 from pgolf.plan.flops import Flops
 
@@ -44,10 +45,27 @@ HOST_SECONDS_AT_2M = {
 """bench_experts.py on 2,000,000 tokens, one core of this project's CPU machine (RESULTS.md); the
 exponentiated-gradient mixer's from its measured 1.59x the seed rule's in the same run."""
 
-CONTEST_VAL_TOKENS = {1024: 62_021_632}
-"""The contest's validation stream (first 50,000 FineWeb documents) per SentencePiece vocabulary,
-from its logs (seed-techniques §4.3); ``pgolf plan --val-tokens`` for any other."""
+CONTEST_VAL_TOKENS = {
+    "fineweb10B_sp1024": 62_021_632,
+    "fineweb10B_sp8192": 40_540_160,
+    "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved": 47_851_520,
+}
+"""The contest's validation stream (its first 50,000 FineWeb documents) per published export (the
+dataset folder's name), from the records' logs (seed-techniques §4.3; sota-stack §1 and §3.3 for
+SP8192 and CaseOps SP8192); ``pgolf plan --val-tokens`` or local data for any other."""
 CONTEST_VAL_DOCS = 50_000
+
+
+def mean_document(cfg: RunConfig) -> float:
+    """Tokens per validation document when the tokens are not at hand: the contest's (its 50,000
+    documents of this export, else of SP1024's stream)."""
+    known = contest_val_tokens(cfg.data.dataset) or CONTEST_VAL_TOKENS["fineweb10B_sp1024"]
+    return known / CONTEST_VAL_DOCS
+
+
+def contest_val_tokens(dataset: str) -> int | None:
+    """The validation stream's length of a known export (``data.dataset``), else None."""
+    return CONTEST_VAL_TOKENS.get(dataset.rstrip("/").rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)
@@ -116,14 +134,57 @@ def _global_sgd(cfg: RunConfig, flops: Flops, rates: Rates, n_tokens: int, token
         lengths = [min(seq, b - x) for a, b in spans for x in range(a, b, seq)]
         how = f"{len(lengths):,} pieces of {len(spans):,} of {docs:,} documents"
     else:  # ~(prefix / seq) full pieces plus one partial piece per document, all padded
-        docs = CONTEST_VAL_DOCS
-        prefix = min(1.0, ev.lora_phase_docs / docs) * n_tokens
-        lengths = [seq] * (math.ceil(prefix / seq) + ev.lora_phase_docs)
-        how = f"~{len(lengths):,} pieces of {ev.lora_phase_docs:,} of ~{docs:,} documents (no tokens)"
+        docs = max(1, round(n_tokens / mean_document(cfg)))
+        phase_docs = min(ev.lora_phase_docs, docs)
+        lengths = [seq] * (math.ceil(phase_docs / docs * n_tokens / seq) + phase_docs)
+        how = f"~{len(lengths):,} pieces of {phase_docs:,} of ~{docs:,} documents (no tokens)"
     steps = [lengths[i : i + ev.sgd_batch_seqs] for i in range(0, len(lengths), ev.sgd_batch_seqs)]
     padded = sum(len(s) * max(s) for s in steps)  # each step pads its pieces to the longest
     seconds = padded * flops.train / rates.train_flops + len(steps) * rates.step_ms / 1e3
     return "global_sgd", seconds, f"{how}, {len(steps):,} steps, {padded:,} tokens padded"
+
+
+def lora_iterations(cfg: RunConfig, n_tokens: int, tokens: torch.Tensor | None, ranks: int) -> LoraWork:
+    """LoRA TTT's work on its busiest rank, counted as ``lora.lora_ttt`` deals, sorts and batches the
+    documents when the tokens are at hand; else from documents of ``mean_document``'s length, a lower
+    bound: each batch runs as many steps as its longest document has chunks."""
+    ev, seq = cfg.eval, cfg.eval_seq_len
+    if tokens is None:
+        mean = mean_document(cfg)
+        docs = max(1, round(n_tokens / mean))
+        lengths = [min(seq, (c + 1) * ev.stride) for c in range(math.ceil(mean / ev.stride))]
+        per_rank = math.ceil(docs / ranks)
+        steps = math.ceil(per_rank / ev.lora_batch_docs) * len(lengths)
+        return LoraWork(steps, per_rank * sum(lengths), per_rank * sum(t * (t + 1) for t in lengths),
+                        f"no tokens: {docs:,} documents of the mean length {mean:,.0f}")  # fmt: skip
+    plans = [chunk_windows(b - a, seq, ev.stride) for a, b in doc_spans(tokens)]
+    busiest = LoraWork(0, 0, 0, f"{len(plans):,} documents, dealt and batched as lora_ttt does")
+    for rank in range(ranks):
+        work = LoraWork(0, 0, 0, busiest.how)
+        for lo, hi in phase_segments(len(plans), ev.lora_phase_docs, ev.lora_phases):
+            mine = deal(plans[lo:hi], rank, ranks)
+            if not ev.lora_warm_a:
+                mine = sorted(mine, key=len, reverse=True)
+            for i in range(0, len(mine), ev.lora_batch_docs):
+                batch = mine[i : i + ev.lora_batch_docs]
+                for c in range(max(map(len, batch))):
+                    rows, t = sum(c < len(p) for p in batch), max(p[c].length for p in batch if c < len(p))
+                    work.steps, work.tokens, work.attention = (
+                        work.steps + 1, work.tokens + rows * t, work.attention + rows * t * (t + 1)
+                    )  # fmt: skip
+        busiest = max(busiest, work, key=lambda w: (w.steps, w.tokens))
+    return busiest
+
+
+@dataclass
+class LoraWork:
+    steps: int
+    """Sequential forward + backward + adapter steps (one per chunk of each batch of documents)."""
+    tokens: int
+    """Tokens computed: each chunk's rows padded to its longest window."""
+    attention: int
+    """Sum over rows of t (t + 1), t the padded length (attention FLOPs are quadratic)."""
+    how: str
 
 
 def project_eval(
@@ -138,10 +199,11 @@ def project_eval(
         "" if tokens is not None or ev.method != "docs" else " (docs costed as sliding: no tokens)"
     )
     if ev.ttt == "lora":  # one forward per chunk scores it and trains on it: a training step's work
-        steps = math.ceil(len(windows) / (ev.lora_batch_docs * rates.ranks))
-        work = 3 * window_flops(flops, windows)
-        proj.parts.append(("score+adapt", work / rates.train_flops + steps * rates.step_ms / 1e3,
-                           f"{how}; forward + backward, ~{steps:,} adapter steps per rank"))  # fmt: skip
+        lw = lora_iterations(cfg, n_tokens, tokens, rates.ranks)
+        work = 3 * (flops.matmul * lw.tokens + flops.attention_coeff * lw.attention) * rates.ranks
+        proj.parts.append(("score+adapt", work / rates.train_flops + lw.steps * rates.step_ms / 1e3,
+                           f"{lw.steps:,} sequential adapter steps on the busiest rank, {lw.tokens:,} tokens "
+                           f"computed there ({lw.how}); forward + backward"))  # fmt: skip
     else:
         proj.parts.append(("score", window_flops(flops, windows) / rates.score_flops, how))
     if ev.ttt == "sgd":

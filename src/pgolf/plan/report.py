@@ -25,9 +25,9 @@ from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers, muon_momentum
 from pgolf.plan.artifact import project_artifact
 from pgolf.plan.evaltime import (
-    CONTEST_VAL_TOKENS,
     EvalProjection,
     Rates,
+    contest_val_tokens,
     project_eval,
     window_flops,
     windows_of,
@@ -46,7 +46,7 @@ from pgolf.plan.hardware import (
 )
 from pgolf.plan.memory import Memory, plan_memory
 from pgolf.presets import get_preset
-from pgolf.tracks import CONTEST, get_track
+from pgolf.tracks import get_track
 
 
 @dataclass
@@ -278,11 +278,13 @@ def _project_step(
     per_gpu = [f.train * tc.batch_tokens / hw.gpus for f in (flat, looped) if f is not None]
     lo = min(p["tflops_per_gpu"] for p in fit.points)
     hi = max(p["tflops_per_gpu"] for p in fit.points)
-    how = (f"{per_gpu[0] / 1e12:,.2f} TFLOPs per GPU per step at the records' rate (fitted on "
+    loop = f" with the loop off, {per_gpu[1] / 1e12:,.2f} with it on" if len(per_gpu) > 1 else ""
+    how = (f"{per_gpu[0] / 1e12:,.2f} TFLOPs per GPU per step{loop} at the records' rate (fitted on "
            f"{lo:g}-{hi:g}; leave-one-out error up to {100 * fit.loo_error:.0f}%)")  # fmt: skip
     if any(not lo * 0.8 <= f / 1e12 <= hi * 1.25 for f in per_gpu):
-        notes.append(f"{max(per_gpu) / 1e12:,.1f} TFLOPs per GPU per step is outside the calibrated range "
-                     f"({lo:g}-{hi:g}): the step time is an extrapolation")  # fmt: skip
+        which = " (the loop on)" if len(per_gpu) > 1 and per_gpu[1] > per_gpu[0] else ""
+        notes.append(f"{max(per_gpu) / 1e12:,.2f} TFLOPs per GPU per step{which} is outside the calibrated "
+                     f"range ({lo:g}-{hi:g}): the step time is an extrapolation")  # fmt: skip
     notes.append("GPU figures project the records' measured speed onto this config; pgolf's CUDA path "
                  "is unmeasured (its residual stream is fp32; the records cast to bf16)")  # fmt: skip
     for point in CHECK_POINTS:
@@ -314,8 +316,8 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
     train_flops = flat.train if looped is None else flat_share * flat.train + (1 - flat_share) * looped.train
     est, projected, formats = project_artifact(cfg)
     n_val = val_tokens or (tokens.numel() if tokens is not None else None)
-    if n_val is None and track.name == CONTEST:
-        n_val = CONTEST_VAL_TOKENS.get(cfg.model.vocab_size)
+    if n_val is None:
+        n_val = contest_val_tokens(cfg.data.dataset)
     evaluation = None
     if n_val:
         eval_flops = count_flops(model, cfg.eval_seq_len, looping=cfg.model.loop_repeats > 0)
