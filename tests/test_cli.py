@@ -195,6 +195,7 @@ def test_pack_inspect_and_fit(tmp_path, capsys, data_root, monkeypatch):
     ]  # quantise matrices
     assert main(fit_args) == 0
     fit = json.loads(capsys.readouterr().out)
+    assert fit["estimate"].startswith("sizes are estimates: round-to-nearest")
     sizes = [row["bytes_model"] for row in fit["ladder"]]
     # matrix steps shrink the artifact; the last (pgolf's int8 embedding grid) can grow a barely trained
     # embedding whose rows sit far below int8-contest's 1/127 floor: every step is measured, not assumed
@@ -208,6 +209,13 @@ def test_pack_inspect_and_fit(tmp_path, capsys, data_root, monkeypatch):
     monkeypatch.setattr(packtool, "get_track", lambda name: capped)
     assert main(fit_args) == 0
     assert json.loads(capsys.readouterr().out)["first_fit"] == "+ SDClip k=20"
+    assert main(fit_args[:-3] + fit_args[-2:]) == 0  # as text, each size marked as the estimate it is
+    text = capsys.readouterr().out
+    assert (
+        text.startswith("sizes are estimates")
+        and "(estimated)" in text
+        and "first policy estimated to fit" in text
+    )
     monkeypatch.undo()
 
     # with GPTQ, the calibration runs through the training path but prints nothing: stdout stays JSON

@@ -18,7 +18,7 @@ from scipy import stats
 from pgolf.cli import main
 from pgolf.config.run import apply_overrides
 from pgolf.errors import PgolfError
-from pgolf.records.check import check, load_subject
+from pgolf.records.check import check, load_subject, rule_code, rule_val_leak
 from pgolf.records.folder import RecordInfo, make_record
 from pgolf.records.logs import load_scores, parse_log
 from pgolf.records.probes import causality_error, normalisation_error, sample_inputs
@@ -154,6 +154,14 @@ def test_a_good_record_passes_every_rule(good_record):
     assert sub["val_bpb"] == pytest.approx(np.mean([s.val_bpb for s in load_scores(folder)]))
     assert "| 1 |" in (folder / "README.md").read_text() and (folder / "train_seed2.log").is_file()
     assert main(["check", str(folder)]) == 0
+    # the README's command is the one that made it, overrides included (seed and data root aside)
+    assert ("`pgolf record --preset debug --track cpu-5min-2mb --train.max_wallclock_seconds 300.0 --seeds "
+            "1,2,3 --name good`") in (folder / "README.md").read_text()  # fmt: skip
+    rules = {r.name: r for r in rules}
+    assert "bound 1.2e-04 at V=1024" in rules["score-first, causal, normalised evaluation"].detail
+    leak = rules["no validation leakage"].detail
+    assert "0 of 12 validation documents (of 12; 0 under 32 tokens not compared) occur exactly" in leak
+    assert "every shard's token count and sha256 are its manifest's" in leak and "near-duplicates" in leak
 
 
 def test_check_fails_each_broken_rule(good_record, tmp_path, data_root, monkeypatch):
@@ -241,16 +249,21 @@ def test_a_single_run_is_checked_against_its_rebuilt_bundle(debug_cfg, tmp_path)
     assert _status(tmp_path / "r")["counted code is the bundled file"] == "fail"
 
 
-def test_compare_runs_and_plot_from_the_cli(good_record, tmp_path, capsys):
-    folder, _ = good_record
-    logs = tmp_path / "contest"
-    logs.mkdir()
+def _contest_logs(folder: Path) -> Path:
+    """Three seeds of the contest's baseline log, with their scores moved a little."""
+    folder.mkdir()
     for seed, (loss, bpb) in {1: (2.0727, 1.2244), 2: (2.0750, 1.2258), 3: (2.0701, 1.2229)}.items():
         text = (FIXTURES / "contest_baseline_seed1337.log").read_text()
         text = text.replace(
             "val_loss:2.07269931 val_bpb:1.22436570", f"val_loss:{loss:.8f} val_bpb:{bpb:.8f}"
         )
-        (logs / f"train_seed{seed}.log").write_text(text.replace("seed:1337", f"seed:{seed}"))
+        (folder / f"train_seed{seed}.log").write_text(text.replace("seed:1337", f"seed:{seed}"))
+    return folder
+
+
+def test_compare_runs_and_plot_from_the_cli(good_record, tmp_path, capsys):
+    folder, _ = good_record
+    logs = _contest_logs(tmp_path / "contest")
     assert main(["compare", str(folder), str(logs)]) == 0  # the contest's baseline "beats" a debug model
     out = capsys.readouterr().out
     assert "nats old" in out and "PASS" in out and "A seed 2" in out
@@ -329,3 +342,161 @@ def test_check_reruns_the_runs_own_method_and_catches_a_leak(debug_cfg, tmp_path
     )
     rule = rule_probes(load_subject(tmp_path / "s"))
     assert rule.status == "fail" and "method refused" in rule.detail and "unscored" in rule.detail
+
+
+def test_a_leak_prepended_to_a_training_shard_is_refused_and_found(good_record, tmp_path, data_root, capsys):
+    """Issue 31: validation tokens prepended to the training shard (its header's count updated) trained
+    unseen and passed check. Training now refuses the shard (its manifest's count and sha256), and
+    check fails it twice: by the manifest, and by the validation documents found in the tokens, the
+    manifest gone too."""
+    from pgolf.data.docs import iter_docs
+    from pgolf.data.shards import read_shard, write_shard
+
+    folder, _ = good_record
+    bad_root = tmp_path / "bad"
+    shutil.copytree(data_root, bad_root, ignore=shutil.ignore_patterns(".sha256-cache.json"))
+    ds = bad_root / "datasets" / "pgolf_demo_sp1024"
+    val, train = (np.asarray(read_shard(ds / f"fineweb_{s}_000000.bin")) for s in ("val", "train"))
+    write_shard(ds / "fineweb_train_000000.bin", np.concatenate([val[:8000], train]))
+    ends = np.cumsum([len(d) for d in iter_docs([ds / "fineweb_val_000000.bin"])])
+    whole = int((ends <= 8000).sum())  # the documents the prefix holds whole; the next one is cut
+    assert 2 <= whole < 12
+    args = ["train", "--preset", "debug", "--track", "cpu-5min-2mb", "--train.max_wallclock_seconds", "20",
+            "--data.root", str(bad_root), "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"fineweb_train_000000.bin: tokens {len(train) + 8000}, but {ds / 'manifest.json'} lists tokens"
+        in err
+    )
+    bad = _copy(folder, tmp_path, "leaked")
+    for s in (1, 2, 3):
+        _edit_result(bad, s, lambda r: r["config"]["data"].update(root=str(bad_root)))
+    rule = rule_val_leak(load_subject(bad))
+    assert rule.status == "fail" and f"lists tokens {len(train)}" in rule.detail
+    assert (
+        f"FAIL: {whole} of 12 validation documents" in rule.detail and "val doc 0 (tokens [1, " in rule.detail
+    )
+    (ds / "manifest.json").unlink()  # the contest's export has no document lists: the tokens still tell
+    rule = rule_val_leak(load_subject(bad))
+    assert rule.status == "fail" and f"FAIL: {whole} of 12 validation documents" in rule.detail
+    assert (
+        "no manifest.json: the shards' token counts and sha256" in rule.detail
+        and "lists tokens" not in rule.detail
+    )
+    assert main(["check", str(bad)]) == 1
+
+
+def test_a_run_records_the_data_root_it_read(tmp_path, data_root, monkeypatch, capsys):
+    """$PGOLF_DATA_ROOT is recorded in the run's config, made absolute, so check finds the data from
+    anywhere; $PGOLF_DATA (the old name) is refused, not silently ignored."""
+    from pgolf.config.files import resolve
+
+    monkeypatch.delenv("PGOLF_DATA_ROOT", raising=False)
+    monkeypatch.setenv("PGOLF_DATA", str(data_root))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "debug", "--out", "a"]) == 2
+    assert "$PGOLF_DATA is not read: the data root's variable is PGOLF_DATA_ROOT" in capsys.readouterr().err
+    monkeypatch.delenv("PGOLF_DATA")
+    (tmp_path / "d").symlink_to(data_root)
+    monkeypatch.setenv("PGOLF_DATA_ROOT", "d")
+    assert resolve("debug").data.root == str((tmp_path / "d").resolve())
+    assert main(["train", "--preset", "debug", "--train.iterations", "2", "--out", "r"]) == 0
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["config"]["data"]["root"] == str((tmp_path / "d").resolve())
+    monkeypatch.delenv("PGOLF_DATA_ROOT")
+    monkeypatch.chdir(data_root)
+    rule = rule_val_leak(load_subject(tmp_path / "r"))
+    assert rule.status == "pass" and "0 of 12 validation documents" in rule.detail
+
+
+def _run_copy(src: Path, dst: Path, edit=None, artifact: bytes | None = None) -> None:
+    shutil.copytree(src, dst)
+    if edit:
+        r = json.loads((dst / "result.json").read_text())
+        edit(r)
+        (dst / "result.json").write_text(json.dumps(r))
+    if artifact is not None:
+        (dst / "artifact.pgolf").write_bytes(artifact)
+
+
+def test_compare_refuses_copies_and_mixed_configs_and_leaves_off_track_runs_out(
+    good_record, tmp_path, capsys
+):
+    folder, _ = good_record
+    logs, runs = _contest_logs(tmp_path / "contest"), folder / "runs"
+
+    def seed(n):
+        return lambda r: r["config"]["train"].update(seed=n)
+
+    six = tmp_path / "six"
+    for i in range(6):
+        _run_copy(runs / "seed1", six / str(i))
+    assert main(["compare", str(logs), str(six)]) == 2
+    assert "B: seed 1 appears 6 times" in capsys.readouterr().err
+    reseeded = tmp_path / "reseeded"
+    for i in range(3):
+        _run_copy(runs / "seed1", reseeded / str(i), seed(10 + i))
+    assert main(["compare", str(logs), str(reseeded)]) == 2
+    assert "B: artifact sha256" in capsys.readouterr().err
+    assert main(["compare", str(folder), str(runs)]) == 2
+    assert "A and B share 3 artifact(s)" in capsys.readouterr().err
+
+    mixed = tmp_path / "mixed"
+    for s in (1, 2, 3):
+        _run_copy(runs / f"seed{s}", mixed / f"s{s}")
+    _run_copy(runs / "seed1", mixed / "other_config", lambda r: (seed(4)(r), r["config"]["model"].update(
+        num_layers=3)), b"another model")  # fmt: skip
+    assert main(["compare", str(logs), str(mixed)]) == 2
+    assert "B: runs of 2 configurations" in capsys.readouterr().err
+    assert main(["compare", str(logs), str(mixed), "--mixed-configs"]) == 1
+    assert "B: pooling 2 configurations (--mixed-configs)" in capsys.readouterr().out
+
+    (mixed / "other_config").rename(tmp_path / "other_config")
+    _run_copy(runs / "seed1", mixed / "over_cap", lambda r: (seed(5)(r), r.update(
+        on_track=False, off_track=["artifact 2,100,000 bytes: over the cap"])), b"big")  # fmt: skip
+    _run_copy(runs / "seed1", mixed / "leaked", lambda r: (seed(6)(r), r["config"]["eval"].update(
+        val_leak=True)), b"leaked")  # fmt: skip
+    assert main(["compare", str(logs), str(mixed), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["nats"]["n_new"] == 3 and sorted(s["seed"] for s in out["b"]) == [1, 2, 3]
+    assert any("over_cap: artifact 2,100,000 bytes: over the cap" in n for n in out["notes"])
+    assert any("leaked: used eval.val_leak" in n for n in out["notes"])
+
+
+def test_a_seed_run_moved_out_of_its_record_still_matches_its_code(good_record, tmp_path):
+    folder, _ = good_record
+    moved = tmp_path / "moved"
+    shutil.copytree(folder / "runs" / "seed2", moved)
+    rule = rule_code(load_subject(moved))
+    assert rule.status == "pass" and "with train.seed 1337 baked in (SEED gave 2)" in rule.detail
+    r = json.loads((moved / "result.json").read_text())
+    r["config"]["model"]["mlp_mult"] = 3.0
+    (moved / "result.json").write_text(json.dumps(r))
+    rule = rule_code(load_subject(moved))
+    assert (
+        rule.status == "fail" and "is not the bundle of the run's config with the same sources" in rule.detail
+    )
+    assert re.search(r"at train\.seed 2 [\d,]+ bytes \([+-]\d+\) sha256", rule.detail), rule.detail
+
+
+def test_the_normalisation_bound_covers_float32_rounding_at_the_vocabulary_size():
+    from pgolf.records.check import normalisation_bound
+
+    g = torch.Generator().manual_seed(0)
+    for vocab in (17, 1024, 8192, 65_536):
+        logits = 8.0 * torch.randn(16, vocab, generator=g)
+        err = float(torch.logsumexp(torch.log_softmax(logits, -1).double(), -1).abs().max())
+        assert err <= normalisation_bound(vocab), (vocab, err)
+    assert normalisation_bound(1024) > 1.2e-6 > 1e-6  # the compliant model the flat 1e-6 failed
+    assert normalisation_error(
+        Peeking(17, normalised=False), sample_inputs(17, 12)
+    ) > 1e3 * normalisation_bound(17)
+
+
+def test_runs_prints_long_paths_whole(good_record, tmp_path, capsys):
+    folder, _ = good_record
+    deep = tmp_path / ("a_rather_long_folder_name_" * 3) / "and_another_level_of_runs" / "seed1"
+    shutil.copytree(folder / "runs" / "seed1", deep)
+    assert main(["runs", str(tmp_path)]) == 0
+    assert str(deep) in capsys.readouterr().out

@@ -15,6 +15,7 @@ from pgolf.data.shards import (
     read_shard,
     write_shard,
 )
+from pgolf.vocab import BOS_ID
 
 
 @settings(max_examples=40, deadline=None)
@@ -163,3 +164,88 @@ def test_coprime_blocks_read_every_block_once_before_repeating(tmp_path):
         CoprimeBlocks(files, 4000).load_state({"file_idx": 0, "pos": 3})
     with pytest.raises(ShardError, match="the data changed"):
         CoprimeBlocks(files[:2], 4000).load_state(state)
+
+
+def _copy_dataset(data_root, tmp_path):
+    """A copy of the demo dataset (shards and manifest) to tamper with."""
+    import shutil
+
+    src = data_root / "datasets" / "pgolf_demo_sp1024"
+    dst = tmp_path / "datasets" / "pgolf_demo_sp1024"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".sha256-cache.json"))
+    return dst
+
+
+def test_shards_are_verified_against_the_manifest_with_cached_hashes(data_root, tmp_path, monkeypatch):
+    import json
+
+    from pgolf.data import manifest
+    from pgolf.errors import DataError
+
+    ds = _copy_dataset(data_root, tmp_path)
+    train, val = find_shards(ds, "fineweb_train_*.bin"), find_shards(ds, "fineweb_val_*.bin")
+    hashed = []
+    sha256 = manifest.file_sha256
+    monkeypatch.setattr(manifest, "file_sha256", lambda p: hashed.append(p.name) or sha256(p))
+    manifest.check_train_val_disjoint(train, val, ds)
+    assert sorted(hashed) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
+    cache = json.loads((ds / manifest.HASH_CACHE).read_text())
+    assert cache["fineweb_train_000000.bin"][2] == sha256(train[0])
+    manifest.check_train_val_disjoint(train, val, ds)  # unchanged (size, mtime): nothing re-hashed
+    assert len(hashed) == 2
+    listed = json.loads((ds / "manifest.json").read_text())["splits"]["train"]["shards"][0]["tokens"]
+    original = train[0].read_bytes()
+
+    # the issue's leak: the first validation tokens prepended, the header's count updated
+    leaked = np.concatenate([read_shard(val[0])[:5000], read_shard(train[0])])
+    write_shard(train[0], leaked)
+    with pytest.raises(DataError, match=rf"fineweb_train_000000\.bin: tokens {listed + 5000}, but .*manifest"
+                       rf"\.json lists tokens {listed} \(the shard changed"):  # fmt: skip
+        manifest.check_train_val_disjoint(train, val, ds)
+    # the same count, other tokens: only the content hash sees it (and the edit's mtime re-hashes it)
+    swapped = np.asarray(read_shard(train[0]))[5000:].copy()
+    swapped[10:20] = 7
+    write_shard(train[0], swapped)
+    with pytest.raises(
+        DataError, match=r"fineweb_train_000000\.bin: sha256 [0-9a-f]{64}, but .* lists sha256"
+    ):
+        manifest.check_train_val_disjoint(train, val, ds)
+    # a shard the build never wrote
+    train[0].write_bytes(original)
+    write_shard(ds / "fineweb_train_000001.bin", swapped)
+    with pytest.raises(DataError, match=r"fineweb_train_000001\.bin: not listed in .*manifest\.json"):
+        manifest.check_train_val_disjoint([*train, ds / "fineweb_train_000001.bin"], val, ds)
+
+
+def _stream(docs):
+    return np.concatenate([np.array([BOS_ID, *d], dtype=np.uint16) for d in docs])
+
+
+def test_validation_documents_are_found_in_the_training_tokens(tmp_path, data_root):
+    from pgolf.data.docs import MIN_DOC_TOKENS, val_docs_in_train
+
+    rng = np.random.default_rng(0)
+    long = [list(rng.integers(4, 900, size=n)) for n in (40, 300, 64, 500)]
+    short = [[], [5], list(range(10, 20))]  # empty, one token, ten: below MIN_DOC_TOKENS
+    val = [long[0], short[0], long[1], short[1], long[2], short[2], long[3]]
+    write_shard(tmp_path / "fineweb_val_000000.bin", _stream(val))
+    other = [list(rng.integers(4, 900, size=n)) for n in (50, 80, 300)]
+    # training: its own duplicates, the short validation documents, long[1] whole and long[2] cut short
+    train = _stream([other[0], other[0], *short, other[1], long[1], long[2][:-1], other[2], other[2]])
+    cut = len(train) - (301 + 64 + 301 + 301) + 150  # inside long[1]: whole again across the two shards
+    write_shard(tmp_path / "fineweb_train_000000.bin", train[:cut])
+    write_shard(tmp_path / "fineweb_train_000001.bin", train[cut:])
+    trains = find_shards(tmp_path, "fineweb_train_*.bin")
+    o = val_docs_in_train(trains, [tmp_path / "fineweb_val_000000.bin"])
+    assert (o.val_docs, o.checked, o.train_docs, o.min_tokens) == (7, 4, 10, MIN_DOC_TOKENS)
+    assert o.found == [(2, [BOS_ID, *map(int, long[1][:7])])]
+    assert "1 of 4 validation documents (of 7; 3 under 32 tokens not compared)" in o.describe()
+    assert "val doc 2 (tokens [1, " in o.describe()
+    write_shard(tmp_path / "fineweb_train_000002.bin", _stream([long[1]]))  # long[1] twice: found once
+    write_shard(tmp_path / "fineweb_train_000001.bin", _stream([long[0]]))
+    o = val_docs_in_train(find_shards(tmp_path, "fineweb_train_*.bin"), [tmp_path / "fineweb_val_000000.bin"])
+    assert [i for i, _ in o.found] == [0, 2]
+    # the clean demo dataset: nothing found
+    ds = data_root / "datasets" / "pgolf_demo_sp1024"
+    clean = val_docs_in_train(find_shards(ds, "fineweb_train_*.bin"), find_shards(ds, "fineweb_val_*.bin"))
+    assert clean.found == [] and clean.checked == clean.val_docs == 12 and clean.train_docs > 100

@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="artifact path (default RUN_DIR/artifact-<scheme>.pgolf)"
     )
     k.add_argument(
-        "--fit", action="store_true", help="measure the policy ladder against the track's byte cap"
+        "--fit",
+        action="store_true",
+        help="estimate each step of the policy ladder against the track's byte cap",
     )
     k.add_argument("--no-score", action="store_true", help="skip the round-trip evaluation")
     k.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -307,11 +309,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
         rows = packtool.fit_ladder(args.run_dir, overrides)
         fitting = next((name for name, size in rows if size.fits), None)
         if args.json:
-            print(json.dumps({"ladder": [{"step": n, **s.to_dict()} for n, s in rows], "first_fit": fitting}))
+            ladder = [{"step": n, **s.to_dict()} for n, s in rows]
+            print(json.dumps({"ladder": ladder, "first_fit": fitting, "estimate": packtool.FIT_NOTE}))
         else:
+            print(packtool.FIT_NOTE)
             for name, size in rows:
-                print(f"{name:46s} {size.total_bytes:>12,} bytes  {size.verdict()}")
-            print(f"first policy that fits: {fitting}" if fitting else "no policy of the ladder fits")
+                print(f"{name:46s} ~{size.total_bytes:>11,} bytes  {size.verdict()} (estimated)")
+            print(f"first policy estimated to fit: {fitting}" if fitting else "no policy of the ladder fits")
         return 0 if fitting else 1
     r = packtool.repack(args.run_dir, overrides, args.out, score=not args.no_score)
     d = r.to_dict()

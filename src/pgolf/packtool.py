@@ -186,8 +186,16 @@ Sizes are round-to-nearest's; GPTQ moves them by under 1% (measured) and is what
 small, so a run should train with quant.gptq on once its policy is chosen."""
 
 
+FIT_NOTE = (
+    "sizes are estimates: round-to-nearest quantisation (GPTQ moves them by under 1%) with a stand-in "
+    "meta of about the real one's size; a step within 1% of the cap may land on either side: re-pack "
+    "with its flags (pgolf pack RUN --quant...) for the exact bytes"
+)
+
+
 def fit_ladder(run_dir: Path, overrides: dict[str, Any]) -> list[tuple[str, SizeReport]]:
-    """Measured total bytes of each cumulative step of FIT_LADDER (round-to-nearest; no scoring)."""
+    """Estimated total bytes of each cumulative step of FIT_LADDER (``FIT_NOTE``: the artifact is
+    encoded, but round-to-nearest and with a stand-in meta; no scoring)."""
     run = load_run(run_dir)
     cfg = with_policy(run.config, overrides)
     if cfg.quant.alloc == "fisher":

@@ -11,7 +11,8 @@ class DataConfig:
     SECTION: ClassVar[str] = "data"
 
     root: str = ""
-    """Data root; empty means $PGOLF_DATA, else ./data. Relative dataset/tokenizer paths resolve here."""
+    """Data root; empty means $PGOLF_DATA_ROOT, else ./data. Relative dataset/tokenizer paths resolve here.
+    A command line run records $PGOLF_DATA_ROOT here, made absolute; the bundled file never bakes it."""
     dataset: str = "datasets/fineweb10B_sp1024"
     """Folder with the train and val shards (contest layout)."""
     tokenizer: str = "tokenizers/fineweb_1024_bpe.model"

@@ -38,8 +38,21 @@ def is_config_file(name: str) -> bool:
     return name.endswith(".toml") or Path(name).is_file()
 
 
-def resolve(name: str, _depth: int = 0) -> RunConfig:
-    """The config of a preset name or of a config file's path."""
+DATA_ROOT_ENV = "PGOLF_DATA_ROOT"
+
+
+def resolve(name: str) -> RunConfig:
+    """The config of a preset name or of a config file's path. Where it leaves ``data.root`` empty,
+    $PGOLF_DATA_ROOT fills it, made absolute, so that a run records where its data was (``pgolf
+    check`` reads the data from there); ``--data.root`` still overrides it."""
+    cfg = _resolve(name)
+    if not cfg.data.root and os.environ.get(DATA_ROOT_ENV):
+        root = str(Path(os.environ[DATA_ROOT_ENV]).resolve())
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
+    return cfg
+
+
+def _resolve(name: str, _depth: int = 0) -> RunConfig:
     from pgolf.presets import get_preset
 
     if not is_config_file(name):
@@ -58,7 +71,7 @@ def resolve(name: str, _depth: int = 0) -> RunConfig:
         raise ConfigError(f'{path}: needs a top-level `preset = "NAME"` (a preset or another config file)')
     if is_config_file(base) and not Path(base).is_absolute():
         base = str(path.parent / base)
-    cfg = resolve(base, _depth + 1)
+    cfg = _resolve(base, _depth + 1)
     try:
         cfg = apply_overrides(cfg, _flatten(data, path))
     except ConfigError as e:

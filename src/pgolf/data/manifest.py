@@ -1,20 +1,26 @@
-"""The dataset manifest (written by ``pgolf data build``) and the guard that keeps validation data
-out of training: no shard may be both a training and a validation shard, no training shard may be
-a copy of a validation shard, and, where a manifest lists document hashes, no document may be in
-both splits."""
+"""The dataset manifest (written by ``pgolf data build`` and ``pgolf data fineweb``) and the guard
+that keeps validation data out of training: no shard may be both a training and a validation shard,
+no training shard may be a copy of a validation shard, and, where there is a manifest, every shard
+is one it lists, with the token count and sha256 it lists, and no document is listed in both
+splits. (``pgolf check`` also looks for validation documents in the training tokens themselves:
+``data.docs``.)"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
 
-from pgolf.data.shards import HEADER_BYTES
+from pgolf.data.shards import HEADER_BYTES, read_header
 from pgolf.errors import DataError
+from pgolf.fileio import file_sha256, write_json_atomic
 
 MANIFEST_FORMAT = "pgolf-dataset-v1"
 MANIFEST_NAME = "manifest.json"
+HASH_CACHE = ".sha256-cache.json"
+"""Beside the manifest: file name -> [size, mtime_ns, sha256] of the shards hashed so far."""
 _PREFIX_BYTES = 1 << 20
 
 
@@ -51,8 +57,9 @@ def _payload_digest(path: Path, limit: int | None) -> tuple[int, str]:
 def check_train_val_disjoint(train_files: list[Path], val_files: list[Path], dataset_dir: Path) -> None:
     """Raise DataError if training data is validation data: the same file, a copy of a validation
     shard's tokens (size and a prefix digest, confirmed by a digest of the whole payload), or, where
-    the dataset's manifest lists document hashes, a document in both splits. A validation shard
-    re-cut into differently sized training shards is caught only by the manifest's document check."""
+    the dataset has a manifest, a shard that is not the one it lists (``verify_shards``: validation
+    tokens prepended to a training shard change its count and hash) or a document in both of its
+    splits."""
     val = {p.resolve() for p in val_files}
     shared = sorted(str(p) for p in train_files if p.resolve() in val)
     if shared:
@@ -67,6 +74,54 @@ def check_train_val_disjoint(train_files: list[Path], val_files: list[Path], dat
             raise DataError(f"training shard {p} holds the same tokens as validation shard {twin}")
     if (dataset_dir / MANIFEST_NAME).is_file():
         _check_manifest_splits(dataset_dir, train_files)
+        verify_shards(dataset_dir, [*train_files, *val_files])
+
+
+def _listed(dataset_dir: Path) -> dict[str, dict]:
+    """File name -> the manifest's entry (tokens, sha256) of every shard it lists, sidecars included."""
+    splits = load_manifest(dataset_dir).get("splits", {})
+    try:
+        parts = [p for s in splits.values() for p in (s, s.get("byte_sidecar", {}))]
+        return {e["file"]: e for p in parts for e in p.get("shards", [])}
+    except (AttributeError, TypeError, KeyError) as e:
+        raise DataError(
+            f"{dataset_dir / MANIFEST_NAME}: malformed splits ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _sha256(f: Path, cache: dict) -> str:
+    key = [f.stat().st_size, f.stat().st_mtime_ns]
+    if cache.get(f.name, [])[:2] != key:
+        cache[f.name] = [*key, file_sha256(f)]
+    return cache[f.name][2]
+
+
+def verify_shards(dataset_dir: Path, files: list[Path]) -> None:
+    """Raise DataError unless every shard of ``files`` is listed in the dataset's manifest with its
+    token count (the header's, which the file size must match) and its sha256. A file's sha256 is
+    computed once per (size, mtime) and kept in ``HASH_CACHE`` beside the manifest (FineWeb's training
+    shards are 200 MB each); a read-only folder only costs the hashing again. The cache guards against
+    accidents, as the manifest itself does, not against someone who edits both."""
+    where, listed, path = dataset_dir / MANIFEST_NAME, _listed(dataset_dir), dataset_dir / HASH_CACHE
+    try:
+        cache = {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, list) and len(v) == 3}
+    except (OSError, ValueError, AttributeError):
+        cache = {}
+    before = dict(cache)
+    try:
+        for f in files:
+            want = listed.get(f.name)
+            if want is None:
+                raise DataError(f"{f}: not listed in {where} (added after the dataset was built?)")
+            got = {"tokens": read_header(f), **({"sha256": _sha256(f, cache)} if "sha256" in want else {})}
+            for key, value in got.items():
+                if value != want.get(key):
+                    raise DataError(f"{f}: {key} {value}, but {where} lists {key} {want.get(key)} "
+                                    "(the shard changed after the manifest was written)")  # fmt: skip
+    finally:
+        if cache != before:
+            with contextlib.suppress(OSError):
+                write_json_atomic(path, cache)
 
 
 def _check_manifest_splits(dataset_dir: Path, train_files: list[Path]) -> None:

@@ -17,8 +17,14 @@ class DataPaths:
 
 
 def data_root(cfg: DataConfig) -> Path:
-    """data.root, else $PGOLF_DATA, else ./data."""
-    return Path(cfg.root or os.environ.get("PGOLF_DATA", "data"))
+    """data.root, else $PGOLF_DATA_ROOT, else ./data. $PGOLF_DATA (the name until 2026-12-04) is
+    refused where it would be read: ignored, it would send a run to ./data unannounced."""
+    if cfg.root:
+        return Path(cfg.root)
+    if "PGOLF_DATA" in os.environ and "PGOLF_DATA_ROOT" not in os.environ:
+        raise DataError("$PGOLF_DATA is not read: the data root's variable is PGOLF_DATA_ROOT (renamed "
+                        "2026-12-04); set that instead, or pass --data.root")  # fmt: skip
+    return Path(os.environ.get("PGOLF_DATA_ROOT", "data"))
 
 
 def resolve_data(cfg: DataConfig) -> DataPaths:

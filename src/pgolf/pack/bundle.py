@@ -2,7 +2,9 @@
 
 The file embeds every counted module's source (``pack.size.counted_modules``) and a small import
 hook that serves ``pgolf.*`` from them, so that it runs with nothing of pgolf installed: only the
-third-party packages the counted code imports. The run's resolved config is baked in; the contest's
+third-party packages the counted code imports. The run's resolved config is baked in, less
+``data.root``: where the data lives is not code, so a run's counted bytes and digest do not depend on
+it (the bundled file reads ``./data``, ``PGOLF_DATA_ROOT`` or ``DATA_PATH``). The contest's
 environment variables (``DATA_PATH``, ``SEED``, ``MAX_WALLCLOCK_SECONDS``, ...) adjust it at start
 (``pgolf.entry``). Three forms, each a plain UTF-8 Python file whose size is its counted bytes:
 
@@ -71,7 +73,8 @@ in one file, the resolved config baked into CONFIG. Run from a records folder:
 
 The contest's environment variables adjust the config (DATA_PATH, TOKENIZER_PATH, VOCAB_SIZE, SEED,
 RUN_ID, MAX_WALLCLOCK_SECONDS, ITERATIONS, ...; see pgolf.entry), as does PGOLF_<SECTION>_<FIELD>
-for any field, e.g. PGOLF_TRAIN_SEQ_LEN=2048. Output goes to runs/<RUN_ID>/ (or $OUT_DIR).
+for any field, e.g. PGOLF_TRAIN_SEQ_LEN=2048; the data root is ./data or PGOLF_DATA_ROOT. Output
+goes to runs/<RUN_ID>/ (or $OUT_DIR).
 """
 '''
 
@@ -145,6 +148,7 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 def _assemble(cfg: RunConfig, modules: dict[str, tuple[bool, str]], form: str, readable: bool) -> str:
     config: Any = cfg.to_dict()
+    config["data"]["root"] = ""
     bad = [k for k, v in _flat(config) if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise ConfigError(f"cannot bake non-finite values into the bundle: {', '.join(bad)}")

@@ -35,6 +35,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
                    help="readme: 0.005 nats at p<0.01; practice: no margin at p<0.25")  # fmt: skip
     c.add_argument("--margin", type=float, default=None, help="nats (overrides the rule's)")
     c.add_argument("--alpha", type=float, default=None, help="significance level (overrides the rule's)")
+    c.add_argument("--mixed-configs", action="store_true",
+                   help="pool runs of different configurations on a side (refused otherwise)")  # fmt: skip
     c.add_argument("--json", action="store_true")
 
     k = sub.add_parser("check", help="compliance report of a record folder or a run folder")
@@ -83,12 +85,12 @@ def cmd_record(args: argparse.Namespace, cfg) -> int:
 
 def _compare_lines(a: Path, new_scores, rule: str) -> list[str]:
     from pgolf.records.logs import load_scores
-    from pgolf.records.stats import RULES
+    from pgolf.records.stats import RULES, admissible
 
-    old = load_scores(a)
+    old, notes = admissible(load_scores(a), "A")
     margin, alpha = RULES[rule]
     result = _compare(old, new_scores, margin, alpha)
-    return [f"rule {rule}: margin {margin} nats, alpha {alpha}", *result.lines(str(a), "this record")]
+    return [f"rule {rule}: margin {margin} nats, alpha {alpha}", *notes, *result.lines(str(a), "this record")]
 
 
 def _compare(old, new, margin: float, alpha: float):
@@ -100,19 +102,25 @@ def _compare(old, new, margin: float, alpha: float):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """Screened sides (``stats.admissible``: off-track runs left out and said so; repeated seeds or
+    artifacts, and mixed configurations without --mixed-configs, refused), then Welch."""
     from pgolf.records.logs import load_scores
-    from pgolf.records.stats import RULES
+    from pgolf.records.stats import RULES, admissible, check_sides
 
-    old, new = load_scores(args.a), load_scores(args.b)
+    old, old_notes = admissible(load_scores(args.a), "A", mixed_configs=args.mixed_configs)
+    new, new_notes = admissible(load_scores(args.b), "B", mixed_configs=args.mixed_configs)
+    check_sides(old, new)
+    notes = old_notes + new_notes
     margin, alpha = RULES[args.rule]
     margin = args.margin if args.margin is not None else margin
     alpha = args.alpha if args.alpha is not None else alpha
     result = _compare(old, new, margin, alpha)
     if args.json:
-        print(
-            json.dumps({"a": [s.to_dict() for s in old], "b": [s.to_dict() for s in new], **result.to_dict()})
-        )
+        sides = {"a": [s.to_dict() for s in old], "b": [s.to_dict() for s in new], "notes": notes}
+        print(json.dumps({**sides, **result.to_dict()}))
     else:
+        for line in notes:
+            print(line)
         for name, scores in (("A", old), ("B", new)):
             for s in scores:
                 print(f"{name} seed {s.seed}: val_loss {s.val_loss:.8f} val_bpb {s.val_bpb:.8f} "
@@ -136,27 +144,33 @@ def cmd_check(args: argparse.Namespace) -> int:
         _print_rules(rules)
         failed = [r.name for r in rules if r.status == "fail"]
         unverified = [r.name for r in rules if r.status == "unverified"]
-        note = f" ({len(unverified)} unverified: the files that would prove them are absent)" if unverified else ""
+        note = (
+            f" ({len(unverified)} unverified: the files that would prove them are absent)"
+            if unverified
+            else ""
+        )
         print(f"\n{len(failed)} rule(s) failed: {', '.join(failed)}" if failed else f"\nno rule failed{note}")
     return 1 if any(r.status == "fail" for r in rules) else 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """One row per run folder; the path is printed whole (the column is as wide as the longest)."""
     found = sorted({p.parent for root in args.roots for p in root.glob("**/result.json")})
     if not found:
         print(f"no run folders (with result.json) under {', '.join(map(str, args.roots))}")
         return 0
-    print(f"{'run':40s} {'preset':22s} {'track':13s} {'seed':>5s} {'steps':>6s} {'val_bpb':>9s} "
+    w = max(3, *(len(str(run)) for run in found))
+    print(f"{'run':{w}s} {'preset':22s} {'track':13s} {'seed':>5s} {'steps':>6s} {'val_bpb':>9s} "
           f"{'bytes':>11s}  status")  # fmt: skip
     for run in found:
         try:
             r = json.loads((run / "result.json").read_text())
             status = "on track" if r["on_track"] else "OFF TRACK"
             seed = r["config"]["train"]["seed"]
-            print(f"{str(run)[-40:]:40s} {r['preset']:22s} {r['track']:13s} {seed:>5d} "
+            print(f"{run!s:{w}s} {r['preset']:22s} {r['track']:13s} {seed:>5d} "
                   f"{r['steps']:>6d} {r['val_bpb']:>9.4f} {r['bytes_total']:>11,}  {status}")  # fmt: skip
         except (ValueError, KeyError, TypeError) as e:
-            print(f"{str(run)[-40:]:40s} unreadable result.json ({type(e).__name__}: {e})")
+            print(f"{run!s:{w}s} unreadable result.json ({type(e).__name__}: {e})")
     return 0
 
 

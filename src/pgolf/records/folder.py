@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -107,6 +108,26 @@ def submission(
     }  # fmt: skip
 
 
+def made_with(cfg: RunConfig, seeds: list[int], name: str) -> str:
+    """The ``pgolf record`` command of this record: its preset, then every field where the runs'
+    config differs from the preset's, as flags (the seed and the data root aside: each run's SEED and
+    the machine's data are not the recipe)."""
+    from pgolf.config.files import as_flag, differences, resolve
+    from pgolf.errors import ConfigError
+
+    command = f"pgolf record --preset {shlex.quote(cfg.preset)}"
+    try:
+        diff = differences(cfg, resolve(cfg.preset))
+    except ConfigError:  # a config file's preset is the file's name: its fields are the bundle's CONFIG
+        return (
+            f"{command}.toml (a config file) --seeds {','.join(map(str, seeds))} --name {shlex.quote(name)}"
+        )
+    flags = "".join(
+        f" --{k} {shlex.quote(as_flag(v))}" for k, v in diff.items() if k not in ("train.seed", "data.root")
+    )
+    return f"{command}{flags} --seeds {','.join(map(str, seeds))} --name {shlex.quote(name)}"
+
+
 def readme(cfg: RunConfig, info: RecordInfo, sub: dict, rules: list[Rule], comparison: list[str]) -> str:
     track = get_track(cfg.track)
     rows = "\n".join(
@@ -139,7 +160,7 @@ SEED=1337 python train_gpt.py          # or: torchrun --standalone --nproc_per_n
 ```
 The data root is `./data` (or `PGOLF_DATA_ROOT=/path`); the contest's variables (`DATA_PATH`,
 `TOKENIZER_PATH`, `SEED`, `MAX_WALLCLOCK_SECONDS`, ...) adjust the baked config. Made with
-`pgolf record --preset {cfg.preset} --seeds {",".join(map(str, sub["seeds"]))} --name {info.name}`.
+`{made_with(cfg, sub["seeds"], info.name)}`.
 {compare}
 ## Compliance (`pgolf check`)
 
@@ -161,8 +182,7 @@ def make_record(
     if (folder / "seeds.json").exists():
         raise PgolfError(f"{folder} already holds a record (seeds.json); choose another --name")
     folder.mkdir(parents=True, exist_ok=True)
-    baked = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=""))
-    write_bytes_atomic(folder / "train_gpt.py", build_bundle(baked, cfg.pack.code_form).encode("utf-8"))
+    write_bytes_atomic(folder / "train_gpt.py", build_bundle(cfg, cfg.pack.code_form).encode("utf-8"))
     write_bytes_atomic(folder / ".gitignore", b"runs/\n*.pgolf\n")
     write_json_atomic(
         folder / "seeds.json", {"seeds": seeds, "declared_at": time.time(), "preset": cfg.preset}

@@ -10,12 +10,14 @@ that the source code at the top of a contest log, metric-like strings included, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pgolf.errors import PgolfError
+from pgolf.fileio import file_sha256
 
 SCORE = re.compile(
     r"^(?P<label>[A-Za-z][\w +-]*?) val_loss:\s*(?P<loss>\d+\.\d+) val_bpb:\s*(?P<bpb>\d+\.\d+)"
@@ -49,9 +51,45 @@ class RunScore:
     stopped_early: bool | None = None
     val_tokens: int | None = None
     train_shards: int | None = None
+    config_digest: str | None = None
+    """``config_digest`` of the run's config (None: a log that does not carry one)."""
+    artifact_sha256: str | None = None
+    off_track: tuple[str, ...] = ()
+    """Why the run is off its track (over a cap, a validation leak), as its result says."""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+IGNORED_FIELDS = (("train", "seed"), ("data", "root"))
+"""What a configuration's digest leaves out: the seed and where the data lives (and the preset's
+name, a label: a config file with the preset's values is the same configuration)."""
+
+
+def config_digest(config: dict) -> str:
+    """sha256 of a run's config (``RunConfig.to_dict``) less ``IGNORED_FIELDS`` and the preset's name:
+    runs with the same digest are seeds of one configuration."""
+    cfg = json.loads(json.dumps(config))
+    cfg.pop("preset", None)
+    for section, field in IGNORED_FIELDS:
+        cfg.get(section, {}).pop(field, None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+
+
+def evidence(result: dict, artifact: Path) -> dict:
+    """What a run's result and artifact say about whether its score may be pooled: its configuration's
+    digest, its artifact's sha256 (where the file is here) and why it is off track."""
+    off = list(result.get("off_track") or ())
+    if result.get("on_track") is False and not off:
+        off.append("off track (result.json)")
+    leak = result.get("val_leak") or (result.get("config") or {}).get("eval", {}).get("val_leak")
+    if leak and not any("val_leak" in o for o in off):
+        off.append("used eval.val_leak (read validation targets)")
+    return {
+        "config_digest": config_digest(result["config"]),
+        "artifact_sha256": file_sha256(artifact) if artifact.is_file() else None,
+        "off_track": tuple(off),
+    }
 
 
 def parse_log(text: str, source: str = "log") -> RunScore:
@@ -105,6 +143,7 @@ def from_result(path: Path) -> RunScore:
             bytes_total=r["bytes_total"], bytes_code=r["bytes_code"],
             steps=r["steps"], train_seconds=r["train_seconds"], eval_seconds=r["eval_seconds"],
             stopped_early=r["stopped_by"] == "wallclock", val_tokens=r["val_tokens"],
+            **evidence(r, path.parent / "artifact.pgolf"),
         )  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PgolfError(f"{path}: not a pgolf result ({type(e).__name__}: {e})") from None
@@ -122,7 +161,21 @@ def load_scores(path: str | Path) -> list[RunScore]:
         return [from_result(p / "result.json")]
     scores = [from_result(r) for r in sorted(p.glob("*/result.json"))]
     logs = sorted(p.glob("train_seed*.log")) or sorted([*p.glob("*.log"), *p.glob("logs/*.txt")])
-    scores += [parse_log(f.read_text(encoding="utf-8", errors="replace"), str(f)) for f in logs]
+    scores += [
+        _with_record(p, parse_log(f.read_text(encoding="utf-8", errors="replace"), str(f))) for f in logs
+    ]
     if not scores:
         raise PgolfError(f"{p}: no result.json, run folders or logs with a final score")
     return scores
+
+
+def _with_record(folder: Path, score: RunScore) -> RunScore:
+    """A record folder's seed log, with what its ``result_seed<S>.json`` and artifact say (``evidence``)."""
+    result = folder / f"result_seed{score.seed}.json"
+    if score.seed is None or not result.is_file():
+        return score
+    try:
+        found = evidence(json.loads(result.read_text()), folder / f"artifact_seed{score.seed}.pgolf")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PgolfError(f"{result}: not a pgolf result ({type(e).__name__}: {e})") from None
+    return RunScore(**{**score.to_dict(), **found})

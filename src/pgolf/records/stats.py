@@ -8,12 +8,14 @@ Lower scores are better; ``welch`` tests H1: mean(new) < mean(old) - margin.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from pgolf.errors import PgolfError
+from pgolf.records.logs import RunScore
 
 RULES = {"readme": (0.005, 0.01), "practice": (0.0, 0.25)}
 """name -> (margin in nats, alpha)."""
@@ -147,3 +149,58 @@ def compare(
         bpb=welch([b for _, b in old], [b for _, b in new], margin=margin_nats * float(ratio), alpha=alpha),
         same_tokens=same_tokens,
     )
+
+
+def _repeats(scores: list[RunScore], key: str) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = defaultdict(list)
+    for s in scores:
+        if getattr(s, key) is not None:
+            seen[str(getattr(s, key))].append(s.source)
+    return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def admissible(
+    scores: list[RunScore], side: str, *, mixed_configs: bool = False
+) -> tuple[list[RunScore], list[str]]:
+    """The scores of one side that a Welch test may pool, and a line for each thing it should know.
+    A run off its track (over a cap, a validation leak) is left out, with the reason. Refused: one
+    seed twice, or one artifact twice (copies of a run are not independent samples: six copies of a
+    seed give n=6 with no spread); runs of different configurations (``logs.config_digest``: seed, data
+    root and preset name aside) unless ``mixed_configs``."""
+    notes = [f"{side}: left out {s.source}: {'; '.join(s.off_track)}" for s in scores if s.off_track]
+    kept = [s for s in scores if not s.off_track]
+    if not kept:
+        raise PgolfError(f"{side}: every run is off its track; nothing to compare")
+    for key, what in (("seed", "seed"), ("artifact_sha256", "artifact sha256")):
+        if twins := _repeats(kept, key):
+            value, sources = next(iter(twins.items()))
+            raise PgolfError(
+                f"{side}: {what} {value[:16]} appears {len(sources)} times ({', '.join(sources)}): copies of "
+                "one run are not seeds; keep one run per seed"
+            )
+    groups: dict[str, list[str]] = defaultdict(list)
+    for s in kept:
+        if s.config_digest:
+            groups[s.config_digest].append(s.source)
+    if len(groups) > 1:
+        listed = "; ".join(f"config {d[:12]}: {len(v)} run(s), e.g. {v[0]}" for d, v in groups.items())
+        if not mixed_configs:
+            raise PgolfError(
+                f"{side}: runs of {len(groups)} configurations ({listed}): compare one configuration per "
+                "side, or pass --mixed-configs to pool them"
+            )
+        notes.append(f"{side}: pooling {len(groups)} configurations (--mixed-configs): {listed}")
+    unknown = sum(1 for s in kept if not s.config_digest)
+    if unknown and groups:
+        notes.append(f"{side}: {unknown} log(s) carry no configuration: not checked against the others")
+    return kept, notes
+
+
+def check_sides(old: list[RunScore], new: list[RunScore]) -> None:
+    """Refuse a comparison whose sides share an artifact: a run compared with itself."""
+    shared = {s.artifact_sha256 for s in old} & {s.artifact_sha256 for s in new} - {None}
+    if shared:
+        raise PgolfError(
+            f"A and B share {len(shared)} artifact(s) (sha256 {sorted(shared)[0][:16]}...): a run compared "
+            "with itself"
+        )
