@@ -141,8 +141,12 @@ def test_cpu_presets_compressed_code_fits_its_budget(name):
     # the GPU-readiness fixes (issue 30) ~0.6 KB: fp32 calibration statistics under autocast, GPTQ's
     # damping escalation, a synchronised cap decision, a failing rank that does not wait in a barrier;
     # every shard checked against the dataset's manifest at start (token count, cached sha256; issue 31:
-    # a leak prepended to a training shard trained unseen) and $PGOLF_DATA refused ~0.65 KB
-    assert sizes["compressed"] <= (60_350 if cfg.eval.experts else 55_750), sizes
+    # a leak prepended to a training shard trained unseen) and $PGOLF_DATA refused ~0.65 KB; the rest of
+    # issue 30's GPU path ~2.6 KB: the attention kernel chosen once (FlashAttention-3 or pinned SDPA),
+    # peak memory per phase, padded scoring batches, LoRA's chunk batches built on the device, the
+    # windows-only pass and in-training validation off on paid time; a run folder never overwritten
+    # silently and Ctrl-C that names the checkpoint (issue 31) ~0.4 KB
+    assert sizes["compressed"] <= (63_100 if cfg.eval.experts else 58_500), sizes
     assert code_account(cfg).bytes == sizes[cfg.pack.code_form]
 
 

@@ -140,8 +140,12 @@ def test_off_track_exits_1_with_the_reasons(tmp_path, capsys, data_root):
     # ~4.2M parameters kept in fp16 (no int8): far over 2 MB whatever zlib does
     wide = ["--model.model_dim", "512", "--model.num_heads", "8", "--model.num_kv_heads", "4",
             "--quant.keep_float_max_numel", "100000000"]  # fmt: skip
-    args = ["train", "--preset", "debug", "--out", str(tmp_path), "--data.root", str(data_root), *wide]
-    assert main([*args, "--track", "cpu-5min-2mb", "--train.iterations", "1"]) == 1
+    args = ["train", "--preset", "debug", "--out", str(tmp_path), "--data.root", str(data_root), *wide,
+            "--track", "cpu-5min-2mb", "--train.iterations", "1"]  # fmt: skip
+    assert main(args) == 2  # judged before the first step: refused, with both reasons
+    err = capsys.readouterr().err
+    assert "cannot be on its track" in err and "projected: artifact + code is" in err
+    assert main([*args, "--off-track"]) == 1
     err = capsys.readouterr().err
     assert (
         "off track: artifact + code is" in err and "over the cpu-5min-2mb track's 2,000,000 byte cap" in err
@@ -229,3 +233,11 @@ def test_pack_inspect_and_fit(tmp_path, capsys, data_root, monkeypatch):
     assert "re-packing changes only export-time" in capsys.readouterr().err
     assert main(["pack", str(tmp_path / "nowhere")]) == 2
     assert "weights.pgolf: not found; re-packing needs the float weights" in capsys.readouterr().err
+
+
+def test_a_misspelled_override_names_the_nearest_key(capsys):
+    for typo in ("--model.num_layres", "--model.num_layer"):  # a prefix is no longer taken for the key
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--preset", "debug", typo, "3"])
+        assert e.value.code == 2
+        assert "did you mean --model.num_layers?" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pgolf.config import ModelConfig, OptimConfig, TrainConfig
-from pgolf.errors import ConfigError
+from pgolf.errors import ConfigError, Interrupted
 from pgolf.eval.sgd import trainable
 from pgolf.model.gpt import GPT, loop_passes
 from pgolf.model.inputs import WindowSmearGate
@@ -325,7 +325,7 @@ def test_progressive_passes_and_context_follow_the_schedule_and_survive_a_resume
 
     Trainer.train_step = crash
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted, match=r"interrupted while training at step 5.*holds step 4"):
             run(cfg, out_dir=tmp_path / "cut", echo=False)
     finally:
         Trainer.train_step = original

@@ -57,3 +57,59 @@ def test_pgolf_attention_runs_on_the_flash_kernel():
         with sdpa_kernel(SDPBackend.MATH):
             math_ = attn(x, cos, sin)
     assert torch.allclose(flash.float(), math_.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_the_chosen_attention_kernel_runs_and_agrees_with_math():
+    """``train.attention=auto`` on this GPU (FA3 where installed on Hopper, else SDPA flash), pinned:
+    the whole model runs on it under bf16 autocast and agrees with the math kernel."""
+    from pgolf.model.kernels import resolve_attention
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=1024, num_layers=2, model_dim=256, num_heads=4, num_kv_heads=2)).cuda()
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    ids = torch.randint(0, 1024, (2, 512), device="cuda")
+    kernel = resolve_attention("auto", torch.device("cuda"), doc_mask=False)
+    with autocast_for(torch.device("cuda")):
+        model.use_attention("math")
+        want = model(ids).float()
+        model.use_attention(kernel)
+        got = model(ids).float()
+    assert torch.allclose(got, want, atol=5e-2, rtol=2e-2), kernel
+
+
+def test_calibration_statistics_under_cuda_autocast_are_fp32():
+    from pgolf.quant.gptq import collect_hessians
+
+    torch.manual_seed(8)
+    model = GPT(ModelConfig(vocab_size=1024, num_layers=2, model_dim=512, num_heads=8, num_kv_heads=4)).cuda()
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    inputs = []
+    hook = model.blocks[1].mlp.fc.register_forward_hook(
+        lambda m, i, o: inputs.append(i[0].float().flatten(0, 1))
+    )
+    with autocast_for(torch.device("cuda")):
+        batches = [torch.randint(0, 1024, (8, 512), device="cuda") for _ in range(4)]
+        hs = collect_hessians(model, {"blocks.1.mlp.fc.weight"}, batches)
+    hook.remove()
+    x = torch.cat(inputs).double()
+    want = x.T @ x / x.shape[0]
+    got = hs["blocks.1.mlp.fc.weight"]
+    assert got.dtype == torch.float32 and float((got.double() - want).norm() / want.norm()) < 1e-4
+
+
+def test_preflight_and_a_short_run_on_cuda(tmp_path):
+    """The debug preset end to end on the GPU: the preflight passes and names CUDA; a run reports the
+    peak CUDA memory of each phase."""
+    import json
+
+    from pgolf.cli import main
+    from pgolf.data.stdlib_corpus import build_demo_dataset
+
+    build_demo_dataset(tmp_path / "data", vocab_size=1024, val_docs=12, max_docs=160)
+    args = ["debug", "--data.root", str(tmp_path / "data"), "--train.device", "cuda"]
+    assert main(["preflight", *args, "--out", str(tmp_path / "pf")]) == 0
+    assert main(["train", "--preset", *args, "--out", str(tmp_path / "run")]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["peak_memory"]["train"]["allocated_mib"] > 0

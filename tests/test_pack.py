@@ -302,7 +302,7 @@ TOOLING = {"__main__.py", "cli.py", "demo.py", "plot.py", "presets.py", "estimat
            "config/overrides.py", "records/__init__.py", "records/check.py", "records/commands.py",
            "records/folder.py", "records/logs.py", "records/probes.py", "records/stats.py",
            "data/build.py", "data/caseops.py", "data/align.py", "data/fineweb.py", "data/stdlib_corpus.py",
-           "plan/__init__.py",
+           "data/commands.py", "data/docs.py", "preflight.py", "plan/__init__.py",
            "plan/artifact.py", "plan/evaltime.py", "plan/flops.py", "plan/hardware.py", "plan/memory.py",
            "plan/report.py", "sweep.py", "config/files.py"}  # fmt: skip
 

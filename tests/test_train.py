@@ -280,6 +280,56 @@ def test_resume_refuses_a_different_config(debug_cfg, tmp_path):
             resume=True, echo=False)  # fmt: skip
 
 
+def test_a_finished_run_is_never_replaced_silently(debug_cfg, tmp_path):
+    """A second run into a run's folder is refused (nothing touched) unless it resumes (which needs a
+    checkpoint) or forces (which removes the old files first: one run per log, not two appended)."""
+    cfg = debug_cfg(**{"train.iterations": "3"})
+    run(cfg, out_dir=tmp_path, echo=False)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ConfigError, match=r"holds another run \(.*result\.json.*--force replaces it"):
+        run(cfg, out_dir=tmp_path, echo=False)
+    with pytest.raises(ConfigError, match=r"no checkpoint\.pt to resume from"):
+        run(cfg, out_dir=tmp_path, resume=True, echo=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    run(cfg, out_dir=tmp_path, force=True, echo=False)
+    assert (tmp_path / "train.log").read_text().count("final_int8_zlib_roundtrip_exact") == 1
+
+
+def test_a_run_that_cannot_be_on_track_is_refused_before_its_first_step(data_root, tmp_path, capsys):
+    """What is knowable before training (the configured cap, the projected bytes) is judged first: the
+    run is refused with the reason, or runs with --off-track, which the log says at its top."""
+    from pgolf.cli import main
+
+    args = ["train", "--preset", "debug", "--data.root", str(data_root), "--track", "cpu-5min-2mb",
+            "--train.max_wallclock_seconds", "400", "--train.iterations", "2",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 2
+    assert "cannot be on its track (train.max_wallclock_seconds=400" in capsys.readouterr().err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    assert main([*args, "--off-track"]) == 1  # it ran, and is judged off track at the end too
+    first = (tmp_path / "train.log").read_text().splitlines()[0]
+    assert first.startswith("OFF TRACK from the start (--off-track): train.max_wallclock_seconds=400")
+
+
+def test_ctrl_c_says_where_it_stopped_and_how_to_resume(data_root, tmp_path):
+    """SIGINT mid-training: exit 130, no traceback, the step and the checkpoint named, the exact
+    command that resumes, and no result.json; that command then finishes the run."""
+    args = ["train", "--preset", "debug", "--data.root", str(data_root), "--train.iterations", "100000",
+            "--train.checkpoint_every", "5", "--out", str(tmp_path)]  # fmt: skip
+    victim = _cli(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / CHECKPOINT_NAME).exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGINT)
+    err = victim.communicate(timeout=120)[1]
+    assert victim.returncode == 130, err
+    assert "Traceback" not in err and "interrupted while training at step" in err, err
+    assert f"{tmp_path / CHECKPOINT_NAME}, holds step" in err
+    assert not (tmp_path / "result.json").exists()
+    resume = next(line for line in err.splitlines() if "resume it:" in line).split("resume it: ", 1)[1]
+    assert resume.endswith("--resume") and "--train.checkpoint_every 5" in resume
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(data_root, tmp_path):
     """Same global batch: 1 process x 2 micro-batches vs 2 processes x 1 micro-batch, one thread per

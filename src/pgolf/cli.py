@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from pgolf import __version__
 from pgolf.config.files import resolve
 from pgolf.config.overrides import field_docs
 from pgolf.config.run import all_fields, apply_overrides, format_config
-from pgolf.errors import PgolfError
+from pgolf.errors import ConfigError, Interrupted, PgolfError
 
 
 def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
@@ -56,6 +57,19 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     add_overrides(pl)
 
 
+def _add_preflight(sub: argparse._SubParsersAction) -> None:
+    pf = sub.add_parser("preflight", help="on the paid machine, before the run: measure every phase, "
+                        "memory, calibration, export and evaluation against the caps")  # fmt: skip
+    pf.add_argument("preset", help="preset name or config file")
+    pf.add_argument("--steps", type=int, default=3, help="timed steps per phase of the schedule")
+    pf.add_argument("--eval-share", type=float, default=0.02, help="share of validation documents scored")
+    pf.add_argument("--val-tokens", type=int, default=None,
+                    help="project the evaluation onto a stream this long (stand-in data)")  # fmt: skip
+    pf.add_argument("--out", type=Path, default=None, help="keep its log, artifact and preflight.json here")
+    pf.add_argument("--json", action="store_true")
+    add_overrides(pf)
+
+
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     sw = sub.add_parser("sweep", help="search a config space with Optuna (SQLite study; resumes)")
     ssub = sw.add_subparsers(dest="sweep_command", required=True)
@@ -77,52 +91,8 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     c.add_parser("list", help="list presets with their sources")
 
 
-def _add_data(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="build or download datasets").add_subparsers(
-        dest="data_command", required=True
-    )
-    b = data.add_parser("build", help="text/JSONL documents -> tokenizer + shards + manifest")
-    b.add_argument(
-        "--input",
-        nargs="+",
-        required=True,
-        type=Path,
-        help=".txt (one doc per file), .jsonl (one {'text': ...} per line) or folders of them",
-    )
-    b.add_argument("--vocab", type=int, required=True, help="SentencePiece BPE vocabulary size")
-    b.add_argument("--out", type=Path, required=True, help="data root (gets tokenizers/ and datasets/)")
-    b.add_argument("--name", default="corpus", help="dataset base name: datasets/<name>_sp<vocab>/")
-    b.add_argument("--val-docs", type=int, required=True, help="documents in the validation split")
-    b.add_argument(
-        "--selection",
-        choices=("hash", "first"),
-        default="hash",
-        help="validation split: first --val-docs by text hash (default) or in input order (the contest's "
-        "rule for docs_selected.jsonl)",
-    )
-    b.add_argument(
-        "--caseops",
-        action="store_true",
-        help="lossless case factoring before tokenisation; validation scored from a per-token byte sidecar",
-    )
-    f = data.add_parser("fineweb", help="download the contest's FineWeb export, or a community one")
-    f.add_argument("--variant", default="sp1024", help="sp<VOCAB> or byte260, optionally _SUFFIX")
-    f.add_argument("--repo", default="willdepueoai/parameter-golf", help="Hugging Face dataset repository")
-    f.add_argument("--prefix", default="datasets", help="folder of the export inside the repository")
-    f.add_argument("--with-docs", action="store_true", help="also fetch docs_selected.jsonl (the documents)")
-    f.add_argument("--replace", action="store_true", help="clear a dataset folder another source filled")
-    f.add_argument("--train-shards", type=int, default=80, help="training shards to fetch (1e8 tokens each)")
-    f.add_argument("--out", type=Path, default=Path("data"), help="data root")
-    m = data.add_parser("demo", help="build the embedded demo dataset (stdlib docstrings and comments)")
-    m.add_argument("--out", type=Path, default=Path("data"), help="data root")
-    m.add_argument("--vocab", type=int, default=1024)
-    m.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pgolf", description="Parameter golf: train, pack and evaluate tiny LMs."
-    )
+    p = Parser(prog="pgolf", description="Parameter golf: train, pack and evaluate tiny LMs.")
     p.add_argument("--version", action="version", version=f"pgolf {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -133,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--preset", default=None, help="the preset to train (default cpu-best)")
     add_overrides(d)
 
-    _add_data(sub)
+    from pgolf.data.commands import add_parser as add_data_parser
+
+    add_data_parser(sub)
 
     t = sub.add_parser("train", help="train a preset, export the artifact and score its round trip")
     t.add_argument(
@@ -143,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="a config file (TOML: a base preset + overrides)"
     )
     t.add_argument("--out", type=Path, default=None, help="run folder (default runs/<preset>)")
-    t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt if present")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    t.add_argument("--force", action="store_true", help="replace the run already in --out (default: refuse)")
+    t.add_argument("--off-track", action="store_true",
+                   help="run although the config cannot be on its track (logged at the top)")  # fmt: skip
     add_overrides(t)
 
     e = sub.add_parser("eval", help="score an artifact on the validation set (no training state needed)")
@@ -175,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
 
     _add_plan(sub)
+    _add_preflight(sub)
     _add_sweep(sub)
     _add_config(sub)
     from pgolf.records.commands import add_parsers
@@ -196,46 +172,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _track_status(result.off_track)
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    if args.data_command == "build":
-        from pgolf.data.build import build_dataset, iter_input_documents
-
-        built = build_dataset(
-            iter_input_documents(args.input),
-            out_root=args.out,
-            name=args.name,
-            vocab_size=args.vocab,
-            val_docs=args.val_docs,
-            source={"inputs": [str(p) for p in args.input]},
-            caseops=args.caseops,
-            selection=args.selection,
-        )
-    elif args.data_command == "demo":
-        from pgolf.data.stdlib_corpus import build_demo_dataset
-
-        built = build_demo_dataset(args.out, vocab_size=args.vocab, force=args.force)
-    else:
-        from pgolf.data.fineweb import Source, fetch_fineweb
-
-        r = fetch_fineweb(
-            args.variant, args.train_shards, args.out, source=Source(args.repo, args.prefix),
-            with_docs=args.with_docs, replace=args.replace,
-        )  # fmt: skip
-        print(
-            f"{len(r.downloaded)} downloaded, {len(r.skipped)} already present\n"
-            f"dataset   {r.dataset_dir}\ntokenizer {r.tokenizer_path}"
-        )
-        return 0
-    s = built.manifest["splits"]
-    print(
-        f"dataset   {built.dataset_dir}\ntokenizer {built.tokenizer_path}\n"
-        f"train     {s['train']['docs']} docs, {s['train']['tokens']:,} tokens\n"
-        f"val       {s['val']['docs']} docs, {s['val']['tokens']:,} tokens"
-        + (f", byte sidecar {v['bytes']:,} bytes" if (v := s["val"].get("byte_sidecar")) else "")
-    )
-    return 0
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from pgolf import dist
     from pgolf.demo import summary
@@ -243,12 +179,42 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     name = str(args.config) if args.config else args.preset
     cfg = apply_overrides(resolve(name), collect_overrides(args))
-    with dist.closing():
-        result = run(cfg, out_dir=args.out or Path("runs") / Path(name).stem, resume=args.resume)
+    notes = tuple(f"OFF TRACK from the start (--off-track): {r}" for r in off_track_before(cfg))
+    if notes and not args.off_track:
+        reasons = "; ".join(n.split(": ", 1)[1] for n in notes)
+        raise ConfigError(f"this run cannot be on its track ({reasons}): fix it, or pass --off-track")
+    try:
+        with dist.closing():
+            result = run(cfg, out_dir=args.out or Path("runs") / Path(name).stem, resume=args.resume,
+                         force=args.force, notes=notes)  # fmt: skip
+    except Interrupted as e:
+        again = [
+            a for a in (sys.argv[1:] if args.argv is None else args.argv) if a not in ("--resume", "--force")
+        ]
+        how = (
+            f"resume it: pgolf {shlex.join(again)} --resume" if e.resumable else "start it again with --force"
+        )
+        raise Interrupted(f"{e}\n{how}", e.resumable) from None
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone: ask the launcher
         return 0
     print("\n" + summary(result))
     return _track_status(result.off_track)
+
+
+def off_track_before(cfg) -> list[str]:
+    """What makes a run off its track before its first step: its configured training cap, and its
+    artifact as ``pgolf plan`` projects trained weights to compress (within a few percent of measured
+    runs; benchmarks/RESULTS.md)."""
+    from pgolf.pack.bundle import code_account
+    from pgolf.plan.artifact import project_artifact
+    from pgolf.tracks import get_track
+
+    track = get_track(cfg.track)
+    reasons = track.judge_train(cfg.train.max_wallclock_seconds, 0.0)
+    if track.artifact_cap_bytes:
+        _, projected, _ = project_artifact(cfg)
+        reasons += [f"projected: {r}" for r in track.judge_bytes(projected + code_account(cfg).bytes)]
+    return reasons
 
 
 def _track_status(off_track: list[str]) -> int:
@@ -456,19 +422,64 @@ def cmd_records(args: argparse.Namespace) -> int:
     return getattr(commands, f"cmd_{args.command}")(args)
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from pgolf.data.commands import cmd_data as run_data
+
+    return run_data(args)
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Exit 0 when every measured figure fits, 1 when one would miss."""
+    import tempfile
+
+    from pgolf import dist
+    from pgolf.fileio import write_json_atomic
+    from pgolf.preflight import run_preflight
+
+    cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
+    with tempfile.TemporaryDirectory() as tmp, dist.closing():
+        out = args.out or Path(tmp)
+        pf = run_preflight(cfg, out, steps=args.steps, eval_share=args.eval_share, val_tokens=args.val_tokens)
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json_atomic(out / "preflight.json", pf.to_dict())
+            print(json.dumps(pf.to_dict(), indent=2) if args.json else "\n".join(pf.lines()))
+    return 0 if pf.ok else 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--model.num_layer`` would silently mean ``num_layers``), with
+    the nearest config key suggested for a misspelled override."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        import difflib
+        import re
+
+        for flag in re.findall(r"--([\w.]+)", message) if "unrecognized arguments" in message else []:
+            near = difflib.get_close_matches(flag, all_fields(), n=1, cutoff=0.6)
+            if near:
+                message += f" (did you mean --{near[0]}?)"
+        super().error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = argv
     handler = {
         "demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "pack": cmd_pack,
-        "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan,
+        "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan, "preflight": cmd_preflight,
         "sweep": cmd_sweep, "bundle": cmd_bundle,
         **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:
         return handler[args.command](args)
     except PgolfError as e:
-        print(f"pgolf: error: {e}", file=sys.stderr)
-        return 2
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank speaks
+            print(f"pgolf: {'' if isinstance(e, Interrupted) else 'error: '}{e}", file=sys.stderr)
+        return getattr(e, "exit_status", 2)
 
 
 if __name__ == "__main__":

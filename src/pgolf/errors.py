@@ -37,3 +37,13 @@ class ArtifactError(PgolfError):
 
 class CheckpointError(PgolfError):
     """A checkpoint cannot be resumed (written with another config, or unreadable)."""
+
+
+class Interrupted(PgolfError):
+    """The user stopped a run (Ctrl-C): the message says where, and what was saved."""
+
+    exit_status = 130
+
+    def __init__(self, message: str, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.resumable = resumable

@@ -18,7 +18,7 @@ import torch
 from pgolf import __version__, dist
 from pgolf.config.run import RunConfig
 from pgolf.data.valset import ValidationSet
-from pgolf.errors import ConfigError
+from pgolf.errors import ConfigError, Interrupted
 from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.score import EvalClock, ScoreReport
@@ -33,6 +33,7 @@ from pgolf.quant.grid import QTensor
 from pgolf.runlog import RunLog
 from pgolf.tracks import CONTEST, get_track
 from pgolf.train.calibration import Calibration
+from pgolf.train.checkpoint import CHECKPOINT_NAME
 from pgolf.train.result import RunResult
 from pgolf.train.trainer import Trainer, TrainOutcome
 
@@ -138,10 +139,37 @@ def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | No
     return report, plain
 
 
+RUN_FILES = (ARTIFACT_NAME, RESULT_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "train.log", "events.jsonl")
+"""What a run writes into its folder: the files a second run there would replace or append to."""
+
+
+def claim(out: Path, *, resume: bool, force: bool, is_main: bool) -> None:
+    """Refuse a folder that holds another run's files unless resuming it (which needs its checkpoint)
+    or replacing it (``force``: rank 0 removes them first, so no log is appended to)."""
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        if CHECKPOINT_NAME not in present:
+            raise ConfigError(
+                f"{out}: no {CHECKPOINT_NAME} to resume from (a run writes one every "
+                "train.checkpoint_every steps); start afresh with --force or another --out"
+            )
+        return
+    if present and not force:
+        raise ConfigError(
+            f"{out} holds another run ({', '.join(present)}): --resume continues it from its checkpoint, "
+            "--force replaces it, or choose another --out"
+        )
+    if present and is_main:
+        for name in present:
+            (out / name).unlink()
+
+
 def run(
-    cfg: RunConfig, *, out_dir: str | Path = "runs/default", resume: bool = False, echo: bool = True
-) -> RunResult:
-    """Train, pack, reload and score one run; files go to ``out_dir`` (log, JSONL, artifact, result)."""
+    cfg: RunConfig, *, out_dir: str | Path = "runs/default", resume: bool = False, force: bool = False,
+    echo: bool = True, notes: tuple[str, ...] = (),
+) -> RunResult:  # fmt: skip
+    """Train, pack, reload and score one run; files go to ``out_dir`` (log, JSONL, artifact, result),
+    which must not hold another run (``claim``); ``notes`` open the log (e.g. why it runs off track)."""
     if cfg.eval.val_leak:
         raise ConfigError(
             "eval.val_leak is for `pgolf eval --val-leak` on a finished artifact; a run's own score never "
@@ -150,11 +178,19 @@ def run(
     started_at = time.time()
     info = dist.setup(cfg.train.device)
     out = Path(out_dir)
+    claim(out, resume=resume, force=force, is_main=info.is_main)
+    dist.barrier()
     log = RunLog(out, enabled=info.is_main, echo=echo)
+    for note in notes:
+        log.event("note", note, note=note)
+    stage, trainer = "setting up", None
     try:
         trainer = Trainer(cfg, out, info, log, resume)
+        stage = "training"
         outcome = trainer.fit()
+        stage = "packing"
         path, size, meta = pack(trainer, outcome)
+        stage = "evaluating the round trip"
         report, windows_only = roundtrip(trainer, path)
         track = get_track(cfg.track)
         off = (
@@ -175,5 +211,21 @@ def run(
         if info.is_main:
             write_json_atomic(out / RESULT_NAME, {**result.to_dict(), "history": trainer.history})
         return result
+    except KeyboardInterrupt:
+        raise interrupted(out, stage, trainer, log) from None
     finally:
         log.close()
+
+
+def interrupted(out: Path, stage: str, trainer: Trainer | None, log: RunLog) -> Interrupted:
+    """What a Ctrl-C left: where the run stopped and the checkpoint it can resume from, if any (no
+    result.json is written, so nothing looks finished)."""
+    step = f" at step {trainer.step}" if trainer is not None and stage == "training" else ""
+    saved = trainer.saved_step if trainer is not None else None
+    where = f"interrupted while {stage}{step}"
+    if saved is None:
+        what = "no checkpoint was written (train.checkpoint_every): nothing to resume from"
+    else:
+        what = f"the last checkpoint, {out / CHECKPOINT_NAME}, holds step {saved}"
+    log.event("interrupted", f"{where}; {what}", stage=stage, checkpoint_step=saved)
+    return Interrupted(f"{where}; {what}", resumable=saved is not None)

@@ -19,7 +19,6 @@ decided kernel cannot run raises instead of falling back:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
@@ -42,9 +41,10 @@ def fa3_function() -> Callable | None:
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
         return None
     try:
-        return importlib.import_module("flash_attn_interface").flash_attn_func
+        from flash_attn_interface import flash_attn_func
     except ImportError:
         return None
+    return flash_attn_func
 
 
 def resolve_attention(requested: str, device: torch.device, doc_mask: bool) -> str:

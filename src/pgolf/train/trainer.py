@@ -94,6 +94,51 @@ def uses_cpu_bf16(tc: TrainConfig, device: torch.device, log: RunLog) -> bool:
     return on
 
 
+def use_attention(model: GPT, cfg: RunConfig, device: torch.device, log: RunLog) -> str:
+    """Pin ``model``'s attention to the kernel train.attention resolves to here, logged; its name."""
+    name = resolve_attention(cfg.train.attention, device, cfg.model.doc_mask)
+    model.use_attention(name)
+    log.event("attention", f"attention:{name} (train.attention={cfg.train.attention})", attention=name)
+    return name
+
+
+def score_eager(
+    model: GPT, cfg: RunConfig, scored: ValidationSet, windows: list, device: torch.device
+) -> BpbResult:
+    """Score ``model`` (the one being trained) on ``windows`` of ``scored``, eager: a compiled model
+    (static shapes, whole graph) would recompile for every window shape and fail."""
+    was_training = model.training
+    model.eval()
+    model.rope_len = cfg.eval_seq_len  # one RoPE base for every window
+    r = score(
+        ModelPredictor(model, device), scored.tokens, scored.target_bytes, windows,
+        batch_tokens=cfg.eval.batch_tokens, device=device,
+    )  # fmt: skip
+    model.rope_len = 0
+    model.train(was_training)
+    return r
+
+
+class LossHistory:
+    """Training losses by step, kept on the device until read: one sync per read, not one per step."""
+
+    def __init__(self, rows: list[dict] | None = None) -> None:
+        self._rows = list(rows or [])
+        self._pending: list[tuple[int, torch.Tensor]] = []
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self._pending.append((step, loss))
+
+    def rows(self) -> list[dict]:
+        if self._pending:
+            values = torch.stack([t for _, t in self._pending]).tolist()
+            self._rows += [
+                {"step": s, "train_loss": v} for (s, _), v in zip(self._pending, values, strict=True)
+            ]
+            self._pending = []
+        return self._rows
+
+
 def warn_unprimed(log: RunLog, steps: int, phases: int, qat: bool) -> None:
     """Priming covers fewer phases than the run has (QAT's switch is never primed): graphs compile on
     the training clock."""
@@ -116,11 +161,14 @@ class Trainer:
             )
         self.accum = tc.microbatches // info.world_size
         self.local_tokens = tc.batch_tokens // tc.microbatches
-        self.history: list[dict] = []
+        self.losses = LossHistory()
+        self.step = 0
+        """Optimizer steps done so far (what a Ctrl-C reports)."""
+        self.saved_step: int | None = None
+        """The step of the last checkpoint written or resumed from (None: none)."""
         self.memory: dict[str, dict] = {}
         """Peak memory per phase (``dist.log_peak_memory``): train, calibration; the pipeline adds eval."""
         self.average: WeightAverage | None = None  # created after priming
-        self._pending: list[tuple[int, torch.Tensor]] = []
         reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.calibrates else 0.0
         self.cap_ms = 1000 * (tc.max_wallclock_seconds - reserve) if tc.max_wallclock_seconds else 0.0
         """Where the steps must end: the training cap less the GPTQ calibration reserve (0: no cap; the
@@ -139,10 +187,7 @@ class Trainer:
         self.loader = self._new_loader()
         torch.manual_seed(cfg.train.seed)
         self.base_model = GPT(cfg.model).to(self.device)
-        self.attention = resolve_attention(cfg.train.attention, self.device, cfg.model.doc_mask)
-        self.base_model.use_attention(self.attention)
-        self.log.event("attention", f"attention:{self.attention} (train.attention={cfg.train.attention})",
-                       attention=self.attention)  # fmt: skip
+        self.attention = use_attention(self.base_model, cfg, self.device, self.log)
         self.model = self.base_model
         self.phases = Phases(cfg, self.base_model, self.log)
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
@@ -230,8 +275,12 @@ class Trainer:
         self.loader = self._new_loader()
 
     # ---- checkpoints -------------------------------------------------------------------------
+    @property
+    def history(self) -> list[dict]:
+        """Every training loss so far, ``{"step", "train_loss"}`` per step (read from the device now)."""
+        return self.losses.rows()
+
     def save(self, step: int, train_ms: float) -> None:
-        self._flush_losses()
         if self.info.is_main:
             path = self.out_dir / CHECKPOINT_NAME
             save_checkpoint(path, {
@@ -242,6 +291,7 @@ class Trainer:
             })  # fmt: skip
             self.log.event("checkpoint", step=step, path=str(path))
         dist.barrier()
+        self.saved_step = step
 
     def restore(self) -> tuple[int, float]:
         if not self.resume:
@@ -252,34 +302,17 @@ class Trainer:
         self.base_model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.loader.stream.load_state(state["loader"])
-        self.history = list(state["history"])
+        self.losses = LossHistory(state["history"])
         self.average.load_state_dict(state["average"])
         self.phases.load_state(state)
         self.log.event("resume", step=state["step"], train_time_ms=round(state["train_ms"]))
+        self.saved_step = int(state["step"])
         return int(state["step"]), float(state["train_ms"])
 
     # ---- loop --------------------------------------------------------------------------------
-    def _flush_losses(self) -> None:
-        if self._pending:
-            values = torch.stack([t for _, t in self._pending]).tolist()
-            steps = [s for s, _ in self._pending]
-            self.history += [{"step": s, "train_loss": v} for s, v in zip(steps, values, strict=True)]
-            self._pending = []
-
     def validate(self) -> BpbResult:
-        """Score the model being trained on the validation set (the run's evaluation method), eager: a
-        compiled model (static shapes, whole graph) would recompile for every window shape and fail."""
-        model = self.base_model
-        was_training = model.training
-        model.eval()
-        model.rope_len = self.cfg.eval_seq_len  # one RoPE base for every window
-        r = score(
-            ModelPredictor(model, self.device), self.scored.tokens, self.scored.target_bytes,
-            self.windows, batch_tokens=self.cfg.eval.batch_tokens, device=self.device,
-        )  # fmt: skip
-        model.rope_len = 0
-        model.train(was_training)
-        return r
+        """The model being trained, scored on the validation set (``score_eager``)."""
+        return score_eager(self.base_model, self.cfg, self.scored, self.windows, self.device)
 
     def run_loop(self, clock_now=None) -> tuple[int, float, str]:
         tc = self.cfg.train
@@ -301,8 +334,8 @@ class Trainer:
             if decision.stop:
                 stopped_by = "wallclock"
                 break
-            self._pending.append((step + 1, self.train_step(step, decision.elapsed_ms, decision.progress)))
-            step += 1
+            self.losses.add(step + 1, self.train_step(step, decision.elapsed_ms, decision.progress))
+            step = self.step = step + 1
             if tc.log_every and (step % tc.log_every == 0 or step == 1):
                 self._log_train(step, clock.read())
             self.log.progress(clock.elapsed_ms() / 1000 if cap_ms else step)
@@ -313,7 +346,6 @@ class Trainer:
                 with clock.paused():
                     self.save(step, clock.ms)
         train_ms = clock.stop()
-        self._flush_losses()
         if stopped_by == "wallclock":
             self.log.event(
                 "stop",
@@ -324,7 +356,6 @@ class Trainer:
         return step, train_ms, stopped_by
 
     def _log_train(self, step: int, elapsed: float) -> None:
-        self._flush_losses()
         loss = self.history[-1]["train_loss"]
         self.log.event(
             "train",
