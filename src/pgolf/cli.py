@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build the embedded corpus, train cpu-best briefly, pack, evaluate")
     d.add_argument("--data-root", type=Path, default=Path("data"), help="where the demo dataset is built")
-    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (log, artifact, PNG)")
+    d.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="run folder (log, artifact, PNG; replaced)"
+    )
     d.add_argument("--seconds", type=float, default=None, help="training budget in seconds (default 120)")
     d.add_argument("--preset", default=None, help="the preset to train (default cpu-best)")
     add_overrides(d)

@@ -74,7 +74,7 @@ def run_demo(
         f"{splits['val']['docs']} val docs / {splits['val']['tokens']:,} tokens",
         flush=True,
     )
-    result = run(cfg, out_dir=out_dir)
+    result = run(cfg, out_dir=out_dir, force=True)  # the demo's folder holds the last demo
     png = plot_loss_curve(
         result.history,
         out_dir / "loss_curve.png",

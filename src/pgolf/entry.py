@@ -108,7 +108,7 @@ def main(baked: dict[str, Any], environ: Mapping[str, str] | None = None) -> int
             result = run(cfg, out_dir=out_dir(cfg, environ))
     except PgolfError as e:
         print(f"train_gpt.py: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_status", 2)
     for reason in result.off_track:
         print(f"train_gpt.py: off track: {reason}", file=sys.stderr)
     return 1 if result.off_track else 0

@@ -174,8 +174,9 @@ def trial_overrides(spec: SweepSpec, params: dict[str, Any], seed: int) -> dict[
 
 
 def launch_command(spec: SweepSpec, overrides: dict[str, str], out_dir: Path) -> list[str]:
-    """``pgolf train`` for one run; over every GPU of the machine when it has more than one."""
-    flags = [x for k, v in overrides.items() for x in (f"--{k}", v)]
+    """``pgolf train`` for one run (``--off-track``: the sweep judges its runs itself); over every GPU
+    of the machine when it has more than one."""
+    flags = ["--off-track", *(x for k, v in overrides.items() for x in (f"--{k}", v))]
     gpus = _gpu_count()
     head = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
