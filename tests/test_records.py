@@ -323,6 +323,7 @@ def test_check_reruns_the_runs_own_method_and_catches_a_leak(debug_cfg, tmp_path
     rule = rule_probes(load_subject(tmp_path / "r"))
     assert rule.status == "pass", rule.detail
     assert "docs16_lora-phased1x6" in rule.detail and "updates score-first" in rule.detail
+    assert re.search(r"in 2 processes: method causality 0\.0e\+00 over \d+ targets", rule.detail), rule.detail
     assert int(re.search(r"(\d+) updates score-first", rule.detail)[1]) > 10
 
     nll = ModelHead.nll

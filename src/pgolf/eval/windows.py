@@ -115,6 +115,8 @@ def check_plan(windows: list[Window], n_tokens: int) -> int:
 
 
 def rank_share(windows: list[Window], rank: int, world: int) -> list[Window]:
-    """Contiguous share of rank ``rank``; the shares partition ``windows``."""
-    n = len(windows)
-    return windows[n * rank // world : n * (rank + 1) // world]
+    """Rank ``rank``'s windows, dealt round robin by index; the shares partition ``windows``. A window's
+    index depends only on the tokens before it, so which rank (and which rank's adaptive state: an
+    expert mixer) scores it never depends on a later token. Contiguous shares did: their bounds move
+    with the number of windows, which a later BOS changes in the ``docs`` plan (issue 32)."""
+    return windows[rank::world]

@@ -215,6 +215,7 @@ def rule_probes(subject: Subject) -> Rule:
     from pgolf.records.probes import (
         causality_error,
         method_causality_error,
+        method_causality_in_processes,
         normalisation_error,
         sample_inputs,
     )
@@ -246,12 +247,21 @@ def rule_probes(subject: Subject) -> Rule:
                      f"causality {causal:.1e}; {verdict}")  # fmt: skip
     if all(s.artifact is None for s in subject.seeds):
         return Rule("score-first, causal, normalised evaluation", "unverified", "no artifacts to probe")
+    first = next(s for s in subject.seeds if s.artifact is not None)
+    try:  # ranks share targets and adaptive state: no deal may let a later token reach a score
+        m = method_causality_in_processes(first.artifact, world=2)
+        lines.append(f"{first.name} in 2 processes: method causality {m['causality']:.1e} over "
+                     f"{m['targets']} targets in {m['runs']} runs")  # fmt: skip
+        bad |= m["causality"] > METHOD_TOL
+    except PgolfError as e:
+        lines.append(f"{first.name} in 2 processes: {e}")
+        unrun = True
     detail = (
         f"the network on random windows (normalisation within V * 2^-23, float32 summation's bound; "
         f"causality within {PROBE_TOL:g}), then the run's method "
         f"({method or 'plain'}) on a synthetic stream, with each document's middle token changed to "
-        f"another and to a BOS: no earlier score may move by more than {METHOD_TOL:g} nats; "
-        + "; ".join(lines)
+        f"another and to a BOS, in 1 process and in 2: no earlier score may move by more than "
+        f"{METHOD_TOL:g} nats; " + "; ".join(lines)
     )
     missing = unrun or any(s.artifact is None for s in subject.seeds)
     status = "fail" if bad else "unverified" if missing else "pass"

@@ -10,7 +10,9 @@ tolerance it was.
 - **the method** (``method_causality_error``): the artifact's whole evaluation method (windows,
   TTT, phases, experts, tilt) on a synthetic stream, its score-first ledger checked, then each
   document's middle token changed (to another token, and to a BOS) and every score before it
-  compared.
+  compared. It runs in any number of processes (each rank's scores gathered): ``python -m
+  pgolf.records.probes ARTIFACT OUT.json`` under ``torchrun`` is how ``pgolf check`` runs it in two,
+  where the way targets and adaptive state are dealt to ranks could let a later token in.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pgolf import dist
 from pgolf.config.eval import EvalConfig
 from pgolf.data.bytes import ByteLUT
 from pgolf.data.valset import ValidationSet
@@ -117,6 +120,11 @@ class RecordingHead:
         self.inner.observe(batch, ledger)
 
     @property
+    def takes_padding(self) -> bool:
+        """As the wrapped head: the probe must score through the batches the method really uses."""
+        return getattr(self.inner, "takes_padding", False)
+
+    @property
     def deferred(self) -> bool:
         return getattr(self.inner, "deferred", False)
 
@@ -134,9 +142,10 @@ def method_scores(model: nn.Module, tokens: torch.Tensor, cfg: EvalConfig) -> tu
     """Every target's NLL under the evaluation method ``cfg`` (its score-first ledger checked, which
     raises on a violation) on a copy of ``model``, and the ledger's summary."""
     vocab = model.cfg.vocab_size
+    lut = uniform_lut(vocab)
     valset = ValidationSet(
-        tokens=tokens, target_bytes=uniform_lut(vocab).stream_bytes(tokens), lut=uniform_lut(vocab), files=[], tokenizer_path=Path("-"), tokenizer_sha256="",
-        tokenizer_vocab_size=vocab, sha256="",
+        tokens=tokens, target_bytes=lut.stream_bytes(tokens), lut=lut, files=[], tokenizer_path=Path("-"),
+        tokenizer_sha256="", tokenizer_vocab_size=vocab, sha256="",
     )  # fmt: skip
     heads: list[RecordingHead] = []
 
@@ -145,7 +154,11 @@ def method_scores(model: nn.Module, tokens: torch.Tensor, cfg: EvalConfig) -> tu
         return heads[-1]
 
     r = run_method(copy.deepcopy(model), valset, cfg, torch.device("cpu"), EvalClock(), wrap_head=wrap)
-    return heads[0].nll_at, r.ledger
+    if dist.world_size() == 1:
+        return heads[0].nll_at, r.ledger
+    parts: list[dict[int, float]] = [{} for _ in range(dist.world_size())]
+    torch.distributed.all_gather_object(parts, heads[0].nll_at)  # each rank scored its share
+    return {p: v for part in parts for p, v in part.items()}, r.ledger
 
 
 def method_causality_error(model: nn.Module, cfg: EvalConfig, n_tokens: int = 2048) -> dict:
@@ -171,3 +184,53 @@ def method_causality_error(model: nn.Module, cfg: EvalConfig, n_tokens: int = 20
             reacted += sum(abs(other[p] - v) > 0 for p, v in base.items() if p > k and p in other)
     return {"causality": worst, "later_scores_changed": reacted, "updates": ledger.get("updates", 0),
             "targets": len(base), "runs": runs}  # fmt: skip
+
+
+def method_causality_in_processes(artifact: Path, world: int = 2, timeout_s: float = 900) -> dict:
+    """``method_causality_error`` on the artifact in ``world`` gloo processes (``torchrun``, one thread
+    each); PgolfError when they cannot run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from pgolf.errors import PgolfError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
+               "-m", "pgolf.records.probes", str(artifact), str(out)]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise PgolfError(f"the {world}-process method probe took over {timeout_s:g} s") from None
+        if proc.returncode or not out.exists():
+            tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise PgolfError(f"the {world}-process method probe failed ({tail[0]})")
+        return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pgolf.records.probes ARTIFACT OUT.json`` (under torchrun: every rank runs the
+    method probe on the artifact, CPU and gloo; rank 0 writes ``method_causality_error``'s result)."""
+    import json
+    import sys
+
+    from pgolf.eval.artifact import load_artifact
+    from pgolf.fileio import write_json_atomic
+
+    artifact, out = (argv if argv is not None else sys.argv[1:])[:2]
+    with dist.closing():
+        dist.setup("cpu")
+        loaded = load_artifact(artifact, torch.device("cpu"))
+        result = {**method_causality_error(loaded.model, loaded.meta.eval), "world_size": dist.world_size()}
+        if dist.rank() == 0:
+            write_json_atomic(out, result)
+            print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
