@@ -181,26 +181,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     name = str(args.config) if args.config else args.preset
     cfg = apply_overrides(resolve(name), collect_overrides(args))
-    notes = tuple(f"OFF TRACK from the start (--off-track): {r}" for r in off_track_before(cfg))
-    if notes and not args.off_track:
-        reasons = "; ".join(n.split(": ", 1)[1] for n in notes)
-        raise ConfigError(f"this run cannot be on its track ({reasons}): fix it, or pass --off-track")
+    reasons = off_track_before(cfg)
+    if reasons and not args.off_track:
+        raise ConfigError(
+            f"this run cannot be on its track ({'; '.join(reasons)}): fix it, or pass --off-track"
+        )
+    notes = tuple(f"OFF TRACK from the start (--off-track): {r}" for r in reasons)
     try:
         with dist.closing():
             result = run(cfg, out_dir=args.out or Path("runs") / Path(name).stem, resume=args.resume,
                          force=args.force, notes=notes)  # fmt: skip
     except Interrupted as e:
-        again = [
-            a for a in (sys.argv[1:] if args.argv is None else args.argv) if a not in ("--resume", "--force")
-        ]
-        how = (
-            f"resume it: pgolf {shlex.join(again)} --resume" if e.resumable else "start it again with --force"
-        )
-        raise Interrupted(f"{e}\n{how}", e.resumable) from None
+        raise Interrupted(f"{e}\n{resume_hint(args, e.resumable)}", e.resumable) from None
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone: ask the launcher
         return 0
     print("\n" + summary(result))
     return _track_status(result.off_track)
+
+
+def resume_hint(args: argparse.Namespace, resumable: bool) -> str:
+    """The command that resumes an interrupted ``pgolf train`` (under the launcher it ran in)."""
+    if not resumable:
+        return "start it again with --force"
+    again = [
+        a for a in (sys.argv[1:] if args.argv is None else args.argv) if a not in ("--resume", "--force")
+    ]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --standalone --nproc_per_node={world} -m pgolf" if world > 1 else "pgolf"
+    return f"resume it: {launcher} {shlex.join(again)} --resume"
 
 
 def off_track_before(cfg) -> list[str]:
