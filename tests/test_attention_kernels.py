@@ -43,7 +43,15 @@ def fake_fa3(q, k, v, causal):
 )
 def test_the_kernel_each_config_resolves_to(monkeypatch, requested, device, doc_mask, fa3, want):
     monkeypatch.setattr(kernels, "fa3_function", lambda: fake_fa3 if fa3 else None)
+    monkeypatch.setattr(kernels, "cuda_major", lambda device=None: 9)
     assert resolve_attention(requested, device, doc_mask) == want
+
+
+def test_before_ampere_sdpa_flash_is_never_chosen(monkeypatch):
+    monkeypatch.setattr(kernels, "cuda_major", lambda device=None: 7)
+    assert resolve_attention("auto", CUDA, False) == "efficient"
+    with pytest.raises(ConfigError, match="Ampere"):
+        resolve_attention("flash", CUDA, False)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +69,7 @@ def test_a_kernel_that_cannot_run_the_model_is_refused_at_start_up(
     monkeypatch, requested, device, doc_mask, fa3, match
 ):
     monkeypatch.setattr(kernels, "fa3_function", lambda: fake_fa3 if fa3 else None)
+    monkeypatch.setattr(kernels, "cuda_major", lambda device=None: 9)
     with pytest.raises(ConfigError, match=match):
         resolve_attention(requested, device, doc_mask)
 
@@ -105,6 +114,9 @@ def test_fa3_layout_and_grouped_heads_through_a_stand_in():
         block.attn.kernel = Fa3(fake_fa3)
     got = model(ids)
     assert got.dtype == want.dtype and torch.allclose(got, want, atol=3e-2)
+    q = torch.randn(1, 4, 8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast, the half dtype, as SDPA gives
+        assert Fa3(fake_fa3)(q, q[:, :2], q[:, :2].bfloat16(), None).dtype == torch.bfloat16
 
 
 def test_the_run_logs_its_kernel_and_refuses_one_this_device_lacks(debug_cfg, tmp_path):

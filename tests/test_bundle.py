@@ -103,7 +103,7 @@ def test_a_bundle_refuses_bad_environment(debug_cfg, tmp_path):
     assert proc.returncode == 2 and "ITERATIONS: expected int, got 'ten'" in proc.stderr
 
 
-def test_contest_environment_variables_map_onto_the_config(tmp_path):
+def test_contest_environment_variables_map_onto_the_config(tmp_path, monkeypatch):
     baked = get_preset("baseline-cpu").to_dict()
     env = {"DATA_PATH": "./data/datasets/x", "VOCAB_SIZE": "1024", "SEED": "42", "MAX_WALLCLOCK_SECONDS": "0",
            "TIE_EMBEDDINGS": "0", "MLP_MULT": "3", "PGOLF_TRAIN_SEQ_LEN": "256",
@@ -115,6 +115,13 @@ def test_contest_environment_variables_map_onto_the_config(tmp_path):
     assert cfg.model.mlp_mult == 3.0 and cfg.train.seq_len == 256 and cfg.pack.code_form == "readable"
     assert out_dir(cfg, {}) == Path("runs/baseline-cpu_seed42")
     assert out_dir(cfg, {"RUN_ID": "x"}) == Path("runs/x") and out_dir(cfg, {"OUT_DIR": "/o"}) == Path("/o")
+    taken = tmp_path / "runs" / "baseline-cpu_seed42"  # a rerun of the same seed gets a folder of its own
+    taken.mkdir(parents=True)
+    (taken / "result.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert out_dir(cfg, {}) == Path("runs/baseline-cpu_seed42_2")
+    with pytest.raises(ConfigError, match="holds another run: set RUN_ID or OUT_DIR"):
+        out_dir(cfg, {"RUN_ID": "baseline-cpu_seed42"})
     with pytest.raises(ConfigError, match=r"PGOLF_MODEL_NUM_LAYER: model\.num_layer is not a config field"):
         env_overrides({"PGOLF_MODEL_NUM_LAYER": "3"})
     with pytest.raises(ConfigError, match="SEED: expected int"):

@@ -15,6 +15,7 @@ from pgolf import __version__
 from pgolf.config.files import resolve
 from pgolf.config.overrides import field_docs
 from pgolf.config.run import all_fields, apply_overrides, format_config
+from pgolf.data import commands as data_commands
 from pgolf.errors import ConfigError, Interrupted, PgolfError
 
 
@@ -65,6 +66,8 @@ def _add_preflight(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--eval-share", type=float, default=0.02, help="share of validation documents scored")
     pf.add_argument("--val-tokens", type=int, default=None,
                     help="project the evaluation onto a stream this long (stand-in data)")  # fmt: skip
+    pf.add_argument("--ranks", type=int, default=None,
+                    help="project the evaluation onto this many processes (default: these)")  # fmt: skip
     pf.add_argument("--out", type=Path, default=None, help="keep its log, artifact and preflight.json here")
     pf.add_argument("--json", action="store_true")
     add_overrides(pf)
@@ -105,9 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--preset", default=None, help="the preset to train (default cpu-best)")
     add_overrides(d)
 
-    from pgolf.data.commands import add_parser as add_data_parser
-
-    add_data_parser(sub)
+    data_commands.add_parser(sub)
 
     t = sub.add_parser("train", help="train a preset, export the artifact and score its round trip")
     t.add_argument(
@@ -181,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     name = str(args.config) if args.config else args.preset
     cfg = apply_overrides(resolve(name), collect_overrides(args))
+    from pgolf.plan.artifact import off_track_before
+
     reasons = off_track_before(cfg)
     if reasons and not args.off_track:
         raise ConfigError(
@@ -192,39 +195,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             result = run(cfg, out_dir=args.out or Path("runs") / Path(name).stem, resume=args.resume,
                          force=args.force, notes=notes)  # fmt: skip
     except Interrupted as e:
-        raise Interrupted(f"{e}\n{resume_hint(args, e.resumable)}", e.resumable) from None
+        hint = f"\nresume it: {resume_command(args)}" if e.resumable else ""
+        raise Interrupted(f"{e}{hint}", e.resumable) from None
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone: ask the launcher
         return 0
     print("\n" + summary(result))
     return _track_status(result.off_track)
 
 
-def resume_hint(args: argparse.Namespace, resumable: bool) -> str:
-    """The command that resumes an interrupted ``pgolf train`` (under the launcher it ran in)."""
-    if not resumable:
-        return "start it again with --force"
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes an interrupted ``pgolf train``, under the launcher it ran in."""
     again = [
         a for a in (sys.argv[1:] if args.argv is None else args.argv) if a not in ("--resume", "--force")
     ]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launcher = f"torchrun --standalone --nproc_per_node={world} -m pgolf" if world > 1 else "pgolf"
-    return f"resume it: {launcher} {shlex.join(again)} --resume"
-
-
-def off_track_before(cfg) -> list[str]:
-    """What makes a run off its track before its first step: its configured training cap, and its
-    artifact as ``pgolf plan`` projects trained weights to compress (within a few percent of measured
-    runs; benchmarks/RESULTS.md)."""
-    from pgolf.pack.bundle import code_account
-    from pgolf.plan.artifact import project_artifact
-    from pgolf.tracks import get_track
-
-    track = get_track(cfg.track)
-    reasons = track.judge_train(cfg.train.max_wallclock_seconds, 0.0)
-    if track.artifact_cap_bytes:
-        _, projected, _ = project_artifact(cfg)
-        reasons += [f"projected: {r}" for r in track.judge_bytes(projected + code_account(cfg).bytes)]
-    return reasons
+    return f"{launcher} {shlex.join(again)} --resume"
 
 
 def _track_status(off_track: list[str]) -> int:
@@ -432,27 +418,28 @@ def cmd_records(args: argparse.Namespace) -> int:
     return getattr(commands, f"cmd_{args.command}")(args)
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    from pgolf.data.commands import cmd_data as run_data
-
-    return run_data(args)
-
-
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Exit 0 when every measured figure fits, 1 when one would miss."""
-    import tempfile
+    import shutil
 
     from pgolf import dist
     from pgolf.fileio import write_json_atomic
-    from pgolf.preflight import run_preflight
+    from pgolf.preflight import run_preflight, scratch_dir
 
     cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
-    with tempfile.TemporaryDirectory() as tmp, dist.closing():
-        out = args.out or Path(tmp)
-        pf = run_preflight(cfg, out, steps=args.steps, eval_share=args.eval_share, val_tokens=args.val_tokens)
-        if int(os.environ.get("RANK", "0")) == 0:
-            write_json_atomic(out / "preflight.json", pf.to_dict())
-            print(json.dumps(pf.to_dict(), indent=2) if args.json else "\n".join(pf.lines()))
+    with dist.closing():
+        dist.setup(cfg.train.device)
+        out = args.out or scratch_dir()
+        try:
+            pf = run_preflight(cfg, out, steps=args.steps, eval_share=args.eval_share,
+                               val_tokens=args.val_tokens, ranks=args.ranks)  # fmt: skip
+            if dist.rank() == 0:
+                write_json_atomic(out / "preflight.json", pf.to_dict())
+                print(json.dumps(pf.to_dict(), indent=2) if args.json else "\n".join(pf.lines()))
+            dist.barrier()  # every rank is done with the folder
+        finally:
+            if args.out is None and dist.rank() == 0:
+                shutil.rmtree(out, ignore_errors=True)
     return 0 if pf.ok else 1
 
 
@@ -479,16 +466,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     handler = {
-        "demo": cmd_demo, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "pack": cmd_pack,
-        "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan, "preflight": cmd_preflight,
+        "demo": cmd_demo, "data": data_commands.cmd_data, "train": cmd_train, "eval": cmd_eval,
+        "pack": cmd_pack, "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan,
+        "preflight": cmd_preflight,
         "sweep": cmd_sweep, "bundle": cmd_bundle,
         **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:
         return handler[args.command](args)
     except PgolfError as e:
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank speaks
-            print(f"pgolf: {'' if isinstance(e, Interrupted) else 'error: '}{e}", file=sys.stderr)
+        rank = int(os.environ.get("RANK", "0"))
+        if not isinstance(e, Interrupted):  # an error may be one rank's alone: each names itself
+            print(f"pgolf: error{f' (rank {rank})' if rank else ''}: {e}", file=sys.stderr)
+        elif rank == 0:  # every rank was interrupted: one speaks
+            print(f"pgolf: {e}", file=sys.stderr)
         return getattr(e, "exit_status", 2)
 
 

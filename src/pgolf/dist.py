@@ -18,9 +18,15 @@ import torch.distributed as dist
 from pgolf.errors import ConfigError
 
 COLLECTIVE_TIMEOUT_S = 300
-"""How long a rank waits in a collective for the others before the job fails: longer than any
-one-rank pause (rank 0 writing the artifact, GPTQ's solve, a checkpoint), far shorter than NCCL's
-10-minute default, which a hung rank would otherwise cost in paid time."""
+"""How long a rank waits in a collective (all-reduce, gather) for the others before the job fails: far
+shorter than NCCL's 10-minute default, which a hung rank would otherwise cost in paid time."""
+PAUSE_TIMEOUT_S = 1800
+"""How long the ranks wait in ``barrier`` while one of them works alone: rank 0 writing the artifact
+(GPTQ's solve on the CPU and, with ``pack.compressor auto``, every codec in turn: minutes for a 36M-
+parameter model), a checkpoint, the end of a run. Those waits use a gloo group of their own, so the
+collectives keep their short timeout."""
+
+_pause_group = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,8 @@ def setup(device_name: str = "auto") -> DistInfo:
             backend="nccl" if device.type == "cuda" else "gloo", device_id=None,
             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
         )  # fmt: skip
+        global _pause_group
+        _pause_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=PAUSE_TIMEOUT_S))
     return DistInfo(rank, world, local_rank, device)
 
 
@@ -158,8 +166,9 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
 
 
 def barrier() -> None:
+    """Wait for every rank, with ``PAUSE_TIMEOUT_S`` (one rank may be working alone meanwhile)."""
     if world_size() > 1:
-        dist.barrier()
+        dist.barrier(group=_pause_group)
 
 
 def teardown(failed: bool = False) -> None:
@@ -168,10 +177,12 @@ def teardown(failed: bool = False) -> None:
     exception"). After an exception (``failed``), at once: the other ranks are waiting in a collective
     this rank will never join, and a barrier here would hang the job until the timeout; the process
     then exits non-zero and the launcher stops the rest."""
+    global _pause_group
     if dist.is_available() and dist.is_initialized():
         if not failed:
-            dist.barrier()
+            barrier()
         dist.destroy_process_group()
+        _pause_group = None
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@
 Environment variables: the contest's customary names (``CONTEST_ENV``), and ``PGOLF_<SECTION>_<FIELD>``
 for every config field (``PGOLF_TRAIN_SEQ_LEN=2048``). ``DATA_PATH`` and ``TOKENIZER_PATH`` are
 paths relative to the working directory (made absolute, so ``data.root`` does not apply). The
-run's files go to ``$OUT_DIR``, else ``runs/$RUN_ID``, else ``runs/<preset>_seed<seed>``.
+run's files go to ``$OUT_DIR``, else ``runs/$RUN_ID``, else ``runs/<preset>_seed<seed>`` (``_2``, ... when
+taken: a rerun never replaces a run).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pgolf.config.run import (
     parse_value,
 )
 from pgolf.errors import ConfigError, PgolfError
-from pgolf.pipeline import run
+from pgolf.pipeline import holds_run, run
 
 CONTEST_ENV = {
     "DATA_PATH": "data.dataset",
@@ -94,9 +95,20 @@ def config_from_env(baked: dict[str, Any], environ: Mapping[str, str]) -> RunCon
 
 
 def out_dir(cfg: RunConfig, environ: Mapping[str, str]) -> Path:
-    if environ.get("OUT_DIR"):
-        return Path(environ["OUT_DIR"])
-    return Path("runs") / (environ.get("RUN_ID") or f"{cfg.preset}_seed{cfg.train.seed}")
+    """``$OUT_DIR``, else ``runs/$RUN_ID`` (either refused when it holds another run), else the first
+    of ``runs/<preset>_seed<seed>``, ``..._2``, ... that holds none: a rerun never replaces a run."""
+    named = Path(environ["OUT_DIR"]) if environ.get("OUT_DIR") else None
+    if environ.get("RUN_ID") and named is None:
+        named = Path("runs") / environ["RUN_ID"]
+    if named is not None:
+        if holds_run(named):
+            raise ConfigError(f"{named} holds another run: set RUN_ID or OUT_DIR to a new folder")
+        return named
+    base = Path("runs") / f"{cfg.preset}_seed{cfg.train.seed}"
+    n = 1
+    while holds_run(base if n == 1 else base.with_name(f"{base.name}_{n}")):
+        n += 1
+    return base if n == 1 else base.with_name(f"{base.name}_{n}")
 
 
 def main(baked: dict[str, Any], environ: Mapping[str, str] | None = None) -> int:

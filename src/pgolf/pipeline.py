@@ -143,6 +143,10 @@ RUN_FILES = (ARTIFACT_NAME, RESULT_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "train.l
 """What a run writes into its folder: the files a second run there would replace or append to."""
 
 
+def holds_run(out: Path) -> bool:
+    return any((out / name).exists() for name in RUN_FILES)
+
+
 def claim(out: Path, *, resume: bool, force: bool, is_main: bool) -> None:
     """Refuse a folder that holds another run's files unless resuming it (which needs its checkpoint)
     or replacing it (``force``: rank 0 removes them first, so no log is appended to)."""
@@ -218,14 +222,21 @@ def run(
 
 
 def interrupted(out: Path, stage: str, trainer: Trainer | None, log: RunLog) -> Interrupted:
-    """What a Ctrl-C left: where the run stopped and the checkpoint it can resume from, if any (no
-    result.json is written, so nothing looks finished)."""
+    """What a Ctrl-C left: where the run stopped and what can be picked up (no result.json is written,
+    so nothing looks finished): the checkpoint a --resume continues from, else a written artifact
+    (``pgolf eval``) or float weights (``pgolf pack``), else nothing."""
     step = f" at step {trainer.step}" if trainer is not None and stage == "training" else ""
     saved = trainer.saved_step if trainer is not None else None
-    where = f"interrupted while {stage}{step}"
-    if saved is None:
-        what = "no checkpoint was written (train.checkpoint_every): nothing to resume from"
+    checkpoint, artifact = out / CHECKPOINT_NAME, out / ARTIFACT_NAME
+    if checkpoint.exists():
+        what = f"the last checkpoint, {checkpoint}, holds step {saved}" if saved is not None else (
+            f"{checkpoint} is intact")  # fmt: skip
+    elif stage == "evaluating the round trip" and artifact.exists():
+        what = f"the artifact is written: `pgolf eval {artifact}` scores it"
+    elif stage != "training" and (out / WEIGHTS_NAME).exists():
+        what = f"the trained weights are written: `pgolf pack {out}` packs and scores them"
     else:
-        what = f"the last checkpoint, {out / CHECKPOINT_NAME}, holds step {saved}"
+        what = "no checkpoint was written (train.checkpoint_every): nothing to resume; --force starts again"
+    where = f"interrupted while {stage}{step}"
     log.event("interrupted", f"{where}; {what}", stage=stage, checkpoint_step=saved)
-    return Interrupted(f"{where}; {what}", resumable=saved is not None)
+    return Interrupted(f"{where}; {what}", resumable=checkpoint.exists())

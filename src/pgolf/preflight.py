@@ -3,13 +3,14 @@
 On the machine (and under the launcher) where the run will happen, it builds the run as ``pgolf
 train`` would (data, model, attention kernel, compile and its priming), then measures what the run
 will need: a few timed steps in every phase of the schedule (each context length and loop pass, QAT),
-the gradient all-reduce under torchrun, peak memory, GPTQ/Fisher calibration on the configured batches,
-the export (rank 0 writes while the others wait in a collective), and the evaluation method on a
+the gradient all-reduce under torchrun, peak training memory, GPTQ/Fisher calibration on the
+configured batches, the export (rank 0 writes while the others wait), and the evaluation method on a
 sample of the validation documents, scored from the exported artifact as the round trip does. Each
 figure is set beside what it must fit (the track's caps, the device's memory, the calibration
-reserve, the collective timeout) in a verdict table; any miss makes the command exit 1. The weights
-are a few steps old, so the artifact's bytes are judged by ``pgolf plan``'s projection of trained
-weights, with the exported bytes shown beside it.
+reserve, the wait's timeout) in a verdict table; any miss makes the command exit 1. The weights are a
+few steps old, so the artifact's bytes are judged by ``pgolf plan``'s projection of trained weights,
+with the exported bytes shown beside it. The export is timed with this process's threads (torchrun
+gives each rank one) and without the float weights a run also writes.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pgolf.config.run import RunConfig
 from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.score import LUMP_PHASES, EvalClock
 from pgolf.pack.bundle import code_account
-from pgolf.pipeline import ARTIFACT_NAME, artifact_meta, export_model
-from pgolf.plan.artifact import project_artifact
+from pgolf.pipeline import ARTIFACT_NAME, artifact_meta, claim, export_model
+from pgolf.plan.artifact import off_track_before, projected_model_bytes
 from pgolf.quant.qat import enable_qat
 from pgolf.runlog import RunLog
 from pgolf.tracks import get_track
@@ -39,6 +40,17 @@ from pgolf.train.calibration import calibrate
 from pgolf.train.clock import STOP_MARGIN, TrainClock
 from pgolf.train.trainer import Trainer
 from pgolf.vocab import BOS_ID
+
+
+def scratch_dir() -> Path:
+    """A fresh folder every rank uses (rank 0 makes it; under torchrun its path is broadcast)."""
+    import tempfile
+
+    name = [tempfile.mkdtemp(prefix="pgolf-preflight-") if dist.rank() == 0 else None]
+    if dist.world_size() > 1:
+        torch.distributed.broadcast_object_list(name, src=0)
+    return Path(name[0])
+
 
 MEMORY_HEADROOM = 0.95
 """Peak memory must stay under this share of the device's (fragmentation, NCCL buffers, the eval)."""
@@ -220,42 +232,42 @@ def calibration_and_export(trainer: Trainer, out: Path, log: RunLog) -> tuple[fl
     return calib_s, export_s, path
 
 
-def sample_docs(n_docs: int, share: float, least: int, phase_docs: int = 0) -> int:
-    """Documents to score: ``share`` of them, at least ``least``, and past the phased global SGD's
-    prefix (``eval.lora_phase_docs``) so that its SGD runs as in the full evaluation (all of them
-    when there are fewer)."""
-    return min(n_docs, max(least, math.ceil(share * n_docs), phase_docs + 1 if phase_docs else 0))
+def sample_docs(n_docs: int, share: float, least: int) -> int:
+    """Documents to score: ``share`` of them, at least ``least`` (all when there are fewer)."""
+    return min(n_docs, max(least, math.ceil(share * n_docs)))
 
 
-def evaluation_sample(trainer: Trainer, artifact: Path, docs: int, val_tokens: int | None = None) -> dict:
+def evaluation_sample(trainer: Trainer, artifact: Path, docs: int, val_tokens: int | None = None,
+                      ranks: int | None = None) -> dict:  # fmt: skip
     """Score the first ``docs`` validation documents with the run's method from the artifact (as the
     round trip does), then project the whole stream (``val_tokens`` long when given: the contest's,
-    when the data here is a stand-in): phases that scale with targets by the targets, global SGD's
-    lump by its documents, load and warm-up as measured."""
-    cfg, device = trainer.cfg, trainer.device
+    when the data here is a stand-in) on ``ranks`` processes (default: these): phases that scale
+    with the targets by the stream's share, load and warm-up as measured. Phased global SGD runs in
+    the sample on the same share of its documents as in the full run (its prefix scaled down), and
+    its lump scales back up by the documents (one epoch over them, shared by the ranks)."""
+    device, valset = trainer.device, trainer.valset
+    here, ranks = dist.world_size(), ranks or dist.world_size()
+    full_tokens = val_tokens or valset.tokens.numel()
+    full_docs = round(int((valset.tokens == BOS_ID).sum()) * full_tokens / valset.tokens.numel())
     clock = EvalClock(dist.synchronizer(device))
     with clock.phase("load"):
         loaded = load_artifact(artifact, device, trainer.attention)
     ev = dataclasses.replace(loaded.meta.eval, val_docs=docs)
-    report = score_loaded(loaded, trainer.valset, ev, device, clock)
-    total_docs = int((trainer.valset.tokens == BOS_ID).sum())
-    full = val_tokens or trainer.valset.tokens.numel()
-    sample = trainer.valset.first_docs(docs).tokens.numel()
-    total_docs = round(total_docs * full / trainer.valset.tokens.numel())
-    scale = full / sample  # the stream's share: a plan's unscored tail scales with it
-    phase_docs = cfg.eval.lora_phase_docs
-    lump = min(phase_docs, total_docs) / max(min(phase_docs, docs), 1) if phase_docs else 1.0
-    projected = 0.0
-    for name, seconds in report.phases.items():
-        if name in ("load", "warmup"):
-            projected += seconds
-        elif name in LUMP_PHASES:
-            projected += seconds * lump
-        else:
-            projected += seconds * scale
+    phase_docs = ev.lora_phase_docs if ev.ttt == "lora" else 0
+    if phase_docs:  # the prefix's share of the documents, as in the full evaluation
+        ev = dataclasses.replace(ev, lora_phase_docs=max(1, round(docs * min(1.0, phase_docs / full_docs))))
+    report = score_loaded(loaded, valset, ev, device, clock)
+    sample = valset.first_docs(docs).tokens.numel()
+    scale = full_tokens / sample * here / ranks  # the stream's share, each rank's part of it
+    lump = min(phase_docs, full_docs) / ev.lora_phase_docs * here / ranks if phase_docs else 1.0
+    projected = sum(
+        seconds * (1.0 if name in ("load", "warmup") else lump if name in LUMP_PHASES else scale)
+        for name, seconds in report.phases.items()
+    )
     return {"docs": docs, "targets": report.result.tokens, "val_bpb": report.result.val_bpb,
             "phases": {k: round(v, 3) for k, v in report.phases.items()}, "seconds": report.seconds,
-            "projected_seconds": projected, "sample_tokens": sample, "full_tokens": full}  # fmt: skip
+            "projected_seconds": projected, "sample_tokens": sample, "full_tokens": full_tokens,
+            "ranks": ranks}  # fmt: skip
 
 
 def _fits(name: str, value: float, limit: float, unit: str, fmt: str = ",.1f") -> Figure:
@@ -270,20 +282,15 @@ def verdict(pf: Preflight, trainer: Trainer, calib_s: float, export_s: float, ar
     """The figures of ``pf`` against what they must fit."""
     cfg, f = trainer.cfg, pf.figures
     track = get_track(cfg.track)
-    reasons = track.judge_train(cfg.train.max_wallclock_seconds, 0.0)
-    f.append(Figure("training cap in the config", f"{cfg.train.max_wallclock_seconds:g} s",
-                    f"<= the track's {track.train_seconds:g} s" if track.train_seconds else "no cap",
-                    not reasons if track.train_seconds else None))  # fmt: skip
+    reasons = off_track_before(cfg)
+    f.append(Figure("on track before the first step", "; ".join(reasons) or "yes",
+                    "pgolf train refuses it otherwise", not reasons if track.official else None))  # fmt: skip
     slowest = max(p["step_ms"] for p in pf.phases)
     if trainer.cap_ms:
-        f.append(
-            _fits(
-                f"slowest step x {STOP_MARGIN} (the stop rule)", STOP_MARGIN * slowest, trainer.cap_ms, "ms"
-            )
-        )
+        name = f"slowest step x {STOP_MARGIN} (the stop rule)"
+        f.append(_fits(name, STOP_MARGIN * slowest, trainer.cap_ms, "ms"))
         steps = projected_steps(pf.phases, trainer.cap_ms)
-        most = f"train.iterations {cfg.train.iterations:,}"
-        f.append(Figure("projected steps in the cap", f"{steps:,.0f}", most, None))
+        f.append(Figure("projected steps in the cap", f"{steps:,.0f}", "", None))
     if qat_first_ms is not None:
         f.append(Figure("first QAT step (recompiles on the clock)", f"{qat_first_ms:,.0f} ms", "", None))
     if reduce_ms is not None:
@@ -293,24 +300,26 @@ def verdict(pf: Preflight, trainer: Trainer, calib_s: float, export_s: float, ar
     f.append(_fits("peak memory (training)", peak / 2**30, MEMORY_HEADROOM * memory / 2**30, "GiB", ",.2f"))
     if cfg.quant.calibrates:
         f.append(_fits("calibration", calib_s, cfg.quant.gptq_reserve_seconds, "s", ",.2f"))
-    f.append(_fits("export (the other ranks wait)", export_s, dist.COLLECTIVE_TIMEOUT_S, "s", ",.2f"))
+    f.append(_fits("export (the other ranks wait)", export_s, dist.PAUSE_TIMEOUT_S, "s", ",.2f"))
     code = code_account(cfg).bytes
-    _, projected, _ = project_artifact(cfg)
+    projected = projected_model_bytes(cfg)[0] + code
     exported = artifact.stat().st_size + code if artifact.exists() else 0
-    f.append(
-        _fits("projected bytes (trained weights)", projected + code, track.artifact_cap_bytes, "bytes", ",d")
-    )
-    f.append(Figure("exported bytes (these weights)", f"{exported:,} bytes", "the projection judges", None))
+    f.append(Figure("bytes, projected for trained weights", f"{projected:,}", "judged above", None))
+    f.append(Figure("bytes exported (these weights)", f"{exported:,}", "", None))
     ev = pf.evaluation
-    f.append(_fits(f"evaluation, projected from {ev['docs']:,} documents", ev["projected_seconds"],
-                   track.eval_seconds, "s"))  # fmt: skip
+    name = f"evaluation on {ev['ranks']} rank(s), projected from {ev['docs']:,} documents"
+    f.append(_fits(name, ev["projected_seconds"], track.eval_seconds, "s"))
 
 
 def run_preflight(cfg: RunConfig, out: Path, *, steps: int = 3, eval_share: float = 0.02,
-                  eval_least: int = 64, val_tokens: int | None = None) -> Preflight:  # fmt: skip
-    """The preflight of ``cfg`` in ``out`` (its log and artifact), the evaluation projected onto
-    ``val_tokens`` when given; the process group (torchrun) is the caller's to tear down."""
+                  eval_least: int = 64, val_tokens: int | None = None, ranks: int | None = None,
+                  ) -> Preflight:  # fmt: skip
+    """The preflight of ``cfg`` in ``out`` (its log and artifact, written by rank 0: every rank must
+    see the folder), the evaluation projected onto ``val_tokens`` and ``ranks`` when given; the
+    process group (torchrun) is the caller's to tear down."""
     info = dist.setup(cfg.train.device)
+    claim(out, resume=False, force=False, is_main=info.is_main)
+    dist.barrier()  # every rank has looked before rank 0 writes the log
     log = RunLog(out, enabled=info.is_main, echo=False)
     try:
         trainer = Trainer(cfg, out, info, log, resume=False)
@@ -322,10 +331,8 @@ def run_preflight(cfg: RunConfig, out: Path, *, steps: int = 3, eval_share: floa
         pf.phases, qat_first = train_phases(trainer, steps)
         reduce_ms = all_reduce_ms(trainer)
         calib_s, export_s, artifact = calibration_and_export(trainer, out, log)
-        n_docs = int((trainer.valset.tokens == BOS_ID).sum())
-        phase_docs = cfg.eval.lora_phase_docs if cfg.eval.ttt == "lora" else 0
-        docs = sample_docs(n_docs, eval_share, eval_least, phase_docs)
-        pf.evaluation = evaluation_sample(trainer, artifact, docs, val_tokens)
+        docs = sample_docs(int((trainer.valset.tokens == BOS_ID).sum()), eval_share, eval_least)
+        pf.evaluation = evaluation_sample(trainer, artifact, docs, val_tokens, ranks)
         verdict(pf, trainer, calib_s, export_s, artifact, reduce_ms, qat_first)
         return pf
     finally:

@@ -281,7 +281,7 @@ class ChunkBatches:
     """The chunk batches of one batch of documents, built on the device from the stream already there:
     the plans' integers go over in one copy per batch of documents, so a chunk costs no host-to-device
     copy and no sync (``padded_batch``'s rows, equal to it token for token). Row i of chunk c is the
-    i-th document (of ``plans``) that still has a chunk c; ``rows[c]`` says which adapter row that is."""
+    i-th document (of ``plans``) that still has a chunk c; ``batch(c)`` says which adapter row that is."""
 
     def __init__(self, plans: list[list[Window]], stream: Tensor) -> None:
         self.plans, self.stream = plans, stream

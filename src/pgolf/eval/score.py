@@ -159,11 +159,11 @@ def score(
             for group in _batches(rank_share(chunk, dist.rank(), world), per_batch, pad):
                 batch = _gather(tokens, group, device)
                 nll = head.nll(predictor.log_probs(batch.x), batch)  # (B, T)
+                positions = batch.scored_positions()
                 if batch.scored is None:  # every position of every window: keep the tensors whole
                     acc.add(nll, batch.target_bytes(target_bytes))
-                else:
-                    acc.add(nll[batch.scored], batch.target_bytes(target_bytes)[batch.scored])
-                positions = batch.scored_positions()
+                else:  # no boolean indexing: it would wait for the device to count the positions
+                    acc.add_masked(nll, batch.target_bytes(target_bytes), batch.scored, positions.size)
                 ledger.score(positions)
                 head.observe(batch, ledger)
                 done += positions.size * world  # shares are even to a window: close enough to project

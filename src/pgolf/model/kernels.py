@@ -14,7 +14,8 @@ decided kernel cannot run raises instead of falling back:
   it reads as a dense (B, 1, T, T) bool tensor: T^2 bytes per sequence of memory traffic).
 * ``math``: SDPA's reference kernel (materialises the T x T scores), only when asked.
 * ``auto``: on CUDA, ``fa3`` when it is importable on a Hopper GPU and ``doc_mask`` is off, else
-  ``flash`` without ``doc_mask`` and ``efficient`` with it; on a CPU, ``flash`` (T is small there).
+  ``flash`` without ``doc_mask`` (on sm80+) and ``efficient`` with it (or before Ampere); on a CPU,
+  ``flash`` (T is small there).
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ SDPA_BACKENDS = {
 }
 
 
+def cuda_major(device: torch.device | None = None) -> int:
+    """The GPU's compute capability major (9: Hopper, 8: Ampere); 0 without CUDA."""
+    return torch.cuda.get_device_capability(device)[0] if torch.cuda.is_available() else 0
+
+
 def fa3_function() -> Callable | None:
     """FlashAttention-3's ``flash_attn_func`` when it is installed and a Hopper GPU (sm90) is present."""
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
+    if cuda_major() != 9:
         return None
     try:
         from flash_attn_interface import flash_attn_func
@@ -53,12 +59,15 @@ def resolve_attention(requested: str, device: torch.device, doc_mask: bool) -> s
     if requested not in KERNELS:
         raise ConfigError(f"train.attention={requested!r}; expected one of {', '.join(KERNELS)}")
     cuda = device.type == "cuda"
+    ampere = not cuda or cuda_major(device) >= 8  # SDPA's flash kernel needs sm80+
     if requested == "auto":
         if not cuda:
             return "flash"
         if not doc_mask and fa3_function() is not None:
             return "fa3"
-        return "efficient" if doc_mask else "flash"
+        return "efficient" if doc_mask or not ampere else "flash"
+    if requested == "flash" and not ampere:
+        raise ConfigError("train.attention=flash: SDPA's flash kernel needs an Ampere or newer GPU (sm80+)")
     if requested == "fa3" and (not cuda or fa3_function() is None):
         raise ConfigError("train.attention=fa3 needs flash_attn_interface (FlashAttention-3) on a Hopper GPU")
     if doc_mask and (requested == "fa3" or (cuda and requested == "flash")):
@@ -97,12 +106,14 @@ class Fa3:
         self.fn = fn
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        dtype = q.dtype
-        half = dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
-        q, k, v = (t.transpose(1, 2).to(half) for t in (q, k, v))
-        out = self.fn(q, k, v, causal=True)
+        """Under autocast the output is in its half dtype, as SDPA's is (q and k arrive in fp32 from
+        the fp32 RMS norm; v in bf16); without autocast, in q's dtype."""
+        autocast = torch.is_autocast_enabled(q.device.type)
+        half = torch.get_autocast_dtype(q.device.type) if autocast else q.dtype
+        half = half if half in (torch.float16, torch.bfloat16) else torch.bfloat16
+        out = self.fn(*(t.transpose(1, 2).to(half) for t in (q, k, v)), causal=True)
         out = out[0] if isinstance(out, tuple) else out  # some FA3 builds also return the LSE
-        return out.transpose(1, 2).to(dtype)
+        return out.transpose(1, 2).to(half if autocast else q.dtype)
 
 
 def kernel(name: str) -> Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]:

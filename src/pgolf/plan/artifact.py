@@ -28,8 +28,10 @@ import torch
 from pgolf.config.run import RunConfig
 from pgolf.estimate import Estimate, estimate
 from pgolf.model.gpt import GPT
+from pgolf.pack.bundle import code_account
 from pgolf.quant.grid import GridSpec
 from pgolf.quant.policy import grid_spec, tensor_format
+from pgolf.tracks import get_track
 
 INT8_CONTEST_BITS = 8 * (15_815_847 - 4 * 20_552) / 17_039_360
 AMAX_INT6_BITS = 5.37
@@ -62,9 +64,9 @@ def trained_bits(spec: GridSpec) -> float:
     return min(spec.bits, AMAX_INT6_BITS + spec.bits - 6)
 
 
-def project_artifact(cfg: RunConfig) -> tuple[Estimate, int, dict[str, dict]]:
-    """(the exact estimate, projected model bytes, per format: params and bits per parameter)."""
-    est = estimate(cfg)
+def projected_model_bytes(cfg: RunConfig) -> tuple[int, dict[str, dict]]:
+    """Projected model bytes of ``cfg`` trained, and per format its params and bits per parameter:
+    priced on a meta-device model (no weights are made, nothing is compressed)."""
     with torch.device("meta"):
         model = GPT(cfg.model)
     formats: dict[str, dict] = {}
@@ -85,4 +87,21 @@ def project_artifact(cfg: RunConfig) -> tuple[Estimate, int, dict[str, dict]]:
         total_bits += bits * t.numel()
     for entry in formats.values():
         entry["bits_per_param"] = round(entry.pop("bits") / entry["params"], 3)
-    return est, math.ceil(total_bits / 8), formats
+    return math.ceil(total_bits / 8), formats
+
+
+def project_artifact(cfg: RunConfig) -> tuple[Estimate, int, dict[str, dict]]:
+    """(the exact estimate, projected model bytes, per format: params and bits per parameter)."""
+    return estimate(cfg), *projected_model_bytes(cfg)
+
+
+def off_track_before(cfg: RunConfig) -> list[str]:
+    """What makes a run off its track before its first step (``pgolf train`` refuses it unless
+    --off-track; ``pgolf preflight`` reports it): its configured training cap, and its artifact (the
+    counted code plus the model bytes ``projected_model_bytes`` prices for trained weights)."""
+    track = get_track(cfg.track)
+    reasons = track.judge_train(cfg.train.max_wallclock_seconds, 0.0)
+    if track.artifact_cap_bytes:
+        total = projected_model_bytes(cfg)[0] + code_account(cfg).bytes
+        reasons += [f"projected: {r}" for r in track.judge_bytes(total)]
+    return reasons

@@ -179,7 +179,8 @@ def lora_iterations(cfg: RunConfig, n_tokens: int, tokens: torch.Tensor | None, 
 @dataclass
 class LoraWork:
     steps: int
-    """Sequential forward + backward + adapter steps (one per chunk of each batch of documents)."""
+    """Sequential chunk iterations (one per chunk of each batch of documents): a forward, then a
+    backward and an adapter step unless it is the batch's last chunk (costed as one all the same)."""
     tokens: int
     """Tokens computed: each chunk's rows padded to its longest window."""
     attention: int

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from pgolf import dist
+from pgolf.quant.fisher import fp32
 from pgolf.quant.grid import GridSpec, QTensor, quantize, row_grid
 
 
@@ -39,7 +40,9 @@ def collect_hessians(model: nn.Module, names: set[str], batches: Iterable[Tensor
     """H = mean over calibration tokens of x x^T (fp32, (C, C)) for each name, from forward passes on
     ``batches`` of input ids; summed over ranks. The forward may run under bf16 autocast (as training
     does), but each x^T x is an fp32 GEMM into an fp32 sum: under autocast it would be a bf16 GEMM
-    into a bf16 running sum, ~1 % per entry, as large as GPTQ's damping (the Cholesky then fails)."""
+    into a bf16 running sum, ~1 % per entry, as large as GPTQ's damping (the Cholesky then fails).
+    With TF32 on (the trainer enables it on CUDA) the GEMM rounds its inputs to 10-bit mantissas:
+    still the Gram matrix of those inputs, positive semi-definite, off by ~5e-4 relative."""
     targets = hessian_targets(model, names)
     sums: dict[str, Tensor] = {}
     rows = dict.fromkeys(targets, 0)
@@ -48,7 +51,7 @@ def collect_hessians(model: nn.Module, names: set[str], batches: Iterable[Tensor
 
         def hook(mod, inputs, output, name=name):
             x = inputs[0].detach()
-            with torch.autocast(x.device.type, enabled=False):
+            with fp32(x):
                 x = x.reshape(-1, x.shape[-1]).float()
                 if name in sums:
                     sums[name] += x.T @ x

@@ -306,7 +306,7 @@ class Trainer:
         self.average.load_state_dict(state["average"])
         self.phases.load_state(state)
         self.log.event("resume", step=state["step"], train_time_ms=round(state["train_ms"]))
-        self.saved_step = int(state["step"])
+        self.saved_step = self.step = int(state["step"])
         return int(state["step"]), float(state["train_ms"])
 
     # ---- loop --------------------------------------------------------------------------------
@@ -324,9 +324,11 @@ class Trainer:
         stopped_by = "iterations"
         clock = TrainClock(train_ms, dist.synchronizer(self.device), clock_now or time.perf_counter)
         switch = PhaseSwitch(cap_ms, tc.iterations, self.device)
+        # whether any decision reads the time (a cap, a scheduled phase, QAT): then one device sync a step
+        timed = bool(cap_ms) or bool(self.phases.priming_plan()[1:]) or self.cfg.quant.qat
         previous = None
         while step < tc.iterations:
-            before = clock.read()  # the one device sync of a step: the decision sees finished work
+            before = clock.read() if timed else clock.elapsed_ms()  # a sync: decisions see finished work
             if previous is not None:
                 switch.last_step_ms = before - previous
             previous = before
