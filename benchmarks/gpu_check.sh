@@ -9,7 +9,7 @@
 #   2. tests/test_gpu.py (the CUDA twins of the CPU tests: kernels, calibration, a short run);
 #   3. pgolf preflight for baseline, pr162 and frontier on the demo corpus (the GPU machine cannot
 #      reach the FineWeb export), their evaluations projected onto the contest's validation stream
-#      (--val-tokens), as JSON; the baseline's step time set beside its record (43.5 ms on 8xH100,
+#      and 8 ranks (--val-tokens, --ranks), as JSON; the baseline's step time set beside its record (43.5 ms on 8xH100,
 #      so ~8x on one GPU at the same global batch).
 # Budget: ~1 min for the tests, ~1 min per small preset, up to 8 min for frontier's compile.
 set -u
@@ -30,7 +30,7 @@ data=${PGOLF_GPU_DATA:-data}
 step data python -c "from pgolf.data.stdlib_corpus import build_demo_dataset as b
 for v in (1024, 8192): b('$data', vocab_size=v)"
 demo() {  # demo PRESET VOCAB VAL_TOKENS: preflight on the demo corpus at that vocabulary
-    step "preflight_$1" python -m pgolf preflight "$1" --out "$out/run_$1" --val-tokens "$3" \
+    step "preflight_$1" python -m pgolf preflight "$1" --out "$out/run_$1" --val-tokens "$3" --ranks 8 \
         --data.root "$data" --data.dataset "datasets/pgolf_demo_sp$2" \
         --data.tokenizer "tokenizers/pgolf_demo_$2_bpe.model"
 }
