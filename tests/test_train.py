@@ -331,6 +331,28 @@ def test_ctrl_c_says_where_it_stopped_and_how_to_resume(data_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_under_torchrun_is_reported_once_with_the_launcher(data_root, tmp_path):
+    """SIGINT to torchrun reaches both ranks: rank 0 alone says where the run stopped and gives the
+    resume command under the same launcher; no rank prints a pgolf traceback."""
+    args = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pgolf", "train",
+            "--preset", "debug", "--data.root", str(data_root), "--train.iterations", "100000",
+            "--train.checkpoint_every", "5", "--out", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not (tmp_path / CHECKPOINT_NAME).exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGINT)
+    err = victim.communicate(timeout=120)[1]
+    assert victim.returncode != 0 and err.count("interrupted while training at step") == 1, err[-3000:]
+    assert "resume it: torchrun --standalone --nproc_per_node=2 -m pgolf train --preset debug" in err
+    frames = [line for line in err.splitlines() if line.strip().startswith('File "')]
+    assert not any("pgolf" in line for line in frames), frames  # torchrun's own traceback only
+    assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.slow
 def test_two_gloo_processes_match_one(data_root, tmp_path):
     """Same global batch: 1 process x 2 micro-batches vs 2 processes x 1 micro-batch, one thread per
     process on both sides (a GEMM's summation order depends on the thread count). Averaging two
