@@ -50,6 +50,8 @@ def test_baseline_cpu_preflight_fits_its_track_and_a_miss_exits_1(capsys, data_r
                              "--train.max_wallclock_seconds", "400")  # fmt: skip
     assert status == 1 and not out["ok"]
     assert [f["name"] for f in out["figures"] if f["ok"] is False] == ["on track before the first step"]
+    assert main(["preflight", "debug", "--data.root", str(data_root), "--steps", "0"]) == 2
+    assert "--steps 0 must be >= 1" in capsys.readouterr().err
     main(["preflight", "debug", "--data.root", str(data_root)])
     text = capsys.readouterr().out
     assert "verdict:" in text and "preflight: PASS" in text

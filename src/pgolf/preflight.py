@@ -28,6 +28,7 @@ import torch
 
 from pgolf import __version__, dist
 from pgolf.config.run import RunConfig
+from pgolf.errors import ConfigError
 from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.score import LUMP_PHASES, EvalClock
 from pgolf.pack.bundle import code_account
@@ -317,6 +318,8 @@ def run_preflight(cfg: RunConfig, out: Path, *, steps: int = 3, eval_share: floa
     """The preflight of ``cfg`` in ``out`` (its log and artifact, written by rank 0: every rank must
     see the folder), the evaluation projected onto ``val_tokens`` and ``ranks`` when given; the
     process group (torchrun) is the caller's to tear down."""
+    if steps < 1 or not 0 < eval_share <= 1:
+        raise ConfigError(f"preflight: --steps {steps} must be >= 1 and --eval-share {eval_share} in (0, 1]")
     info = dist.setup(cfg.train.device)
     claim(out, resume=False, force=False, is_main=info.is_main)
     dist.barrier()  # every rank has looked before rank 0 writes the log
