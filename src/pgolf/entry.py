@@ -26,7 +26,7 @@ from pgolf.config.run import (
     parse_value,
 )
 from pgolf.errors import ConfigError, PgolfError
-from pgolf.pipeline import holds_run, run
+from pgolf.pipeline import run, run_files
 
 CONTEST_ENV = {
     "DATA_PATH": "data.dataset",
@@ -101,12 +101,12 @@ def out_dir(cfg: RunConfig, environ: Mapping[str, str]) -> Path:
     if environ.get("RUN_ID") and named is None:
         named = Path("runs") / environ["RUN_ID"]
     if named is not None:
-        if holds_run(named):
+        if run_files(named):
             raise ConfigError(f"{named} holds another run: set RUN_ID or OUT_DIR to a new folder")
         return named
     base = Path("runs") / f"{cfg.preset}_seed{cfg.train.seed}"
     n = 1
-    while holds_run(base if n == 1 else base.with_name(f"{base.name}_{n}")):
+    while run_files(base if n == 1 else base.with_name(f"{base.name}_{n}")):
         n += 1
     return base if n == 1 else base.with_name(f"{base.name}_{n}")
 

@@ -143,14 +143,15 @@ RUN_FILES = (ARTIFACT_NAME, RESULT_NAME, WEIGHTS_NAME, CHECKPOINT_NAME, "train.l
 """What a run writes into its folder: the files a second run there would replace or append to."""
 
 
-def holds_run(out: Path) -> bool:
-    return any((out / name).exists() for name in RUN_FILES)
+def run_files(out: Path) -> list[str]:
+    """The ``RUN_FILES`` present in ``out`` (empty: it holds no run)."""
+    return [name for name in RUN_FILES if (out / name).exists()]
 
 
 def claim(out: Path, *, resume: bool, force: bool, is_main: bool) -> None:
     """Refuse a folder that holds another run's files unless resuming it (which needs its checkpoint)
     or replacing it (``force``: rank 0 removes them first, so no log is appended to)."""
-    present = [name for name in RUN_FILES if (out / name).exists()]
+    present = run_files(out)
     if resume:
         if CHECKPOINT_NAME not in present:
             raise ConfigError(

@@ -107,8 +107,9 @@ class Preflight:
         return out
 
 
-def environment(info: dist.DistInfo, cfg: RunConfig, trainer: Trainer, compile_s: float | None) -> dict:
+def environment(trainer: Trainer, compile_s: float | None) -> dict:
     """Machine, versions, kernel, compile and data, as the run will see them."""
+    info = trainer.info
     dev = info.device
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
@@ -330,7 +331,7 @@ def run_preflight(cfg: RunConfig, out: Path, *, steps: int = 3, eval_share: floa
         t0 = time.perf_counter()
         trainer.prime()
         compile_s = time.perf_counter() - t0 if trainer.model is not trainer.base_model else None
-        pf = Preflight(cfg.preset, cfg.track, environment(info, cfg, trainer, compile_s))
+        pf = Preflight(cfg.preset, cfg.track, environment(trainer, compile_s))
         pf.phases, qat_first = train_phases(trainer, steps)
         reduce_ms = all_reduce_ms(trainer)
         calib_s, export_s, artifact = calibration_and_export(trainer, out, log)

@@ -290,12 +290,12 @@ class ChunkBatches:
         ]
         self.learn = [[c < len(plans[j]) - 1 for j in act] for c, act in enumerate(self.active)]
         self.length = [max(plans[j][c].length for j in act) for c, act in enumerate(self.active)]
-        table = torch.zeros(5, len(self.active), len(plans), dtype=torch.int64)
+        table = np.zeros((5, len(self.active), len(plans)), dtype=np.int64)  # numpy: no tensor per entry
         for c, act in enumerate(self.active):
             for i, j in enumerate(act):
                 w = plans[j][c]
-                table[:, c, i] = torch.tensor([j, w.start, w.length, w.score_from, self.learn[c][i]])
-        self.table = table.to(stream.device, non_blocking=True)
+                table[:, c, i] = j, w.start, w.length, w.score_from, self.learn[c][i]
+        self.table = torch.from_numpy(table).to(stream.device, non_blocking=True)
         self.steps = torch.arange(max(self.length) + 1, device=stream.device)
 
     def __len__(self) -> int:
