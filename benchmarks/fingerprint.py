@@ -1,6 +1,6 @@
 """Fingerprint a fixed-step run, to show that a refactoring changed no arithmetic.
 
-    python benchmarks/fingerprint.py --preset debug --steps 50 --data-root DATA [--out DIR]
+    python benchmarks/fingerprint.py --preset debug --steps 50 --data-root DATA [--out DIR] [--set K=V ...]
 
 Trains PRESET for exactly STEPS steps (no wall-clock cap, so the run is deterministic), then prints
 as JSON the sha256 of the final weights (over the checkpoint's tensors in sorted key order), the
@@ -34,9 +34,11 @@ def weights_sha256(checkpoint: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(preset: str, steps: int, data_root: str, out: Path) -> dict:
+def fingerprint(
+    preset: str, steps: int, data_root: str, out: Path, extra: dict[str, str] | None = None
+) -> dict:
     overrides = {"data.root": data_root, "train.iterations": str(steps), "train.max_wallclock_seconds": "0",
-                 "train.checkpoint_every": str(steps)}  # fmt: skip
+                 "train.checkpoint_every": str(steps), **(extra or {})}  # fmt: skip
     started = time.time()
     r = run(apply_overrides(get_preset(preset), overrides), out_dir=out, echo=False)
     return {
@@ -56,11 +58,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--data-root", default="data")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="more overrides, e.g. eval.val_docs=8 (a slow method, fewer documents)")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(2)
+    extra = dict(kv.split("=", 1) for kv in args.set)
     with tempfile.TemporaryDirectory() as tmp:
         print(
-            json.dumps(fingerprint(args.preset, args.steps, args.data_root, args.out or Path(tmp)), indent=2)
+            json.dumps(
+                fingerprint(args.preset, args.steps, args.data_root, args.out or Path(tmp), extra), indent=2
+            )
         )
 
 

@@ -24,7 +24,7 @@ from pgolf.data.valset import load_validation
 from pgolf.errors import DataBuildError, DataError
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
-from pgolf.eval.windows import doc_windows, sliding_windows
+from pgolf.methods.windows import doc_windows, sliding_windows
 from pgolf.model.gpt import GPT
 from pgolf.vocab import BOS_ID
 

@@ -19,8 +19,8 @@ from pgolf.eval.ledger import Ledger, ScoreOrderError
 from pgolf.eval.lora import chunk_windows, lora_ttt, phase_segments
 from pgolf.eval.predict import ModelHead, ModelPredictor
 from pgolf.eval.score import chunk_plan, first_target, score
-from pgolf.eval.ttt import SgdTTT
-from pgolf.eval.windows import Window, check_plan, doc_spans, plan_windows
+from pgolf.eval.sgd_ttt import SgdTTT
+from pgolf.methods.windows import Window, check_plan, doc_spans, plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.vocab import BOS_ID
 
@@ -208,7 +208,7 @@ def test_phase_segments_cut_the_stream_prefix_into_equal_shares():
 
 
 def test_documents_are_dealt_by_index_so_a_later_bos_moves_no_earlier_assignment():
-    from pgolf.eval.lora import deal
+    from pgolf.methods.windows import deal
 
     plans = [[Window(i, 1)] for i in range(11)]
     for world in (1, 2, 3):

@@ -15,7 +15,7 @@ from pgolf.cli import main
 from pgolf.data.bytes import ByteLUT
 from pgolf.errors import ConfigError, DataError
 from pgolf.eval.score import score
-from pgolf.eval.windows import check_plan, doc_windows, plain_windows, rank_share, sliding_windows
+from pgolf.methods.windows import check_plan, deal, doc_windows, plain_windows, sliding_windows
 
 
 @settings(max_examples=80, deadline=None)
@@ -26,7 +26,7 @@ def test_sliding_plan_scores_every_target_once_with_its_context(n, seq, data, wo
     check_plan(windows, n)
     counts, context = [0] * n, [None] * n
     for rank in range(world):
-        for w in rank_share(windows, rank, world):
+        for w in deal(windows, rank, world):
             assert w.length <= seq
             for pos in range(w.score_from, w.length):
                 counts[w.start + pos + 1] += 1
@@ -142,6 +142,19 @@ def test_a_run_scored_with_sliding_windows_and_pgolf_eval(debug_cfg, tmp_path, c
     assert d["official_score"] is False and d["val_bpb"] < plain.roundtrip.val_bpb
 
 
+E = {"seq_len": 64, "method": "docs", "stride": 16}
+TWO_RANK_METHODS = {
+    "plain": {"seq_len": 64},
+    "sliding+sgd": {"seq_len": 64, "method": "sliding", "stride": 16, "ttt": "sgd", "ttt_lr": 0.05},
+    "docs+experts": {**E, "experts": "ngram,match"},
+    "sgd+docs+experts+tilt": {**E, "ttt": "sgd", "ttt_lr": 0.05, "experts": "ngram,match", "tilt": True},
+    "lora+match": {**E, "ttt": "lora", "ttt_lr": 0.05, "lora_batch_docs": 2, "experts": "match"},
+    "lora-warm-phased+tilt": {**E, "ttt": "lora", "ttt_lr": 0.05, "lora_batch_docs": 2, "lora_warm_a": True,
+                              "lora_phase_docs": 4, "lora_phases": 2, "tilt": True},
+}  # fmt: skip
+"""Together they use every registered method but the correction table (a declared validation leak,
+which ``pgolf check`` refuses before any probe)."""
+
 TWO_RANK_PROBE = """
 import json, sys
 import torch
@@ -151,24 +164,26 @@ from pgolf.config.model import ModelConfig
 from pgolf.model.gpt import GPT
 from pgolf.records.probes import method_causality_error
 
-E = dict(seq_len=64, method="docs", stride=16)
-METHODS = {
-    "docs": EvalConfig(**E),
-    "docs+experts": EvalConfig(**E, experts="ngram,match"),
-    "sgd+docs+experts": EvalConfig(**E, ttt="sgd", ttt_lr=0.05, experts="ngram,match"),
-    "sliding+sgd": EvalConfig(seq_len=64, method="sliding", stride=16, ttt="sgd", ttt_lr=0.05),
-    "lora+match": EvalConfig(**E, ttt="lora", ttt_lr=0.05, lora_batch_docs=2, experts="match"),
-}
 with dist.closing():
     dist.setup("cpu")
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1))
     for p in model.parameters():
         p.data.normal_(0, 0.2)
-    out = {name: method_causality_error(model, cfg, n_tokens=1024) for name, cfg in METHODS.items()}
+    methods = json.loads(sys.argv[1])
+    out = {name: method_causality_error(model, EvalConfig(**kw), n_tokens=1024)
+           for name, kw in methods.items()}
     if dist.rank() == 0:
         print(json.dumps(out))
 """
+
+
+def test_the_two_rank_probe_covers_every_registered_method():
+    from pgolf.config.eval import EvalConfig
+    from pgolf.methods import REGISTRY, used
+
+    covered = {m.name for kw in TWO_RANK_METHODS.values() for m in used(EvalConfig(**kw))}
+    assert covered == {m.name for m in REGISTRY} - {"correction"}
 
 
 @pytest.mark.slow
@@ -186,14 +201,17 @@ def test_no_method_lets_a_later_token_reach_a_score_on_two_ranks(tmp_path):
 
     script = tmp_path / "probe.py"
     script.write_text(TWO_RANK_PROBE)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           json.dumps(TWO_RANK_METHODS)]  # fmt: skip
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out) == set(TWO_RANK_METHODS)
     for name, m in out.items():
         assert m["causality"] <= METHOD_TOL, (name, m)
-        assert m["later_scores_changed"] > 0 and m["targets"] == 1023, (name, m)
+        scored = 15 * 64 if name == "plain" else 1023  # plain windows leave the tail unscored
+        assert m["later_scores_changed"] > 0 and m["targets"] == scored, (name, m)
 
 
 @given(n=st.integers(1, 60), world=st.integers(1, 8), cut=st.integers(1, 60))
@@ -201,6 +219,6 @@ def test_a_windows_rank_never_depends_on_the_windows_after_it(n, world, cut):
     """Dealt by index: cutting the plan short (what a later BOS does to a document's windows) leaves
     every earlier window on its rank."""
     windows = plain_windows(n * 4 + 1, 4)
-    rank_of = {w: r for r in range(world) for w in rank_share(windows, r, world)}
+    rank_of = {w: r for r in range(world) for w in deal(windows, r, world)}
     short = windows[: min(cut, n)]
-    assert all(rank_of[w] == r for r in range(world) for w in rank_share(short, r, world))
+    assert all(rank_of[w] == r for r in range(world) for w in deal(short, r, world))

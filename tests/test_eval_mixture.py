@@ -18,7 +18,7 @@ from pgolf.eval.lora import lora_ttt
 from pgolf.eval.mixture import MixtureHead
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
-from pgolf.eval.windows import doc_spans, plan_windows
+from pgolf.methods.windows import doc_spans, plan_windows
 from pgolf.vocab import BOS_ID
 from test_eval_adapt import CPU, VOCAB, Recorder, doc_stream, nb, tiny_model
 

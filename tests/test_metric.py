@@ -22,7 +22,7 @@ from pgolf.errors import DataError
 from pgolf.eval.bpb import BpbAccumulator
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
-from pgolf.eval.windows import Window, check_plan, plain_windows, rank_share
+from pgolf.methods.windows import Window, check_plan, deal, plain_windows
 from pgolf.model.gpt import GPT
 
 
@@ -198,7 +198,7 @@ def test_plain_plan_scores_every_target_once(n, seq, world):
     counts = [0] * n
     check_plan(windows, n)
     for rank in range(world):
-        for w in rank_share(windows, rank, world):
+        for w in deal(windows, rank, world):
             for pos in range(w.score_from, w.length):
                 counts[w.start + pos + 1] += 1
     last = (n - 1) // seq * seq
@@ -206,7 +206,7 @@ def test_plain_plan_scores_every_target_once(n, seq, world):
 
 
 def test_bad_plans_are_refused():
-    from pgolf.eval.windows import check_plan
+    from pgolf.methods.windows import check_plan
 
     check_plan([Window(0, 8, 0), Window(4, 8, 4)], 13)
     with pytest.raises(DataError, match="scores target 5 twice"):
@@ -247,7 +247,7 @@ def test_short_documents_share_padded_forwards_and_score_as_alone():
     documents of different lengths share forwards (fewer than one each), and every target scores
     what its own window alone gives (the hand sum), bytes exactly."""
     from pgolf.eval.predict import ModelHead
-    from pgolf.eval.windows import plan_windows
+    from pgolf.methods.windows import plan_windows
     from pgolf.vocab import BOS_ID
 
     torch.manual_seed(0)

@@ -10,10 +10,9 @@ import torch
 
 from pgolf.cli import main
 from pgolf.config.run import apply_overrides
-from pgolf.eval.windows import Window
+from pgolf.methods.windows import Window, window_flops
 from pgolf.model.gpt import GPT
 from pgolf.plan.artifact import gaussian_bits, project_artifact
-from pgolf.plan.evaltime import window_flops
 from pgolf.plan.flops import check_pass, count_flops
 from pgolf.plan.memory import saved_activation_bytes
 from pgolf.plan.report import calibrate
@@ -217,7 +216,8 @@ def test_cpu_plan_times_and_sizes_training_as_train_cpu_bf16_runs_it(capsys, mon
 def test_the_mixer_after_lora_is_costed_on_every_rank_over_the_whole_stream():
     """The windows path splits the mixer's host loop over ranks; after LoRA every rank mixes the whole
     stream in order, so 8 ranks cost it 8x what they do with windows."""
-    from pgolf.plan.evaltime import HOST_SECONDS_AT_2M, Rates, project_eval
+    from pgolf.eval.mixture import HOST_SECONDS_AT_2M
+    from pgolf.plan.evaltime import Rates, project_eval
 
     flops = count_flops(_meta(get_preset("debug")), 64)
     n = 2_000_000
@@ -245,8 +245,8 @@ def test_lora_steps_are_the_ones_lora_ttt_runs(monkeypatch, warm):
     two ranks share them; without the tokens the count is the documents' mean (a lower bound)."""
     import numpy as np
 
-    from pgolf.eval.lora import ChunkBatches, lora_ttt
-    from pgolf.plan.evaltime import lora_iterations
+    from pgolf.eval.lora import ChunkBatches, iterations, lora_ttt
+    from pgolf.plan.evaltime import mean_document
     from pgolf.vocab import BOS_ID
 
     g = np.random.default_rng(0)
@@ -260,11 +260,12 @@ def test_lora_steps_are_the_ones_lora_ttt_runs(monkeypatch, warm):
     monkeypatch.setattr(ChunkBatches, "batch", lambda self, c: calls.append(c) or batch(self, c))
     torch.manual_seed(0)
     lora_ttt(GPT(cfg.model), tokens, torch.ones(tokens.numel()), cfg.eval, 32, torch.device("cpu"))
-    one = lora_iterations(cfg, tokens.numel(), tokens, 1)
+    mean = mean_document(cfg)
+    one = iterations(cfg.eval, tokens.numel(), tokens, 1, 32, mean)
     assert one.steps == len(calls) and one.tokens > 0
-    two = lora_iterations(cfg, tokens.numel(), tokens, 2)
+    two = iterations(cfg.eval, tokens.numel(), tokens, 2, 32, mean)
     assert len(calls) / 2 <= two.steps < len(calls)
-    guess = lora_iterations(cfg, tokens.numel(), None, 1)
+    guess = iterations(cfg.eval, tokens.numel(), None, 1, 32, mean)
     assert guess.steps > 0 and "no tokens" in guess.how
 
 

@@ -311,7 +311,7 @@ def test_check_reruns_the_runs_own_method_and_catches_a_leak(debug_cfg, tmp_path
     ledger on a synthetic stream, and fails a head that lets later targets move earlier scores and
     an SGD TTT that learns from tokens before they are scored."""
     from pgolf.eval.predict import ModelHead
-    from pgolf.eval.ttt import SgdTTT
+    from pgolf.eval.sgd_ttt import SgdTTT
     from pgolf.pipeline import run
     from pgolf.records.check import rule_probes
 

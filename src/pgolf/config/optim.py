@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pgolf.config.base import non_negative, positive
+from pgolf.checks import non_negative, positive
 from pgolf.errors import ConfigError
 
 

@@ -16,6 +16,15 @@ from pgolf.config.run import SECTIONS, RunConfig, all_fields
 
 @cache
 def _class_field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of ``cls`` and of its dataclass bases (``EvalConfig``'s method sections)."""
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[:-1]):
+        docs.update(_own_field_docs(base))
+    return docs
+
+
+@cache
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}

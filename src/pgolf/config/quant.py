@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pgolf.config.base import non_negative, positive
+from pgolf.checks import non_negative, positive
 from pgolf.errors import ConfigError
 
 FORMATS = ("fp32", "fp16", "int8-contest", "int8", "int7", "int6", "int5", "int4")

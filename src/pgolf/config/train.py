@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-from pgolf.config.base import non_negative, positive
+from pgolf.checks import non_negative, positive
 from pgolf.errors import ConfigError
 
 AVERAGING = ("none", "ema", "swa")

@@ -22,7 +22,7 @@ from pgolf.config.data import DataConfig
 from pgolf.config.eval import EvalConfig
 from pgolf.data.valset import ValidationSet, load_validation
 from pgolf.errors import ArtifactError, DataError
-from pgolf.eval.methods import run_method
+from pgolf.eval.run import run_method
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.model.gpt import GPT, loop_passes
 from pgolf.model.kernels import resolve_attention

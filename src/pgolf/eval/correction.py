@@ -28,6 +28,11 @@ int64, a token >= the vocab size and trailing bytes all raise ``ArtifactError``.
 Encoding is vectorised with numpy (a handful of array passes; ~35 ms for 1M entries). Decoding is
 a plain loop over the entries (each entry's start depends on the previous varint's length): nothing
 in an evaluation decodes a table, only the format's round trip does, so it is kept obvious.
+
+As an evaluation method (``run``; only ``pgolf eval --val-leak --eval.correction_bytes N`` runs it):
+the validation set is scored once with the model, the worst-scored targets go into a table of at
+most N bytes, and the set is scored again with those targets' logits boosted. The score is labelled
+a leak, never official, off track, and the table's bytes count in the artifact.
 """
 
 from __future__ import annotations
@@ -35,7 +40,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pgolf.config.eval import EvalConfig
+from pgolf.data.valset import ValidationSet
 from pgolf.errors import ArtifactError, ConfigError, DataError
+from pgolf.eval.bpb import BpbResult
+from pgolf.eval.ledger import Ledger
+from pgolf.eval.predict import ModelHead, ModelPredictor
+from pgolf.eval.score import EvalClock, score
+from pgolf.methods.windows import plan_windows
 
 LEAK_LABEL = "val_leak_correction"
 DEFAULT_BOOST = 20.0
@@ -364,3 +376,70 @@ def apply(
     add = (hit.to(out.dtype) * boost).reshape(-1, 1)
     out.view(-1, vocab).scatter_add_(1, token, add)  # misses add 0.0 to token 0: unchanged
     return out
+
+
+# The table as an evaluation method: only ``pgolf eval --val-leak --eval.correction_bytes N`` runs it.
+
+
+class CorrectionHead:
+    """The seeds' correction table applied to the model's distribution (NOT compliant)."""
+
+    def __init__(self, table, boost: float, val_leak: bool) -> None:
+        self.table, self.boost, self.val_leak = table, boost, val_leak
+
+    def nll(self, log_probs, batch):
+        boosted = apply(log_probs, batch.positions(), self.table, self.boost, val_leak=self.val_leak)
+        return -torch.log_softmax(boosted, -1).gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
+
+    def observe(self, batch, ledger) -> None:
+        return None
+
+
+class _Capture(ModelHead):
+    """The model's NLL, remembered per scored target (the correction table's first pass)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple] = []
+
+    def nll(self, log_probs, batch):
+        nll = super().nll(log_probs, batch)
+        mask = batch.scored if batch.scored is not None else torch.ones_like(nll, dtype=torch.bool)
+        self.parts.append((nll[mask].cpu(), batch.positions()[mask].cpu(), batch.y[mask].cpu()))
+        return nll
+
+
+def correction_table(model, valset: ValidationSet, cfg: EvalConfig, device: torch.device):
+    """Score the validation set once and keep its worst targets within cfg.correction_bytes."""
+    capture = _Capture()
+    windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
+    score(ModelPredictor(model.eval(), device), valset.tokens, valset.target_bytes, windows,
+          batch_tokens=cfg.batch_tokens, device=device, head=capture)  # fmt: skip
+    nll, pos, tgt = (torch.cat(x) for x in zip(*capture.parts, strict=True))
+    order = torch.argsort(pos)
+    return build_table(
+        nll[order], pos[order], tgt[order], val_leak=cfg.val_leak, budget_bytes=cfg.correction_bytes
+    )
+
+
+def score_with_table(
+    model, valset: ValidationSet, cfg: EvalConfig, device: torch.device, ledger: Ledger, clock: EvalClock
+) -> tuple[BpbResult, CorrectionTable]:
+    with clock.phase("leak_table"):
+        table = correction_table(model, valset, cfg, device)
+    windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
+    r = score(
+        ModelPredictor(model.eval(), device), valset.tokens, valset.target_bytes, windows,
+        batch_tokens=cfg.batch_tokens, device=device,
+        head=CorrectionHead(table, cfg.correction_boost, cfg.val_leak), ledger=ledger, clock=clock,
+    )  # fmt: skip
+    return r, table
+
+
+def run(model, valset: ValidationSet, cfg: EvalConfig, device: torch.device, clock: EvalClock, ledger: Ledger,
+        head) -> object:  # fmt: skip
+    """``run_method``'s hook: the validation set scored once to build the table, then again with it;
+    the table's bytes count in the artifact."""
+    from pgolf.eval.run import MethodResult
+
+    r, table = score_with_table(model, valset, cfg, device, ledger, clock)
+    return MethodResult(r, ledger.summary(), table.nbytes, {"correction_table": table.describe()})

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,7 +45,8 @@ from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Batch, Head, ModelHead, padded_batch
 from pgolf.eval.score import EvalClock
 from pgolf.eval.sgd import sgd_step, trainable
-from pgolf.eval.windows import Window, check_plan, doc_spans
+from pgolf.methods.base import CostInputs
+from pgolf.methods.windows import Window, check_plan, deal, doc_spans
 
 DEFAULT_LR = 0.01
 
@@ -128,7 +130,8 @@ def chunk_windows(n_targets: int, seq_len: int, chunk: int) -> list[Window]:
     return windows
 
 
-def _doc_plan(a: int, b: int, seq_len: int, chunk: int) -> list[Window]:
+def doc_plan(a: int, b: int, seq_len: int, chunk: int) -> list[Window]:
+    """``chunk_windows`` of the document of inputs [a, b), at its place in the stream."""
     return [Window(a + w.start, w.length, w.score_from) for w in chunk_windows(b - a, seq_len, chunk)]
 
 
@@ -142,11 +145,78 @@ def phase_segments(n_docs: int, phase_docs: int, phases: int) -> list[tuple[int,
     return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
 
 
-def deal(plans: list[list[Window]], rank: int, world: int) -> list[list[Window]]:
-    """This rank's documents of a segment, dealt round robin in stream order: which rank, batch and
-    predecessors (warm-start A) a document gets depends on its index alone, never on how many
-    documents follow (a contiguous share's bounds do, so a later BOS would move them)."""
-    return plans[rank::world]
+@dataclass
+class LoraWork:
+    steps: int
+    """Sequential chunk iterations (one per chunk of each batch of documents): a forward, then a
+    backward and an adapter step unless it is the batch's last chunk (costed as one all the same)."""
+    tokens: int
+    """Tokens computed: each chunk's rows padded to its longest window."""
+    attention: int
+    """Sum over rows of t (t + 1), t the padded length (attention FLOPs are quadratic)."""
+    how: str
+
+
+def iterations(cfg, n_tokens: int, tokens, ranks: int, seq: int, mean: float) -> LoraWork:
+    """LoRA TTT's work on its busiest rank, counted as ``eval.lora`` deals, sorts and batches the
+    documents when the tokens are at hand; else from documents of ``mean`` tokens, a lower bound:
+    each batch runs as many steps as its longest document has chunks."""
+    if tokens is None:
+        docs = max(1, round(n_tokens / mean))
+        lengths = [min(seq, (c + 1) * cfg.stride) for c in range(math.ceil(mean / cfg.stride))]
+        per_rank = math.ceil(docs / ranks)
+        steps = math.ceil(per_rank / cfg.lora_batch_docs) * len(lengths)
+        return LoraWork(steps, per_rank * sum(lengths), per_rank * sum(t * (t + 1) for t in lengths),
+                        f"no tokens: {docs:,} documents of the mean length {mean:,.0f}")  # fmt: skip
+    plans = [chunk_windows(b - a, seq, cfg.stride) for a, b in doc_spans(tokens)]
+    busiest = LoraWork(0, 0, 0, f"{len(plans):,} documents, dealt and batched as lora_ttt does")
+    for rank in range(ranks):
+        work = LoraWork(0, 0, 0, busiest.how)
+        for lo, hi in phase_segments(len(plans), cfg.lora_phase_docs, cfg.lora_phases):
+            mine = deal(plans[lo:hi], rank, ranks)
+            if not cfg.lora_warm_a:
+                mine = sorted(mine, key=len, reverse=True)
+            for i in range(0, len(mine), cfg.lora_batch_docs):
+                batch = mine[i : i + cfg.lora_batch_docs]
+                for c in range(max(map(len, batch))):
+                    rows, t = sum(c < len(p) for p in batch), max(p[c].length for p in batch if c < len(p))
+                    work.steps, work.tokens, work.attention = (
+                        work.steps + 1, work.tokens + rows * t, work.attention + rows * t * (t + 1)
+                    )  # fmt: skip
+        busiest = max(busiest, work, key=lambda w: (w.steps, w.tokens))
+    return busiest
+
+
+def global_sgd_cost(cfg: EvalConfig, work: CostInputs) -> tuple[str, float, str]:
+    """The phases' SGD: pieces of the first ``lora_phase_docs`` documents, one epoch, each step padded
+    to its longest piece; counted from the documents when the tokens are at hand."""
+    seq, n_tokens = work.seq_len, work.n_tokens
+    if work.tokens is not None:
+        spans = doc_spans(work.tokens)
+        docs, spans = len(spans), spans[: cfg.lora_phase_docs]
+        lengths = [min(seq, b - x) for a, b in spans for x in range(a, b, seq)]
+        how = f"{len(lengths):,} pieces of {len(spans):,} of {docs:,} documents"
+    else:  # ~(prefix / seq) full pieces plus one partial piece per document, all padded
+        docs = max(1, round(n_tokens / work.mean_document))
+        phase_docs = min(cfg.lora_phase_docs, docs)
+        lengths = [seq] * (math.ceil(phase_docs / docs * n_tokens / seq) + phase_docs)
+        how = f"~{len(lengths):,} pieces of {phase_docs:,} of ~{docs:,} documents (no tokens)"
+    steps = [lengths[i : i + cfg.sgd_batch_seqs] for i in range(0, len(lengths), cfg.sgd_batch_seqs)]
+    padded = sum(len(s) * max(s) for s in steps)
+    seconds = padded * work.flops.train / work.rates.train_flops + len(steps) * work.rates.step_ms / 1e3
+    return "global_sgd", seconds, f"{how}, {len(steps):,} steps, {padded:,} tokens padded"
+
+
+def cost(cfg: EvalConfig, work: CostInputs) -> list[tuple[str, float, str]]:
+    """``pgolf plan``'s projection (``Lora.cost``): one forward per chunk scores it and trains on it, a
+    training step's work, costed at 3 x forward; then the phases' global SGD."""
+    f, r = work.flops, work.rates
+    lw = iterations(cfg, work.n_tokens, work.tokens, r.ranks, work.seq_len, work.mean_document)
+    flops = 3 * (f.matmul * lw.tokens + f.attention_coeff * lw.attention) * r.ranks
+    how = (f"{lw.steps:,} sequential adapter steps on the busiest rank, {lw.tokens:,} tokens computed "
+           f"there ({lw.how}); forward + backward")  # fmt: skip
+    parts = [("score+adapt", flops / r.train_flops + lw.steps * r.step_ms / 1e3, how)]
+    return parts + ([global_sgd_cost(cfg, work)] if cfg.lora_phase_docs else [])
 
 
 def lora_ttt(
@@ -168,7 +238,7 @@ def lora_ttt(
     with clock.phase("score+adapt"):
         acc, target_bytes, stream = BpbAccumulator(device), target_bytes.to(device), tokens.to(device)
         spans = doc_spans(tokens)
-        docs = [_doc_plan(a, b, seq_len, cfg.stride) for a, b in spans]
+        docs = [doc_plan(a, b, seq_len, cfg.stride) for a, b in spans]
         expected = check_plan([w for plan in docs for w in plan], tokens.numel())
         segments = phase_segments(len(docs), cfg.lora_phase_docs, cfg.lora_phases)
         for p in model.parameters():
@@ -338,3 +408,13 @@ def _adapt_batch(model, plans, adapters, opt, stream, nbytes, head, ledger, acc,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+
+def run(model: nn.Module, valset, cfg: EvalConfig, device: torch.device, clock: EvalClock, ledger: Ledger,
+        head: Head):  # fmt: skip
+    """``run_method``'s hook: LoRA TTT over the validation stream with the method's head."""
+    from pgolf.eval.run import MethodResult, details
+
+    tokens, nbytes = valset.tokens, valset.target_bytes
+    r = lora_ttt(model, tokens, nbytes, cfg, cfg.seq_len, device, head=head, ledger=ledger, clock=clock)
+    return MethodResult(r, ledger.summary(), details=details(head))

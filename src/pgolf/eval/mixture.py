@@ -50,6 +50,7 @@ from pgolf.errors import ConfigError
 from pgolf.eval import experts as ex
 from pgolf.eval.ledger import Ledger, ScoreOrderError
 from pgolf.eval.predict import Batch
+from pgolf.methods.base import CostInputs
 
 INITIAL_WEIGHT = {"ngram": 0.03, "match": 0.1, "bigram": 0.02}
 P_FLOOR, LOG_FLOOR = 1e-10, 1e-30
@@ -232,3 +233,36 @@ class MixtureHead:
         if self.hint_ids is not None:
             out["tilt_hinted_targets"] = self.hint_count
         return out
+
+
+HOST_SECONDS_AT_2M = {
+    "ngram": 2.50,
+    "match": 5.17,
+    "bigram": 0.72,
+    "tilt": 7.13,
+    "mixer": 9.76,
+    "mixer_eg": 15.5,
+}
+"""bench_experts.py on 2,000,000 tokens, one core of this project's CPU machine (RESULTS.md,
+2026-12-01); the exponentiated-gradient mixer's from its measured 1.59x the seed rule's. The tables
+are host-side numpy whatever the accelerator: scaled as N log N (built on every rank), the mixer as N
+/ ranks."""
+
+
+def host_scale(n_tokens: int) -> float:
+    """N log N relative to the 2M tokens ``HOST_SECONDS_AT_2M`` were measured on."""
+    return n_tokens * math.log(max(n_tokens, 2)) / (2e6 * math.log(2e6))
+
+
+def cost(cfg: EvalConfig, work: CostInputs) -> list[tuple[str, float, str]]:
+    """``pgolf plan``'s projection of the experts' tables and the mixer (``Experts.cost``)."""
+    tables = sum(HOST_SECONDS_AT_2M[e] for e in cfg.expert_list) * host_scale(work.n_tokens)
+    shared = 1 if cfg.ttt == "lora" else work.rates.ranks  # after LoRA every rank mixes the whole stream
+    mixer = HOST_SECONDS_AT_2M["mixer_eg" if cfg.mix_rule == "eg" else "mixer"] * work.n_tokens / 2e6 / shared
+    where = "the whole stream on every rank, after LoRA" if shared == 1 else "each rank's share"
+    return [("experts", tables + mixer, f"host numpy tables (N log N, every rank) + mixer ({where})")]
+
+
+def tilt_cost(cfg: EvalConfig, work: CostInputs) -> list[tuple[str, float, str]]:
+    """``pgolf plan``'s projection of the tilt's hints (``Tilt.cost``)."""
+    return [("tilt", HOST_SECONDS_AT_2M["tilt"] * host_scale(work.n_tokens), "host numpy hints (N log N)")]

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from pgolf.dist import autocast_for
 from pgolf.eval.ledger import Ledger
-from pgolf.eval.windows import Window
+from pgolf.methods.windows import Window
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pgolf import dist
 from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Batch, Head, ModelHead, Predictor, padded_batch
-from pgolf.eval.windows import Window, check_plan, rank_share
+from pgolf.methods.windows import Window, check_plan, deal
 
 LUMP_PHASES = ("global_sgd",)
 """Clock phases whose time does not grow with the targets scored: the projection adds them as spent,
@@ -156,7 +156,7 @@ def score(
     done = 0
     for c, chunk in enumerate(chunks):
         with clock.phase("score"):
-            for group in _batches(rank_share(chunk, dist.rank(), world), per_batch, pad):
+            for group in _batches(deal(chunk, dist.rank(), world), per_batch, pad):
                 batch = _gather(tokens, group, device)
                 nll = head.nll(predictor.log_probs(batch.x), batch)  # (B, T)
                 positions = batch.scored_positions()

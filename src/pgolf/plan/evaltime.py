@@ -1,6 +1,8 @@
 """Projected evaluation time of a config's eval method (``pgolf plan``).
 
-Forward work is counted exactly from the method's own window plan (``eval.windows``) when the
+Each registered method costs its own part (``Method.cost`` in its module of ``pgolf.methods``);
+this module supplies the stream, the window plan and the rates, and sums the parts.
+Forward work is counted exactly from the method's own window plan (``methods.windows``) when the
 validation tokens are at hand, or from the stream length for plain and sliding windows (documents
 need the tokens; without them ``docs`` is costed as sliding, an upper bound). Each window of L
 tokens costs ``matmul x L + 2 d layers L (L+1)`` forward FLOPs. LoRA TTT's one forward per chunk
@@ -24,26 +26,15 @@ mixer).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
 from pgolf.config.run import RunConfig
-from pgolf.eval.lora import chunk_windows, deal, phase_segments
-from pgolf.eval.windows import Window, doc_spans, plain_windows, plan_windows, sliding_windows
+from pgolf.methods import used
+from pgolf.methods.base import CostInputs
+from pgolf.methods.windows import Window, plain_windows, plan_windows, sliding_windows
 from pgolf.plan.flops import Flops
-
-HOST_SECONDS_AT_2M = {
-    "ngram": 2.50,
-    "match": 5.17,
-    "bigram": 0.72,
-    "tilt": 7.13,
-    "mixer": 9.76,
-    "mixer_eg": 15.5,
-}
-"""bench_experts.py on 2,000,000 tokens, one core of this project's CPU machine (RESULTS.md); the
-exponentiated-gradient mixer's from its measured 1.59x the seed rule's in the same run."""
 
 CONTEST_VAL_TOKENS = {
     "fineweb10B_sp1024": 62_021_632,
@@ -98,17 +89,8 @@ class EvalProjection:
 
 
 def method_label(cfg: RunConfig) -> str:
-    ev = cfg.eval
-    label = ev.method + (f"{ev.stride}" if ev.method != "plain" else "") + f"@{cfg.eval_seq_len}"
-    if ev.ttt != "none":
-        label += f"+{ev.ttt}"
-    if ev.ttt == "lora" and ev.lora_phase_docs:
-        label += f"-phased{ev.lora_phases}x{ev.lora_phase_docs}"
-    if ev.experts:
-        label += f"+{ev.experts.replace(',', '+')}"
-    if ev.tilt:
-        label += "+tilt"
-    return label
+    """The method's label (``EvalConfig.tag``) at its window length."""
+    return f"{cfg.eval.tag or 'plain'}@{cfg.eval_seq_len}"
 
 
 def windows_of(cfg: RunConfig, n_tokens: int, tokens: torch.Tensor | None) -> list[Window]:
@@ -120,110 +102,18 @@ def windows_of(cfg: RunConfig, n_tokens: int, tokens: torch.Tensor | None) -> li
     return sliding_windows(n_tokens, seq, ev.stride)
 
 
-def window_flops(flops: Flops, windows: list[Window]) -> float:
-    """Forward FLOPs of computing every window in full (the model runs the whole window)."""
-    return sum(flops.matmul * w.length + flops.attention_coeff * w.length * (w.length + 1) for w in windows)
-
-
-def _global_sgd(cfg: RunConfig, flops: Flops, rates: Rates, n_tokens: int, tokens: torch.Tensor | None):
-    """The phases' SGD: pieces of the first ``lora_phase_docs`` documents, one epoch."""
-    ev, seq = cfg.eval, cfg.eval_seq_len
-    if tokens is not None:
-        spans = doc_spans(tokens)
-        docs, spans = len(spans), spans[: ev.lora_phase_docs]
-        lengths = [min(seq, b - x) for a, b in spans for x in range(a, b, seq)]
-        how = f"{len(lengths):,} pieces of {len(spans):,} of {docs:,} documents"
-    else:  # ~(prefix / seq) full pieces plus one partial piece per document, all padded
-        docs = max(1, round(n_tokens / mean_document(cfg)))
-        phase_docs = min(ev.lora_phase_docs, docs)
-        lengths = [seq] * (math.ceil(phase_docs / docs * n_tokens / seq) + phase_docs)
-        how = f"~{len(lengths):,} pieces of {phase_docs:,} of ~{docs:,} documents (no tokens)"
-    steps = [lengths[i : i + ev.sgd_batch_seqs] for i in range(0, len(lengths), ev.sgd_batch_seqs)]
-    padded = sum(len(s) * max(s) for s in steps)  # each step pads its pieces to the longest
-    seconds = padded * flops.train / rates.train_flops + len(steps) * rates.step_ms / 1e3
-    return "global_sgd", seconds, f"{how}, {len(steps):,} steps, {padded:,} tokens padded"
-
-
-def lora_iterations(cfg: RunConfig, n_tokens: int, tokens: torch.Tensor | None, ranks: int) -> LoraWork:
-    """LoRA TTT's work on its busiest rank, counted as ``lora.lora_ttt`` deals, sorts and batches the
-    documents when the tokens are at hand; else from documents of ``mean_document``'s length, a lower
-    bound: each batch runs as many steps as its longest document has chunks."""
-    ev, seq = cfg.eval, cfg.eval_seq_len
-    if tokens is None:
-        mean = mean_document(cfg)
-        docs = max(1, round(n_tokens / mean))
-        lengths = [min(seq, (c + 1) * ev.stride) for c in range(math.ceil(mean / ev.stride))]
-        per_rank = math.ceil(docs / ranks)
-        steps = math.ceil(per_rank / ev.lora_batch_docs) * len(lengths)
-        return LoraWork(steps, per_rank * sum(lengths), per_rank * sum(t * (t + 1) for t in lengths),
-                        f"no tokens: {docs:,} documents of the mean length {mean:,.0f}")  # fmt: skip
-    plans = [chunk_windows(b - a, seq, ev.stride) for a, b in doc_spans(tokens)]
-    busiest = LoraWork(0, 0, 0, f"{len(plans):,} documents, dealt and batched as lora_ttt does")
-    for rank in range(ranks):
-        work = LoraWork(0, 0, 0, busiest.how)
-        for lo, hi in phase_segments(len(plans), ev.lora_phase_docs, ev.lora_phases):
-            mine = deal(plans[lo:hi], rank, ranks)
-            if not ev.lora_warm_a:
-                mine = sorted(mine, key=len, reverse=True)
-            for i in range(0, len(mine), ev.lora_batch_docs):
-                batch = mine[i : i + ev.lora_batch_docs]
-                for c in range(max(map(len, batch))):
-                    rows, t = sum(c < len(p) for p in batch), max(p[c].length for p in batch if c < len(p))
-                    work.steps, work.tokens, work.attention = (
-                        work.steps + 1, work.tokens + rows * t, work.attention + rows * t * (t + 1)
-                    )  # fmt: skip
-        busiest = max(busiest, work, key=lambda w: (w.steps, w.tokens))
-    return busiest
-
-
-@dataclass
-class LoraWork:
-    steps: int
-    """Sequential chunk iterations (one per chunk of each batch of documents): a forward, then a
-    backward and an adapter step unless it is the batch's last chunk (costed as one all the same)."""
-    tokens: int
-    """Tokens computed: each chunk's rows padded to its longest window."""
-    attention: int
-    """Sum over rows of t (t + 1), t the padded length (attention FLOPs are quadratic)."""
-    how: str
-
-
 def project_eval(
     cfg: RunConfig, flops: Flops, rates: Rates, n_tokens: int, tokens: torch.Tensor | None
 ) -> EvalProjection:
-    """The method's time by phase; ``flops`` are counted at the eval window length."""
-    ev, seq = cfg.eval, cfg.eval_seq_len
+    """The method's time by phase, each registered method costing its own part (``Method.cost``);
+    ``flops`` are counted at the eval window length. A method that scores the stream itself
+    replaces the window scorer's pass."""
+    methods = used(cfg.eval)
+    work = CostInputs(flops, rates, n_tokens, tokens, windows_of(cfg, n_tokens, tokens), cfg.eval_seq_len,
+                      mean_document(cfg))  # fmt: skip
     proj = EvalProjection(method_label(cfg), n_tokens)
-    windows = windows_of(cfg, n_tokens, tokens)
-    computed = sum(w.length for w in windows)
-    how = f"{len(windows):,} windows, {computed:,} tokens computed" + (
-        "" if tokens is not None or ev.method != "docs" else " (docs costed as sliding: no tokens)"
-    )
-    if ev.ttt == "lora":  # one forward per chunk scores it and trains on it: a training step's work
-        lw = lora_iterations(cfg, n_tokens, tokens, rates.ranks)
-        work = 3 * (flops.matmul * lw.tokens + flops.attention_coeff * lw.attention) * rates.ranks
-        proj.parts.append(("score+adapt", work / rates.train_flops + lw.steps * rates.step_ms / 1e3,
-                           f"{lw.steps:,} sequential adapter steps on the busiest rank, {lw.tokens:,} tokens "
-                           f"computed there ({lw.how}); forward + backward"))  # fmt: skip
-    else:
-        proj.parts.append(("score", window_flops(flops, windows) / rates.score_flops, how))
-    if ev.ttt == "sgd":
-        chunks = math.ceil(n_tokens / ev.sgd_chunk_tokens)
-        steps = (chunks - 1) * ev.sgd_epochs * math.ceil(ev.sgd_chunk_tokens / (ev.sgd_batch_seqs * seq))
-        work = ev.sgd_epochs * (n_tokens - n_tokens / chunks) * flops.train  # the last chunk never trains
-        how = f"{ev.sgd_epochs} epochs over {chunks - 1:,} of {chunks:,} chunks, {steps:,} steps"
-        proj.parts.append(("adapt", work / rates.train_flops + steps * rates.step_ms / 1e3, how))
-    if ev.ttt == "lora" and ev.lora_phase_docs:
-        proj.parts.append(_global_sgd(cfg, flops, rates, n_tokens, tokens))
-    scale = n_tokens * math.log(max(n_tokens, 2)) / (2e6 * math.log(2e6))
-    host = [e for e in ev.experts.split(",") if e]
-    if host:
-        tables = sum(HOST_SECONDS_AT_2M[e] for e in host) * scale
-        shared = 1 if ev.ttt == "lora" else rates.ranks  # after LoRA every rank mixes the whole stream
-        mixer = HOST_SECONDS_AT_2M["mixer_eg" if ev.mix_rule == "eg" else "mixer"] * n_tokens / 2e6 / shared
-        where = "the whole stream on every rank, after LoRA" if shared == 1 else "each rank's share"
-        how = f"host numpy tables (N log N, every rank) + mixer ({where})"
-        proj.parts.append(("experts", tables + mixer, how))
-    if ev.tilt:
-        proj.parts.append(("tilt", HOST_SECONDS_AT_2M["tilt"] * scale, "host numpy hints (N log N)"))
+    replaced = any(m.scores for m in methods)
+    for m in methods:
+        if not (replaced and m.name == "windows"):
+            proj.parts += m.cost(cfg.eval, work)
     return proj

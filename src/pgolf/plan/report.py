@@ -20,6 +20,7 @@ import torch
 from pgolf import dist
 from pgolf.config.run import RunConfig
 from pgolf.errors import ConfigError
+from pgolf.methods.windows import window_flops
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers, muon_momentum
@@ -29,7 +30,6 @@ from pgolf.plan.evaltime import (
     Rates,
     contest_val_tokens,
     project_eval,
-    window_flops,
     windows_of,
 )
 from pgolf.plan.flops import Check, Flops, check_pass, count_flops

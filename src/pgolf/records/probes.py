@@ -28,10 +28,11 @@ from pgolf import dist
 from pgolf.config.eval import EvalConfig
 from pgolf.data.bytes import ByteLUT
 from pgolf.data.valset import ValidationSet
-from pgolf.eval.methods import run_method
+from pgolf.eval.run import run_method
 from pgolf.eval.predict import Batch, Head, Predictor
 from pgolf.eval.score import EvalClock
-from pgolf.eval.windows import doc_spans
+from pgolf.methods import used
+from pgolf.methods.windows import doc_spans
 from pgolf.vocab import BOS_ID
 
 
@@ -83,25 +84,13 @@ def probe_stream(vocab_size: int, n_tokens: int, seed: int = 0) -> torch.Tensor:
 
 
 def probe_config(cfg: EvalConfig, tokens: torch.Tensor) -> EvalConfig:
-    """The method of ``cfg`` scaled to a probe stream, so that every mechanism acts on it and a leak
-    shows: windows of at most 128 tokens (several windows, chunks and SGD pieces per document),
-    SGD TTT chunks of a quarter of the stream, LoRA batches of at most 3 documents, phased SGD on
-    at most half the documents, and the global and mixer learning rates raised (a leak moves scores in
+    """The method of ``cfg`` scaled to a probe stream by every registered method (``Method.probe``:
+    windows of at most 128 tokens, SGD chunks of a quarter of the stream, LoRA batches of at most 3
+    documents, phases on at most half of them, learning rates raised so a leak moves scores in
     proportion). The same code paths; only sizes and rates change."""
     n_docs = len(doc_spans(tokens))
-    seq_len = min(cfg.seq_len, 128)
-    return dataclasses.replace(
-        cfg,
-        val_docs=0,
-        seq_len=seq_len,
-        stride=max(1, min(cfg.stride, seq_len // 4)),
-        sgd_chunk_tokens=max(1, tokens.numel() // 4),
-        ttt_lr=max(cfg.ttt_lr, 0.02) if cfg.ttt == "sgd" else cfg.ttt_lr,
-        lora_batch_docs=min(cfg.lora_batch_docs, 3),
-        lora_phase_docs=min(cfg.lora_phase_docs, n_docs // 2),
-        lora_phase_lr=max(cfg.lora_phase_lr, 0.1),
-        mix_lr=max(cfg.mix_lr, 0.1),
-    )
+    changes = {k: v for m in used(cfg) for k, v in m.probe(cfg, tokens, n_docs).items()}
+    return dataclasses.replace(cfg, val_docs=0, **changes)
 
 
 class RecordingHead:

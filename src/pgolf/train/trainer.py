@@ -33,7 +33,7 @@ from pgolf.errors import ConfigError
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
-from pgolf.eval.windows import plan_windows
+from pgolf.methods.windows import plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.model.kernels import resolve_attention
 from pgolf.model.params import count_parameters

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from pgolf.errors import DataError
+from pgolf.checks import non_negative, positive
+from pgolf.errors import ConfigError, DataError
+from pgolf.methods.base import CostInputs, Method
 from pgolf.vocab import BOS_ID
 
 
@@ -114,9 +116,68 @@ def check_plan(windows: list[Window], n_tokens: int) -> int:
     return spans[-1][1] if spans else 0
 
 
-def rank_share(windows: list[Window], rank: int, world: int) -> list[Window]:
-    """Rank ``rank``'s windows, dealt round robin by index; the shares partition ``windows``. A window's
-    index depends only on the tokens before it, so which rank (and which rank's adaptive state: an
-    expert mixer) scores it never depends on a later token. Contiguous shares did: their bounds move
-    with the number of windows, which a later BOS changes in the ``docs`` plan (issue 32)."""
-    return windows[rank::world]
+def deal(items: list, rank: int, world: int) -> list:
+    """Rank ``rank``'s share of ``items`` (windows, documents), dealt round robin by index: the one
+    rule for how targets, documents and adaptive state are dealt to ranks. An item's index depends
+    only on the tokens before it, so which rank (and which rank's adaptive state: an expert mixer,
+    a LoRA batch) handles it never depends on a later token. Contiguous shares did: their bounds move
+    with the number of items, which a later BOS changes in the ``docs`` plan (issue 32)."""
+    return items[rank::world]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowsSection:
+    seq_len: int = 0
+    """Evaluation window length (0: the training sequence length)."""
+    method: str = "plain"
+    """plain (the contest's non-overlapping windows; the tail is not scored), sliding (windows
+    every eval.stride tokens, each scoring its last stride targets with the rest as context) or docs
+    (sliding windows inside each document: context never crosses a BOS)."""
+    stride: int = 64
+    """Sliding and docs windows: tokens between window starts (1 to the window length); with
+    eval.ttt=lora, the chunk each adapter step scores and then learns from."""
+    ntk_seq_len: int = 0
+    """If > 0, windows longer than this rescale the RoPE base NTK-style (evaluating past the trained
+    length); 0 keeps the artifact's own model.rope_ntk_seq_len."""
+
+
+class Windows(Method):
+    """The window plan every other method scores through (always used)."""
+
+    name, Section = "windows", WindowsSection
+
+    def used(self, cfg) -> bool:
+        return True
+
+    def check(self, cfg) -> None:
+        positive(cfg, "stride")
+        non_negative(cfg, "seq_len", "ntk_seq_len")
+        if cfg.method not in METHODS:
+            raise ConfigError(f"eval.method={cfg.method!r}; expected one of {', '.join(METHODS)}")
+        if cfg.method != "plain" and cfg.seq_len and cfg.stride > cfg.seq_len:
+            raise ConfigError(f"eval.stride={cfg.stride} is longer than eval.seq_len={cfg.seq_len}")
+
+    def label(self, cfg) -> str:
+        parts = [] if cfg.method == "plain" else [f"{cfg.method}{cfg.stride}"]
+        return "_".join(parts + ([f"ntk{cfg.ntk_seq_len}"] if cfg.ntk_seq_len else []))
+
+    def needs_bos(self, cfg) -> bool:
+        return cfg.method == "docs"
+
+    def cost(self, cfg, work: CostInputs) -> list[tuple[str, float, str]]:
+        computed = sum(w.length for w in work.windows)
+        how = f"{len(work.windows):,} windows, {computed:,} tokens computed" + (
+            "" if work.tokens is not None or cfg.method != "docs" else " (docs costed as sliding: no tokens)"
+        )
+        return [("score", window_flops(work.flops, work.windows) / work.rates.score_flops, how)]
+
+    def probe(self, cfg, tokens, n_docs: int) -> dict:
+        """Windows of at most 128 tokens: several windows, chunks and SGD pieces per document."""
+        seq_len = min(cfg.seq_len, 128)
+        return {"seq_len": seq_len, "stride": max(1, min(cfg.stride, seq_len // 4))}
+
+
+def window_flops(flops, windows: list[Window]) -> float:
+    """Forward FLOPs of computing every window in full (the model runs the whole window): each window
+    of L tokens costs ``matmul x L + 2 d layers L (L+1)``."""
+    return sum(flops.matmul * w.length + flops.attention_coeff * w.length * (w.length + 1) for w in windows)

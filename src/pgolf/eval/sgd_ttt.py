@@ -21,7 +21,9 @@ from pgolf import dist
 from pgolf.config.eval import EvalConfig
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import ModelPredictor
+from pgolf.eval.score import chunk_plan
 from pgolf.eval.sgd import sgd_step, trainable
+from pgolf.methods.base import CostInputs
 
 DEFAULT_LR = 0.002
 
@@ -72,3 +74,21 @@ class SgdTTT(ModelPredictor):
 
         sgd_step(self.params, self.opt, loss if len(seqs) else None, self.cfg.sgd_clip)
         self.steps += 1
+
+
+def predictor(model: nn.Module, device: torch.device, cfg: EvalConfig, windows: list) -> tuple[SgdTTT, int]:
+    """SGD TTT over ``windows`` (its chunks of ``eval.sgd_chunk_tokens`` targets), and that chunk size."""
+    n_chunks = len(chunk_plan(windows, cfg.sgd_chunk_tokens))
+    return SgdTTT(model, device, cfg, n_chunks, cfg.seq_len), cfg.sgd_chunk_tokens
+
+
+def cost(cfg: EvalConfig, work: CostInputs) -> list[tuple[str, float, str]]:
+    """``pgolf plan``'s projection (``Sgd.cost``): the epochs over every chunk but the last."""
+    n, f, r = work.n_tokens, work.flops, work.rates
+    chunks = math.ceil(n / cfg.sgd_chunk_tokens)
+    steps = (
+        (chunks - 1) * cfg.sgd_epochs * math.ceil(cfg.sgd_chunk_tokens / (cfg.sgd_batch_seqs * work.seq_len))
+    )
+    flops = cfg.sgd_epochs * (n - n / chunks) * f.train  # the last chunk never trains
+    how = f"{cfg.sgd_epochs} epochs over {chunks - 1:,} of {chunks:,} chunks, {steps:,} steps"
+    return [("adapt", flops / r.train_flops + steps * r.step_ms / 1e3, how)]
