@@ -298,7 +298,7 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     assert meta == {"k": "v"} and set(entries) == set(_entries())
 
 
-TOOLING = {"__main__.py", "cli.py", "demo.py", "plot.py", "estimate.py", "packtool.py",
+TOOLING = {"__main__.py", "cli.py", "demo.py", "summary.py", "plot.py", "estimate.py", "packtool.py",
            "presets/__init__.py", "presets/registry.py", "presets/contest.py", "presets/records.py",
            "presets/frontier.py", "presets/best.py",
            "config/overrides.py", "records/__init__.py", "records/check.py", "records/commands.py",
