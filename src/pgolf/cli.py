@@ -393,11 +393,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import dataclasses
 
     from pgolf import sweep
+    from pgolf.sweepfile import load_spec
 
     if args.sweep_command == "show":
         print("\n".join(sweep.show(args.out)))
         return 0
-    spec = sweep.load_spec(args.spec)
+    spec = load_spec(args.spec)
     if args.trials is not None:
         spec = dataclasses.replace(spec, trials=args.trials)
     best = sweep.run_sweep(spec, args.out)
