@@ -298,13 +298,15 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     assert meta == {"k": "v"} and set(entries) == set(_entries())
 
 
-TOOLING = {"__main__.py", "cli.py", "demo.py", "plot.py", "presets.py", "estimate.py", "packtool.py",
+TOOLING = {"__main__.py", "cli.py", "demo.py", "summary.py", "plot.py", "estimate.py", "packtool.py",
+           "presets/__init__.py", "presets/registry.py", "presets/contest.py", "presets/records.py",
+           "presets/frontier.py", "presets/best.py",
            "config/overrides.py", "records/__init__.py", "records/check.py", "records/commands.py",
            "records/folder.py", "records/logs.py", "records/probes.py", "records/stats.py",
            "data/build.py", "data/caseops.py", "data/align.py", "data/fineweb.py", "data/stdlib_corpus.py",
            "data/commands.py", "data/docs.py", "preflight.py", "plan/__init__.py",
            "plan/artifact.py", "plan/evaltime.py", "plan/flops.py", "plan/hardware.py", "plan/memory.py",
-           "plan/report.py", "sweep.py", "config/files.py"}  # fmt: skip
+           "plan/report.py", "sweep.py", "sweepfile.py", "config/files.py"}  # fmt: skip
 
 
 def test_counted_code_is_the_import_closure_and_excludes_tooling():

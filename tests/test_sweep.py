@@ -13,7 +13,8 @@ import pytest
 from pgolf.cli import main
 from pgolf.config.files import resolve
 from pgolf.errors import ConfigError
-from pgolf.sweep import follow, judge, load_spec, trial_overrides
+from pgolf.sweep import follow, judge
+from pgolf.sweepfile import load_spec, trial_overrides
 
 pytest.importorskip("optuna")
 
@@ -124,7 +125,8 @@ final_seeds = [2]
 def test_the_pruner_sees_every_run_on_one_grid_of_training_seconds():
     """Validations at 40, 100, 170 and 280 s of a 300 s run: reported every 15 s, each point holding
     the last value known then; nothing from the last tenth."""
-    from pgolf.sweep import Param, SweepSpec, _reporter
+    from pgolf.sweep import _reporter
+    from pgolf.sweepfile import Param, SweepSpec
 
     class Trial:
         def __init__(self):

@@ -177,8 +177,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pgolf import dist
-    from pgolf.demo import summary
     from pgolf.pipeline import run
+    from pgolf.summary import run_summary
 
     name = str(args.config) if args.config else args.preset
     cfg = apply_overrides(resolve(name), collect_overrides(args))
@@ -199,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise Interrupted(f"{e}{hint}", e.resumable) from None
     if int(os.environ.get("RANK", "0")) != 0:  # the group is gone: ask the launcher
         return 0
-    print("\n" + summary(result))
+    print("\n" + run_summary(result))
     return _track_status(result.off_track)
 
 
@@ -393,11 +393,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import dataclasses
 
     from pgolf import sweep
+    from pgolf.sweepfile import load_spec
 
     if args.sweep_command == "show":
         print("\n".join(sweep.show(args.out)))
         return 0
-    spec = sweep.load_spec(args.spec)
+    spec = load_spec(args.spec)
     if args.trials is not None:
         spec = dataclasses.replace(spec, trials=args.trials)
     best = sweep.run_sweep(spec, args.out)

@@ -1,5 +1,5 @@
 """``pgolf demo``: build the embedded corpus, train the best CPU-track preset briefly, pack, reload,
-evaluate and summarise."""
+evaluate and summarise (``summary``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pgolf.data.stdlib_corpus import build_demo_dataset
 from pgolf.pipeline import run
 from pgolf.plot import plot_loss_curve
 from pgolf.presets import demo_data, get_preset
+from pgolf.summary import run_summary
 from pgolf.train.result import RunResult
 
 DEMO_SECONDS = 120.0
@@ -35,26 +36,6 @@ def demo_config(
     if not {"data.dataset", "data.tokenizer"} & set(overrides):
         data = demo_data(cfg.model.vocab_size)
     return dataclasses.replace(cfg, data=dataclasses.replace(data, root=str(data_root)))
-
-
-def summary(result: RunResult) -> str:
-    s, label = result.size, result.score.label
-    lines = [
-        f"preset {result.config.preset} on track {result.config.track}",
-        f"parameters            {result.num_params:,}",
-        f"steps                 {result.steps} ({result.stopped_by} cap, {result.train_seconds:.1f} s)",
-        f"tokens/s (train)      {result.tokens_per_second:,.0f}",
-        f"val_bpb pre-quant     {result.pre_quant.val_bpb:.4f}",
-        f"val_bpb {label} round trip {result.roundtrip.val_bpb:.4f}  ({result.roundtrip.tokens:,} tokens, "
-        f"{result.roundtrip.bytes:,} bytes, eval {result.score.seconds:.1f} s)",
-        f"quantisation gap      {gap:+.4f} (same windows, nothing adapting)"
-        if (gap := result.quant_gap_bpb) is not None
-        else "quantisation gap      not measured (train.windows_diagnostic)",
-        f"artifact bytes        {s.total_bytes:,} = model {s.model_bytes:,} + code {s.code_bytes:,}",
-        f"track                 {'on track' if result.on_track else 'OFF TRACK'} (bytes: {s.verdict()})",
-    ]
-    lines += [f"  off track: {reason}" for reason in result.off_track]
-    return "\n".join(lines)
 
 
 def run_demo(
@@ -85,7 +66,7 @@ def run_demo(
     )
     print(
         "\n"
-        + summary(result)
+        + run_summary(result)
         + f"\nloss curve            {png}\nlog                   {out_dir / 'train.log'}"
     )
     return result

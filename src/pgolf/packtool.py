@@ -15,10 +15,7 @@ import torch
 from pgolf import dist
 from pgolf.config.run import RunConfig, apply_overrides, config_from_dict
 from pgolf.data.loader import DistributedTokenLoader
-from pgolf.data.manifest import check_train_val_disjoint
-from pgolf.data.paths import resolve_data
-from pgolf.data.shards import find_shards
-from pgolf.data.valset import load_validation
+from pgolf.data.valset import ValidationSet, load_validation, train_files
 from pgolf.errors import ConfigError, DataError
 from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.bpb import BpbResult
@@ -112,13 +109,11 @@ class RepackReport:
         }  # fmt: skip
 
 
-def _calibration_batches(cfg: RunConfig, device: torch.device, val_files: list[Path]):
+def _calibration_batches(cfg: RunConfig, device: torch.device, valset: ValidationSet):
     """The first (inputs, targets) micro-batches of the training stream, in one process. The run's own
     calibration read on from where its training stopped, on every rank, under bf16 on a GPU: a GPTQ or
     Fisher re-pack is not the run's artifact bit for bit."""
-    dataset = resolve_data(cfg.data).dataset_dir
-    files = find_shards(dataset, cfg.data.train_pattern)
-    check_train_val_disjoint(files, val_files, dataset)
+    files = train_files(cfg.data, valset)
     loader = DistributedTokenLoader(
         files, rank=0, world_size=1, vocab_size=cfg.model.vocab_size, device=device, kind=cfg.train.loader
     )
@@ -140,7 +135,7 @@ def repack(
     valset = load_validation(cfg.data, cfg.model.vocab_size)
     calib, calib_s = None, 0.0
     if cfg.quant.calibrates:  # the training path's calibration, on a clock of its own
-        batches = _calibration_batches(cfg, device, valset.files)
+        batches = _calibration_batches(cfg, device, valset)
         calib, ms = calibrate(
             model, cfg.quant, batches, TrainClock(0.0, lambda: None), device, RunLog(None, enabled=False)
         )
@@ -163,7 +158,11 @@ def repack(
     # ... on the documents the run's pre-quant score read (eval.val_docs: a subset, unofficial)
     plan = dataclasses.replace(meta.eval.windows_only, val_docs=cfg.eval.val_docs)
     rt = score_loaded(loaded, valset, plan, device, EvalClock()).result if score else None
-    off = track.judge_train(meta.train_cap_seconds, meta.train_seconds) + track.judge_bytes(size.total_bytes)
+    off = track.judge(  # no evaluation is timed here: the round trip is the window plan alone
+        train_cap_seconds=meta.train_cap_seconds,
+        train_seconds=meta.train_seconds,
+        total_bytes=size.total_bytes,
+    )
     params = sum(t.numel() for t in run.state.values())
     pre = float(run.meta["pre_quant_val_bpb"])
     return RepackReport(path, meta.label, params, size, pre, rt, pack_s, unpack_s, calib_s, off,

@@ -197,12 +197,10 @@ def run(
         path, size, meta = pack(trainer, outcome)
         stage = "evaluating the round trip"
         report, windows_only = roundtrip(trainer, path)
-        track = get_track(cfg.track)
-        off = (
-            track.judge_train(cfg.train.max_wallclock_seconds, outcome.train_ms / 1000)
-            + track.judge_eval(report.seconds)
-            + track.judge_bytes(size.total_bytes)
-        )
+        off = get_track(cfg.track).judge(
+            train_cap_seconds=cfg.train.max_wallclock_seconds, train_seconds=outcome.train_ms / 1000,
+            eval_seconds=report.seconds, total_bytes=size.total_bytes, val_leak=report.val_leak,
+        )  # fmt: skip
         for reason in off:
             log.event("off_track", f"OFF TRACK: {reason}", reason=reason)
         result = RunResult(

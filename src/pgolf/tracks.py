@@ -1,10 +1,12 @@
 """Tracks: the caps a run is judged by (DESIGN.md, Tracks).
 
 A run is *on track* only if its configured training cap is set and within the track's, its measured
-training and evaluation times are within the track's, and its artifact fits the byte cap. The
-``debug`` track has no caps at all: nothing is judged on it, and ``Track.official`` is false, so
-nothing run on it can stand as a track result (records and checks refuse it). Whether a *score* is
-official (the artifact's own validation data and window length) is a separate question, answered by
+training and evaluation times are within the track's, its artifact fits the byte cap, and its
+evaluation read no validation targets. ``Track.judge`` is that verdict, the one every command prints
+(train, eval, pack, check; plan and preflight before the first step). The ``debug`` track has no
+caps at all: none is judged on it, and ``Track.official`` is false, so nothing run on it can stand
+as a track result (records and checks refuse it). Whether a *score* is official (the artifact's own
+validation data and window length) is a separate question, answered by
 ``eval.score.ScoreReport.official`` on any track.
 """
 
@@ -30,34 +32,35 @@ class Track:
     def official(self) -> bool:
         return bool(self.train_seconds and self.eval_seconds and self.artifact_cap_bytes)
 
-    def judge_train(self, configured_seconds: float, measured_seconds: float) -> list[str]:
-        """Reasons a training run is off this track (empty: on track)."""
-        if not self.train_seconds:
-            return []
-        reasons = []
-        if not configured_seconds or configured_seconds > self.train_seconds:
+    def judge(
+        self, *, train_cap_seconds: float | None = None, train_seconds: float | None = None,
+        eval_seconds: float | None = None, total_bytes: int | None = None, val_leak: bool = False,
+    ) -> list[str]:  # fmt: skip
+        """The verdict of every command: reasons a run is off this track (empty: on track), on what is
+        given (None: not judged). The configured training cap must be set and within the track's; the
+        measured training and evaluation times and the bytes (artifact + code) within theirs (a cap of
+        0 judges nothing); the evaluation must have read no validation targets (``eval.val_leak``: the
+        official data is scored, never learned from; off on every track)."""
+        reasons, train, evals, cap = [], self.train_seconds, self.eval_seconds, self.artifact_cap_bytes
+        if train and train_cap_seconds is not None and not 0 < train_cap_seconds <= train:
             reasons.append(
-                f"train.max_wallclock_seconds={configured_seconds:g} is not within the {self.name} track's "
-                f"{self.train_seconds:g} s training cap"
+                f"train.max_wallclock_seconds={train_cap_seconds:g} is not within the {self.name} track's "
+                f"{train:g} s training cap"
             )
-        if measured_seconds > self.train_seconds:
-            reasons.append(f"training took {measured_seconds:.2f} s, over the {self.train_seconds:g} s cap")
+        if train and (train_seconds or 0) > train:
+            reasons.append(f"training took {train_seconds:.2f} s, over the {train:g} s cap")
+        if evals and (eval_seconds or 0) > evals:
+            reasons.append(
+                f"evaluation took {eval_seconds:.2f} s, over the {self.name} track's {evals:g} s cap"
+            )
+        if cap and (total_bytes or 0) > cap:
+            reasons.append(
+                f"artifact + code is {total_bytes:,} bytes, over the {self.name} track's {cap:,} byte cap "
+                f"by {total_bytes - cap:,}"
+            )
+        if val_leak:
+            reasons.append("val_leak: the evaluation read validation targets")
         return reasons
-
-    def judge_eval(self, seconds: float) -> list[str]:
-        if self.eval_seconds and seconds > self.eval_seconds:
-            return [
-                f"evaluation took {seconds:.2f} s, over the {self.name} track's {self.eval_seconds:g} s cap"
-            ]
-        return []
-
-    def judge_bytes(self, total_bytes: int) -> list[str]:
-        if self.artifact_cap_bytes and total_bytes > self.artifact_cap_bytes:
-            return [
-                f"artifact + code is {total_bytes:,} bytes, over the {self.name} track's "
-                f"{self.artifact_cap_bytes:,} byte cap by {total_bytes - self.artifact_cap_bytes:,}"
-            ]
-        return []
 
 
 CONTEST = "10min-16mb"

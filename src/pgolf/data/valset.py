@@ -20,7 +20,7 @@ import torch
 
 from pgolf.config.data import DataConfig
 from pgolf.data.bytes import ByteLUT, build_byte_lut
-from pgolf.data.manifest import MANIFEST_NAME, load_manifest
+from pgolf.data.manifest import MANIFEST_NAME, check_train_val_disjoint, load_manifest
 from pgolf.data.paths import load_tokenizer, resolve_data
 from pgolf.data.shards import check_token_ids, find_shards, read_shard
 from pgolf.data.sidecar import OPERATORS, check_sidecar, is_sidecar, sidecar_name
@@ -102,6 +102,15 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
         sha256=digest.hexdigest(),
         sidecars=tuple(sidecars),
     )
+
+
+def train_files(data: DataConfig, valset: ValidationSet) -> list[Path]:
+    """The training shards of ``data``, none shared with or copied from ``valset``'s (the manifest's
+    checks, ``check_train_val_disjoint``): what training and a GPTQ re-pack read."""
+    dataset = resolve_data(data).dataset_dir
+    files = find_shards(dataset, data.train_pattern)
+    check_train_val_disjoint(files, valset.files, dataset)
+    return files
 
 
 def _manifest(folder: Path) -> dict | None:

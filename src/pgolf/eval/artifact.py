@@ -156,10 +156,8 @@ def evaluate_artifact(
     changed = sources_sha256(meta.eval.plugin_modules) != meta.sources_sha256
     leak = report.details.get("leak_bytes", 0)  # a correction table would ship in the artifact
     size = SizeReport(loaded.file_bytes + leak, meta.code_bytes, track.artifact_cap_bytes)  # recorded code
-    off = (
-        track.judge_train(meta.train_cap_seconds, meta.train_seconds)
-        + track.judge_eval(report.seconds)
-        + track.judge_bytes(size.total_bytes)
-        + (["val_leak: the evaluation read validation targets"] if report.val_leak else [])
-    )
+    off = track.judge(
+        train_cap_seconds=meta.train_cap_seconds, train_seconds=meta.train_seconds,
+        eval_seconds=report.seconds, total_bytes=size.total_bytes, val_leak=report.val_leak,
+    )  # fmt: skip
     return ArtifactEval(Path(path), meta, report, size, changed, off)

@@ -100,8 +100,8 @@ def off_track_before(cfg: RunConfig) -> list[str]:
     --off-track; ``pgolf preflight`` reports it): its configured training cap, and its artifact (the
     counted code plus the model bytes ``projected_model_bytes`` prices for trained weights)."""
     track = get_track(cfg.track)
-    reasons = track.judge_train(cfg.train.max_wallclock_seconds, 0.0)
+    reasons = track.judge(train_cap_seconds=cfg.train.max_wallclock_seconds)
     if track.artifact_cap_bytes:
         total = projected_model_bytes(cfg)[0] + code_account(cfg).bytes
-        reasons += [f"projected: {r}" for r in track.judge_bytes(total)]
+        reasons += [f"projected: {r}" for r in track.judge(total_bytes=total)]
     return reasons

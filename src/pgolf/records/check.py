@@ -152,7 +152,7 @@ def rule_bytes(subject: Subject) -> Rule:
     for s in subject.seeds:
         model = s.artifact.stat().st_size if s.artifact else int(s.result["bytes_model"])
         total = model + _code_bytes(subject, s)
-        reasons = track.judge_bytes(total)
+        reasons = track.judge(total_bytes=total)
         bad |= bool(reasons)
         src = "artifact file" if s.artifact else "reported"
         lines.append(f"{s.name}: {total:,} ({src} {model:,} + code {_code_bytes(subject, s):,})")
@@ -167,7 +167,7 @@ def rule_train_time(subject: Subject) -> Rule:
         src = s.meta or {}
         cap = float(src.get("train_cap_seconds", s.result["config"]["train"]["max_wallclock_seconds"]))
         took = float(src.get("train_seconds", s.result["train_seconds"]))
-        problems += [f"{s.name}: {r}" for r in track.judge_train(cap, took)]
+        problems += [f"{s.name}: {r}" for r in track.judge(train_cap_seconds=cap, train_seconds=took)]
         lines.append(f"{s.name}: {took:.1f} s (cap set {cap:g})")
     detail = "; ".join(problems) if problems else f"track cap {track.train_seconds:g} s; " + "; ".join(lines)
     status = "fail" if problems else "unverified" if any(s.meta is None for s in subject.seeds) else "pass"
@@ -177,7 +177,9 @@ def rule_train_time(subject: Subject) -> Rule:
 def rule_eval_time(subject: Subject) -> Rule:
     track = _track(subject)
     problems = [
-        f"{s.name}: {r}" for s in subject.seeds for r in track.judge_eval(float(s.result["eval_seconds"]))
+        f"{s.name}: {r}"
+        for s in subject.seeds
+        for r in track.judge(eval_seconds=float(s.result["eval_seconds"]))
     ]
     times = "; ".join(f"{s.name}: {float(s.result['eval_seconds']):.1f} s" for s in subject.seeds)
     detail = "; ".join(problems) if problems else f"track cap {track.eval_seconds:g} s; {times}"
