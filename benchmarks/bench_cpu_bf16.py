@@ -75,22 +75,20 @@ def main() -> None:
     runs = {"fp32": trainer(cfg, False, args.compile), "bf16": trainer(cfg, True, args.compile)}
     if not runs["bf16"].cpu_bf16:
         runs["bf16"].cpu_bf16 = True  # time it even without AMX, to show the cost
+    plan = runs["fp32"].schedule.rehearse(args.progress)  # the context length at --progress
     for t in runs.values():
-        for step in range(2):
-            t.train_step(step, 0.0, args.progress)
+        for _ in range(2):
+            t.train_step(plan)
     times: dict[str, list[float]] = {k: [] for k in runs}
-    step = 2
     for _ in range(args.rounds):
         for name, t in runs.items():
             start = time.perf_counter()
             for _ in range(args.steps):
-                t.train_step(step, 0.0, args.progress)
+                t.train_step(plan)
             times[name].append((time.perf_counter() - start) / args.steps)
-        step += args.steps
     med = {k: statistics.median(v) for k, v in times.items()}
     kind = "compiled" if args.compile else "eager"
-    seq = cfg.train.seq_len_at(args.progress)
-    what = f"{kind}, context {seq}, median of {args.rounds}"
+    what = f"{kind}, context {plan.seq_len}, median of {args.rounds}"
     print(f"\n{args.preset} {' '.join(args.set)} training steps ({what})")
     for name, s in med.items():
         print(f"  {name}: {1000 * s:6.0f} ms/step  {cfg.train.batch_tokens / s:8.0f} tokens/s")

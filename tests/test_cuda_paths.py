@@ -186,7 +186,8 @@ def _priming_restores_everything(cfg, tmp_path, backend: str) -> None:
         assert torch.equal(v, start[k]), k
     assert not trainer.opt.muon.state and not trainer.opt.adam.state  # momentum buffers undone too
     for step in range(3):  # the timed steps see the first batches from unprimed weights, as eager's do
-        a, b = eager.train_step(step, 0.0).item(), trainer.train_step(step, 0.0).item()
+        plan = eager.schedule.at(step, 0.0)
+        a, b = eager.train_step(plan).item(), trainer.train_step(plan).item()
         # compiled kernels round differently; Adam's first steps (~sign(g)) amplify that on
         # near-zero gradients, so losses are compared, not weights
         assert b == pytest.approx(a, abs=1e-4), step
@@ -257,7 +258,7 @@ def test_cpu_bf16_autocasts_training_only_where_the_cpu_has_amx(debug_cfg, tmp_p
     trainer.setup()
     seen = []
     trainer.base_model.blocks[0].attn.c_q.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    loss = trainer.train_step(0, 0.0)
+    loss = trainer.train_step(trainer.schedule.at(0, 0.0))
     assert torch.isfinite(loss) and seen == [torch.bfloat16 if amx else torch.float32] * trainer.accum
     assert all(p.dtype == torch.float32 and p.grad is None for p in trainer.base_model.parameters())
     assert ("bf16 autocast" if amx else "no AMX on this CPU: fp32") in log.getvalue()

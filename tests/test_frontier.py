@@ -4,21 +4,14 @@ equivalences, causality, document boundaries, parameter counts, schedules."""
 import pytest
 import torch
 
-from pgolf.config import ModelConfig, OptimConfig, TrainConfig
+from pgolf.config import ModelConfig, OptimConfig, RunConfig, TrainConfig
 from pgolf.errors import ConfigError, Interrupted
 from pgolf.eval.sgd import trainable
 from pgolf.model.gpt import GPT, loop_passes
 from pgolf.model.inputs import WindowSmearGate
 from pgolf.model.layers import AttentionGate, document_mask
-from pgolf.optim import (
-    Muon,
-    Optimizers,
-    lr_multiplier,
-    newton_schulz5,
-    row_normalise,
-    split_parameters,
-    weight_decay_multiplier,
-)
+from pgolf.optim import Muon, Optimizers, newton_schulz5, row_normalise, split_parameters
+from pgolf.train.schedule import Schedule, lr_multiplier, weight_decay_multiplier
 from pgolf.vocab import BOS_ID
 
 SMALL = {"vocab_size": 64, "num_layers": 6, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2}
@@ -246,7 +239,8 @@ def test_adam_beta2_per_group():
 def test_progressive_schedules_parse_and_refuse_bad_input():
     tc = TrainConfig(seq_len=64, batch_tokens=512, microbatches=2, seq_len_schedule="16:0.1, 32:0.7")
     assert tc.seq_schedule == ((16, 0.1), (32, 0.7), (64, 1.0))
-    assert [tc.seq_len_at(p) for p in (0.0, 0.09, 0.1, 0.69, 0.7, 0.999, 1.0)] == [16, 16, 32, 32, 64, 64, 64]
+    at = Schedule(RunConfig(train=tc)).seq_len_at
+    assert [at(p) for p in (0.0, 0.09, 0.1, 0.69, 0.7, 0.999, 1.0)] == [16, 16, 32, 32, 64, 64, 64]
     assert TrainConfig(loop_pass_fracs="0.5, 0.65").pass_fracs == (0.5, 0.65)
     bad = [
         ({"seq_len_schedule": "1024"}, "LEN:UNTIL"),
@@ -304,9 +298,9 @@ def test_progressive_passes_and_context_follow_the_schedule_and_survive_a_resume
     seen = []
     original = Trainer.train_step
 
-    def spy(self, step, elapsed_ms, progress=0.0):
-        seen.append((step, self.cfg.train.seq_len_at(progress), self.base_model.loop_passes))
-        return original(self, step, elapsed_ms, progress)
+    def spy(self, plan):
+        seen.append((plan.step, plan.seq_len, self.base_model.loop_passes))
+        return original(self, plan)
 
     Trainer.train_step = spy
     try:
@@ -318,10 +312,10 @@ def test_progressive_passes_and_context_follow_the_schedule_and_survive_a_resume
     log = (tmp_path / "full" / "train.log").read_text()
     assert "looping:on passes:2 step:6 virtual_layers:4" in log and "seq_len:64 step:5" in log
 
-    def crash(self, step, elapsed_ms, progress=0.0):  # dies after the checkpoint at step 4
-        if step == 5:
+    def crash(self, plan):  # dies after the checkpoint at step 4
+        if plan.step == 5:
             raise KeyboardInterrupt
-        return original(self, step, elapsed_ms, progress)
+        return original(self, plan)
 
     Trainer.train_step = crash
     try:
@@ -363,21 +357,15 @@ def test_document_masked_attention_never_crosses_a_bos(extra):
 def test_optimizer_and_run_combinations_refused():
     with pytest.raises(ConfigError, match="backend_steps >= 5"):
         OptimConfig(muon_polar_express=True, muon_backend_steps=4)
-    from pgolf.config.run import RunConfig
-
     with pytest.raises(ConfigError, match="SWA would never collect"):
         RunConfig(train=TrainConfig(averaging="swa", swa_start_lr_mul=0.1), optim=OptimConfig(min_lr=0.1))
 
 
 def test_priming_visits_every_phase_the_schedules_will():
-    from pgolf.config.run import RunConfig
-    from pgolf.runlog import RunLog
-    from pgolf.train.phases import Phases
-
     def plan(**train):
         cfg = RunConfig(model=ModelConfig(**SMALL, loop_start=1, loop_end=3, loop_repeats=2),
                         train=TrainConfig(seq_len=3072, batch_tokens=786_432, **train))  # fmt: skip
-        return Phases(cfg, GPT(cfg.model), RunLog(None, enabled=False)).priming_plan()
+        return [(p.progress, p.loop_passes) for p in Schedule(cfg).phase_starts()]
 
     # the frontier's: 1024 to 10%, 2048 to 70%, 3072 after; both passes from 35%
     assert plan(seq_len_schedule="1024:0.1,2048:0.7", loop_from_frac=0.35) == [

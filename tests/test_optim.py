@@ -5,7 +5,8 @@ import torch
 
 from pgolf.config import ModelConfig, OptimConfig
 from pgolf.model.gpt import GPT
-from pgolf.optim import Muon, Optimizers, lr_multiplier, muon_momentum, newton_schulz5, split_parameters
+from pgolf.optim import Muon, Optimizers, newton_schulz5, split_parameters
+from pgolf.train.schedule import lr_multiplier, muon_momentum
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (48, 128), (192, 64)])

@@ -19,7 +19,7 @@ from pgolf.presets import PRESETS, get_preset
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
 from pgolf.runlog import RunLog
 from pgolf.train.checkpoint import CHECKPOINT_NAME
-from pgolf.train.clock import STOP_MARGIN, PhaseSwitch, TrainClock
+from pgolf.train.clock import STOP_MARGIN, StopRule, TrainClock
 from pgolf.train.trainer import Trainer
 
 # The debug preset's figure at 50 fixed steps on the test corpus (160 stdlib modules of Python 3.11,
@@ -129,15 +129,15 @@ def test_priming_steps_leave_no_trace(debug_cfg, tmp_path):
 
 def test_stop_rule_on_a_fake_clock():
     """Steps of 100 ms and a 1 s cap: start a step only while 1.5 x max(mean, last) still fits."""
-    switch = PhaseSwitch(cap_ms=1000.0, iterations=10**6, device=torch.device("cpu"))
+    rule = StopRule(cap_ms=1000.0, device=torch.device("cpu"))
     elapsed, steps = 0.0, 0
     durations = [100.0] * 7 + [190.0] + [100.0] * 10  # one slow step raises the prediction
     for d in durations:
-        if switch.decide(steps, elapsed).stop:
+        if rule.decide(steps, elapsed) != (False, elapsed):  # no stop, the time agreed as it is
             break
         elapsed += d
-        switch.last_step_ms = d
         steps += 1
+    assert rule.last_step_ms == 190.0  # measured between its readings
     # after 8 steps at 890 ms, the last step (190 ms) predicts 1.5 x 190 = 285 ms: 890 + 285 > 1000
     assert (steps, elapsed) == (8, 890.0)
     assert STOP_MARGIN == 1.5
@@ -381,10 +381,10 @@ from pgolf.train import trainer
 step = trainer.Trainer.train_step
 
 
-def failing(self, n, *a, **k):
-    if self.info.rank == 1 and n == 5:
+def failing(self, plan):
+    if self.info.rank == 1 and plan.step == 5:
         raise RuntimeError("injected failure on rank 1")
-    return step(self, n, *a, **k)
+    return step(self, plan)
 
 
 trainer.Trainer.train_step = failing

@@ -1,14 +1,14 @@
-"""Muon for block matrices, Adam for the rest, and the wall-clock-aware schedule (seed-techniques §6).
+"""Muon for block matrices and Adam for the rest (seed-techniques §6); their schedule is ``train.schedule``.
 
 Muon, per owned parameter with gradient G: B <- mu B + G; U = G + mu B (Nesterov);
 O = NS5(U) * sqrt(max(1, rows/cols)); W <- W (1 - lr wd) - lr O (decoupled weight decay with the
 scheduled lr, records 2026-03-19 onward; wd = 0 in the baseline). Frontier options (sota-stack §2.3):
 MuonEq-R divides each row of U by its L2 norm before orthogonalising; Polar Express replaces the fixed
-quintic by five per-iteration minimax triples; the warmdown can keep a MIN_LR floor and the Muon
-weight decay can taper late in the run. Parameter i is orthogonalised by rank
-i mod world_size; updates travel in one flat buffer and one all-reduce. Unlike the contest script,
-every rank keeps the (cheap, elementwise) momentum of every parameter, so optimizer state is
-identical on all ranks and a checkpoint from rank 0 resumes at any world size.
+quintic by five per-iteration minimax triples; ``step`` takes the scheduled LR multiplier, momentum
+and weight-decay multiplier (the warmdown's MIN_LR floor, the late taper). Parameter i is
+orthogonalised by rank i mod world_size; updates travel in one flat buffer and one all-reduce.
+Unlike the contest script, every rank keeps the (cheap, elementwise) momentum of every parameter, so
+optimizer state is identical on all ranks and a checkpoint from rank 0 resumes at any world size.
 """
 
 from __future__ import annotations
@@ -194,47 +194,3 @@ class Optimizers:
     def load_state_dict(self, state: dict) -> None:
         self.adam.load_state_dict(state["adam"])
         self.muon.load_state_dict(state["muon"])
-
-
-def muon_momentum(step: int, cfg: OptimConfig) -> float:
-    """Linear warm-up from muon_momentum_warmup_start to muon_momentum."""
-    if cfg.muon_momentum_warmup_steps <= 0:
-        return cfg.muon_momentum
-    f = min(step / cfg.muon_momentum_warmup_steps, 1.0)
-    return (1 - f) * cfg.muon_momentum_warmup_start + f * cfg.muon_momentum
-
-
-def lr_multiplier(
-    step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float, cfg: OptimConfig
-) -> float:
-    """Constant 1, then a linear decay to 0 at whichever cap (steps or wall clock) ends the run.
-
-    Step cap: decay over the last ``warmdown_iters`` steps (or ``warmdown_frac`` of the steps).
-    Wall-clock cap: decay over the last ``warmdown_iters * mean step time`` ms (or
-    ``warmdown_frac`` of the budget), linear in remaining time. In both, a warmdown longer than
-    the run is clamped to the whole run, so the LR starts at 1 (the contest script instead starts
-    below 1, e.g. at 0.25 for 300 steps with warmdown 1200: seed-techniques §6.3). With ``min_lr``
-    the decay stops at that floor (PR #1787: max((1 - frac) / warmdown_frac, 0.1)).
-    """
-    if cfg.warmdown_frac > 0:
-        wd_steps = cfg.warmdown_frac * iterations
-    else:
-        wd_steps = min(cfg.warmdown_iters, iterations)
-    mul = 1.0
-    if wd_steps > 0 and step >= iterations - wd_steps:
-        mul = max(iterations - step, 0) / wd_steps
-    if max_wallclock_ms > 0:
-        if cfg.warmdown_frac > 0:
-            wd_ms = cfg.warmdown_frac * max_wallclock_ms
-        else:
-            wd_ms = min(cfg.warmdown_iters * elapsed_ms / max(step, 1), max_wallclock_ms)
-        remaining = max(max_wallclock_ms - elapsed_ms, 0.0)
-        if wd_ms > 0 and remaining <= wd_ms:
-            mul = min(mul, remaining / wd_ms)
-    return max(mul, cfg.min_lr)
-
-
-def weight_decay_multiplier(progress: float, cfg: OptimConfig) -> float:
-    """The late Muon weight-decay taper (PR #1729): ``wd_taper_mult`` from ``wd_taper_from`` of the run
-    on (``progress`` is the fraction of the wall-clock cap, else of the steps, already used)."""
-    return cfg.wd_taper_mult if cfg.wd_taper_from and progress >= cfg.wd_taper_from else 1.0

@@ -39,6 +39,7 @@ from pgolf.runlog import RunLog
 from pgolf.tracks import get_track
 from pgolf.train.calibration import calibrate
 from pgolf.train.clock import STOP_MARGIN, TrainClock
+from pgolf.train.schedule import StepPlan
 from pgolf.train.trainer import Trainer
 from pgolf.vocab import BOS_ID
 
@@ -145,37 +146,37 @@ def peak_bytes(device: torch.device) -> int:
     return int(2**20 * peak.get("reserved_mib", peak.get("rss_mib", 0.0)))
 
 
-def timed_steps(trainer: Trainer, progress: float, steps: int) -> tuple[float, list[float]]:
-    """``steps`` + 1 training steps at ``progress`` of the run, each synchronised: the first one's ms
+def timed_steps(trainer: Trainer, plan: StepPlan, steps: int) -> tuple[float, list[float]]:
+    """``steps`` + 1 training steps as ``plan`` schedules them, each synchronised: the first one's ms
     (a graph the priming missed compiles there) and the others'."""
     sync, out = dist.synchronizer(trainer.device), []
     for _ in range(steps + 1):
         sync()
         t0 = time.perf_counter()
-        trainer.train_step(0, 0.0, progress)
+        trainer.train_step(plan)
         sync()
         out.append(1e3 * (time.perf_counter() - t0))
     return out[0], out[1:]
 
 
 def train_phases(trainer: Trainer, steps: int) -> tuple[list[dict], float | None]:
-    """Time every phase the schedule visits (``Phases.priming_plan``), then QAT's, if on; with QAT,
+    """Time every phase the schedule visits (``Schedule.phase_starts``), then QAT's, if on; with QAT,
     also its first step in ms (in a compiled run, its recompile falls on the training clock)."""
-    cfg, device, out = trainer.cfg, trainer.device, []
-    plan = trainer.phases.priming_plan()
-    phases = [(progress, passes, False) for progress, passes in plan]
+    cfg, device, schedule, out = trainer.cfg, trainer.device, trainer.schedule, []
+    plans = schedule.phase_starts()
+    phases = [(plan, False) for plan in plans]
     if cfg.quant.qat:
-        phases.append((max(cfg.quant.qat_from_frac, plan[-1][0]), plan[-1][1], True))
+        phases.append((schedule.rehearse(max(cfg.quant.qat_from_frac, plans[-1].progress)), True))
     qat_first = None
-    for progress, passes, qat in phases:
-        trainer.base_model.loop_passes = passes
+    for plan, qat in phases:
+        trainer.base_model.loop_passes = plan.loop_passes
         if qat:
             enable_qat(trainer.base_model, cfg.quant)
         dist.reset_peak_memory(device)
-        first, ms = timed_steps(trainer, progress, steps)
+        first, ms = timed_steps(trainer, plan, steps)
         qat_first = first if qat else qat_first
         peak = peak_bytes(device)
-        out.append({"from": progress, "seq_len": cfg.train.seq_len_at(progress), "loop_passes": passes,
+        out.append({"from": plan.progress, "seq_len": plan.seq_len, "loop_passes": plan.loop_passes,
                     "qat": qat, "step_ms": statistics.median(ms), "peak_bytes": peak,
                     "peak": f"{peak / 2**30:.2f} GiB"})  # fmt: skip
     return out, qat_first
@@ -292,10 +293,10 @@ def verdict(pf: Preflight, trainer: Trainer, calib_s: float, export_s: float, ar
     f.append(Figure("on track before the first step", "; ".join(reasons) or "yes",
                     "pgolf train refuses it otherwise", not reasons if track.official else None))  # fmt: skip
     slowest = max(p["step_ms"] for p in pf.phases)
-    if trainer.cap_ms:
+    if cap_ms := trainer.schedule.cap_ms:
         name = f"slowest step x {STOP_MARGIN} (the stop rule)"
-        f.append(_fits(name, STOP_MARGIN * slowest, trainer.cap_ms, "ms"))
-        steps = projected_steps(pf.phases, trainer.cap_ms)
+        f.append(_fits(name, STOP_MARGIN * slowest, cap_ms, "ms"))
+        steps = projected_steps(pf.phases, cap_ms)
         f.append(Figure("projected steps in the cap", f"{steps:,.0f}", "", None))
     if qat_first_ms is not None:
         f.append(Figure("first QAT step (recompiles on the clock)", f"{qat_first_ms:,.0f} ms", "", None))

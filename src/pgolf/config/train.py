@@ -118,7 +118,7 @@ class TrainConfig:
 
     @cached_property
     def seq_schedule(self) -> tuple[tuple[int, float], ...]:
-        """(length, until fraction) pairs, ending with (seq_len, 1.0)."""
+        """(length, until fraction) pairs, ending with (seq_len, 1.0) (``train.schedule`` follows them)."""
         pairs = []
         for item in _items(self.seq_len_schedule):
             length, sep, until = item.partition(":")
@@ -131,10 +131,6 @@ class TrainConfig:
                 "below 1 (train.seq_len follows the last)"
             )
         return (*pairs, (self.seq_len, 1.0))
-
-    def seq_len_at(self, progress: float) -> int:
-        """The training sequence length at ``progress`` (fraction of the run used)."""
-        return next(length for length, until in self.seq_schedule if progress < until or until == 1.0)
 
 
 def _items(text: str) -> list[str]:

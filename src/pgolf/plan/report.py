@@ -23,7 +23,7 @@ from pgolf.errors import ConfigError
 from pgolf.methods.windows import window_flops
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
-from pgolf.optim import Optimizers, muon_momentum
+from pgolf.optim import Optimizers
 from pgolf.plan.artifact import project_artifact
 from pgolf.plan.evaltime import (
     EvalProjection,
@@ -47,6 +47,7 @@ from pgolf.plan.hardware import (
 from pgolf.plan.memory import Memory, plan_memory
 from pgolf.presets import get_preset
 from pgolf.tracks import get_track
+from pgolf.train.schedule import muon_momentum
 
 
 @dataclass

@@ -37,14 +37,15 @@ from pgolf.methods.windows import plan_windows
 from pgolf.model.gpt import GPT
 from pgolf.model.kernels import resolve_attention
 from pgolf.model.params import count_parameters
-from pgolf.optim import Optimizers, lr_multiplier, muon_momentum, newton_schulz5, weight_decay_multiplier
+from pgolf.optim import Optimizers, newton_schulz5
 from pgolf.pack.bundle import code_account
 from pgolf.runlog import RunLog
 from pgolf.train.averaging import WeightAverage
 from pgolf.train.calibration import Calibration, calibrate
 from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from pgolf.train.clock import PhaseSwitch, TrainClock
+from pgolf.train.clock import StopRule, TrainClock
 from pgolf.train.phases import Phases
+from pgolf.train.schedule import Schedule, StepPlan
 
 
 @dataclass
@@ -169,10 +170,8 @@ class Trainer:
         self.memory: dict[str, dict] = {}
         """Peak memory per phase (``dist.log_peak_memory``): train, calibration; the pipeline adds eval."""
         self.average: WeightAverage | None = None  # created after priming
-        reserve = cfg.quant.gptq_reserve_seconds if cfg.quant.calibrates else 0.0
-        self.cap_ms = 1000 * (tc.max_wallclock_seconds - reserve) if tc.max_wallclock_seconds else 0.0
-        """Where the steps must end: the training cap less the GPTQ calibration reserve (0: no cap; the
-        config refuses a reserve that would leave none)."""
+        self.schedule = Schedule(cfg)
+        """Every per-step decision, asked once per step (``run_loop``)."""
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -228,45 +227,40 @@ class Trainer:
         self.log.event("model", model_params=count_parameters(self.base_model))
 
     # ---- one step ----------------------------------------------------------------------------
-    def train_step(self, step: int, elapsed_ms: float, progress: float = 0.0) -> torch.Tensor:
-        """One optimizer step; ``elapsed_ms`` and ``progress`` (the fraction of the run used) are the
-        ranks' agreed values, from which the LR, the weight-decay taper and the length are scheduled."""
-        tc = self.cfg.train
-        seq_len = tc.seq_len_at(progress)
+    def train_step(self, plan: StepPlan) -> torch.Tensor:
+        """One optimizer step at ``plan``'s length, LR, momentum and weight decay (its loop passes and
+        QAT are the model's: ``Phases.apply``)."""
         total = torch.zeros((), device=self.device)
         for _ in range(self.accum):
-            x, y = self.loader.next_batch(self.local_tokens, seq_len)
+            x, y = self.loader.next_batch(self.local_tokens, plan.seq_len)
             with dist.autocast_for(self.device, self.cpu_bf16):
                 loss = self.model(x, y)
             (loss / self.accum).backward()
             total += loss.detach()
         dist.average_gradients(self.opt.params)
-        mul = lr_multiplier(
-            step, elapsed_ms, iterations=tc.iterations, max_wallclock_ms=self.cap_ms, cfg=self.cfg.optim
-        )
-        wd = weight_decay_multiplier(progress, self.cfg.optim)
-        self.opt.step(mul, muon_momentum(step, self.cfg.optim), wd)
+        self.opt.step(plan.lr_mul, plan.momentum, plan.wd_mul)
         self.opt.zero_grad()
         if self.average is not None:
-            self.average.update(self.base_model, step + 1, mul)
+            self.average.update(self.base_model, plan.step + 1, plan.lr_mul)
         return total / self.accum
 
     def prime(self) -> None:
         """Run ``warmup_steps`` real steps (to trigger compilation), then restore every state. The steps
-        visit every (length, loop passes) phase the schedules will (``Phases.priming_plan``), so a
+        visit every (length, loop passes) phase the schedule will (``Schedule.phase_starts``), so a
         compiled model traces each graph before the clock starts; the rest run in the last phase."""
         n = self.cfg.train.warmup_steps
-        plan = self.phases.priming_plan()
+        plans = self.schedule.phase_starts()
         if self.model is not self.base_model:
-            warn_unprimed(self.log, n, len(plan), self.cfg.quant.qat)
+            warn_unprimed(self.log, n, len(plans), self.cfg.quant.qat)
         if n <= 0:
             return
         model_state = copy.deepcopy(self.base_model.state_dict())
         opt_state = copy.deepcopy(self.opt.state_dict())
-        skip = max(len(plan) - n, 0)  # too few steps for every phase: the last ones
+        skip = max(len(plans) - n, 0)  # too few steps for every phase: the last ones
         for i in range(n):
-            progress, self.base_model.loop_passes = plan[min(skip + i, len(plan) - 1)]
-            self.train_step(0, 0.0, progress)
+            plan = plans[min(skip + i, len(plans) - 1)]
+            self.base_model.loop_passes = plan.loop_passes
+            self.train_step(plan)
             self.log.event("warmup", f"warmup_step:{i + 1}/{n}", warmup_step=i + 1)
         self.base_model.loop_passes = 0
         self.base_model.load_state_dict(model_state)
@@ -315,28 +309,23 @@ class Trainer:
         return score_eager(self.base_model, self.cfg, self.scored, self.windows, self.device)
 
     def run_loop(self, clock_now=None) -> tuple[int, float, str]:
-        tc = self.cfg.train
-        cap_ms = self.cap_ms
+        tc, cap_ms = self.cfg.train, self.schedule.cap_ms
         step, train_ms = self.restore()
         self.log.start_progress(
             tc.max_wallclock_seconds if cap_ms else tc.iterations, "s" if cap_ms else "step"
         )
         stopped_by = "iterations"
         clock = TrainClock(train_ms, dist.synchronizer(self.device), clock_now or time.perf_counter)
-        switch = PhaseSwitch(cap_ms, tc.iterations, self.device)
-        # whether any decision reads the time (a cap, a scheduled phase, QAT): then one device sync a step
-        timed = bool(cap_ms) or bool(self.phases.priming_plan()[1:]) or self.cfg.quant.qat
-        previous = None
+        stop_rule = StopRule(cap_ms, self.device)
         while step < tc.iterations:
-            before = clock.read() if timed else clock.elapsed_ms()  # a sync: decisions see finished work
-            if previous is not None:
-                switch.last_step_ms = before - previous
-            previous = before
-            decision = self.phases.decide(switch, step, before)
-            if decision.stop:
+            # with a cap, decisions read the time: a sync, so that they see finished work
+            stop, elapsed = stop_rule.decide(step, clock.read() if cap_ms else clock.elapsed_ms())
+            if stop:
                 stopped_by = "wallclock"
                 break
-            self.losses.add(step + 1, self.train_step(step, decision.elapsed_ms, decision.progress))
+            plan = self.schedule.at(step, elapsed)
+            self.phases.apply(plan)
+            self.losses.add(step + 1, self.train_step(plan))
             step = self.step = step + 1
             if tc.log_every and (step % tc.log_every == 0 or step == 1):
                 self._log_train(step, clock.read())
