@@ -23,9 +23,9 @@ import torch
 
 from pgolf import dist
 from pgolf.config.run import apply_overrides
-from pgolf.data.stdlib_corpus import build_demo_dataset
-from pgolf.presets import get_preset
 from pgolf.runlog import RunLog
+from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+from pgolf.tools.presets import get_preset
 from pgolf.train.trainer import Trainer
 
 

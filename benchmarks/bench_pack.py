@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from pgolf.pack.codec import CODECS
-from pgolf.packtool import load_run, repack, with_policy
 from pgolf.quant.export import quantize_state_dict
+from pgolf.tools.packtool import load_run, repack, with_policy
 
 BEST = {"pack.compressor": "auto", "pack.transform": "auto"}
 FISHER = {"quant.alloc": "fisher", "quant.matrix": "int8", "quant.embed": "int8", "quant.gptq": "true",

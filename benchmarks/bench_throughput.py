@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from pgolf.data.stdlib_corpus import build_demo_dataset
 from pgolf.dist import DistInfo
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
 from pgolf.methods.windows import plan_windows
-from pgolf.presets import get_preset
 from pgolf.runlog import RunLog
+from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+from pgolf.tools.presets import get_preset
 from pgolf.train.trainer import Trainer
 
 

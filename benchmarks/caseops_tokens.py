@@ -14,9 +14,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from pgolf.data.build import iter_input_documents, train_tokenizer
-from pgolf.data.caseops import OPERATORS, encode
-from pgolf.data.stdlib_corpus import iter_stdlib_documents
+from pgolf.tools.data.build import iter_input_documents, train_tokenizer
+from pgolf.tools.data.caseops import OPERATORS, encode
+from pgolf.tools.data.stdlib_corpus import iter_stdlib_documents
 
 
 def count(train: list[str], held: list[str], vocab: int, symbols: tuple[str, ...], tmp: Path) -> int:

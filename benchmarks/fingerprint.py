@@ -21,7 +21,7 @@ import torch
 
 from pgolf.config.run import apply_overrides
 from pgolf.pipeline import run
-from pgolf.presets import get_preset
+from pgolf.tools.presets import get_preset
 from pgolf.train.checkpoint import CHECKPOINT_NAME
 
 

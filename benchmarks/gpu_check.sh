@@ -27,7 +27,7 @@ torch.cuda.get_device_name(), torch.cuda.nccl.version())"; python -c "import fla
 && echo "flash_attn_interface: importable" || echo "flash_attn_interface: not installed"'
 step test_gpu python -m pytest -q -p no:cacheprovider tests/test_gpu.py
 data=${PGOLF_GPU_DATA:-data}
-step data python -c "from pgolf.data.stdlib_corpus import build_demo_dataset as b
+step data python -c "from pgolf.tools.data.stdlib_corpus import build_demo_dataset as b
 for v in (1024, 8192): b('$data', vocab_size=v)"
 demo() {  # demo PRESET VOCAB VAL_TOKENS: preflight on the demo corpus at that vocabulary
     step "preflight_$1" python -m pgolf preflight "$1" --out "$out/run_$1" --val-tokens "$3" --ranks 8 \

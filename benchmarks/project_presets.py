@@ -27,9 +27,9 @@ from pathlib import Path
 from pgolf.config.run import apply_overrides
 from pgolf.model.gpt import GPT
 from pgolf.pack.bundle import code_account
-from pgolf.packtool import TRAINING_ONLY, inspect_rows, repack
-from pgolf.presets import get_preset
 from pgolf.quant.policy import tensor_format
+from pgolf.tools.packtool import TRAINING_ONLY, inspect_rows, repack
+from pgolf.tools.presets import get_preset
 from pgolf.tracks import get_track
 
 FULL_SIZE = ("baseline", "pr162", "xsa-ema", "swapp-xsa-swiglu", "kellyvv", "recurrent-3x3")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pgolf.config.run import RunConfig, apply_overrides
-from pgolf.data.stdlib_corpus import build_demo_dataset
-from pgolf.presets import get_preset
+from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+from pgolf.tools.presets import get_preset
 
 TEST_DOCS = 160
 TEST_VAL_DOCS = 12

@@ -14,7 +14,7 @@ from pgolf.model import kernels
 from pgolf.model.gpt import GPT
 from pgolf.model.kernels import Fa3, Sdpa, resolve_attention
 from pgolf.pipeline import run
-from pgolf.presets import get_preset
+from pgolf.tools.presets import get_preset
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgolf.cli import main
 from pgolf.config.pack import CODE_FORMS
 from pgolf.entry import config_from_env, env_overrides, out_dir
 from pgolf.errors import ConfigError
 from pgolf.pack.bundle import _literal, build_bundle, bundle_digest, code_account
 from pgolf.pipeline import run
-from pgolf.presets import PRESETS, get_preset
+from pgolf.tools.cli import main
+from pgolf.tools.presets import PRESETS, get_preset
 
 RUNNER = """import runpy, sys
 sys.path.insert(0, sys.argv[1])

@@ -15,10 +15,7 @@ from hypothesis import strategies as st
 
 from pgolf.config.data import DataConfig
 from pgolf.config.model import ModelConfig
-from pgolf.data.align import Pieces, token_bytes
-from pgolf.data.build import build_dataset, doc_hash
 from pgolf.data.bytes import build_byte_lut
-from pgolf.data.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, decode, encode, encode_with_bytes
 from pgolf.data.shards import read_shard, write_shard
 from pgolf.data.valset import load_validation
 from pgolf.errors import DataBuildError, DataError
@@ -26,6 +23,18 @@ from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
 from pgolf.methods.windows import doc_windows, sliding_windows
 from pgolf.model.gpt import GPT
+from pgolf.tools.data.align import Pieces, token_bytes
+from pgolf.tools.data.build import build_dataset, doc_hash
+from pgolf.tools.data.caseops import (
+    ALLCAPS,
+    CAPNEXT,
+    ESC,
+    OPERATORS,
+    TITLE,
+    decode,
+    encode,
+    encode_with_bytes,
+)
 from pgolf.vocab import BOS_ID
 
 CPU = torch.device("cpu")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pgolf.cli import build_parser, main
+from pgolf.tools.cli import build_parser, main
 
 
 def test_config_show_and_list(capsys):
@@ -205,7 +205,7 @@ def test_pack_inspect_and_fit(tmp_path, capsys, data_root, monkeypatch):
     # embedding whose rows sit far below int8-contest's 1/127 floor: every step is measured, not assumed
     assert len(sizes) == 7 and sizes[:6] == sorted(sizes[:6], reverse=True) and sizes[5] < 0.8 * sizes[0]
     # under a cap between two steps, the first step below it is named (cumulative steps)
-    import pgolf.packtool as packtool
+    import pgolf.tools.packtool as packtool
     from pgolf.tracks import Track
 
     cap = (fit["ladder"][3]["bytes_total"] + fit["ladder"][4]["bytes_total"]) // 2

@@ -3,12 +3,12 @@ import dataclasses
 import pytest
 
 from pgolf.config import ModelConfig, RunConfig, TrainConfig, all_fields, config_from_dict
-from pgolf.config.overrides import field_docs
 from pgolf.config.run import apply_overrides
 from pgolf.errors import ConfigError
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
-from pgolf.presets import PRESETS, get_preset
+from pgolf.tools.overrides import field_docs
+from pgolf.tools.presets import PRESETS, get_preset
 from pgolf.tracks import get_track
 
 # Freezes the set of config fields: adding or renaming one must update this list, the README and,

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from pgolf.cli import main
-from pgolf.config.files import differences, resolve, write_config_file
 from pgolf.config.run import apply_overrides
 from pgolf.errors import ConfigError
-from pgolf.presets import get_preset
+from pgolf.tools.cli import main
+from pgolf.tools.config_files import differences, resolve, write_config_file
+from pgolf.tools.presets import get_preset
 
 
 def test_a_written_file_reads_back_as_the_same_config(tmp_path):

@@ -19,9 +19,9 @@ from pgolf.dist import DistInfo
 from pgolf.model.gpt import GPT
 from pgolf.model.layers import Attention, rotary_tables
 from pgolf.optim import newton_schulz5
-from pgolf.presets import get_preset
 from pgolf.quant.qat import enable_qat
 from pgolf.runlog import RunLog
+from pgolf.tools.presets import get_preset
 from pgolf.train.trainer import Trainer
 
 INDUCTOR = pytest.mark.skipif(

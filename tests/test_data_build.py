@@ -4,8 +4,14 @@ import json
 import numpy as np
 import pytest
 
-from pgolf.data.build import DataBuildError, build_dataset, doc_hash, iter_input_documents, split_documents
 from pgolf.data.shards import find_shards, read_shard
+from pgolf.tools.data.build import (
+    DataBuildError,
+    build_dataset,
+    doc_hash,
+    iter_input_documents,
+    split_documents,
+)
 
 
 def _docs(n):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.cli import main
 from pgolf.config.eval import EvalConfig
 from pgolf.config.model import ModelConfig
 from pgolf.data.bytes import ByteLUT
@@ -22,6 +21,7 @@ from pgolf.eval.score import chunk_plan, first_target, score
 from pgolf.eval.sgd_ttt import SgdTTT
 from pgolf.methods.windows import Window, check_plan, doc_spans, plan_windows
 from pgolf.model.gpt import GPT
+from pgolf.tools.cli import main
 from pgolf.vocab import BOS_ID
 
 VOCAB = 16

@@ -11,11 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.cli import main
 from pgolf.data.bytes import ByteLUT
 from pgolf.errors import ConfigError, DataError
 from pgolf.eval.score import score
 from pgolf.methods.windows import check_plan, deal, doc_windows, plain_windows, sliding_windows
+from pgolf.tools.cli import main
 
 
 @settings(max_examples=80, deadline=None)
@@ -162,7 +162,7 @@ from pgolf import dist
 from pgolf.config.eval import EvalConfig
 from pgolf.config.model import ModelConfig
 from pgolf.model.gpt import GPT
-from pgolf.records.probes import method_causality_error
+from pgolf.tools.records.probes import method_causality_error
 
 with dist.closing():
     dist.setup("cpu")
@@ -197,7 +197,7 @@ def test_no_method_lets_a_later_token_reach_a_score_on_two_ranks(tmp_path):
     import subprocess
     import sys
 
-    from pgolf.records.check import METHOD_TOL
+    from pgolf.tools.records.check import METHOD_TOL
 
     script = tmp_path / "probe.py"
     script.write_text(TWO_RANK_PROBE)

@@ -268,7 +268,7 @@ def test_experts_after_lora_never_use_a_later_token_and_help_on_repetition(cfg):
 
 
 def test_the_method_probe_passes_lora_with_experts():
-    from pgolf.records.probes import method_causality_error
+    from pgolf.tools.records.probes import method_causality_error
 
     cfg = dataclasses.replace(LORA_EXPERTS, lora_phase_docs=2, tilt=True, tilt_order=3)
     found = method_causality_error(tiny_model(), cfg, n_tokens=700)

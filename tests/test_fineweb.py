@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgolf.data.fineweb import FetchError, fetch_fineweb
 from pgolf.data.shards import read_shard, write_shard
+from pgolf.tools.data.fineweb import FetchError, fetch_fineweb
 
 MANIFEST = {
     "datasets": [
@@ -108,7 +108,7 @@ def test_real_client_reports_offline_clearly(tmp_path, monkeypatch):
     """The real hub client, with the network made unreachable, stops with the offline message."""
     import huggingface_hub.constants as hub_constants
 
-    from pgolf.data.fineweb import HfHubClient
+    from pgolf.tools.data.fineweb import HfHubClient
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at call time by the client
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -136,8 +136,8 @@ def _caseops_remote(root: Path) -> Path:
 
 
 def test_a_community_export_brings_its_sidecars_docs_and_provenance(remote, tmp_path):
-    from pgolf.data.fineweb import Source
     from pgolf.data.manifest import load_manifest
+    from pgolf.tools.data.fineweb import Source
 
     base = _caseops_remote(remote)
     out, hub, quiet = tmp_path / "data", FakeHub(remote), {"log": lambda s: None}
@@ -166,9 +166,9 @@ def test_a_community_export_brings_its_sidecars_docs_and_provenance(remote, tmp_
 
 def test_unrecorded_folders_are_not_adopted_and_an_unfinished_fetch_is_not_scored(remote, tmp_path):
     from pgolf.config.data import DataConfig
-    from pgolf.data.build import DataBuildError, build_dataset
     from pgolf.data.valset import load_validation
     from pgolf.errors import DataError
+    from pgolf.tools.data.build import DataBuildError, build_dataset
 
     out, quiet = tmp_path / "data", {"log": lambda s: None}
     ds = out / "datasets" / "fineweb10B_sp1024"

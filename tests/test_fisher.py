@@ -183,8 +183,8 @@ def test_fisher_training_run_and_repack_end_to_end(debug_cfg, tmp_path):
     """The calibration runs on training batches on the training clock after GPTQ's, the artifact holds
     the allocated grids and scores what the run reported, and a re-pack at another step is smaller."""
     from pgolf.eval.artifact import evaluate_artifact
-    from pgolf.packtool import repack
     from pgolf.pipeline import run
+    from pgolf.tools.packtool import repack
 
     cfg = debug_cfg(**{
         "train.iterations": "6", "quant.matrix": "int8", "quant.embed": "int8", "quant.alloc": "fisher",

@@ -381,7 +381,7 @@ def test_artifact_meta_refuses_a_pass_count_beyond_the_loop():
     from pgolf.config.run import apply_overrides
     from pgolf.errors import ArtifactError
     from pgolf.pack.meta import ArtifactMeta
-    from pgolf.presets import get_preset
+    from pgolf.tools.presets import get_preset
 
     cfg = apply_overrides(get_preset("debug"), {"model.loop_start": 0, "model.loop_end": 1,
                                                 "model.loop_repeats": 2})  # fmt: skip

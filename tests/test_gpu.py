@@ -104,8 +104,8 @@ def test_preflight_and_a_short_run_on_cuda(tmp_path):
     peak CUDA memory of each phase."""
     import json
 
-    from pgolf.cli import main
-    from pgolf.data.stdlib_corpus import build_demo_dataset
+    from pgolf.tools.cli import main
+    from pgolf.tools.data.stdlib_corpus import build_demo_dataset
 
     build_demo_dataset(tmp_path / "data", vocab_size=1024, val_docs=12, max_docs=160)
     args = ["debug", "--data.root", str(tmp_path / "data"), "--train.device", "cuda"]

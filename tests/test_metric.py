@@ -13,10 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgolf.config import DataConfig, ModelConfig
-from pgolf.data.build import split_documents
 from pgolf.data.bytes import build_byte_lut
 from pgolf.data.shards import find_shards, read_shard
-from pgolf.data.stdlib_corpus import iter_stdlib_documents
 from pgolf.data.valset import load_validation
 from pgolf.errors import DataError
 from pgolf.eval.bpb import BpbAccumulator
@@ -24,6 +22,8 @@ from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
 from pgolf.methods.windows import Window, check_plan, deal, plain_windows
 from pgolf.model.gpt import GPT
+from pgolf.tools.data.build import split_documents
+from pgolf.tools.data.stdlib_corpus import iter_stdlib_documents
 
 
 class ToySP:

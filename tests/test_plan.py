@@ -8,15 +8,15 @@ import json
 import pytest
 import torch
 
-from pgolf.cli import main
 from pgolf.config.run import apply_overrides
 from pgolf.methods.windows import Window, window_flops
 from pgolf.model.gpt import GPT
-from pgolf.plan.artifact import gaussian_bits, project_artifact
-from pgolf.plan.flops import check_pass, count_flops
-from pgolf.plan.memory import saved_activation_bytes
-from pgolf.plan.report import calibrate
-from pgolf.presets import get_preset
+from pgolf.tools.cli import main
+from pgolf.tools.plan.artifact import gaussian_bits, project_artifact
+from pgolf.tools.plan.flops import check_pass, count_flops
+from pgolf.tools.plan.memory import saved_activation_bytes
+from pgolf.tools.plan.report import calibrate
+from pgolf.tools.presets import get_preset
 
 
 def _meta(cfg):
@@ -156,8 +156,8 @@ def test_plan_command_prints_json_and_exits_1_over_a_cap(capsys):
 def test_steps_follow_the_wall_clock_share_of_the_loop(debug_cfg):
     """The loop switches on at a fraction of the wall clock: half of 60 s at 10 ms and half at
     20 ms is 3,000 + 1,500 steps, not 60 s over the mean step time."""
-    from pgolf.plan.evaltime import Rates
-    from pgolf.plan.report import StepTimes
+    from pgolf.tools.plan.evaltime import Rates
+    from pgolf.tools.plan.report import StepTimes
 
     cfg = debug_cfg(**{"train.loop_from_frac": "0.5", "train.max_wallclock_seconds": "60",
                        "train.iterations": "100000"})  # fmt: skip
@@ -169,7 +169,7 @@ def test_steps_follow_the_wall_clock_share_of_the_loop(debug_cfg):
 def test_global_sgd_pieces_are_counted_from_the_documents():
     """Documents of 100, 30 and 300 tokens at seq 64: pieces 64+36, 30, 64x4+44 (the third never
     crosses into a fourth document); 32 pieces a step pad to the longest."""
-    from pgolf.plan.evaltime import Rates, project_eval
+    from pgolf.tools.plan.evaltime import Rates, project_eval
     from pgolf.vocab import BOS_ID
 
     lengths = [100, 30, 300, 50]
@@ -217,7 +217,7 @@ def test_the_mixer_after_lora_is_costed_on_every_rank_over_the_whole_stream():
     """The windows path splits the mixer's host loop over ranks; after LoRA every rank mixes the whole
     stream in order, so 8 ranks cost it 8x what they do with windows."""
     from pgolf.eval.mixture import HOST_SECONDS_AT_2M
-    from pgolf.plan.evaltime import Rates, project_eval
+    from pgolf.tools.plan.evaltime import Rates, project_eval
 
     flops = count_flops(_meta(get_preset("debug")), 64)
     n = 2_000_000
@@ -246,7 +246,7 @@ def test_lora_steps_are_the_ones_lora_ttt_runs(monkeypatch, warm):
     import numpy as np
 
     from pgolf.eval.lora import ChunkBatches, iterations, lora_ttt
-    from pgolf.plan.evaltime import mean_document
+    from pgolf.tools.plan.evaltime import mean_document
     from pgolf.vocab import BOS_ID
 
     g = np.random.default_rng(0)
@@ -272,8 +272,8 @@ def test_lora_steps_are_the_ones_lora_ttt_runs(monkeypatch, warm):
 def test_the_evaluation_is_projected_for_every_known_export_without_its_data():
     """No local data: the stream's length comes from the export's known figure (the frontier's CaseOps
     SP8192 set is 47,851,520 tokens, not SP1024's 62M); an unknown export says it is not projected."""
-    from pgolf.plan.evaltime import contest_val_tokens
-    from pgolf.plan.report import make_plan
+    from pgolf.tools.plan.evaltime import contest_val_tokens
+    from pgolf.tools.plan.report import make_plan
 
     assert contest_val_tokens(get_preset("frontier").data.dataset) == 47_851_520
     assert contest_val_tokens(get_preset("baseline").data.dataset) == 62_021_632

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from pgolf.cli import main
-from pgolf.preflight import projected_steps, sample_docs
+from pgolf.tools.cli import main
+from pgolf.tools.preflight import projected_steps, sample_docs
 
 
 def _preflight(capsys, *argv: str) -> tuple[int, dict]:

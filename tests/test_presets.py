@@ -12,8 +12,8 @@ from pgolf.model.params import count_parameters
 from pgolf.pack.bundle import code_account
 from pgolf.pack.format import PackSpec, encode
 from pgolf.pipeline import run
-from pgolf.presets import PRESETS, get_preset
 from pgolf.quant.export import quantize_state_dict
+from pgolf.tools.presets import PRESETS, get_preset
 from pgolf.tracks import get_track
 
 PUBLISHED_PARAMS = {"baseline": 17_059_912, "pr162": 22_368_841}  # seed-techniques §5.5, §15.1
@@ -132,7 +132,7 @@ def test_frontier_parameter_count_by_hand_and_its_projected_artifact():
     record's ~35.95M (sota-stack §2.2). Projected with pgolf's measured trained bits (3.41 per int6
     parameter, benchmarks/RESULTS.md) it fits 16 MB; the cap is tight (the record's 15.87 MB blob
     uses per-group lrzip, which pgolf does not have)."""
-    from pgolf.plan.artifact import project_artifact
+    from pgolf.tools.plan.artifact import project_artifact
 
     cfg = get_preset("frontier")
     block = 512 * 512 * 2 + 256 * 512 * 2 + 2048 * 512 * 2 + 2 * 512 + 2 * 512 + 8 + 8 * 12
@@ -144,7 +144,7 @@ def test_frontier_parameter_count_by_hand_and_its_projected_artifact():
 
 
 def test_the_demo_trains_cpu_best_on_the_demo_corpus_at_its_vocabulary(tmp_path):
-    from pgolf.demo import DEMO_PRESET, demo_config
+    from pgolf.tools.demo import DEMO_PRESET, demo_config
 
     cfg = demo_config(tmp_path, 60.0, {})
     assert DEMO_PRESET == cfg.preset == "cpu-best" and cfg.train.max_wallclock_seconds == 60.0

@@ -15,14 +15,14 @@ import pytest
 import torch
 from scipy import stats
 
-from pgolf.cli import main
 from pgolf.config.run import apply_overrides
 from pgolf.errors import PgolfError
-from pgolf.records.check import check, load_subject, rule_code, rule_val_leak
-from pgolf.records.folder import RecordInfo, make_record
-from pgolf.records.logs import load_scores, parse_log
-from pgolf.records.probes import causality_error, normalisation_error, sample_inputs
-from pgolf.records.stats import compare, seeds_needed, welch
+from pgolf.tools.cli import main
+from pgolf.tools.records.check import check, load_subject, rule_code, rule_val_leak
+from pgolf.tools.records.folder import RecordInfo, make_record
+from pgolf.tools.records.logs import load_scores, parse_log
+from pgolf.tools.records.probes import causality_error, normalisation_error, sample_inputs
+from pgolf.tools.records.stats import compare, seeds_needed, welch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -167,7 +167,7 @@ def test_a_good_record_passes_every_rule(good_record):
 def test_check_fails_each_broken_rule(good_record, tmp_path, data_root, monkeypatch):
     """Each case breaks one rule; the probes (the artifact's network and method, tested on their own
     below) are replaced by a pass here, since none of these cases touches an artifact's weights."""
-    import pgolf.records.check as check_module
+    import pgolf.tools.records.check as check_module
 
     def not_probed(subject):
         return check_module.Rule("score-first, causal, normalised evaluation", "pass", "not probed here")
@@ -285,8 +285,8 @@ def test_unofficial_scores_are_refused_and_other_tokenizers_compare_in_bpb(good_
         load_scores(tmp_path)
     assert parse_log("unofficial_int8_zlib_eval val_loss:1.00000000 val_bpb:0.50000000\n"
                      "final_x_exact val_loss:2.00000000 val_bpb:1.00000000\n").val_bpb == 1.0  # fmt: skip
-    from pgolf.records.commands import _compare
-    from pgolf.records.logs import RunScore
+    from pgolf.tools.records.commands import _compare
+    from pgolf.tools.records.logs import RunScore
 
     old = [RunScore("o", 2.0 + d, 1.20 + d) for d in (0.0, 0.01, 0.02)]  # SP1024-like ratio
     new = [RunScore("n", 2.5 + d, 1.10 + d) for d in (0.0, 0.01, 0.02)]  # a bigger vocabulary
@@ -313,7 +313,7 @@ def test_check_reruns_the_runs_own_method_and_catches_a_leak(debug_cfg, tmp_path
     from pgolf.eval.predict import ModelHead
     from pgolf.eval.sgd_ttt import SgdTTT
     from pgolf.pipeline import run
-    from pgolf.records.check import rule_probes
+    from pgolf.tools.records.check import rule_probes
 
     # the runs score only their first 8 validation documents (the probe re-runs the method on its
     # own synthetic stream, whatever the run scored)
@@ -350,8 +350,8 @@ def test_a_leak_prepended_to_a_training_shard_is_refused_and_found(good_record, 
     unseen and passed check. Training now refuses the shard (its manifest's count and sha256), and
     check fails it twice: by the manifest, and by the validation documents found in the tokens, the
     manifest gone too."""
-    from pgolf.data.docs import iter_docs
     from pgolf.data.shards import read_shard, write_shard
+    from pgolf.tools.data.docs import iter_docs
 
     folder, _ = good_record
     bad_root = tmp_path / "bad"
@@ -391,7 +391,7 @@ def test_a_leak_prepended_to_a_training_shard_is_refused_and_found(good_record, 
 def test_a_run_records_the_data_root_it_read(tmp_path, data_root, monkeypatch, capsys):
     """$PGOLF_DATA_ROOT is recorded in the run's config, made absolute, so check finds the data from
     anywhere; $PGOLF_DATA (the old name) is refused, not silently ignored."""
-    from pgolf.config.files import resolve
+    from pgolf.tools.config_files import resolve
 
     monkeypatch.delenv("PGOLF_DATA_ROOT", raising=False)
     monkeypatch.setenv("PGOLF_DATA", str(data_root))
@@ -482,7 +482,7 @@ def test_a_seed_run_moved_out_of_its_record_still_matches_its_code(good_record, 
 
 
 def test_the_normalisation_bound_covers_float32_rounding_at_the_vocabulary_size():
-    from pgolf.records.check import normalisation_bound
+    from pgolf.tools.records.check import normalisation_bound
 
     g = torch.Generator().manual_seed(0)
     for vocab in (17, 1024, 8192, 65_536):

@@ -222,7 +222,7 @@ def _stream(docs):
 
 
 def test_validation_documents_are_found_in_the_training_tokens(tmp_path, data_root):
-    from pgolf.data.docs import MIN_DOC_TOKENS, val_docs_in_train
+    from pgolf.tools.data.docs import MIN_DOC_TOKENS, val_docs_in_train
 
     rng = np.random.default_rng(0)
     long = [list(rng.integers(4, 900, size=n)) for n in (40, 300, 64, 500)]

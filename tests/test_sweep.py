@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from pgolf.cli import main
-from pgolf.config.files import resolve
 from pgolf.errors import ConfigError
-from pgolf.sweep import follow, judge
-from pgolf.sweepfile import load_spec, trial_overrides
+from pgolf.tools.cli import main
+from pgolf.tools.config_files import resolve
+from pgolf.tools.sweep import follow, judge
+from pgolf.tools.sweepfile import load_spec, trial_overrides
 
 pytest.importorskip("optuna")
 
@@ -112,7 +112,7 @@ final_seeds = [2]
     assert best.eval.batch_tokens == 2048 and best.data.root == ""  # fixed kept, data left out
     assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0  # resumes: one trial more
     assert len(list((out / "trials").iterdir())) == 2
-    from pgolf.sweep import open_study
+    from pgolf.tools.sweep import open_study
 
     first, second = open_study(out, create=False).trials
     assert first.params != second.params  # the resumed sampler draws anew, not trial 0's point again
@@ -125,8 +125,8 @@ final_seeds = [2]
 def test_the_pruner_sees_every_run_on_one_grid_of_training_seconds():
     """Validations at 40, 100, 170 and 280 s of a 300 s run: reported every 15 s, each point holding
     the last value known then; nothing from the last tenth."""
-    from pgolf.sweep import _reporter
-    from pgolf.sweepfile import Param, SweepSpec
+    from pgolf.tools.sweep import _reporter
+    from pgolf.tools.sweepfile import Param, SweepSpec
 
     class Trial:
         def __init__(self):

@@ -15,9 +15,9 @@ from pgolf.dist import DistInfo
 from pgolf.errors import CheckpointError, ConfigError, DataError, ShardError
 from pgolf.pack.format import read_artifact
 from pgolf.pipeline import run
-from pgolf.presets import PRESETS, get_preset
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
 from pgolf.runlog import RunLog
+from pgolf.tools.presets import PRESETS, get_preset
 from pgolf.train.checkpoint import CHECKPOINT_NAME
 from pgolf.train.clock import STOP_MARGIN, StopRule, TrainClock
 from pgolf.train.trainer import Trainer
@@ -298,7 +298,7 @@ def test_a_finished_run_is_never_replaced_silently(debug_cfg, tmp_path):
 def test_a_run_that_cannot_be_on_track_is_refused_before_its_first_step(data_root, tmp_path, capsys):
     """What is knowable before training (the configured cap, the projected bytes) is judged first: the
     run is refused with the reason, or runs with --off-track, which the log says at its top."""
-    from pgolf.cli import main
+    from pgolf.tools.cli import main
 
     args = ["train", "--preset", "debug", "--data.root", str(data_root), "--track", "cpu-5min-2mb",
             "--train.max_wallclock_seconds", "400", "--train.iterations", "2",
@@ -375,7 +375,7 @@ def test_two_gloo_processes_match_one(data_root, tmp_path):
 
 FAILING_RANK = """
 import sys
-from pgolf import cli
+from pgolf.tools import cli
 from pgolf.train import trainer
 
 step = trainer.Trainer.train_step
@@ -492,7 +492,7 @@ def test_qat_and_gptq_end_to_end(debug_cfg, tmp_path):
     """QAT switches on at its fraction; GPTQ calibrates on training batches (logged on the training
     clock) and its codes, not round-to-nearest's, are what the artifact holds and the round trip scores."""
     from pgolf.eval.artifact import evaluate_artifact
-    from pgolf.packtool import load_run
+    from pgolf.tools.packtool import load_run
 
     cfg = debug_cfg(**{
         "train.iterations": "12", "quant.matrix": "int6", "quant.mlp": "int5", "quant.clip": "sdclip",
@@ -510,7 +510,7 @@ def test_qat_and_gptq_end_to_end(debug_cfg, tmp_path):
     assert evaluate_artifact(r.artifact_path).score.result == r.roundtrip
     assert r.score.label == "int6-int5-int8_auto"
     # a GPTQ re-pack counts its own calibration in place of the run's, never both
-    from pgolf.packtool import repack
+    from pgolf.tools.packtool import repack
 
     weights = load_run(tmp_path).meta
     assert 0 < weights["calibration_seconds"] < weights["train_seconds"]

@@ -53,7 +53,7 @@ def resolve(name: str) -> RunConfig:
 
 
 def _resolve(name: str, _depth: int = 0) -> RunConfig:
-    from pgolf.presets import get_preset
+    from pgolf.tools.presets import get_preset
 
     if not is_config_file(name):
         return get_preset(name)

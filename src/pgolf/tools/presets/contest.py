@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgolf.config import EvalConfig, ModelConfig, OptimConfig, QuantConfig, RunConfig, TrainConfig
-from pgolf.presets.registry import DEMO_DATA, preset
+from pgolf.tools.presets.registry import DEMO_DATA, preset
 
 
 @preset("baseline")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgolf.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, QuantConfig, RunConfig, TrainConfig
-from pgolf.presets.records import BEST_PACK, swapp_xsa_swiglu_cpu
-from pgolf.presets.registry import preset
+from pgolf.tools.presets.records import BEST_PACK, swapp_xsa_swiglu_cpu
+from pgolf.tools.presets.registry import preset
 
 _CASEOPS = "lossless_caps_caseops_v1_reserved"
 

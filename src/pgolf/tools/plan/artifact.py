@@ -26,11 +26,11 @@ import math
 import torch
 
 from pgolf.config.run import RunConfig
-from pgolf.estimate import Estimate, estimate
 from pgolf.model.gpt import GPT
 from pgolf.pack.bundle import code_account
 from pgolf.quant.grid import GridSpec
 from pgolf.quant.policy import grid_spec, tensor_format
+from pgolf.tools.estimate import Estimate, estimate
 from pgolf.tracks import get_track
 
 INT8_CONTEST_BITS = 8 * (15_815_847 - 4 * 20_552) / 17_039_360

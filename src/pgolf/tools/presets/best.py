@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgolf.config import RunConfig
-from pgolf.presets.frontier import frontier, frontier_cpu
-from pgolf.presets.registry import demo_data, preset
+from pgolf.tools.presets.frontier import frontier, frontier_cpu
+from pgolf.tools.presets.registry import demo_data, preset
 
 
 @preset("best")

@@ -20,9 +20,9 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-from pgolf.data.build import BuiltDataset, build_dataset, layout
 from pgolf.data.manifest import load_manifest
 from pgolf.errors import DataError
+from pgolf.tools.data.build import BuiltDataset, build_dataset, layout
 
 MIN_CHARS = 400
 """Modules with less prose than this are skipped (mostly tiny ``__init__`` files)."""

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from pgolf.config.run import RunConfig, apply_overrides
-from pgolf.data.stdlib_corpus import build_demo_dataset
 from pgolf.pipeline import run
-from pgolf.plot import plot_loss_curve
-from pgolf.presets import demo_data, get_preset
-from pgolf.summary import run_summary
+from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+from pgolf.tools.plot import plot_loss_curve
+from pgolf.tools.presets import demo_data, get_preset
+from pgolf.tools.summary import run_summary
 from pgolf.train.result import RunResult
 
 DEMO_SECONDS = 120.0

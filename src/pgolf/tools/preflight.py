@@ -33,9 +33,9 @@ from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.score import LUMP_PHASES, EvalClock
 from pgolf.pack.bundle import code_account
 from pgolf.pipeline import ARTIFACT_NAME, artifact_meta, claim, export_model
-from pgolf.plan.artifact import off_track_before, projected_model_bytes
 from pgolf.quant.qat import enable_qat
 from pgolf.runlog import RunLog
+from pgolf.tools.plan.artifact import off_track_before, projected_model_bytes
 from pgolf.tracks import get_track
 from pgolf.train.calibration import calibrate
 from pgolf.train.clock import STOP_MARGIN, TrainClock

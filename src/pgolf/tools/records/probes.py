@@ -11,7 +11,7 @@ tolerance it was.
   TTT, phases, experts, tilt) on a synthetic stream, its score-first ledger checked, then each
   document's middle token changed (to another token, and to a BOS) and every score before it
   compared. It runs in any number of processes (each rank's scores gathered): ``python -m
-  pgolf.records.probes ARTIFACT OUT.json`` under ``torchrun`` is how ``pgolf check`` runs it in two,
+  pgolf.tools.records.probes ARTIFACT OUT.json`` under ``torchrun`` is how ``pgolf check`` runs it in two,
   where the way targets and adaptive state are dealt to ranks could let a later token in.
 """
 
@@ -189,7 +189,7 @@ def method_causality_in_processes(artifact: Path, world: int = 2, timeout_s: flo
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
-               "-m", "pgolf.records.probes", str(artifact), str(out)]  # fmt: skip
+               "-m", "pgolf.tools.records.probes", str(artifact), str(out)]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -202,7 +202,7 @@ def method_causality_in_processes(artifact: Path, world: int = 2, timeout_s: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pgolf.records.probes ARTIFACT OUT.json`` (under torchrun: every rank runs the
+    """``python -m pgolf.tools.records.probes ARTIFACT OUT.json`` (under torchrun: every rank runs the
     method probe on the artifact, CPU and gloo; rank 0 writes ``method_causality_error``'s result)."""
     import json
     import sys

@@ -30,11 +30,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pgolf.config.files import as_flag, resolve, write_config_file
 from pgolf.config.run import apply_overrides
 from pgolf.errors import ConfigError
 from pgolf.fileio import write_json_atomic
-from pgolf.sweepfile import SweepSpec, trial_overrides
+from pgolf.tools.config_files import as_flag, resolve, write_config_file
+from pgolf.tools.sweepfile import SweepSpec, trial_overrides
 
 STUDY = "pgolf"
 """Every sweep folder holds one study of this name."""
@@ -105,7 +105,7 @@ def judge(result: dict, screening: bool) -> list[str]:
 def preflight(spec: SweepSpec, params: dict[str, Any]) -> str | None:
     """Why a trial cannot fit its track's byte cap, found before running it (``pgolf plan``'s artifact
     projection, 5% of slack for its error), or None."""
-    from pgolf.plan.artifact import project_artifact
+    from pgolf.tools.plan.artifact import project_artifact
     from pgolf.tracks import get_track
 
     cfg = apply_overrides(resolve(spec.base), trial_overrides(spec, params, spec.seeds[0]))

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pgolf import __version__
-from pgolf.config.files import resolve
-from pgolf.config.overrides import field_docs
 from pgolf.config.run import all_fields, apply_overrides, format_config
-from pgolf.data import commands as data_commands
 from pgolf.errors import ConfigError, Interrupted, PgolfError
+from pgolf.tools.config_files import resolve
+from pgolf.tools.data import commands as data_commands
+from pgolf.tools.overrides import field_docs
 
 
 def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
@@ -156,14 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preflight(sub)
     _add_sweep(sub)
     _add_config(sub)
-    from pgolf.records.commands import add_parsers
+    from pgolf.tools.records.commands import add_parsers
 
     add_parsers(sub, add_overrides)
     return p
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pgolf.demo import DEMO_PRESET, DEMO_SECONDS, run_demo
+    from pgolf.tools.demo import DEMO_PRESET, DEMO_SECONDS, run_demo
 
     result = run_demo(
         data_root=args.data_root,
@@ -178,11 +178,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from pgolf import dist
     from pgolf.pipeline import run
-    from pgolf.summary import run_summary
+    from pgolf.tools.summary import run_summary
 
     name = str(args.config) if args.config else args.preset
     cfg = apply_overrides(resolve(name), collect_overrides(args))
-    from pgolf.plan.artifact import off_track_before
+    from pgolf.tools.plan.artifact import off_track_before
 
     reasons = off_track_before(cfg)
     if reasons and not args.off_track:
@@ -264,7 +264,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from pgolf import packtool
+    from pgolf.tools import packtool
 
     overrides = collect_overrides(args)
     if args.fit:
@@ -320,7 +320,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pgolf.pack.meta import ArtifactMeta
     from pgolf.pack.size import SizeReport
-    from pgolf.packtool import inspect_rows
+    from pgolf.tools.packtool import inspect_rows
     from pgolf.tracks import get_track
 
     rows, sections, raw_meta = inspect_rows(args.artifact)
@@ -346,7 +346,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from pgolf.presets import PRESETS
+    from pgolf.tools.presets import PRESETS
 
     if args.config_command == "list":
         for name, fn in PRESETS.items():
@@ -354,7 +354,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
     if args.save:
-        from pgolf.config.files import write_config_file
+        from pgolf.tools.config_files import write_config_file
 
         diff = write_config_file(cfg, args.save, args.preset)
         print(f"wrote {args.save}: {args.preset} + {len(diff)} override(s)")
@@ -362,7 +362,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    from pgolf.estimate import estimate
+    from pgolf.tools.estimate import estimate
 
     print(format_config(cfg))
     print(f"\n# estimate on track {cfg.track} (before training)")
@@ -373,7 +373,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Exit 0 when every projection is inside its cap, 1 when one is not."""
     from pgolf.errors import DataError
-    from pgolf.plan.report import make_plan
+    from pgolf.tools.plan.report import make_plan
 
     cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
     tokens = None
@@ -392,8 +392,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from pgolf import sweep
-    from pgolf.sweepfile import load_spec
+    from pgolf.tools import sweep
+    from pgolf.tools.sweepfile import load_spec
 
     if args.sweep_command == "show":
         print("\n".join(sweep.show(args.out)))
@@ -411,7 +411,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_records(args: argparse.Namespace) -> int:
-    from pgolf.records import commands
+    from pgolf.tools.records import commands
 
     if args.command == "record":
         cfg = apply_overrides(resolve(args.preset), collect_overrides(args)) if args.preset else None
@@ -425,7 +425,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     from pgolf import dist
     from pgolf.fileio import write_json_atomic
-    from pgolf.preflight import run_preflight, scratch_dir
+    from pgolf.tools.preflight import run_preflight, scratch_dir
 
     cfg = apply_overrides(resolve(args.preset), collect_overrides(args))
     with dist.closing():

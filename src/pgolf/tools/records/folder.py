@@ -30,8 +30,8 @@ from pgolf.data.paths import data_root
 from pgolf.errors import PgolfError
 from pgolf.fileio import write_bytes_atomic, write_json_atomic
 from pgolf.pack.bundle import build_bundle
-from pgolf.records.check import Rule, check
-from pgolf.records.logs import RunScore, from_result
+from pgolf.tools.records.check import Rule, check
+from pgolf.tools.records.logs import RunScore, from_result
 from pgolf.tracks import get_track
 
 
@@ -112,7 +112,7 @@ def made_with(cfg: RunConfig, seeds: list[int], name: str) -> str:
     """The ``pgolf record`` command of this record: its preset, then every field where the runs'
     config differs from the preset's, as flags (the seed and the data root aside: each run's SEED and
     the machine's data are not the recipe)."""
-    from pgolf.config.files import as_flag, differences, resolve
+    from pgolf.tools.config_files import as_flag, differences, resolve
     from pgolf.errors import ConfigError
 
     command = f"pgolf record --preset {shlex.quote(cfg.preset)}"

@@ -34,7 +34,7 @@ from pgolf.config.run import RunConfig
 from pgolf.methods import used
 from pgolf.methods.base import CostInputs
 from pgolf.methods.windows import Window, plain_windows, plan_windows, sliding_windows
-from pgolf.plan.flops import Flops
+from pgolf.tools.plan.flops import Flops
 
 CONTEST_VAL_TOKENS = {
     "fineweb10B_sp1024": 62_021_632,

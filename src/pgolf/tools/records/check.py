@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from pgolf.config.run import config_from_dict
-from pgolf.data.docs import MIN_DOC_TOKENS, val_docs_in_train
+from pgolf.tools.data.docs import MIN_DOC_TOKENS, val_docs_in_train
 from pgolf.errors import PgolfError
 from pgolf.pack.bundle import file_digest
-from pgolf.records.logs import config_digest
+from pgolf.tools.records.logs import config_digest
 from pgolf.tracks import get_track
 
 PROBE_TOL = 1e-6
@@ -118,7 +118,7 @@ def _log_of(subject: Subject, seed: Seed) -> Path:
 
 def rule_logs(subject: Subject) -> Rule:
     """The reported numbers are the ones the run printed (score to the log's 8 decimals, bytes)."""
-    from pgolf.records.logs import parse_log
+    from pgolf.tools.records.logs import parse_log
 
     name, problems, seen = "results agree with the logs", [], 0
     for s in subject.seeds:
@@ -214,7 +214,7 @@ def rule_probes(subject: Subject) -> Rule:
     from pgolf.eval.artifact import load_artifact
     from pgolf.eval.ledger import ScoreOrderError
     from pgolf.eval.predict import ModelPredictor
-    from pgolf.records.probes import (
+    from pgolf.tools.records.probes import (
         causality_error,
         method_causality_error,
         method_causality_in_processes,
@@ -369,7 +369,7 @@ def _baked_seeds(cfg) -> list[int]:
     """The seeds a run's bundle may have baked: its own, else its preset's or the default (a record's
     runs are the one bundle with ``SEED`` set)."""
     from pgolf.config.train import TrainConfig
-    from pgolf.presets import PRESETS
+    from pgolf.tools.presets import PRESETS
 
     preset = PRESETS[cfg.preset]().train.seed if cfg.preset in PRESETS else None
     return list(dict.fromkeys(s for s in (cfg.train.seed, preset, TrainConfig().seed) if s is not None))

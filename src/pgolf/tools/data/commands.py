@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "build":
-        from pgolf.data.build import build_dataset, iter_input_documents
+        from pgolf.tools.data.build import build_dataset, iter_input_documents
 
         built = build_dataset(
             iter_input_documents(args.input),
@@ -64,11 +64,11 @@ def cmd_data(args: argparse.Namespace) -> int:
             selection=args.selection,
         )
     elif args.data_command == "demo":
-        from pgolf.data.stdlib_corpus import build_demo_dataset
+        from pgolf.tools.data.stdlib_corpus import build_demo_dataset
 
         built = build_demo_dataset(args.out, vocab_size=args.vocab, force=args.force)
     else:
-        from pgolf.data.fineweb import Source, fetch_fineweb
+        from pgolf.tools.data.fineweb import Source, fetch_fineweb
 
         r = fetch_fineweb(
             args.variant, args.train_shards, args.out, source=Source(args.repo, args.prefix),

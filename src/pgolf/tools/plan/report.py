@@ -24,16 +24,16 @@ from pgolf.methods.windows import window_flops
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers
-from pgolf.plan.artifact import project_artifact
-from pgolf.plan.evaltime import (
+from pgolf.tools.plan.artifact import project_artifact
+from pgolf.tools.plan.evaltime import (
     EvalProjection,
     Rates,
     contest_val_tokens,
     project_eval,
     windows_of,
 )
-from pgolf.plan.flops import Check, Flops, check_pass, count_flops
-from pgolf.plan.hardware import (
+from pgolf.tools.plan.flops import Check, Flops, check_pass, count_flops
+from pgolf.tools.plan.hardware import (
     CHECK_POINTS,
     EVAL_POINTS,
     GPU_RESERVED,
@@ -44,8 +44,8 @@ from pgolf.plan.hardware import (
     get_hardware,
     track_hardware,
 )
-from pgolf.plan.memory import Memory, plan_memory
-from pgolf.presets import get_preset
+from pgolf.tools.plan.memory import Memory, plan_memory
+from pgolf.tools.presets import get_preset
 from pgolf.tracks import get_track
 from pgolf.train.schedule import muon_momentum
 

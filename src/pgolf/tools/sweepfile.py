@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgolf.config.files import as_flag, is_config_file, resolve
 from pgolf.config.run import all_fields, apply_overrides, field_kind
 from pgolf.errors import ConfigError
+from pgolf.tools.config_files import as_flag, is_config_file, resolve
 
 PRUNERS = ("median", "halving", "none")
 

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pgolf.data.align import Pieces, token_bytes
-from pgolf.data.caseops import CASEOPS_VERSION, OPERATORS, encode_with_bytes
-from pgolf.data.caseops import encode as caseops_encode
 from pgolf.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from pgolf.data.shards import write_shard
 from pgolf.data.sidecar import SIDECAR_PREFIX
 from pgolf.errors import DataBuildError
 from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
+from pgolf.tools.data.align import Pieces, token_bytes
+from pgolf.tools.data.caseops import CASEOPS_VERSION, OPERATORS, encode_with_bytes
+from pgolf.tools.data.caseops import encode as caseops_encode
 from pgolf.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SELECTION_RULES = {

@@ -7,8 +7,8 @@ demo``), so they run anywhere. Each family imports the one before it, so presets
 ``pgolf config list`` lists them) in that order.
 """
 
-from pgolf.presets import best, contest, frontier, records
-from pgolf.presets.registry import DEMO_DATA, PRESETS, demo_data, get_preset, preset
+from pgolf.tools.presets import best, contest, frontier, records
+from pgolf.tools.presets.registry import DEMO_DATA, PRESETS, demo_data, get_preset, preset
 
 FAMILIES = (contest, records, frontier, best)
 """The preset modules, in the order they register."""

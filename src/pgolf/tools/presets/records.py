@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgolf.config import ModelConfig, OptimConfig, PackConfig, QuantConfig, RunConfig, TrainConfig
-from pgolf.presets.contest import baseline_cpu
-from pgolf.presets.registry import preset
+from pgolf.tools.presets.contest import baseline_cpu
+from pgolf.tools.presets.registry import preset
 
 _FRONTIER_QUANT = QuantConfig(matrix="int6", clip="sdclip", gptq=True, gptq_reserve_seconds=8.0)
 BEST_PACK = PackConfig(compressor="auto", transform="auto")

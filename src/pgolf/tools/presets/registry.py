@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pgolf.config import DataConfig, RunConfig
-from pgolf.data.build import layout
-from pgolf.data.stdlib_corpus import DEMO_NAME
 from pgolf.errors import ConfigError
+from pgolf.tools.data.build import layout
+from pgolf.tools.data.stdlib_corpus import DEMO_NAME
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {}
 

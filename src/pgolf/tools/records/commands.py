@@ -58,7 +58,7 @@ def _comparison(against: Path | None):
 
 
 def cmd_record(args: argparse.Namespace, cfg) -> int:
-    from pgolf.records.folder import RecordInfo, finalize_record, make_record
+    from pgolf.tools.records.folder import RecordInfo, finalize_record, make_record
 
     if args.finalize is not None:
         sub = args.finalize / "submission.json"
@@ -84,8 +84,8 @@ def cmd_record(args: argparse.Namespace, cfg) -> int:
 
 
 def _compare_lines(a: Path, new_scores, rule: str) -> list[str]:
-    from pgolf.records.logs import load_scores
-    from pgolf.records.stats import RULES, admissible
+    from pgolf.tools.records.logs import load_scores
+    from pgolf.tools.records.stats import RULES, admissible
 
     old, notes = admissible(load_scores(a), "A")
     margin, alpha = RULES[rule]
@@ -95,7 +95,7 @@ def _compare_lines(a: Path, new_scores, rule: str) -> list[str]:
 
 def _compare(old, new, margin: float, alpha: float):
     """Welch in nats and bpb; the verdict is bpb's when the sides tokenize differently."""
-    from pgolf.records.stats import compare, same_tokenizer
+    from pgolf.tools.records.stats import compare, same_tokenizer
 
     pairs = [[(s.val_loss, s.val_bpb) for s in side] for side in (old, new)]
     return compare(*pairs, margin_nats=margin, alpha=alpha, same_tokens=same_tokenizer(*pairs))
@@ -104,8 +104,8 @@ def _compare(old, new, margin: float, alpha: float):
 def cmd_compare(args: argparse.Namespace) -> int:
     """Screened sides (``stats.admissible``: off-track runs left out and said so; repeated seeds or
     artifacts, and mixed configurations without --mixed-configs, refused), then Welch."""
-    from pgolf.records.logs import load_scores
-    from pgolf.records.stats import RULES, admissible, check_sides
+    from pgolf.tools.records.logs import load_scores
+    from pgolf.tools.records.stats import RULES, admissible, check_sides
 
     old, old_notes = admissible(load_scores(args.a), "A", mixed_configs=args.mixed_configs)
     new, new_notes = admissible(load_scores(args.b), "B", mixed_configs=args.mixed_configs)
@@ -135,7 +135,7 @@ def _print_rules(rules) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pgolf.records.check import check
+    from pgolf.tools.records.check import check
 
     rules = check(args.path)
     if args.json:
@@ -175,7 +175,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from pgolf.plot import plot_runs
+    from pgolf.tools.plot import plot_runs
 
     print(plot_runs(args.runs, args.out))
     return 0

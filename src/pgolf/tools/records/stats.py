@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from pgolf.errors import PgolfError
-from pgolf.records.logs import RunScore
+from pgolf.tools.records.logs import RunScore
 
 RULES = {"readme": (0.005, 0.01), "practice": (0.0, 0.25)}
 """name -> (margin in nats, alpha)."""

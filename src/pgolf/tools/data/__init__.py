@@ -1,0 +1,1 @@
+"""Data builders and inspectors (tooling): the runtime readers stay in ``pgolf.data``."""
