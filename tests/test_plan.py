@@ -139,10 +139,12 @@ def test_plan_command_prints_json_and_exits_1_over_a_cap(capsys):
     assert out["hardware"] == "cpu" and out["eval"]["val_tokens"] == 5000 and not out["problems"]
     small = ["--model.num_layers", "1", "--model.model_dim", "64", "--train.seq_len", "128"]
     over = {
-        "artifact projected": ["baseline-cpu", "--model.num_layers", "8", "--val-tokens", "5000"],
+        "projected: artifact + code is": ["baseline-cpu", "--model.num_layers", "8", "--val-tokens", "5000"],
         "does not fit the training cap": ["baseline-cpu", *small, "--train.max_wallclock_seconds", "0.001",
                                           "--val-tokens", "5000"],
-        "evaluation projected": ["baseline-cpu", *small, "--val-tokens", "60000000"],
+        "projected: evaluation took": ["baseline-cpu", *small, "--val-tokens", "60000000"],
+        "seconds=0 is not within": ["baseline-cpu", *small, "--train.max_wallclock_seconds", "0",
+                                    "--val-tokens", "5000"],
         "peak memory": ["debug", "--hardware", "1xH100", "--train.microbatches", "1",
                         "--train.batch_tokens", str(2**21), "--model.vocab_size", "4096"],
     }  # fmt: skip

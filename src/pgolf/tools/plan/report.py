@@ -339,24 +339,21 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
 
 
 def _judge(plan: Plan, cfg: RunConfig) -> None:
+    """The plan's problems: the track's verdict (``Track.judge``) on the configured training cap and on
+    the projected bytes and evaluation time, as ``pgolf train`` judges the run; then the memory and
+    the steps."""
     track, tc = get_track(cfg.track), cfg.train
     p = plan.problems
-    if plan.cap_bytes and plan.artifact_projected + plan.code_bytes > plan.cap_bytes:
-        p.append(f"artifact projected at {plan.artifact_projected + plan.code_bytes:,} bytes, over the "
-                 f"{plan.cap_bytes:,} cap")  # fmt: skip
-    elif plan.cap_bytes and plan.artifact_upper + plan.code_bytes > plan.cap_bytes:
+    p += track.judge(train_cap_seconds=tc.max_wallclock_seconds)
+    over_bytes = track.judge(total_bytes=plan.artifact_projected + plan.code_bytes)
+    seconds = plan.evaluation.seconds if plan.evaluation else None
+    p += [f"projected: {r}" for r in over_bytes + track.judge(eval_seconds=seconds)]
+    if not over_bytes and track.judge(total_bytes=plan.artifact_upper + plan.code_bytes):
         plan.notes.append("the artifact's upper bound is over the cap: only compression keeps it inside")
     usable = plan.hardware.memory_bytes - (GPU_RESERVED if plan.hardware.is_gpu else 0)
     if plan.hardware.memory_bytes and plan.memory.total > usable:
         p.append(f"peak memory {plan.memory.total / 2**30:,.1f} GiB per device, over the "
                  f"{usable / 2**30:,.1f} GiB usable (raise train.microbatches)")  # fmt: skip
-    if plan.evaluation and plan.eval_cap and plan.evaluation.seconds > plan.eval_cap:
-        p.append(
-            f"evaluation projected at {plan.evaluation.seconds:,.0f} s, over the {plan.eval_cap:g} s cap"
-        )
-    if track.train_seconds and tc.max_wallclock_seconds > track.train_seconds:
-        p.append(f"train.max_wallclock_seconds={tc.max_wallclock_seconds:g} is over the track's "
-                 f"{track.train_seconds:g} s")  # fmt: skip
     if plan.steps < 1:
         p.append(f"a step ({plan.step_ms:,.0f} ms) does not fit the training cap")
     elif tc.max_wallclock_seconds and not cfg.optim.warmdown_frac and plan.steps < cfg.optim.warmdown_iters:
