@@ -16,7 +16,7 @@ cap the schedule follows the steps alone and no decision reads the time.
 The cap is strict, as the contest's reviewers enforced it (runs that ended at 601-602 s of a 600 s
 cap were called out; sota-stack §3.2): a step is started only if ``STOP_MARGIN`` times the larger
 of the mean and the last step time still fits before the cap. A step that is slower than that
-still overshoots, and the run is then judged off track (``tracks.Track.judge_train``), never hidden.
+still overshoots, and the run is then judged off track (``tracks.Track.judge``), never hidden.
 """
 
 from __future__ import annotations
