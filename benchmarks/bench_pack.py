@@ -19,7 +19,7 @@ import numpy as np
 
 from pgolf.pack.codec import CODECS
 from pgolf.quant.export import quantize_state_dict
-from pgolf.tools.packtool import load_run, repack, with_policy
+from pgolf.tools.packtool import load_run, model_roles, repack, with_policy
 
 BEST = {"pack.compressor": "auto", "pack.transform": "auto"}
 FISHER = {"quant.alloc": "fisher", "quant.matrix": "int8", "quant.embed": "int8", "quant.gptq": "true",
@@ -58,7 +58,7 @@ def bitpacking(run_dir: Path) -> list[dict]:
     rows = []
     for fmt, bits in (("int6", 6), ("int5", 5)):
         cfg = with_policy(run.config, {"quant.matrix": fmt, "quant.embed": fmt, "quant.clip": "sdclip"})
-        entries, _ = quantize_state_dict(run.state, cfg.quant)
+        entries, _ = quantize_state_dict(run.state, model_roles(cfg.model), cfg.quant)
         codes = np.concatenate([e.data.numpy().ravel() for e in entries.values() if e.fmt == fmt])
         container, packed = codes.astype(np.int8).tobytes(), bitpack(codes, bits)
         for name, codec in CODECS.items():

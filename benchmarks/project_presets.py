@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pgolf.config.run import apply_overrides
 from pgolf.model.gpt import GPT
+from pgolf.model.params import param_roles
 from pgolf.pack.bundle import code_account
 from pgolf.quant.policy import tensor_format
 from pgolf.tools.packtool import TRAINING_ONLY, inspect_rows, repack
@@ -78,8 +79,10 @@ def project(run_dir: Path, name: str, policy: str, tmp: Path) -> dict:
         params[t["format"]] += t["params"]
     rate = {f: bits[f] / params[f] for f in bits}
     counts = defaultdict(int)
-    for k, v in GPT(cfg.model).state_dict().items():
-        counts[tensor_format(k, v, cfg.quant)] += v.numel()
+    model = GPT(cfg.model)
+    roles = param_roles(model)
+    for k, v in model.state_dict().items():
+        counts[tensor_format(k, v, roles[k], cfg.quant)] += v.numel()
     meta = next(s["stored_bytes"] for s in sections if s["section"] == "meta")
     model = sum(n * rate.get(f, RAW_BITS.get(f, 8.0)) / 8 for f, n in counts.items()) + 4 * meta
     total = model + code_account(cfg).bytes

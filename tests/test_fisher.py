@@ -11,6 +11,7 @@ from pgolf.config.model import ModelConfig
 from pgolf.config.quant import QuantConfig
 from pgolf.errors import ConfigError
 from pgolf.model.gpt import GPT
+from pgolf.model.params import param_roles
 from pgolf.quant.export import quantize_state_dict
 from pgolf.quant.fisher import collect_sensitivities, fisher_clips, predicted_gap
 from pgolf.quant.grid import GridSpec, dequantize
@@ -121,7 +122,8 @@ def test_fisher_export_uses_the_allocated_steps_and_falls_back_to_the_role_rule(
     cfg = QuantConfig(matrix="int8", embed="int8", alloc="fisher", fisher_step=0.02, keep_float_max_numel=100)
     x, y = torch.randint(0, 64, (2, 12)), torch.randint(0, 64, (2, 12))
     sens = collect_sensitivities(model, {"tok_emb.weight", "blocks.0.attn.c_q.weight"}, [(x, y)])
-    entries, stats = quantize_state_dict(state, cfg, sensitivities=sens, tokens=24)
+    roles = param_roles(model)
+    entries, stats = quantize_state_dict(state, roles, cfg, sensitivities=sens, tokens=24)
     assert stats.fisher_tensors == 2 and stats.fisher_predicted_gap > 0
     assert "fisher_tensors:2" in stats.summary()
     specs = {n: GridSpec("int8") for n in sens}
@@ -130,7 +132,9 @@ def test_fisher_export_uses_the_allocated_steps_and_falls_back_to_the_role_rule(
         assert torch.equal(entries[name].scale, (clip / 127).half())
         err = (dequantize(entries[name]).float() - state[name]).abs().amax(1)
         assert (err <= clip / 127 / 2 * 1.01 + 1e-6).all()
-    role, _ = quantize_state_dict(state, QuantConfig(matrix="int8", embed="int8", keep_float_max_numel=100))
+    role, _ = quantize_state_dict(
+        state, roles, QuantConfig(matrix="int8", embed="int8", keep_float_max_numel=100)
+    )
     assert torch.equal(entries["blocks.0.mlp.fc.weight"].scale, role["blocks.0.mlp.fc.weight"].scale)
     assert not torch.equal(entries["tok_emb.weight"].scale, role["tok_emb.weight"].scale)
 
@@ -150,7 +154,7 @@ def test_config_guards():
     assert QuantConfig(alloc="fisher", **int8).calibrates and QuantConfig(gptq=True).calibrates
     assert not QuantConfig().calibrates
     with pytest.raises(ValueError, match="needs the calibration's sensitivities"):
-        quantize_state_dict(_tiny().state_dict(), QuantConfig(alloc="fisher", **int8))
+        quantize_state_dict(_tiny().state_dict(), param_roles(_tiny()), QuantConfig(alloc="fisher", **int8))
 
 
 def test_every_embedding_table_gets_a_sensitivity_and_counts_by_its_own_index():

@@ -1,9 +1,17 @@
+import copy
+import dataclasses
+import io
+
 import pytest
 import torch
+from torch import nn
 
 from pgolf.config import ModelConfig
 from pgolf.model.gpt import GPT
 from pgolf.model.layers import apply_rotary, rotary_tables
+from pgolf.model.params import declare, param_roles
+from pgolf.optim import split_parameters
+from pgolf.tools.packtool import model_roles
 
 TINY = ModelConfig(vocab_size=64, num_layers=3, model_dim=32, num_heads=4, num_kv_heads=2)
 
@@ -80,3 +88,39 @@ def test_loss_is_softcapped_fp32_cross_entropy():
     z = logits.double()  # mean of -(z_y - log sum_v exp z_v), written out in float64
     manual = -(z.gather(-1, tgt[..., None])[..., 0] - z.exp().sum(-1).log()).mean()
     assert model(ids, tgt).item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def test_a_parameter_without_a_declared_role_is_an_error_not_a_guess():
+    """The attention gate is a 2-D ``weight`` in a block, the shape and place of a Muon matrix: were
+    roles guessed from names, a gate losing its rule would silently turn into a quantised matrix."""
+    model = GPT(TINY)
+    model.blocks[0].attn.extra = nn.Parameter(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match=r"parameter blocks\.0\.attn\.extra has no declared role"):
+        param_roles(model)
+    with pytest.raises(ValueError, match="has no declared role"):
+        split_parameters(model)
+    declare(model.blocks[0].attn, extra="control")
+    assert param_roles(model)["blocks.0.attn.extra"] == "control"
+    with pytest.raises(ValueError, match="each must be one of"):
+        declare(model, skip_weights="gate")
+
+
+def test_roles_survive_copies_moves_reloads_and_compile():
+    """Roles live on the owning modules, so every way the code copies or rebuilds a model keeps them,
+    including deepcopy and device moves that replace the Parameter objects."""
+    cfg = dataclasses.replace(TINY, attn_gate="output", tie_embeddings=False)
+    model = GPT(cfg)
+    want = param_roles(model)
+    assert want == model_roles(cfg)  # the meta-device build that weight-file readers use
+    assert want["blocks.0.attn.gate.weight"] == "control" and want["lm_head.weight"] == "head"
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    reloaded = GPT(cfg)
+    reloaded.load_state_dict(copy.deepcopy(model.state_dict()))
+    for other in (
+        copy.deepcopy(model), torch.load(buf, weights_only=False), reloaded, copy.deepcopy(model).to("meta"),
+        copy.deepcopy(model).to(torch.bfloat16), copy.deepcopy(model).to("meta").to_empty(device="cpu"),
+    ):  # fmt: skip
+        assert param_roles(other) == want
+    assert param_roles(torch.compile(model)) == {f"_orig_mod.{n}": r for n, r in want.items()}

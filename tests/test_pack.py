@@ -87,7 +87,8 @@ def test_quantised_state_round_trips_through_bytes(rows, cols, seed, codec, tran
     """quantize -> pack -> compress -> decompress -> unpack -> dequantize: codes exact, values exact."""
     g = torch.Generator().manual_seed(seed)
     state = {"w": torch.randn(rows, cols, generator=g) * 3, "v": torch.randn(cols, generator=g)}
-    entries, _ = quantize_state_dict(state, QuantConfig(keep_float_max_numel=10, matrix=fmt, clip="max"))
+    cfg = QuantConfig(keep_float_max_numel=10, matrix=fmt, clip="max")
+    entries, _ = quantize_state_dict(state, {"w": "matrix", "v": "control"}, cfg)
     back, _ = decode(encode(entries, {}, PackSpec(codec, 6, transform)))
     for name, e in entries.items():
         assert torch.equal(back[name].data, e.data) and back[name].fmt == e.fmt
@@ -98,7 +99,8 @@ def test_quantised_state_round_trips_through_bytes(rows, cols, seed, codec, tran
 def test_sections_group_by_format_and_auto_picks_the_smallest():
     torch.manual_seed(5)
     state = {"blocks.0.mlp.fc.weight": torch.randn(64, 256), "blocks.0.attn.c_q.weight": torch.randn(64, 256)}
-    entries, _ = quantize_state_dict(state, QuantConfig(keep_float_max_numel=0, matrix="int6", mlp="int5"))
+    cfg = QuantConfig(keep_float_max_numel=0, matrix="int6", mlp="int5")
+    entries, _ = quantize_state_dict(state, dict.fromkeys(state, "matrix"), cfg)
     data = encode(entries, {}, PackSpec("auto", 0, "auto"))
     sections = {s.name: s for s, _ in read_sections(data)}
     assert {"meta", "int6.codes", "int5.codes", "int6.scales.float16", "int5.scales.float16"} == set(sections)

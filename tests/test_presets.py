@@ -8,7 +8,8 @@ from pgolf.config.run import apply_overrides
 from pgolf.data.valset import load_validation
 from pgolf.eval.artifact import evaluate_artifact
 from pgolf.model.gpt import GPT
-from pgolf.model.params import count_parameters
+from pgolf.model.layers import Linear
+from pgolf.model.params import count_parameters, param_roles
 from pgolf.pack.bundle import code_account
 from pgolf.pack.format import PackSpec, encode
 from pgolf.pipeline import run
@@ -22,6 +23,27 @@ CPU_PRESETS = sorted(n for n, fn in PRESETS.items() if fn().track == "cpu-5min-2
 
 def cpu_twin(name: str) -> str:
     return "cpu-best" if name == "best" else f"{name}-cpu"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_parameter_of_every_preset_has_a_declared_role(name):
+    """``param_roles`` raises for a parameter declared nowhere; the declared roles follow the module
+    kinds: Linear weights are Muon matrices (the untied head excepted), embedding tables are embed,
+    and everything else (gains, mixes, the attention and smear gates, lane scalars, skips) is control."""
+    import torch
+    from torch import nn
+
+    with torch.device("meta"):
+        model = GPT(get_preset(name).model)
+    roles = param_roles(model)
+    assert list(roles) == [n for n, _ in model.named_parameters()]
+    for owner, module in model.named_modules():
+        for attr, _ in module.named_parameters(recurse=False):
+            if isinstance(module, Linear):
+                want = "head" if owner == "lm_head" else "matrix"
+            else:
+                want = "embed" if isinstance(module, nn.Embedding) else "control"
+            assert roles[f"{owner}.{attr}" if owner else attr] == want
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
@@ -40,7 +62,8 @@ def test_every_record_preset_has_a_cpu_twin():
 def test_cpu_presets_fit_the_cap_even_uncompressed(name):
     """int8 codes stored with zlib level 0 (one byte each whatever their values) plus the code."""
     cfg = get_preset(name)
-    entries, stats = quantize_state_dict(GPT(cfg.model).state_dict(), cfg.quant)
+    model = GPT(cfg.model)
+    entries, stats = quantize_state_dict(model.state_dict(), param_roles(model), cfg.quant)
     floats = stats.params["fp32"] + stats.params["fp16"]  # vectors and small projections
     assert floats < 0.02 * sum(stats.params.values())
     stored = len(encode(entries, {}, PackSpec("zlib", 0)))
@@ -118,7 +141,7 @@ def test_full_size_sdclip_presets_fit_16mb(name):
         for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0, 0.02)
-    entries, stats = quantize_state_dict(model.state_dict(), cfg.quant)
+    entries, stats = quantize_state_dict(model.state_dict(), param_roles(model), cfg.quant)
     assert stats.params["int6"] > 0.9 * count_parameters(model)
     total = len(encode(entries, {}, PackSpec("zstd", 3))) + code_account(cfg).bytes
     assert total <= get_track(cfg.track).artifact_cap_bytes, total

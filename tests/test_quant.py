@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pgolf.config import ModelConfig, QuantConfig
 from pgolf.model.gpt import GPT
-from pgolf.model.params import count_parameters
+from pgolf.model.params import count_parameters, param_roles
 from pgolf.quant.export import dequantize_state_dict, quantize_state_dict
 from pgolf.quant.grid import SEARCH_QUANTILES, GridSpec, dequantize, fake_quant, quantize, quantize_rows
 from pgolf.quant.policy import FORMATS, scheme_label, tensor_format
@@ -38,7 +38,7 @@ def test_int8_contest_reproduces_the_contest_quantizer_on_a_state_dict():
         p.data.normal_(0, 0.05)
     state = {**model.state_dict(), "extra.conv": torch.randn(4, 130, 130) * 0.02}  # a non-2-D tensor
     cfg = QuantConfig(keep_float_max_numel=16_384)
-    entries, stats = quantize_state_dict(state, cfg)
+    entries, stats = quantize_state_dict(state, {**param_roles(model), "extra.conv": "matrix"}, cfg)
     quantised = 0
     for name, t in state.items():
         e = entries[name]
@@ -109,16 +109,18 @@ def test_policy_routing():
     state = model.state_dict()
     cfg = QuantConfig(keep_float_max_numel=20_000, matrix="int6", mlp="int5", embed="int7",
                       keep_fp16="blocks.1.attn.c_k")  # fmt: skip
-    assert tensor_format("tok_emb.weight", state["tok_emb.weight"], cfg) == "int7"
-    assert tensor_format("blocks.0.mlp.fc.weight", state["blocks.0.mlp.fc.weight"], cfg) == "int5"
-    assert (
-        tensor_format("blocks.0.attn.c_q.weight", state["blocks.0.attn.c_q.weight"], cfg) == "fp16"
-    )  # small
-    assert tensor_format("blocks.0.resid_mix", state["blocks.0.resid_mix"], cfg) == "fp32"  # control
-    assert tensor_format("blocks.1.attn.c_k.weight", state["blocks.1.attn.c_k.weight"], cfg) == "fp16"
-    assert tensor_format("x", torch.arange(3), cfg) == "exact"
-    assert {tensor_format(k, v, cfg) for k, v in state.items()} <= set(FORMATS)
-    entries, stats = quantize_state_dict(state, cfg)
+    roles = param_roles(model)
+
+    def fmt(name: str) -> str:
+        return tensor_format(name, state[name], roles[name], cfg)
+
+    assert fmt("tok_emb.weight") == "int7" and fmt("blocks.0.mlp.fc.weight") == "int5"
+    assert fmt("blocks.0.attn.c_q.weight") == "fp16"  # small
+    assert fmt("blocks.0.resid_mix") == "fp32"  # control
+    assert fmt("blocks.1.attn.c_k.weight") == "fp16"
+    assert tensor_format("x", torch.arange(3), "control", cfg) == "exact"
+    assert {fmt(k) for k in state} <= set(FORMATS)
+    entries, stats = quantize_state_dict(state, roles, cfg)
     assert (
         entries["blocks.0.mlp.fc.weight"].fmt == "int5"
         and entries["blocks.0.mlp.fc.weight"].data.abs().max() <= 15
@@ -138,7 +140,7 @@ def test_dequantised_values_stay_within_half_a_step_of_the_clipped_input(rows, c
     g = torch.Generator().manual_seed(seed)
     state = {"w": torch.randn(rows, cols, generator=g) * 3, "v": torch.randn(cols, generator=g)}
     cfg = QuantConfig(keep_float_max_numel=10, clip_quantile=1.0, matrix="int8", clip="max")
-    entries, _ = quantize_state_dict(state, cfg)
+    entries, _ = quantize_state_dict(state, {"w": "matrix", "v": "control"}, cfg)
     back = dequantize_state_dict(entries)
     for k, v in state.items():
         e = entries[k]
@@ -249,7 +251,10 @@ def test_gptq_escalates_damping_and_never_loses_the_weights():
     assert damped["v"] == -1.0 and torch.equal(gq.data, quantize(w, spec).data)
     cfg = QuantConfig(matrix="int6", gptq=True, keep_float_max_numel=0)
     _, stats = quantize_state_dict(
-        {"blocks.0.mlp.fc.weight": w}, cfg, hessians={"blocks.0.mlp.fc.weight": nan}
+        {"blocks.0.mlp.fc.weight": w},
+        {"blocks.0.mlp.fc.weight": "matrix"},
+        cfg,
+        hessians={"blocks.0.mlp.fc.weight": nan},
     )
     assert stats.gptq_damped == {"blocks.0.mlp.fc.weight": -1.0}
     assert "gptq_more_damping:blocks.0.mlp.fc.weight=-1" in stats.summary()
@@ -267,7 +272,7 @@ def test_qat_forward_weights_are_the_exported_dequantised_weights():
     ids = torch.randint(0, 256, (2, 16))
     before = model(ids)
     assert enable_qat(model, cfg) == 2 * 6  # q, k, v, o, fc, proj in each block
-    entries, _ = quantize_state_dict(model.state_dict(), cfg)
+    entries, _ = quantize_state_dict(model.state_dict(), param_roles(model), cfg)
     for name, module in model.named_modules():
         if isinstance(module, Linear) and module.weight_fn is not None:
             assert torch.equal(module.weight_fn(module.weight), dequantize(entries[f"{name}.weight"])), name

@@ -226,6 +226,8 @@ def test_averaged_weights_are_the_exported_weights(debug_cfg, tmp_path):
     """SWA over snapshots at steps 2, 4, 6, checked against weights from three separate runs of 2, 4
     and 6 steps (a constant LR makes them prefixes of one trajectory): the artifact holds exactly the
     export of their mean."""
+    from pgolf.tools.packtool import model_roles
+
     flat = {"optim.warmdown_iters": "0"}
     snaps = []
     for n in (2, 4, 6):
@@ -236,7 +238,7 @@ def test_averaged_weights_are_the_exported_weights(debug_cfg, tmp_path):
                                "train.swa_start_lr_mul": "1.5"})  # fmt: skip
     r = run(cfg, out_dir=tmp_path / "swa", echo=False)
     mean = {k: (snaps[0][k] + snaps[1][k] + snaps[2][k]) * (1.0 / 3) for k in snaps[0]}
-    want = dequantize_state_dict(quantize_state_dict(mean, cfg.quant)[0])
+    want = dequantize_state_dict(quantize_state_dict(mean, model_roles(cfg.model), cfg.quant)[0])
     got = dequantize_state_dict(read_artifact(r.artifact_path)[0])
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert not torch.equal(mean["blocks.0.mlp.fc.weight"], snaps[2]["blocks.0.mlp.fc.weight"])
@@ -492,7 +494,7 @@ def test_qat_and_gptq_end_to_end(debug_cfg, tmp_path):
     """QAT switches on at its fraction; GPTQ calibrates on training batches (logged on the training
     clock) and its codes, not round-to-nearest's, are what the artifact holds and the round trip scores."""
     from pgolf.eval.artifact import evaluate_artifact
-    from pgolf.tools.packtool import load_run
+    from pgolf.tools.packtool import load_run, model_roles
 
     cfg = debug_cfg(**{
         "train.iterations": "12", "quant.matrix": "int6", "quant.mlp": "int5", "quant.clip": "sdclip",
@@ -503,7 +505,7 @@ def test_qat_and_gptq_end_to_end(debug_cfg, tmp_path):
     log = (tmp_path / "train.log").read_text()
     assert "qat:on step:6 matrices:12" in log and "gptq_calibration batches:2 matrices:13" in log
     entries, _ = read_artifact(r.artifact_path)
-    rtn, _ = quantize_state_dict(load_run(tmp_path).state, cfg.quant)
+    rtn, _ = quantize_state_dict(load_run(tmp_path).state, model_roles(cfg.model), cfg.quant)
     rows = [k for k, e in entries.items() if e.kind == "row"]
     assert len(rows) == 13 and any(not torch.equal(entries[k].data, rtn[k].data) for k in rows)
     assert all(torch.equal(entries[k].scale, rtn[k].scale) for k in rows)

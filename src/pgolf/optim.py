@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from pgolf import dist
 from pgolf.config.optim import OptimConfig
-from pgolf.model.params import ROLES, param_role
+from pgolf.model.params import ROLES, param_roles
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 """The fixed quintic of the contest's Muon, applied at every iteration."""
@@ -127,9 +127,10 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
     (Adam). Frozen ones (``requires_grad=False``: the asymmetric logit caps, which only test-time SGD
     adapts) are in none."""
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {role: [] for role in ROLES}
+    roles = param_roles(model)
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups[param_role(name, p.ndim)].append((name, p))
+            groups[roles[name]].append((name, p))
     return groups
 
 

@@ -23,7 +23,7 @@ from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.score import EvalClock, ScoreReport
 from pgolf.fileio import write_json_atomic
-from pgolf.model.params import count_parameters
+from pgolf.model.params import count_parameters, param_roles
 from pgolf.pack.bundle import code_account
 from pgolf.pack.format import PackSpec, pack_spec, write_artifact
 from pgolf.pack.meta import ArtifactMeta
@@ -60,13 +60,13 @@ def artifact_meta(
 
 
 def export_model(
-    state: dict[str, torch.Tensor], cfg: RunConfig, meta: ArtifactMeta, path: Path,
-    calibration: Calibration | None,
-) -> QuantStats:  # fmt: skip
-    """Quantise ``state`` under ``cfg.quant`` (GPTQ and the Fisher allocation from the calibration,
-    where given) and write the artifact."""
+    model: torch.nn.Module, cfg: RunConfig, meta: ArtifactMeta, path: Path, calibration: Calibration | None
+) -> QuantStats:
+    """Quantise ``model``'s weights under ``cfg.quant`` by their declared roles (GPTQ and the Fisher
+    allocation from the calibration, where given) and write the artifact."""
     c = calibration or Calibration()
-    entries, stats = quantize_state_dict(state, cfg.quant, c.hessians, c.sensitivities, c.tokens)
+    state, roles = model.state_dict(), param_roles(model)
+    entries, stats = quantize_state_dict(state, roles, cfg.quant, c.hessians, c.sensitivities, c.tokens)
     write_artifact(path, entries, meta.to_dict(), pack_spec(cfg.pack))
     return stats
 
@@ -94,7 +94,7 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
     )  # fmt: skip
     if trainer.info.is_main:
         save_weights(trainer, outcome)
-        stats = export_model(trainer.base_model.state_dict(), cfg, meta, path, outcome.calibration)
+        stats = export_model(trainer.base_model, cfg, meta, path, outcome.calibration)
         trainer.log.event(
             "quant", stats.summary(), params=dict(stats.params), floored_rows=stats.floored_rows,
             gptq_damped=stats.gptq_damped,

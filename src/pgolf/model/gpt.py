@@ -21,6 +21,7 @@ from pgolf.config.model import ModelConfig
 from pgolf.model.inputs import BigramHash, SmearGate, ValueEmbedding, WindowSmearGate
 from pgolf.model.kernels import kernel
 from pgolf.model.layers import Block, Linear, document_mask, ntk_base, rms_norm, rotary_tables
+from pgolf.model.params import declare
 
 
 def loop_passes(recorded: bool | int, loop_repeats: int) -> int:
@@ -37,6 +38,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         n_blocks = cfg.recurrent_blocks or cfg.num_layers
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        declare(self.tok_emb, weight="embed")
         self.bigram = (
             BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, ortho=cfg.ortho_init,
                        num_layers=cfg.num_layers)
@@ -65,15 +67,18 @@ class GPT(nn.Module):
             self.skip_weights = nn.Parameter(torch.ones(loops, min(half, n_blocks - half), cfg.model_dim))
             self.adaln_params = nn.Parameter(torch.zeros(loops, 2 * cfg.model_dim))
             self.cycle_gates = nn.Parameter(torch.zeros(loops, cfg.model_dim))
+            declare(self, adaln_params="control", cycle_gates="control")
         else:
             depth = len(self.layer_order(looping=cfg.loop_repeats))
             self.skip_weights = nn.Parameter(torch.ones(min(depth // 2, depth - depth // 2), cfg.model_dim))
             if cfg.skip_gates:
                 self.skip_gates = nn.Parameter(torch.zeros_like(self.skip_weights))
+        declare(self, skip_weights="control", skip_gates="control")
         if cfg.logit_cap_asym:  # frozen (no gradient, no optimizer group) until test-time SGD turns them on
             self.logit_cap_pos = nn.Parameter(torch.tensor(cfg.logit_softcap), requires_grad=False)
             self.logit_cap_neg = nn.Parameter(torch.tensor(cfg.logit_softcap), requires_grad=False)
-        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.model_dim, cfg.vocab_size)
+            declare(self, logit_cap_pos="control", logit_cap_neg="control")
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.model_dim, cfg.vocab_size, role="head")
         self.head_in = nn.Identity()
         """The head's input (final-norm output); a hook point for GPTQ's Hessian of the head."""
         self.tied_head_out = nn.Identity()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.layers import Linear
+from pgolf.model.params import declare
 from pgolf.vocab import BOS_ID
 
 
@@ -31,8 +32,10 @@ class BigramHash(nn.Module):
         super().__init__()
         self.buckets = buckets
         self.embed = nn.Embedding(buckets, dim)
+        declare(self.embed, weight="embed")
         self.proj = Linear(dim, model_dim)
         self.scale = nn.Parameter(torch.tensor(0.05))
+        declare(self, scale="control")
         self.ortho, self.num_layers = ortho, num_layers
         self.reset_parameters()
 
@@ -69,6 +72,7 @@ class SmearGate(nn.Module):
     def __init__(self, dim: int, init: float) -> None:
         super().__init__()
         self.gate = nn.Parameter(torch.full((dim,), init))
+        declare(self, gate="control")
 
     def forward(self, x: Tensor, ids: Tensor) -> Tensor:
         g = torch.sigmoid(self.gate).to(x.dtype)
@@ -86,6 +90,7 @@ class WindowSmearGate(nn.Module):
         self.window = min(window, dim)
         self.weight = nn.Parameter(torch.zeros(1, self.window))
         self.lam = nn.Parameter(torch.zeros(()))
+        declare(self, weight="control", lam="control")
 
     def forward(self, x: Tensor, ids: Tensor) -> Tensor:
         g = torch.sigmoid(F.linear(x[..., : self.window], self.weight.to(x.dtype)))  # (B, T, 1)
@@ -102,8 +107,10 @@ class ValueEmbedding(nn.Module):
     def __init__(self, vocab: int, dim: int, kv_dim: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
+        declare(self.embed, weight="embed")
         self.proj = Linear(dim, kv_dim)
         self.scale = nn.Parameter(torch.tensor(0.1))
+        declare(self, scale="control")
         nn.init.normal_(self.embed.weight, std=0.01)
 
     def forward(self, ids: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from pgolf.config.model import ModelConfig
 from pgolf.model.kernels import Sdpa
+from pgolf.model.params import declare
 from pgolf.vocab import BOS_ID
 
 
@@ -78,10 +79,11 @@ class Linear(nn.Linear):
     """A bias-free nn.Linear whose weight passes through ``weight_fn`` in the training forward: QAT's
     fake quantisation, set from outside (the model imports no quant code); None is the plain weight,
     and eval mode always uses the plain weight. The hook is an attribute, not a module or buffer, so
-    the state dict is nn.Linear's."""
+    the state dict is nn.Linear's. The weight's role (``params``) is ``role``."""
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    def __init__(self, in_features: int, out_features: int, role: str = "matrix") -> None:
         super().__init__(in_features, out_features, bias=False)
+        declare(self, weight=role)
         self.weight_fn = None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,6 +106,7 @@ class AttentionGate(nn.Module):
         self.kind, self.scale = cfg.attn_gate, cfg.attn_gate_scale
         self.dims = cfg.model_dim if self.kind == "dense" else min(cfg.attn_gate_dims, cfg.model_dim)
         self.weight = nn.Parameter(torch.zeros(cfg.num_heads, self.dims))
+        declare(self, weight="control")  # a 2-D gate, yet Adam-trained and kept fp32 (PR #1667)
         if self.kind == "dense":
             nn.init.normal_(self.weight, std=0.005)
 
@@ -132,6 +135,7 @@ class Attention(nn.Module):
         self.gate = AttentionGate(cfg) if cfg.attn_gate != "none" else None
         self.ve_gain = nn.Parameter(torch.ones(())) if value_embed else None
         """This layer's scalar on the shared value embedding (seed-techniques §7.10)."""
+        declare(self, q_gain="control", ve_gain="control")
         self.kernel = Sdpa()
         """The attention kernel (``kernels``; SDPA's own choice until ``GPT.use_attention`` pins one)."""
 
@@ -192,10 +196,12 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+        declare(self, attn_scale="control", mlp_scale="control", resid_mix="control")
         self.two_lane = bool(cfg.parallel_from) and index >= cfg.parallel_from
         if self.two_lane:  # PR #1529: post[i, j] = sub-layer i (attn, mlp) into lane j; resid[j] per lane
             self.lane_post = nn.Parameter(torch.ones(2, 2))
             self.lane_resid = nn.Parameter(torch.full((2,), cfg.parallel_resid_init))
+            declare(self, lane_post="control", lane_resid="control")
 
     def forward(
         self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None,

@@ -1,6 +1,6 @@
-"""Parameter roles: the one place that says what each tensor of the model is.
+"""Parameter roles: what each tensor of the model is, declared by the module that creates it.
 
-``param_role(name, ndim)`` returns
+``declare(module, name=role)`` next to a parameter's creation records one of
 
 * ``embed``: the token embedding, the BigramHash and value-embedding tables (Adam, embedding LR);
 * ``head``: the untied output head (Adam, head LR);
@@ -9,7 +9,11 @@
 * ``control``: gains, mixes, gates, lane scalars and skip weights (Adam, scalar LR; kept fp32 at
   export), and the asymmetric logit caps (created with ``requires_grad=False``: no optimizer group).
 
-The optimizer groups and the export policy both read it, so a new tensor is classified once.
+``param_roles(model)`` reads them back by parameter name; the optimizer groups and the export policy
+both use it, and a parameter declared nowhere is an error, never a guess from its name. The record
+lives on the owning module, not the Parameter: deepcopy and some device moves make new Parameter
+objects without their attributes, while a module's attributes survive copies, ``.to`` and
+``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -18,26 +22,25 @@ from torch import nn
 
 ROLES = ("embed", "head", "matrix", "control")
 
-CONTROL_PATTERNS = (
-    "attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight", "smear", "bigram.scale", "adaln",
-    "cycle_gate", "skip_gate", "lane_", "attn.gate", "ve_gain", "value_embed.scale", "logit_cap",
-)  # fmt: skip
-"""Name fragments of control tensors (seed-techniques §5.4, §9.1; sota-stack §2.2)."""
+
+def declare(module: nn.Module, **roles: str) -> None:
+    """Record the roles of ``module``'s own parameters by attribute name:
+    ``declare(self, q_gain="control")``."""
+    if not set(roles.values()) <= set(ROLES):
+        raise ValueError(f"roles {roles}: each must be one of {ROLES}")
+    vars(module).setdefault("param_roles", {}).update(roles)
 
 
-def param_role(name: str, ndim: int) -> str:
-    if name.startswith(("tok_emb", "bigram.embed", "value_embed.embed")):
-        return "embed"
-    if name.startswith("lm_head"):
-        return "head"
-    matrix_owners = ("blocks.", "bigram.proj", "value_embed.proj")
-    if name.startswith(matrix_owners) and ndim == 2 and not is_control(name):
-        return "matrix"
-    return "control"
-
-
-def is_control(name: str) -> bool:
-    return any(p in name for p in CONTROL_PATTERNS)
+def param_roles(model: nn.Module) -> dict[str, str]:
+    """Every parameter's declared role by its name in ``model`` (``named_parameters`` order)."""
+    roles = {}
+    for name, _ in model.named_parameters():
+        owner, _, attr = name.rpartition(".")
+        role = getattr(model.get_submodule(owner), "param_roles", {}).get(attr)
+        if role is None:
+            raise ValueError(f"parameter {name} has no declared role (model.params.declare)")
+        roles[name] = role
+    return roles
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -44,12 +44,14 @@ class QuantStats:
 
 
 def quantize_state_dict(
-    state: dict[str, Tensor], cfg: QuantConfig, hessians: dict[str, Tensor] | None = None,
-    sensitivities: dict[str, Tensor] | None = None, tokens: int = 0,
+    state: dict[str, Tensor], roles: dict[str, str], cfg: QuantConfig,
+    hessians: dict[str, Tensor] | None = None, sensitivities: dict[str, Tensor] | None = None,
+    tokens: int = 0,
 ) -> tuple[dict[str, QTensor], QuantStats]:  # fmt: skip
-    """Entries for every tensor: GPTQ instead of round-to-nearest where ``hessians`` has the tensor;
-    with quant.alloc=fisher, the row steps of the tensors in ``sensitivities`` (summed over ``tokens``
-    calibration tokens) from the Fisher allocation, the others by their role's clip rule."""
+    """Entries for every tensor, by its role in ``roles`` (``model.params.param_roles``): GPTQ instead
+    of round-to-nearest where ``hessians`` has the tensor; with quant.alloc=fisher, the row steps of
+    the tensors in ``sensitivities`` (summed over ``tokens`` calibration tokens) from the Fisher
+    allocation, the others by their role's clip rule."""
     out: dict[str, QTensor] = {}
     stats = QuantStats()
     rounders = (
@@ -61,15 +63,19 @@ def quantize_state_dict(
     if cfg.alloc == "fisher" and sensitivities is None:
         raise ValueError("quant.alloc=fisher needs the calibration's sensitivities (none were given)")
     if cfg.alloc == "fisher":
-        specs = {n: s for n, t in state.items() if t.ndim == 2 and (s := grid_spec(n, t, cfg)) is not None}
+        specs = {
+            n: s
+            for n, t in state.items()
+            if t.ndim == 2 and (s := grid_spec(n, t, roles[n], cfg)) is not None
+        }
         clips = fisher_clips(state, sensitivities, specs, cfg.fisher_step, cfg.fisher_max_rms)
         stats.fisher_tensors = len(clips)
         stats.fisher_predicted_gap = predicted_gap(state, sensitivities, clips, specs, tokens)
     for name, tensor in state.items():
         t = tensor.detach().cpu().contiguous()
-        fmt = tensor_format(name, t, cfg)
+        fmt = tensor_format(name, t, roles[name], cfg)
         stats.params[fmt] += t.numel()
-        spec = grid_spec(name, t, cfg)
+        spec = grid_spec(name, t, roles[name], cfg)
         if spec is None:
             store = {"exact": t.dtype, "fp32": torch.float32, "fp16": torch.float16}[fmt]
             out[name] = QTensor("raw", t.to(store), t.dtype, fmt=fmt)

@@ -1,5 +1,5 @@
-"""Export policy: the storage format of each tensor, from its role (``model.params``), its size and
-the ``quant`` config.
+"""Export policy: the storage format of each tensor, from its declared role (``model.params``; the
+model's ``param_roles`` by name), its size and the ``quant`` config.
 
 * non-float tensors: ``exact``;
 * names matching ``quant.keep_fp16``: ``fp16``;
@@ -15,18 +15,16 @@ from __future__ import annotations
 from torch import Tensor
 
 from pgolf.config.quant import QuantConfig
-from pgolf.model.params import param_role
 from pgolf.quant.grid import GridSpec
 
 FORMATS = ("exact", "fp32", "fp16", "int8-contest", "int8", "int7", "int6", "int5", "int4")
 
 
-def tensor_format(name: str, t: Tensor, cfg: QuantConfig) -> str:
+def tensor_format(name: str, t: Tensor, role: str, cfg: QuantConfig) -> str:
     if not t.is_floating_point():
         return "exact"
     if any(f in name for f in cfg.fp16_names):
         return "fp16"
-    role = param_role(name, t.ndim)
     if t.numel() <= cfg.keep_float_max_numel:
         return "fp32" if role == "control" else "fp16"
     if t.ndim != 2:
@@ -36,12 +34,12 @@ def tensor_format(name: str, t: Tensor, cfg: QuantConfig) -> str:
     return cfg.mlp_format if ".mlp." in name else cfg.matrix
 
 
-def grid_spec(name: str, t: Tensor, cfg: QuantConfig) -> GridSpec | None:
+def grid_spec(name: str, t: Tensor, role: str, cfg: QuantConfig) -> GridSpec | None:
     """The grid of a quantised tensor (None for the float and exact formats)."""
-    fmt = tensor_format(name, t, cfg)
+    fmt = tensor_format(name, t, role, cfg)
     if fmt in ("exact", "fp32", "fp16"):
         return None
-    k = cfg.embed_clip_k if param_role(name, t.ndim) in ("embed", "head") else cfg.clip_k
+    k = cfg.embed_clip_k if role in ("embed", "head") else cfg.clip_k
     return GridSpec(fmt, cfg.clip, cfg.clip_quantile, k)
 
 

@@ -15,16 +15,17 @@ from torch import nn
 
 from pgolf.config.quant import QuantConfig
 from pgolf.model.layers import Linear
+from pgolf.model.params import param_roles
 from pgolf.quant.grid import fake_quant
 from pgolf.quant.policy import grid_spec
 
 
 def enable_qat(model: nn.Module, cfg: QuantConfig) -> int:
     """Install fake quantisation on every grid-quantised Linear; returns how many."""
-    n = 0
+    n, roles = 0, param_roles(model)
     for name, module in model.named_modules():
         if isinstance(module, Linear):
-            spec = grid_spec(f"{name}.weight", module.weight, cfg)
+            spec = grid_spec(f"{name}.weight", module.weight, roles[f"{name}.weight"], cfg)
             if spec is not None:
                 module.weight_fn = lambda w, spec=spec: fake_quant(w, spec)
                 n += 1

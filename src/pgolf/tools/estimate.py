@@ -10,7 +10,7 @@ import torch
 
 from pgolf.config.run import RunConfig
 from pgolf.model.gpt import GPT
-from pgolf.model.params import count_parameters
+from pgolf.model.params import count_parameters, param_roles
 from pgolf.pack.bundle import code_account
 from pgolf.pack.format import PackSpec, encode, pack_spec
 from pgolf.quant.export import quantize_state_dict
@@ -71,7 +71,9 @@ def estimate(cfg: RunConfig) -> Estimate:
     model = GPT(cfg.model)
     state = model.state_dict()
     # untrained weights have no sensitivities: the Fisher allocation is sized on the role grids
-    entries, stats = quantize_state_dict(state, dataclasses.replace(cfg.quant, alloc="role"))
+    entries, stats = quantize_state_dict(
+        state, param_roles(model), dataclasses.replace(cfg.quant, alloc="role")
+    )
     formats: dict[str, list[str]] = {}
     for name, e in entries.items():
         formats.setdefault(e.fmt, []).append(name)

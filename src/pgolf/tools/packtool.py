@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from pgolf import dist
+from pgolf.config.model import ModelConfig
 from pgolf.config.run import RunConfig, apply_overrides, config_from_dict
 from pgolf.data.loader import DistributedTokenLoader
 from pgolf.data.valset import ValidationSet, load_validation, train_files
@@ -21,9 +22,10 @@ from pgolf.eval.artifact import load_artifact, score_loaded
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.score import EvalClock
 from pgolf.model.gpt import GPT, loop_passes
-from pgolf.model.params import param_role
+from pgolf.model.params import param_roles
 from pgolf.pack.bundle import code_account
 from pgolf.pack.format import decode, encode, pack_spec, read_artifact, read_sections, section_name
+from pgolf.pack.meta import ArtifactMeta
 from pgolf.pack.size import SizeReport
 from pgolf.pipeline import WEIGHTS_NAME, artifact_meta, export_model
 from pgolf.quant.export import quantize_state_dict
@@ -67,6 +69,13 @@ def load_run(run_dir: Path) -> RunWeights:
 
 TRAINING_ONLY = ("quant.qat", "quant.qat_from_frac", "quant.gptq_reserve_seconds")
 """Settings that act during training: a re-pack cannot change them (its meta would claim them)."""
+
+
+def model_roles(cfg: ModelConfig) -> dict[str, str]:
+    """``param_roles`` of the model ``cfg`` describes, for weights held by name only (a run's weights
+    file, an artifact): built on the meta device, no weights made."""
+    with torch.device("meta"):
+        return param_roles(GPT(cfg))
 
 
 def with_policy(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -146,7 +155,7 @@ def repack(
                          train_seconds=steps_seconds + calib_s)  # fmt: skip
     path = Path(out) if out else Path(run_dir) / f"artifact-{meta.label}.pgolf"
     started = time.perf_counter()
-    stats = export_model(run.state, cfg, meta, path, calib)
+    stats = export_model(model, cfg, meta, path, calib)
     pack_s = time.perf_counter() - started
     started = time.perf_counter()
     loaded = load_artifact(path, device)
@@ -203,11 +212,11 @@ def fit_ladder(run_dir: Path, overrides: dict[str, Any]) -> list[tuple[str, Size
             "re-pack at two or three --quant.fisher_step values instead"
         )
     cap, code = get_track(cfg.track).artifact_cap_bytes, code_account(cfg).bytes
-    rows, applied = [], dict(overrides)
+    rows, applied, roles = [], dict(overrides), model_roles(cfg.model)
     for name, change in FIT_LADDER:
         applied |= change
         step_cfg = with_policy(run.config, applied)
-        entries, _ = quantize_state_dict(run.state, step_cfg.quant)
+        entries, _ = quantize_state_dict(run.state, roles, step_cfg.quant)
         meta = {"config": step_cfg.to_dict(), "digests": "0" * 400}  # about the real meta's size
         rows.append((name, SizeReport(len(encode(entries, meta, pack_spec(step_cfg.pack))), code, cap)))
     return rows
@@ -220,13 +229,13 @@ def inspect_rows(path: Path) -> tuple[list[dict], list[dict], dict]:
     sections = read_sections(data, str(path))
     entries, meta = decode(data, str(path))
     ratio = {s.name: s.stored_bytes / max(s.raw_bytes, 1) for s, _ in sections}
-    rows = []
+    rows, roles = [], model_roles(ArtifactMeta.from_dict(meta, str(path)).model)
     for name, e in entries.items():
         parts = {"data": e.data} | ({"scale": e.scale} if e.scale is not None else {})
         raw = {p: t.numel() * t.element_size() for p, t in parts.items()}
         stored = sum(n * ratio[section_name(e, p)] for p, n in raw.items())
         bits = {"fp32": 32, "fp16": 16, "int8-contest": 8, "exact": 8 * e.data.element_size()}.get(e.fmt)
-        rows.append({"name": name, "role": param_role(name, e.data.ndim), "format": e.fmt,
+        rows.append({"name": name, "role": roles[name], "format": e.fmt,
                      "bits": bits or int(e.fmt.removeprefix("int")), "params": e.data.numel(),
                      "raw_bytes": sum(raw.values()), "compressed_bytes": round(stored)})  # fmt: skip
     sec_rows = [{"section": s.name, "codec": s.codec, "transform": s.transform, "raw_bytes": s.raw_bytes,

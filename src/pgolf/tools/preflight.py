@@ -229,7 +229,7 @@ def calibration_and_export(trainer: Trainer, out: Path, log: RunLog) -> tuple[fl
     )
     path, t0 = out / ARTIFACT_NAME, time.perf_counter()
     if trainer.info.is_main:
-        export_model(trainer.base_model.state_dict(), cfg, meta, path, calib)
+        export_model(trainer.base_model, cfg, meta, path, calib)
     export_s = time.perf_counter() - t0
     dist.barrier()
     return calib_s, export_s, path

@@ -15,6 +15,7 @@ from torch import nn
 
 from pgolf import dist
 from pgolf.config.quant import QuantConfig
+from pgolf.model.params import param_roles
 from pgolf.quant.fisher import collect_sensitivities, row_counts
 from pgolf.quant.gptq import collect_hessians
 from pgolf.quant.policy import grid_spec
@@ -59,7 +60,8 @@ def calibrate(
     """The calibration ``cfg`` asks for, from (inputs, targets) ``batches`` (``cfg.gptq_batches`` for
     the Hessians, then ``cfg.fisher_batches`` for the sensitivities), and the training time after it.
     ``model`` must be the eager module: hooks added after torch.compile may not fire inside its graph."""
-    names = {n for n, t in model.state_dict().items() if t.ndim == 2 and grid_spec(n, t, cfg)}
+    roles = param_roles(model)
+    names = {n for n, t in model.state_dict().items() if t.ndim == 2 and grid_spec(n, t, roles[n], cfg)}
     out, parts = Calibration(), []
     with dist.autocast_for(device):
         if cfg.gptq:

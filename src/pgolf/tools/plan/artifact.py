@@ -27,6 +27,7 @@ import torch
 
 from pgolf.config.run import RunConfig
 from pgolf.model.gpt import GPT
+from pgolf.model.params import param_roles
 from pgolf.pack.bundle import code_account
 from pgolf.quant.grid import GridSpec
 from pgolf.quant.policy import grid_spec, tensor_format
@@ -70,10 +71,10 @@ def projected_model_bytes(cfg: RunConfig) -> tuple[int, dict[str, dict]]:
     with torch.device("meta"):
         model = GPT(cfg.model)
     formats: dict[str, dict] = {}
-    total_bits = 0.0
+    total_bits, roles = 0.0, param_roles(model)
     for name, t in model.state_dict().items():
-        fmt = tensor_format(name, t, cfg.quant)
-        spec = grid_spec(name, t, cfg.quant)
+        fmt = tensor_format(name, t, roles[name], cfg.quant)
+        spec = grid_spec(name, t, roles[name], cfg.quant)
         bits = (
             float(8 * t.element_size())
             if fmt == "exact"
