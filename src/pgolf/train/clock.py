@@ -70,6 +70,7 @@ class StopRule:
     last_step_ms: float = 0.0
     """The last step's time as this rank saw it (``decide`` measures it between its calls)."""
     previous_ms: float | None = None
+    """This rank's reading at the last call (None: none yet)."""
 
     def decide(self, step: int, elapsed_ms: float) -> tuple[bool, float]:
         """Whether to stop before the step about to start (``step`` steps done, ``elapsed_ms`` this
