@@ -277,6 +277,24 @@ def test_compare_runs_and_plot_from_the_cli(good_record, tmp_path, capsys):
     assert png.stat().st_size > 10_000
 
 
+def test_a_record_keeps_its_comparison_with_a_reference(good_record, tmp_path, capsys):
+    """``--against``: Welch's lines in the README, the reference's mean and the ratio of the means in
+    submission.json (what the README's results table reads); a refresh without it keeps them."""
+    folder = _copy(good_record[0], tmp_path, "good")
+    logs = _contest_logs(tmp_path / "contest")
+    assert main(["record", "--finalize", str(folder), "--against", str(logs)]) == 0
+    sub = json.loads((folder / "submission.json").read_text())
+    ref = np.mean([1.2244, 1.2258, 1.2229])
+    assert sub["dataset"] == "pgolf_demo_sp1024" and sub["against"]["seeds"] == 3
+    assert sub["against"]["val_bpb"] == pytest.approx(ref)
+    assert sub["against"]["ratio"] == pytest.approx(sub["val_bpb"] / ref)
+    assert "## Against the reference" in (folder / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["record", "--finalize", str(folder)]) == 0
+    assert json.loads((folder / "submission.json").read_text())["against"] == sub["against"]
+    assert "## Against the reference" in (folder / "README.md").read_text()
+
+
 def test_unofficial_scores_are_refused_and_other_tokenizers_compare_in_bpb(good_record, tmp_path):
     folder, _ = good_record
     r = json.loads((folder / "result_seed1.json").read_text())

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from pgolf.config.run import config_from_dict
-from pgolf.tools.data.docs import MIN_DOC_TOKENS, val_docs_in_train
 from pgolf.errors import PgolfError
 from pgolf.pack.bundle import file_digest
+from pgolf.tools.data.docs import MIN_DOC_TOKENS, val_docs_in_train
 from pgolf.tools.records.logs import config_digest
 from pgolf.tracks import get_track
 

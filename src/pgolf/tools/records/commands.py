@@ -54,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
 def _comparison(against: Path | None):
     if against is None:
         return None
-    return lambda scores: _compare_lines(against, scores, "readme")
+    return lambda scores: _against(against, scores, "readme")
 
 
 def cmd_record(args: argparse.Namespace, cfg) -> int:
@@ -83,14 +83,23 @@ def cmd_record(args: argparse.Namespace, cfg) -> int:
     return 1 if any(r.status == "fail" for r in rules) else 0
 
 
-def _compare_lines(a: Path, new_scores, rule: str) -> list[str]:
+def _against(a: Path, new_scores, rule: str) -> dict:
+    """The record against a reference measured in the same job: Welch's lines for its README and,
+    for the results table, the reference's mean and the ratio of the means in bits per byte."""
     from pgolf.tools.records.logs import load_scores
     from pgolf.tools.records.stats import RULES, admissible
 
     old, notes = admissible(load_scores(a), "A")
     margin, alpha = RULES[rule]
     result = _compare(old, new_scores, margin, alpha)
-    return [f"rule {rule}: margin {margin} nats, alpha {alpha}", *notes, *result.lines(str(a), "this record")]
+    lines = [
+        f"rule {rule}: margin {margin} nats, alpha {alpha}",
+        *notes,
+        *result.lines(str(a), "this record"),
+    ]
+    bpb = result.bpb
+    return {"reference": str(a), "val_bpb": bpb.mean_old, "val_bpb_std": bpb.std_old, "seeds": bpb.n_old,
+            "ratio": bpb.mean_new / bpb.mean_old, "welch_p": bpb.p, "lines": lines}  # fmt: skip
 
 
 def _compare(old, new, margin: float, alpha: float):

@@ -85,15 +85,18 @@ def run_seed(folder: Path, seed: int, data_root: str, nproc: int) -> RunScore:
 
 
 def submission(
-    cfg: RunConfig, info: RecordInfo, scores: list[RunScore], rules: list[Rule], code: int
-) -> dict:
-    """The fields real records use (a superset: the baseline's keys, seed_results, compliance)."""
+    cfg: RunConfig, info: RecordInfo, scores: list[RunScore], rules: list[Rule], code: int,
+    against: dict | None = None,
+) -> dict:  # fmt: skip
+    """The fields real records use (a superset: the baseline's keys, seed_results, compliance), the
+    dataset's name and, when the record was compared with a reference, that comparison."""
     bpb, loss = np.array([s.val_bpb for s in scores]), np.array([s.val_loss for s in scores])
     std = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     return {
         "author": info.author, "github_id": info.github_id, "name": info.name, "blurb": info.blurb,
         "date": dt.date.today().isoformat(), "track": cfg.track, "preset": cfg.preset,
+        "dataset": Path(cfg.data.dataset).name,
         "val_bpb": float(bpb.mean()), "val_loss": float(loss.mean()), "val_bpb_std": std(bpb),
         "val_loss_std": std(loss), "seeds": [s.seed for s in scores],
         "seed_results": {str(s.seed): {
@@ -105,6 +108,7 @@ def submission(
         "bytes_total": max(s.bytes_total for s in scores), "bytes_code": code,
         "hardware": f"{gpu} ({platform.machine()})", "pytorch_version": torch.__version__,
         "compliance": {r.name: r.status for r in rules},
+        **({"against": against} if against else {}),
     }  # fmt: skip
 
 
@@ -112,8 +116,8 @@ def made_with(cfg: RunConfig, seeds: list[int], name: str) -> str:
     """The ``pgolf record`` command of this record: its preset, then every field where the runs'
     config differs from the preset's, as flags (the seed and the data root aside: each run's SEED and
     the machine's data are not the recipe)."""
-    from pgolf.tools.config_files import as_flag, differences, resolve
     from pgolf.errors import ConfigError
+    from pgolf.tools.config_files import as_flag, differences, resolve
 
     command = f"pgolf record --preset {shlex.quote(cfg.preset)}"
     try:
@@ -173,7 +177,7 @@ def make_record(
     comparison=None,
 ) -> tuple[Path, list[Rule]]:  # fmt: skip
     """Run the seeds into a new record folder; returns it and its compliance rules. ``comparison``:
-    called with the seeds' scores, returns the lines of a comparison for the README."""
+    called with the seeds' scores, returns a comparison with a reference (``commands._against``)."""
     if len(seeds) != len(set(seeds)) or not seeds:
         raise PgolfError(f"--seeds must be distinct, got {seeds}")
     if not get_track(cfg.track).official:
@@ -194,7 +198,8 @@ def make_record(
 
 def finalize_record(folder: Path, info: RecordInfo, comparison=None) -> list[Rule]:
     """Write (or refresh, e.g. after a pgolf upgrade adds a rule) ``submission.json`` and
-    ``README.md`` of a folder whose seeds have run, with ``pgolf check``'s report."""
+    ``README.md`` of a folder whose seeds have run, with ``pgolf check``'s report. A refresh without
+    a new comparison keeps the one the folder has."""
     try:
         seeds = json.loads((folder / "seeds.json").read_text())["seeds"]
         first = json.loads((folder / f"result_seed{seeds[0]}.json").read_text())
@@ -203,10 +208,16 @@ def finalize_record(folder: Path, info: RecordInfo, comparison=None) -> list[Rul
     cfg = config_from_dict(first["config"])
     scores = [from_result(folder / f"result_seed{s}.json") for s in seeds]
     code = (folder / "train_gpt.py").stat().st_size
-    write_json_atomic(folder / "submission.json", submission(cfg, info, scores, [], code))
+    old = folder / "submission.json"
+    against = (
+        comparison(scores)
+        if comparison
+        else (json.loads(old.read_text()).get("against") if old.is_file() else None)
+    )
+    write_json_atomic(old, submission(cfg, info, scores, [], code, against))
     rules = check(folder)
-    sub = submission(cfg, info, scores, rules, code)
+    sub = submission(cfg, info, scores, rules, code, against)
     write_json_atomic(folder / "submission.json", sub)
-    lines = comparison(scores) if comparison else []
+    lines = against["lines"] if against else []
     write_bytes_atomic(folder / "README.md", readme(cfg, info, sub, rules, lines).encode("utf-8"))
     return rules

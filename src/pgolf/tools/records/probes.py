@@ -28,8 +28,8 @@ from pgolf import dist
 from pgolf.config.eval import EvalConfig
 from pgolf.data.bytes import ByteLUT
 from pgolf.data.valset import ValidationSet
-from pgolf.eval.run import run_method
 from pgolf.eval.predict import Batch, Head, Predictor
+from pgolf.eval.run import run_method
 from pgolf.eval.score import EvalClock
 from pgolf.methods import used
 from pgolf.methods.windows import doc_spans
