@@ -18,7 +18,10 @@ from pgolf.tools.presets import PRESETS, get_preset
 from pgolf.tracks import get_track
 
 PUBLISHED_PARAMS = {"baseline": 17_059_912, "pr162": 22_368_841}  # seed-techniques §5.5, §15.1
-CPU_PRESETS = sorted(n for n, fn in PRESETS.items() if fn().track == "cpu-5min-2mb")
+REFERENCE = "reference-cpu"
+"""The contest's baseline recipe as issue 10 sized it, the reference of CPU-track ratios: not a
+technique's twin, and allowed a few KB over the cap (pgolf's counted code is larger than the contest's)."""
+CPU_PRESETS = sorted(n for n, fn in PRESETS.items() if fn().track == "cpu-5min-2mb" and n != REFERENCE)
 
 
 def cpu_twin(name: str) -> str:
@@ -52,7 +55,7 @@ def test_published_parameter_counts(name):
 
 
 def test_every_record_preset_has_a_cpu_twin():
-    records = set(PRESETS) - set(CPU_PRESETS) - {"debug"}
+    records = set(PRESETS) - set(CPU_PRESETS) - {"debug", REFERENCE}
     assert {cpu_twin(n) for n in records} == set(CPU_PRESETS)
     for name in CPU_PRESETS:
         assert get_preset(name).track == "cpu-5min-2mb"
