@@ -14,6 +14,7 @@ from typing import Any
 from pgolf import __version__
 from pgolf.config.run import all_fields, apply_overrides, format_config
 from pgolf.errors import ConfigError, Interrupted, PgolfError
+from pgolf.tools import docs
 from pgolf.tools.config_files import resolve
 from pgolf.tools.data import commands as data_commands
 from pgolf.tools.overrides import field_docs
@@ -48,13 +49,13 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     pl = sub.add_parser(
         "plan", help="project a preset onto a machine: shapes, FLOPs, step time, memory, bytes, eval time"
     )
-    pl.add_argument("preset")
+    pl.add_argument("preset", help="preset name or config file")
     pl.add_argument("--hardware", choices=("8xH100", "1xH100", "cpu"), default=None,
                     help="machine to project onto (default: the track's: 8xH100 or cpu)")  # fmt: skip
     pl.add_argument("--val-tokens", type=int, default=None,
                     help="validation tokens to cost the evaluation (default: the config's data if present, "
                          "else the contest's stream)")  # fmt: skip
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--json", action="store_true", help="print the projection as JSON")
     add_overrides(pl)
 
 
@@ -69,7 +70,7 @@ def _add_preflight(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--ranks", type=int, default=None,
                     help="project the evaluation onto this many processes (default: these)")  # fmt: skip
     pf.add_argument("--out", type=Path, default=None, help="keep its log, artifact and preflight.json here")
-    pf.add_argument("--json", action="store_true")
+    pf.add_argument("--json", action="store_true", help="print the report as JSON")
     add_overrides(pf)
 
 
@@ -81,14 +82,14 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, required=True, help="sweep folder (study.db, trials/, best.toml)")
     r.add_argument("--trials", type=int, default=None, help="override the file's trial count")
     s = ssub.add_parser("show", help="table of trials, finalists, history and importance plots")
-    s.add_argument("out", type=Path)
+    s.add_argument("out", type=Path, help="the sweep's output folder (its study and trials)")
 
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("config", help="inspect presets").add_subparsers(dest="config_command", required=True)
     s = c.add_parser("show", help="print a preset's or config file's resolved config")
     s.add_argument("preset", help="preset name or config file")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the resolved config as JSON")
     s.add_argument("--save", type=Path, default=None, help="write it as a config file: the base + overrides")
     add_overrides(s)
     c.add_parser("list", help="list presets with their sources")
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_overrides(t)
 
     e = sub.add_parser("eval", help="score an artifact on the validation set (no training state needed)")
-    e.add_argument("artifact", type=Path)
+    e.add_argument("artifact", type=Path, help="an artifact file (.pgolf) written by train or pack")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--val-leak", action="store_true", help="allow eval.correction_bytes (NOT compliant)")
     add_overrides(e, ("data.", "eval.", "train.device"))
@@ -149,13 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bundle(sub)
 
     i = sub.add_parser("inspect", help="an artifact tensor by tensor: role, format, bits, bytes")
-    i.add_argument("artifact", type=Path)
-    i.add_argument("--json", action="store_true")
+    i.add_argument("artifact", type=Path, help="an artifact file (.pgolf)")
+    i.add_argument("--json", action="store_true", help="print the table as JSON")
 
     _add_plan(sub)
     _add_preflight(sub)
     _add_sweep(sub)
     _add_config(sub)
+    docs.add_parser(sub)
     from pgolf.tools.records.commands import add_parsers
 
     add_parsers(sub, add_overrides)
@@ -470,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo, "data": data_commands.cmd_data, "train": cmd_train, "eval": cmd_eval,
         "pack": cmd_pack, "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan,
         "preflight": cmd_preflight,
-        "sweep": cmd_sweep, "bundle": cmd_bundle,
+        "sweep": cmd_sweep, "bundle": cmd_bundle, "docs": docs.cmd_docs,
         **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:

@@ -45,7 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", type=Path, default=Path("data"), help="data root")
     m = data.add_parser("demo", help="build the embedded demo dataset (stdlib docstrings and comments)")
     m.add_argument("--out", type=Path, default=Path("data"), help="data root")
-    m.add_argument("--vocab", type=int, default=1024)
+    m.add_argument(
+        "--vocab", type=int, default=1024, help="SentencePiece BPE vocabulary size (cpu-best: 2048)"
+    )
     m.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
 
 

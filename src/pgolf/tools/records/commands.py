@@ -11,18 +11,18 @@ from pgolf.errors import PgolfError
 
 def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     r = sub.add_parser("record", help="run seeds of a preset through its bundled file into a records folder")
-    r.add_argument("--preset", default=None)
+    r.add_argument("--preset", default=None, help="preset name or config file")
     r.add_argument(
         "--seeds", default=None, help="comma-separated, e.g. 1337,42,2025 (declared before the runs)"
     )
     r.add_argument("--name", default=None, help="folder name: records/<track>/<date>_<name>/")
     r.add_argument("--finalize", type=Path, default=None, metavar="FOLDER",
                    help="refresh submission.json and README.md of a record whose seeds have run")  # fmt: skip
-    r.add_argument("--root", type=Path, default=Path("records"))
+    r.add_argument("--root", type=Path, default=Path("records"), help="where record folders go")
     r.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
-    r.add_argument("--author", default="")
-    r.add_argument("--github-id", default="")
-    r.add_argument("--blurb", default="")
+    r.add_argument("--author", default="", help="submission.json's author")
+    r.add_argument("--github-id", default="", help="submission.json's github_id")
+    r.add_argument("--blurb", default="", help="one paragraph: what the record is (README and submission.json)")
     r.add_argument(
         "--against", type=Path, default=None, help="record/runs/logs to compare with in the README"
     )
@@ -37,18 +37,18 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     c.add_argument("--alpha", type=float, default=None, help="significance level (overrides the rule's)")
     c.add_argument("--mixed-configs", action="store_true",
                    help="pool runs of different configurations on a side (refused otherwise)")  # fmt: skip
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print sides and tests as JSON")
 
     k = sub.add_parser("check", help="compliance report of a record folder or a run folder")
-    k.add_argument("path", type=Path)
-    k.add_argument("--json", action="store_true")
+    k.add_argument("path", type=Path, help="a record folder or a run folder")
+    k.add_argument("--json", action="store_true", help="print the rules as JSON")
 
     u = sub.add_parser("runs", help="list run folders as a table")
-    u.add_argument("roots", type=Path, nargs="*", default=[Path("runs")])
+    u.add_argument("roots", type=Path, nargs="*", default=[Path("runs")], help="folders searched for result.json (default runs)")
 
     p = sub.add_parser("plot", help="loss curves and val_bpb of several runs in one PNG, with seed spread")
     p.add_argument("runs", type=Path, nargs="+", help="run folders (grouped by preset)")
-    p.add_argument("--out", type=Path, default=Path("runs.png"))
+    p.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write")
 
 
 def _comparison(against: Path | None):
