@@ -11,8 +11,8 @@ from pgolf.tools.overrides import field_docs
 from pgolf.tools.presets import PRESETS, get_preset
 from pgolf.tracks import get_track
 
-# Freezes the set of config fields: adding or renaming one must update this list, the README and,
-# where it matters, checkpoint/artifact compatibility.
+# Freezes the set of config fields: adding or renaming one must update this list, the docs/ pages that
+# describe it and, where it matters, checkpoint/artifact compatibility.
 FROZEN_FIELDS = [
     "preset", "track",
     "model.vocab_size", "model.num_layers", "model.model_dim", "model.num_heads", "model.num_kv_heads",

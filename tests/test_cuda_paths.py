@@ -3,7 +3,7 @@ variant, bf16 autocast against fp32, grouped-query SDPA against the explicit hea
 compile-priming restore. Tracing (dynamo fullgraph + AOT autograd, ``aot_eager``) runs for every
 variant; inductor's C++ code generation (minutes on 2 cores) runs on the all-techniques model when
 PGOLF_INDUCTOR=1. What still needs a GPU (flash kernels, fused AdamW, NCCL, bf16 Newton-Schulz on
-tensor cores) is in tests/test_gpu.py and listed in the README as unverified."""
+tensor cores) is in tests/test_gpu.py and listed in docs/gpu.md as unverified."""
 
 from __future__ import annotations
 
