@@ -47,7 +47,10 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     u.add_argument("roots", type=Path, nargs="*", default=[Path("runs")])
 
     p = sub.add_parser("plot", help="loss curves and val_bpb of several runs in one PNG, with seed spread")
-    p.add_argument("runs", type=Path, nargs="+", help="run folders (grouped by preset)")
+    p.add_argument("runs", type=Path, nargs="+",
+                   help="run folders and record folders (grouped by configuration: the seeds of one share a colour)")  # fmt: skip
+    p.add_argument("--x", choices=("steps", "seconds"), default="steps",
+                   help="x axis: optimizer steps, or seconds of training (read from each run's log)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs.png"))
 
 
@@ -177,5 +180,5 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from pgolf.tools.plot import plot_runs
 
-    print(plot_runs(args.runs, args.out))
+    print(plot_runs(args.runs, args.out, axis=args.x))
     return 0
