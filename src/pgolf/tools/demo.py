@@ -10,7 +10,7 @@ from typing import Any
 from pgolf.config.run import RunConfig, apply_overrides
 from pgolf.pipeline import run
 from pgolf.tools.data.stdlib_corpus import build_demo_dataset
-from pgolf.tools.plot import plot_loss_curve
+from pgolf.tools.plot import plot_run
 from pgolf.tools.presets import demo_data, get_preset
 from pgolf.tools.summary import run_summary
 from pgolf.train.result import RunResult
@@ -56,14 +56,7 @@ def run_demo(
         flush=True,
     )
     result = run(cfg, out_dir=out_dir, force=True)  # the demo's folder holds the last demo
-    png = plot_loss_curve(
-        result.history,
-        out_dir / "loss_curve.png",
-        title=f"pgolf demo: {result.config.preset}, {result.steps} steps, "
-        f"val_bpb {result.roundtrip.val_bpb:.4f} ({result.score.label} round trip)",
-        val_loss=result.roundtrip.val_loss,
-        label=result.score.label,
-    )
+    png = plot_run(out_dir, out_dir / "loss_curve.png", title=f"pgolf demo: {result.config.preset}")
     print(
         "\n"
         + run_summary(result)

@@ -22,7 +22,9 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     r.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
     r.add_argument("--author", default="", help="submission.json's author")
     r.add_argument("--github-id", default="", help="submission.json's github_id")
-    r.add_argument("--blurb", default="", help="one paragraph: what the record is (README and submission.json)")
+    r.add_argument(
+        "--blurb", default="", help="one paragraph: what the record is (README and submission.json)"
+    )
     r.add_argument(
         "--against", type=Path, default=None, help="record/runs/logs to compare with in the README"
     )
@@ -44,10 +46,19 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     k.add_argument("--json", action="store_true", help="print the rules as JSON")
 
     u = sub.add_parser("runs", help="list run folders as a table")
-    u.add_argument("roots", type=Path, nargs="*", default=[Path("runs")], help="folders searched for result.json (default runs)")
+    u.add_argument(
+        "roots",
+        type=Path,
+        nargs="*",
+        default=[Path("runs")],
+        help="folders searched for result.json (default runs)",
+    )
 
     p = sub.add_parser("plot", help="loss curves and val_bpb of several runs in one PNG, with seed spread")
-    p.add_argument("runs", type=Path, nargs="+", help="run folders (grouped by preset)")
+    p.add_argument("runs", type=Path, nargs="+",
+                   help="run folders and record folders (grouped by configuration: the seeds of one share a colour)")  # fmt: skip
+    p.add_argument("--x", choices=("steps", "seconds"), default="steps",
+                   help="x axis: optimizer steps, or seconds of training (read from each run's log)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write")
 
 
@@ -186,5 +197,5 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from pgolf.tools.plot import plot_runs
 
-    print(plot_runs(args.runs, args.out))
+    print(plot_runs(args.runs, args.out, axis=args.x))
     return 0
