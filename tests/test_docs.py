@@ -30,7 +30,7 @@ def _slug(heading: str) -> str:
 
 
 def test_the_generated_pages_are_fresh(capsys):
-    assert docs.stale(ROOT) == [], "run `pgolf docs` and commit the result"
+    assert docs.stale(ROOT, build_parser()) == [], "run `pgolf docs` and commit the result"
     assert main(["docs", "--root", str(ROOT), "--check"]) == 0
     assert capsys.readouterr().out == ""
 

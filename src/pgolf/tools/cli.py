@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo, "data": data_commands.cmd_data, "train": cmd_train, "eval": cmd_eval,
         "pack": cmd_pack, "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan,
         "preflight": cmd_preflight,
-        "sweep": cmd_sweep, "bundle": cmd_bundle, "docs": docs.cmd_docs,
+        "sweep": cmd_sweep, "bundle": cmd_bundle, "docs": lambda a: docs.cmd_docs(a, build_parser()),
         **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:

@@ -112,10 +112,8 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def cli_page() -> str:
-    from pgolf.tools.cli import build_parser
-
-    p = build_parser()
+def cli_page(p: argparse.ArgumentParser) -> str:
+    """The command reference of ``p`` (``cli.build_parser()``, passed in: the CLI imports this module)."""
     source = GENERATED.format(source="the argparse parsers (`src/pgolf/tools/`)")
     about = f"{_one_line(p.description)} Every command answers `--help` with the same text."
     head = ["# Command reference", "", source, "", about, ""]
@@ -230,11 +228,11 @@ def _preset_section(name: str, fn, recs: list[Record]) -> list[str]:
     return lines
 
 
-def pages(root: Path) -> dict[Path, str]:
+def pages(root: Path, parser: argparse.ArgumentParser) -> dict[Path, str]:
     """Every generated file's path (relative to ``root``) and its fresh content."""
     readme = (root / "README.md").read_text(encoding="utf-8")
     return {
-        Path("docs/cli.md"): cli_page(),
+        Path("docs/cli.md"): cli_page(parser),
         Path("docs/presets.md"): presets_page(root),
         Path("README.md"): splice(readme, results_table(root), "README.md"),
     }
@@ -250,9 +248,9 @@ def splice(text: str, block: list[str], name: str) -> str:
     return f"{head}{RESULTS_BEGIN}\n" + "\n".join(block) + f"\n{RESULTS_END}{tail}"
 
 
-def stale(root: Path) -> list[Path]:
+def stale(root: Path, parser: argparse.ArgumentParser) -> list[Path]:
     """The generated files whose committed content differs from a fresh generation."""
-    return [p for p, text in pages(root).items() if (root / p).read_text(encoding="utf-8") != text]
+    return [p for p, text in pages(root, parser).items() if (root / p).read_text(encoding="utf-8") != text]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -261,13 +259,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
 
 
-def cmd_docs(args: argparse.Namespace) -> int:
+def cmd_docs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.check:
-        old = stale(args.root)
+        old = stale(args.root, parser)
         for p in old:
             print(f"stale: {p} (run `pgolf docs`)")
         return 1 if old else 0
-    for p, text in pages(args.root).items():
+    for p, text in pages(args.root, parser).items():
         if not (args.root / p).is_file() or (args.root / p).read_text(encoding="utf-8") != text:
             write_bytes_atomic(args.root / p, text.encode("utf-8"))
             print(f"wrote {p}")
