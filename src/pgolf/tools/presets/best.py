@@ -12,11 +12,9 @@ from pgolf.tools.presets.registry import demo_data, preset
 
 @preset("best")
 def best() -> RunConfig:
-    """The best full-size configuration pgolf knows: ``frontier``'s, unchanged. What cpu-best's search
-    found does not carry to 16 MB and 8xH100 (frontier's 8,192-piece table already fits the vocabulary
-    rule and the byte cap; batch and LR tuned for a few hundred CPU steps say nothing of 20,000; the
-    CPU-scale losers lost at 3 layers; the experts project to 775 s of evaluation): dev/LOG.md,
-    2026-12-05. Nothing here was measured on a GPU (none was lent)."""
+    """The best full-size configuration pgolf knows: ``frontier``'s, unchanged. None of cpu-best's
+    CPU-scale choices carries to 16 MB and 8xH100 (why, setting by setting: dev/LOG.md, 2026-12-05).
+    Never run on a GPU."""
     return replace(frontier(), preset="best")
 
 
@@ -25,13 +23,10 @@ def cpu_best() -> RunConfig:
     """The best CPU-track configuration found (issue 10; searched on Brown prose, confirmed on the demo
     corpus): frontier-cpu at 2,048 pieces, 3 x 192, 4,096 tokens a step, matrix LR 0.028, warm-down
     31% (sweeps/cpu-best-best.toml), tied-embedding LR 0.03, BigramHash 4,096 x 64, the coprime
-    loader, compiled on the CPU (primed in 2 untimed steps) with bf16 autocast where the CPU has AMX;
-    evaluated with docs LoRA TTT on every projection (chunks of 64, LR 0.015, beta1 0) + one phase of
-    global SGD, then the match and 4-gram experts mixed by exponentiated gradient. Pooled over two
-    3-seed jobs on Brown: 0.821x the contest's baseline recipe (Welch p 9e-6). Each step's measurement:
-    benchmarks/RESULTS.md, the "cpu-best" sections (2026-12-01 to 2026-12-03); the history: dev/LOG.md,
-    2026-12-05. It trains on the demo corpus at 2,048 pieces, which ``pgolf demo`` builds (eager
-    unless told)."""
+    loader, compiled on the CPU with bf16 autocast where the CPU has AMX; scored with docs LoRA TTT on
+    every projection (chunks of 64, LR 0.015, beta1 0) + one phase of global SGD, then the match and
+    4-gram experts mixed by exponentiated gradient. Each choice's measurement: benchmarks/RESULTS.md,
+    the "cpu-best" sections; the history: dev/LOG.md."""
     base = frontier_cpu()
     return replace(
         base,
