@@ -519,3 +519,18 @@ def test_runs_prints_long_paths_whole(good_record, tmp_path, capsys):
     shutil.copytree(folder / "runs" / "seed1", deep)
     assert main(["runs", str(tmp_path)]) == 0
     assert str(deep) in capsys.readouterr().out
+
+
+def test_a_reference_keeps_its_off_track_runs_and_says_so():
+    """Over a cap, a challenger's run is left out; a reference's is kept: it can only be stronger."""
+    from pgolf.tools.records.logs import RunScore
+    from pgolf.tools.records.stats import admissible
+
+    runs = [RunScore(f"r{i}", 2.0 + i / 100, 1.2 + i / 100, seed=i, off_track=("over the cap",) * (i == 1))
+            for i in range(3)]  # fmt: skip
+    kept, notes = admissible(runs, "B")
+    assert [s.seed for s in kept] == [0, 2] and notes == ["B: left out r1: over the cap"]
+    kept, notes = admissible(runs, "A", reference=True)
+    assert len(kept) == 3 and notes == [
+        "A: kept (a reference off its track can only be stronger) r1: over the cap"
+    ]

@@ -55,10 +55,14 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     )
 
     p = sub.add_parser("plot", help="loss curves and val_bpb of several runs in one PNG, with seed spread")
-    p.add_argument("runs", type=Path, nargs="+",
-                   help="run folders and record folders (grouped by configuration: the seeds of one share a colour)")  # fmt: skip
-    p.add_argument("--x", choices=("steps", "seconds"), default="steps",
-                   help="x axis: optimizer steps, or seconds of training (read from each run's log)")  # fmt: skip
+    p.add_argument(
+        "runs", type=Path, nargs="+",
+        help="run folders and record folders (grouped by configuration: the seeds of one share a colour)",
+    )  # fmt: skip
+    p.add_argument(
+        "--x", choices=("steps", "seconds"), default="steps",
+        help="x axis: optimizer steps, or seconds of training (read from each run's log)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write")
 
 
@@ -100,7 +104,7 @@ def _against(a: Path, new_scores, rule: str) -> dict:
     from pgolf.tools.records.logs import load_scores
     from pgolf.tools.records.stats import RULES, admissible
 
-    old, notes = admissible(load_scores(a), "A")
+    old, notes = admissible(load_scores(a), "A", reference=True)
     margin, alpha = RULES[rule]
     result = _compare(old, new_scores, margin, alpha)
     lines = [

@@ -160,15 +160,18 @@ def _repeats(scores: list[RunScore], key: str) -> dict[str, list[str]]:
 
 
 def admissible(
-    scores: list[RunScore], side: str, *, mixed_configs: bool = False
+    scores: list[RunScore], side: str, *, mixed_configs: bool = False, reference: bool = False
 ) -> tuple[list[RunScore], list[str]]:
     """The scores of one side that a Welch test may pool, and a line for each thing it should know.
-    A run off its track (over a cap, a validation leak) is left out, with the reason. Refused: one
-    seed twice, or one artifact twice (copies of a run are not independent samples: six copies of a
-    seed give n=6 with no spread); runs of different configurations (``logs.config_digest``: seed, data
-    root and preset name aside) unless ``mixed_configs``."""
-    notes = [f"{side}: left out {s.source}: {'; '.join(s.off_track)}" for s in scores if s.off_track]
-    kept = [s for s in scores if not s.off_track]
+    A run off its track (over a cap, a validation leak) is left out, with the reason, unless the side
+    is a ``reference`` to measure against: there a run over a cap can only be stronger, so keeping it
+    is conservative (said too). Refused: one seed twice, or one artifact twice (copies of a run are
+    not independent samples: six copies of a seed give n=6 with no spread); runs of different
+    configurations (``logs.config_digest``: seed, data root and preset name aside) unless
+    ``mixed_configs``."""
+    what = "kept (a reference off its track can only be stronger)" if reference else "left out"
+    notes = [f"{side}: {what} {s.source}: {'; '.join(s.off_track)}" for s in scores if s.off_track]
+    kept = [s for s in scores if reference or not s.off_track]
     if not kept:
         raise PgolfError(f"{side}: every run is off its track; nothing to compare")
     for key, what in (("seed", "seed"), ("artifact_sha256", "artifact sha256")):
