@@ -25,10 +25,7 @@ from pgolf import __version__, dist
 from pgolf.config.run import RunConfig, format_config
 from pgolf.config.train import TrainConfig
 from pgolf.data.loader import DistributedTokenLoader
-from pgolf.data.manifest import check_train_val_disjoint
-from pgolf.data.paths import resolve_data
-from pgolf.data.shards import find_shards
-from pgolf.data.valset import ValidationSet, load_validation
+from pgolf.data.valset import ValidationSet, load_validation, train_files
 from pgolf.errors import ConfigError
 from pgolf.eval.bpb import BpbResult
 from pgolf.eval.predict import ModelPredictor
@@ -176,10 +173,8 @@ class Trainer:
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
-        paths = resolve_data(cfg.data)
         self.valset: ValidationSet = load_validation(cfg.data, cfg.model.vocab_size)
-        self.train_files = find_shards(paths.dataset_dir, cfg.data.train_pattern)
-        check_train_val_disjoint(self.train_files, self.valset.files, paths.dataset_dir)
+        self.train_files = train_files(cfg.data, self.valset)
         ev = cfg.eval
         self.scored = self.valset.first_docs(ev.val_docs)  # what in-training validation scores
         self.windows = plan_windows(self.scored.tokens, ev.method, cfg.eval_seq_len, ev.stride)
