@@ -1,5 +1,6 @@
 """The generated reference: ``docs/cli.md`` from the argparse parsers, ``docs/presets.md`` from the
-preset docstrings and the README's results table from the record folders' ``submission.json``.
+preset docstrings and the results table (README.md and the top of benchmarks/RESULTS.md) from the
+record folders' ``submission.json``.
 ``pgolf docs`` writes them; ``pgolf docs --check`` (and tests/test_docs.py) fails when a committed
 page differs from a fresh generation, so none of them is typed by hand."""
 
@@ -230,11 +231,14 @@ def _preset_section(name: str, fn, recs: list[Record]) -> list[str]:
 
 def pages(root: Path, parser: argparse.ArgumentParser) -> dict[Path, str]:
     """Every generated file's path (relative to ``root``) and its fresh content."""
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    readme, results = (root / p for p in ("README.md", "benchmarks/RESULTS.md"))
     return {
         Path("docs/cli.md"): cli_page(parser),
         Path("docs/presets.md"): presets_page(root),
-        Path("README.md"): splice(readme, results_table(root), "README.md"),
+        Path("README.md"): splice(readme.read_text(encoding="utf-8"), results_table(root), "README.md"),
+        Path("benchmarks/RESULTS.md"): splice(
+            results.read_text(encoding="utf-8"), results_table(root, "../"), "benchmarks/RESULTS.md"
+        ),
     }
 
 
@@ -254,7 +258,9 @@ def stale(root: Path, parser: argparse.ArgumentParser) -> list[Path]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("docs", help="regenerate docs/cli.md, docs/presets.md and the README's results table")
+    d = sub.add_parser(
+        "docs", help="regenerate docs/cli.md, docs/presets.md and the results tables (README, RESULTS.md)"
+    )
     d.add_argument("--root", type=Path, default=Path("."), help="the repository (README.md, docs/, records/)")
     d.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
 
