@@ -289,7 +289,16 @@ def test_a_record_keeps_its_comparison_with_a_reference(good_record, tmp_path, c
     assert sub["against"]["val_bpb"] == pytest.approx(ref)
     assert sub["against"]["ratio"] == pytest.approx(sub["val_bpb"] / ref)
     assert "## Against the reference" in (folder / "README.md").read_text()
+    # the reference's logs travel with the record, so the comparison is redone from the folder alone
+    assert sorted(p.name for p in (folder / "reference").iterdir()) == [
+        f"train_seed{s}.log" for s in (1, 2, 3)
+    ]
+    assert (
+        sub["against"]["reference"] == f"reference/ (copied from {logs})" and "sources" not in sub["against"]
+    )
     capsys.readouterr()
+    assert main(["compare", str(folder / "reference"), str(folder), "--json"]) == 1  # the debug model loses
+    assert json.loads(capsys.readouterr().out)["bpb"]["mean_old"] == pytest.approx(ref)
     assert main(["record", "--finalize", str(folder)]) == 0
     assert json.loads((folder / "submission.json").read_text())["against"] == sub["against"]
     assert "## Against the reference" in (folder / "README.md").read_text()

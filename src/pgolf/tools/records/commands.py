@@ -114,7 +114,8 @@ def _against(a: Path, new_scores, rule: str) -> dict:
     ]
     bpb = result.bpb
     return {"reference": str(a), "val_bpb": bpb.mean_old, "val_bpb_std": bpb.std_old, "seeds": bpb.n_old,
-            "ratio": bpb.mean_new / bpb.mean_old, "welch_p": bpb.p, "lines": lines}  # fmt: skip
+            "ratio": bpb.mean_new / bpb.mean_old, "welch_p": bpb.p, "lines": lines,
+            "sources": [s.source for s in old]}  # fmt: skip
 
 
 def _compare(old, new, margin: float, alpha: float):

@@ -196,6 +196,19 @@ def make_record(
     return folder, finalize_record(folder, info, comparison)
 
 
+def keep_reference(folder: Path, against: dict) -> dict:
+    """Copy the reference's results and logs into ``folder/reference/`` (a run's ``result.json`` and
+    ``train.log`` under its folder's name, a log as it is), so that the comparison can be redone from
+    the record alone: ``pgolf compare FOLDER/reference FOLDER``."""
+    dst = folder / "reference"
+    for src in map(Path, against.pop("sources", [])):
+        files = [src, src.parent / "train.log"] if src.name == "result.json" else [src]
+        for f in filter(Path.is_file, files):
+            where = dst / src.parent.name / f.name if src.name == "result.json" else dst / f.name
+            write_bytes_atomic(where, f.read_bytes())
+    return {**against, "reference": f"reference/ (copied from {against['reference']})"}
+
+
 def finalize_record(folder: Path, info: RecordInfo, comparison=None) -> list[Rule]:
     """Write (or refresh, e.g. after a pgolf upgrade adds a rule) ``submission.json`` and
     ``README.md`` of a folder whose seeds have run, with ``pgolf check``'s report. A refresh without
@@ -209,11 +222,10 @@ def finalize_record(folder: Path, info: RecordInfo, comparison=None) -> list[Rul
     scores = [from_result(folder / f"result_seed{s}.json") for s in seeds]
     code = (folder / "train_gpt.py").stat().st_size
     old = folder / "submission.json"
-    against = (
-        comparison(scores)
-        if comparison
-        else (json.loads(old.read_text()).get("against") if old.is_file() else None)
-    )
+    if comparison:
+        against = keep_reference(folder, comparison(scores))
+    else:
+        against = json.loads(old.read_text()).get("against") if old.is_file() else None
     write_json_atomic(old, submission(cfg, info, scores, [], code, against))
     rules = check(folder)
     sub = submission(cfg, info, scores, rules, code, against)
