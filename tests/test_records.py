@@ -543,3 +543,21 @@ def test_a_reference_keeps_its_off_track_runs_and_says_so():
     assert len(kept) == 3 and notes == [
         "A: kept (a reference off its track can only be stronger) r1: over the cap"
     ]
+
+
+def test_the_reference_travels_with_the_record(tmp_path):
+    """Run folders (a result.json and its train.log) and log files, copied under reference/."""
+    from pgolf.tools.records.folder import keep_reference
+
+    run, log = tmp_path / "ref" / "s7", tmp_path / "contest_seed1.log"
+    run.mkdir(parents=True)
+    for f, text in ((run / "result.json", "{}"), (run / "train.log", "log"), (log, "contest")):
+        f.write_text(text)
+    out = keep_reference(
+        tmp_path / "rec", {"reference": "ref", "sources": [str(run), str(log)], "ratio": 0.9}
+    )
+    assert out == {"reference": "reference/ (copied from ref)", "ratio": 0.9}
+    ref = tmp_path / "rec" / "reference"
+    assert sorted(str(p.relative_to(ref)) for p in ref.rglob("*") if p.is_file()) == [
+        "contest_seed1.log", "s7/result.json", "s7/train.log"
+    ]  # fmt: skip

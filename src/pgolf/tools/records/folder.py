@@ -197,15 +197,15 @@ def make_record(
 
 
 def keep_reference(folder: Path, against: dict) -> dict:
-    """Copy the reference's results and logs into ``folder/reference/`` (a run's ``result.json`` and
-    ``train.log`` under its folder's name, a log as it is), so that the comparison can be redone from
+    """Copy the reference's results and logs into ``folder/reference/`` (a run folder's ``result.json``
+    and ``train.log`` under the run's name, a log as it is), so that the comparison can be redone from
     the record alone: ``pgolf compare FOLDER/reference FOLDER``."""
     dst = folder / "reference"
     for src in map(Path, against.pop("sources", [])):
-        files = [src, src.parent / "train.log"] if src.name == "result.json" else [src]
+        run = src if src.is_dir() else src.parent if src.name == "result.json" else None
+        files = [run / "result.json", run / "train.log"] if run else [src]
         for f in filter(Path.is_file, files):
-            where = dst / src.parent.name / f.name if src.name == "result.json" else dst / f.name
-            write_bytes_atomic(where, f.read_bytes())
+            write_bytes_atomic(dst / run.name / f.name if run else dst / f.name, f.read_bytes())
     return {**against, "reference": f"reference/ (copied from {against['reference']})"}
 
 
