@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,7 @@ class Record:
 
 
 def records(root: Path) -> list[Record]:
-    """Every record folder under ``root/records``, best first within a track and dataset."""
+    """Every record folder under ``root/records``, best first within a track and corpus."""
     found = []
     for sub in sorted((root / "records").glob("*/*/submission.json")):
         try:
@@ -167,7 +168,8 @@ def records(root: Path) -> list[Record]:
             )
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise PgolfError(f"{sub}: not a record's submission.json ({type(e).__name__}: {e})") from None
-    return sorted(found, key=lambda r: (r.track, r.dataset, r.val_bpb))
+    corpus = lambda r: re.sub(r"_sp\d+.*$", "", r.dataset)  # noqa: E731  (one corpus at any vocabulary)
+    return sorted(found, key=lambda r: (r.track, corpus(r), r.val_bpb))
 
 
 def _dataset_of(folder: Path, sub: dict) -> str:
