@@ -158,8 +158,8 @@ class Final(Recorder):
         super().__init__()
         self.inner, self.deferred, self.final = head, True, None
 
-    def mix_stream(self, ledger, device):
-        self.final = self.inner.mix_stream(ledger, device)
+    def mix_stream(self, ledger, device, echo=None):
+        self.final = self.inner.mix_stream(ledger, device, echo)
         return self.final
 
 
@@ -287,3 +287,20 @@ def test_the_method_probe_passes_lora_with_experts():
 def test_exponentiated_gradient_refuses_what_it_does_not_define(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         EvalConfig(experts="match", mix_rule="eg", **kwargs)
+
+
+def test_the_deferred_mixer_ticks_through_the_eval_clock_and_scores_the_same(monkeypatch):
+    """Progress lines (forced to every call here) come through the eval clock's echo, from the scoring
+    and from the stream-order mixer, and change no score."""
+    from pgolf import runlog
+    from pgolf.eval.score import EvalClock
+
+    tokens = doc_stream(300, seed=5)
+    _, quiet = run_lora_mixed(tokens)
+    monkeypatch.setattr(runlog, "TICK_S", 0.0)
+    lines: list[str] = []
+    head = Final(MixtureHead(LORA_EXPERTS, tokens, VOCAB, deferred=True))
+    clock = EvalClock(echo=lines.append)
+    r = lora_ttt(tiny_model(), tokens, nb(tokens), LORA_EXPERTS, 32, CPU, head=head, clock=clock)
+    assert r.loss_sum == quiet
+    assert {line.split(":")[0] for line in lines} >= {"eval_targets", "eval_mix"}

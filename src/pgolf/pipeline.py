@@ -117,8 +117,8 @@ def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | No
     pre-quant one."""
     device = trainer.device
     dist.reset_peak_memory(device)  # the eval's own peak, not the export's
-    clock = EvalClock(dist.synchronizer(device), echo=lambda line: trainer.log.event("eval_projection", line),
-                      cap_s=get_track(trainer.cfg.track).eval_seconds)  # fmt: skip
+    echo = lambda line: trainer.log.event(line.split(":")[0], line)  # noqa: E731 (eval_projection, eval_targets)
+    clock = EvalClock(dist.synchronizer(device), echo=echo, cap_s=get_track(trainer.cfg.track).eval_seconds)
     with clock.phase("load"):
         loaded = load_artifact(path, device, trainer.attention)
     ev = dataclasses.replace(loaded.meta.eval, val_docs=trainer.cfg.eval.val_docs)  # the run's subset, if any

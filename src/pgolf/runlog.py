@@ -1,11 +1,13 @@
 """Run logs: one parseable ``key:value`` line per event (contest-compatible), the same events as
-JSONL, and a progress bar when stdout is a terminal. Only the main rank writes."""
+JSONL, and a progress bar when stdout is a terminal (``bar``, tooling's too); long loops off the step
+loop (calibration, evaluation) tick a line every ~30 s (``Ticker``). Only the main rank writes."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -14,6 +16,46 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def bar(stream: TextIO, **kw: Any) -> Any:
+    """A tqdm bar on ``stream`` when it is a terminal, else None: tqdm is imported only then, and a pipe
+    or a log file gets no bar."""
+    if stream.isatty():
+        from tqdm import tqdm
+
+        return tqdm(file=stream, leave=False, dynamic_ncols=True, **kw)
+
+
+TICK_S = 30.0
+"""Seconds between a long loop's progress lines (``Ticker``)."""
+
+
+class Ticker:
+    """``tick(done)`` sends ``what:done/total elapsed:Ns`` to ``echo`` at most once per ``TICK_S`` seconds
+    of wall time, the first after ``TICK_S``: a long loop says where it is without a line per step. It
+    reads the host's clock only (no device sync); without ``echo`` it prints nothing."""
+
+    def __init__(
+        self,
+        echo: Callable[[str], None] | None,
+        what: str,
+        total: int,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.echo, self.what, self.total, self.now = echo, what, total, now
+        self.t0 = self.last = now()
+
+    def __call__(self, done: int) -> None:
+        if self.echo and (t := self.now()) - self.last >= TICK_S:
+            self.last = t
+            self.echo(f"{self.what}:{done}/{self.total} elapsed:{t - self.t0:.0f}s")
+
+    def over(self, items: Iterable) -> Iterator:
+        """``items`` unchanged, ticking the count done before each."""
+        for i, item in enumerate(items):
+            self(i)
+            yield item
 
 
 class RunLog:
@@ -54,10 +96,8 @@ class RunLog:
             self.jsonl.flush()
 
     def start_progress(self, total: float, unit: str) -> None:
-        if self.enabled and self.echo and self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit=unit, file=self.stream, leave=False, dynamic_ncols=True)
+        if self.enabled and self.echo:
+            self.bar = bar(self.stream, total=total, unit=unit)
 
     def progress(self, value: float) -> None:
         if self.bar is not None:

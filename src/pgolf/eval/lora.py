@@ -290,7 +290,7 @@ def lora_ttt(
     result = acc.result()
     if getattr(head, "deferred", False):
         with clock.phase("mix"):
-            nll = head.mix_stream(ledger, device)
+            nll = head.mix_stream(ledger, device, clock.echo)
         result = dataclasses.replace(result, loss_sum=float(nll[1:].sum()))
     return result
 

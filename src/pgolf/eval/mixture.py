@@ -39,6 +39,7 @@ Linear pool only (the log pool would need every full distribution kept until the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from pgolf.eval import experts as ex
 from pgolf.eval.ledger import Ledger, ScoreOrderError
 from pgolf.eval.predict import Batch
 from pgolf.methods.base import CostInputs
+from pgolf.runlog import Ticker
 
 INITIAL_WEIGHT = {"ngram": 0.03, "match": 0.1, "bigram": 0.02}
 P_FLOOR, LOG_FLOOR = 1e-10, 1e-30
@@ -130,9 +132,12 @@ class MixtureHead:
             self._update(p)
         return torch.from_numpy(out).to(log_probs.device, torch.float32)
 
-    def mix_stream(self, ledger: Ledger, device: torch.device) -> np.ndarray:
+    def mix_stream(
+        self, ledger: Ledger, device: torch.device, echo: Callable[[str], None] | None = None
+    ) -> np.ndarray:
         """Deferred: once every rank has scored every target, each target's NLL under the mixture,
-        the mixer run over the stream in order (index 0, never a target, is NaN)."""
+        the mixer run over the stream in order (index 0, never a target, is NaN); ``echo`` gets a
+        line of positions mixed every ~30 s."""
         none = torch.zeros(2, len(self.stream), dtype=torch.float64)  # a rank without documents
         both = (self.model_p if self.model_p is not None else none).to(device)
         dist.all_reduce_sum_(both)
@@ -143,8 +148,9 @@ class MixtureHead:
         ledger.sync(0, len(count), device)
         ledger.learn(np.arange(1, len(count)))  # one update after every score; its order is by construction
         out = np.full(len(count), np.nan)
-        step = max(1, self.cfg.stride)
+        step, tick = max(1, self.cfg.stride), Ticker(echo, "eval_mix", len(count))
         for lo in range(1, len(count), step):
+            tick(lo)
             pos = np.arange(lo, min(lo + step, len(count)))
             p = self._expert_matrix(model_p[pos], pos)
             out[pos] = -np.log(self.w @ p)

@@ -26,6 +26,7 @@ from pgolf.eval.bpb import BpbAccumulator, BpbResult
 from pgolf.eval.ledger import Ledger
 from pgolf.eval.predict import Batch, Head, ModelHead, Predictor, padded_batch
 from pgolf.methods.windows import Window, check_plan, deal
+from pgolf.runlog import Ticker
 
 LUMP_PHASES = ("global_sgd",)
 """Clock phases whose time does not grow with the targets scored: the projection adds them as spent,
@@ -36,7 +37,8 @@ class EvalClock:
     """Seconds per named phase (load, warmup, score, ...); their sum is what the track's eval cap
     judges. ``sync`` makes queued device work count before each reading. With ``echo``, the first
     ``progress`` report after ``project_after_s`` seconds of scoring prints a projected total (and
-    whether it breaks ``cap_s``), so a long evaluation says early where it is heading."""
+    whether it breaks ``cap_s``), so a long evaluation says early where it is heading; then a line of
+    targets scored every ~30 s (``Ticker``)."""
 
     def __init__(
         self,
@@ -75,7 +77,9 @@ class EvalClock:
         work still to come that does not scale with targets (e.g. global SGD phases)."""
         if self._scoring_from is None:
             self._scoring_from = self.elapsed()
+            self.tick = Ticker(self.echo, "eval_targets", total, now=self.now)
             return
+        self.tick(done)
         if self.echo is None or self.projection is not None or not 0 < done < total:
             return
         lumps = sum(self.phases.get(name, 0.0) for name in LUMP_PHASES)

@@ -19,7 +19,7 @@ from pgolf.model.params import param_roles
 from pgolf.quant.fisher import collect_sensitivities, row_counts
 from pgolf.quant.gptq import collect_hessians
 from pgolf.quant.policy import grid_spec
-from pgolf.runlog import RunLog
+from pgolf.runlog import RunLog, Ticker
 from pgolf.train.clock import TrainClock
 
 
@@ -66,13 +66,15 @@ def calibrate(
     with dist.autocast_for(device):
         if cfg.gptq:
             ids = (x for x, _ in itertools.islice(batches, cfg.gptq_batches))
-            out.hessians = collect_hessians(model, names, ids)
+            tick = Ticker(log.line, "gptq_calibration", cfg.gptq_batches)  # a line per ~30 s, if that long
+            out.hessians = collect_hessians(model, names, tick.over(ids))
             parts.append(f"gptq_calibration batches:{cfg.gptq_batches} matrices:{len(out.hessians)}")
         if cfg.alloc == "fisher":
             taken = list(itertools.islice(batches, cfg.fisher_batches))
             counted = itertools.chain(taken, itertools.islice(batches, cfg.fisher_count_batches))
             counts = lookup_counts(model, counted, device)
-            out.sensitivities = collect_sensitivities(model, names, taken, counts)
+            tick = Ticker(log.line, "fisher_calibration", cfg.fisher_batches)
+            out.sensitivities = collect_sensitivities(model, names, tick.over(taken), counts)
             out.tokens = sum(y.numel() for _, y in taken) * dist.world_size()
             tokens = int(counts["tok_emb.weight"].sum())
             parts.append(f"fisher_calibration batches:{cfg.fisher_batches} counted:{tokens} "

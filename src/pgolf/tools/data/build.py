@@ -33,6 +33,7 @@ from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
 from pgolf.tools.data.align import Pieces, token_bytes
 from pgolf.tools.data.caseops import CASEOPS_VERSION, OPERATORS, encode_with_bytes
 from pgolf.tools.data.caseops import encode as caseops_encode
+from pgolf.tools.progress import Progress, track
 from pgolf.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SELECTION_RULES = {
@@ -247,6 +248,7 @@ def build_dataset(
         raise DataBuildError(f"vocab={vocab_size}: must be in [260, 65536] (256 byte pieces + 4 specials)")
     out_root = Path(out_root)
     started = time.time()
+    docs = track(docs, "data: reading documents", unit="doc")
     val, train, dropped = split_documents(docs, val_docs, selection)
     tag = "_caseops" if caseops else ""
     dataset, tokenizer = layout(name, vocab_size, tag)
@@ -259,17 +261,25 @@ def build_dataset(
         )
     tok_path = out_root / tokenizer
     settings = CASEOPS_SP_SETTINGS if caseops else SP_SETTINGS
-    train_texts = [caseops_encode(d) for d in train] if caseops else train  # encoded once, used twice
-    val_texts, val_bytes = val, None
-    if caseops:  # the validation texts with each character's original bytes, for the sidecar
-        encoded = [encode_with_bytes(d) for d in val]
-        val_texts, val_bytes = [t for t, _ in encoded], [b for _, b in encoded]
-    train_tokenizer(train_texts, vocab_size, tok_path, OPERATORS if caseops else (), settings)
-    sp = spm.SentencePieceProcessor(model_file=str(tok_path))
-    folder.mkdir(parents=True, exist_ok=True)
-    old.unlink(missing_ok=True)  # a build that dies part-way leaves no manifest naming new shards
-    for stale in list(folder.glob("fineweb_*.bin")):
-        stale.unlink()
+    with Progress("data", total=3 + caseops, unit="stage") as progress:
+        if caseops:
+            progress.stage("case factoring")
+        train_texts = [caseops_encode(d) for d in train] if caseops else train  # encoded once, used twice
+        val_texts, val_bytes = val, None
+        if caseops:  # the validation texts with each character's original bytes, for the sidecar
+            encoded = [encode_with_bytes(d) for d in val]
+            val_texts, val_bytes = [t for t, _ in encoded], [b for _, b in encoded]
+        progress.stage(f"training a {vocab_size}-piece tokenizer")
+        train_tokenizer(train_texts, vocab_size, tok_path, OPERATORS if caseops else (), settings)
+        sp = spm.SentencePieceProcessor(model_file=str(tok_path))
+        folder.mkdir(parents=True, exist_ok=True)
+        old.unlink(missing_ok=True)  # a build that dies part-way leaves no manifest naming new shards
+        for stale in list(folder.glob("fineweb_*.bin")):
+            stale.unlink()
+        progress.stage(f"encoding {len(val):,} validation documents")
+        val_split = _write_split(val, val_texts, sp, folder, "val", shard_tokens, val_bytes)
+        progress.stage(f"encoding {len(train):,} training documents")
+        train_split = _write_split(train, train_texts, sp, folder, "train", shard_tokens)
     manifest = {
         "format": MANIFEST_FORMAT,
         "name": folder.name,
@@ -285,10 +295,7 @@ def build_dataset(
             "settings": settings,
         },
         **({"caseops": {"version": CASEOPS_VERSION, "operators": list(OPERATORS)}} if caseops else {}),
-        "splits": {
-            "val": _write_split(val, val_texts, sp, folder, "val", shard_tokens, val_bytes),
-            "train": _write_split(train, train_texts, sp, folder, "train", shard_tokens),
-        },
+        "splits": {"val": val_split, "train": train_split},
         "build_seconds": round(time.time() - started, 2),
     }
     overlap = set(manifest["splits"]["val"]["doc_sha256"]) & set(manifest["splits"]["train"]["doc_sha256"])

@@ -46,6 +46,7 @@ from pgolf.tools.plan.hardware import (
 )
 from pgolf.tools.plan.memory import Memory, plan_memory
 from pgolf.tools.presets import get_preset
+from pgolf.tools.progress import Progress
 from pgolf.tracks import get_track
 from pgolf.train.schedule import muon_momentum
 
@@ -304,27 +305,37 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
     hw = get_hardware(hardware or track_hardware(track))
     if hw.gpus > 1 and tc.microbatches % hw.gpus:
         raise ConfigError(f"{hw.gpus} GPUs must divide train.microbatches={tc.microbatches}")
-    torch.manual_seed(tc.seed)
-    model = GPT(cfg.model)
-    model.looping = cfg.model.loop_repeats > 0
-    check = check_pass(model, tc.seq_len, cfg.model.vocab_size, tc.seed)
-    flat, looped = _train_flops(model, cfg)
-    cpu_bf16 = not hw.is_gpu and tc.cpu_bf16 and dist.cpu_has_amx()
-    memory = plan_memory(cfg, bf16=hw.is_gpu or cpu_bf16)
-    notes: list[str] = []
-    times = _project_step(model, cfg, hw, (flat, looped), notes, cpu_bf16)
-    steps, step_ms, flat_share = times.steps(cfg)
-    train_flops = flat.train if looped is None else flat_share * flat.train + (1 - flat_share) * looped.train
-    est, projected, formats = project_artifact(cfg)
     n_val = val_tokens or (tokens.numel() if tokens is not None else None)
     if n_val is None:
         n_val = contest_val_tokens(cfg.data.dataset)
-    evaluation = None
-    if n_val:
-        eval_flops = count_flops(model, cfg.eval_seq_len, looping=cfg.model.loop_repeats > 0)
-        evaluation = project_eval(cfg, eval_flops, times.rates, n_val, tokens)
-    else:
-        notes.append("evaluation not projected (no validation stream): pass --val-tokens N or build the data")
+    with Progress("plan", total=4 + bool(n_val), unit="stage") as progress:
+        progress.stage("the model's check pass")
+        torch.manual_seed(tc.seed)
+        model = GPT(cfg.model)
+        model.looping = cfg.model.loop_repeats > 0
+        check = check_pass(model, tc.seq_len, cfg.model.vocab_size, tc.seed)
+        progress.stage("FLOPs and memory")
+        flat, looped = _train_flops(model, cfg)
+        cpu_bf16 = not hw.is_gpu and tc.cpu_bf16 and dist.cpu_has_amx()
+        memory = plan_memory(cfg, bf16=hw.is_gpu or cpu_bf16)
+        notes: list[str] = []
+        progress.stage("the step time" + (" (timing this CPU)" if not hw.is_gpu else ""))
+        times = _project_step(model, cfg, hw, (flat, looped), notes, cpu_bf16)
+        steps, step_ms, flat_share = times.steps(cfg)
+        train_flops = (
+            flat.train if looped is None else flat_share * flat.train + (1 - flat_share) * looped.train
+        )
+        progress.stage("the artifact's bytes")
+        est, projected, formats = project_artifact(cfg)
+        evaluation = None
+        if n_val:
+            progress.stage("the evaluation time")
+            eval_flops = count_flops(model, cfg.eval_seq_len, looping=cfg.model.loop_repeats > 0)
+            evaluation = project_eval(cfg, eval_flops, times.rates, n_val, tokens)
+        else:
+            notes.append(
+                "evaluation not projected (no validation stream): pass --val-tokens N or build the data"
+            )
     plan = Plan(
         preset=cfg.preset, track=cfg.track, hardware=hw, params=count_parameters(model), flops=flat,
         flops_looping=looped, train_flops_per_token=train_flops, check=check,

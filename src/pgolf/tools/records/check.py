@@ -20,6 +20,7 @@ from pgolf.config.run import config_from_dict
 from pgolf.errors import PgolfError
 from pgolf.pack.bundle import file_digest
 from pgolf.tools.data.docs import MIN_DOC_TOKENS, val_docs_in_train
+from pgolf.tools.progress import Progress, track
 from pgolf.tools.records.logs import config_digest
 from pgolf.tracks import get_track
 
@@ -223,7 +224,7 @@ def rule_probes(subject: Subject) -> Rule:
     )
 
     lines, bad, unrun, method = [], False, False, ""
-    for s in subject.seeds:
+    for s in track(subject.seeds, "probes", unit="seed"):
         if s.artifact is None:
             lines.append(f"{s.name}: no artifact here")
             continue
@@ -446,6 +447,11 @@ def check(path: str | Path) -> list[Rule]:
     if not subject.seeds:
         raise PgolfError(f"{path}: no seed results (result_seed<S>.json) in this record folder")
     try:
-        return [rule(subject) for rule in RULES]
+        rules = []
+        with Progress(f"check {subject.path.name}", total=len(RULES), unit="rule") as progress:
+            for rule in RULES:
+                progress.stage(rule.__name__.removeprefix("rule_"))
+                rules.append(rule(subject))
+        return rules
     except (KeyError, TypeError, ValueError) as e:  # a result or meta missing a field, or mistyped
         raise PgolfError(f"{path}: malformed run record ({type(e).__name__}: {e})") from None

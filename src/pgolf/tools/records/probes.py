@@ -117,9 +117,9 @@ class RecordingHead:
     def deferred(self) -> bool:
         return getattr(self.inner, "deferred", False)
 
-    def mix_stream(self, ledger, device: torch.device):
+    def mix_stream(self, ledger, device: torch.device, echo=None):
         """The deferred mixer's scores replace the model's recorded ones."""
-        nll = self.inner.mix_stream(ledger, device)
+        nll = self.inner.mix_stream(ledger, device, echo)
         self.nll_at = {p: float(nll[p]) for p in self.nll_at}
         return nll
 
