@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgolf.config.run import RunConfig, all_fields, config_from_dict
+from pgolf.config.run import RunConfig, all_fields, config_from_dict, format_config
 from pgolf.errors import PgolfError
 from pgolf.fileio import write_bytes_atomic
 
@@ -84,10 +84,12 @@ def _walk(path: str, p: argparse.ArgumentParser, help_: str) -> list[str]:
 
 
 def config_keys() -> list[str]:
-    """Every config key with its default (the contest baseline's: ``RunConfig()``) and its docstring."""
+    """Every config key with its default (the contest baseline's: ``RunConfig()``, as ``format_config``
+    writes it in a run's log) and its docstring."""
     from pgolf.tools.overrides import field_docs
 
-    docs, defaults = field_docs(), _flat(RunConfig().to_dict())
+    defaults = dict(line.split(": ", 1) for line in format_config(RunConfig()).splitlines())
+    docs = field_docs()
     intro = (
         "Every key is a flag of the run commands (`--model.num_layers 11`), a key of a config file's "
         "sections and a `PGOLF_<SECTION>_<NAME>` variable of the bundled file. Defaults are `RunConfig()`'s, "
@@ -102,16 +104,6 @@ def config_keys() -> list[str]:
             lines += ["", f"### `{head or 'run'}`", "", "| key | default | meaning |", "|---|---|---|"]
         lines.append(f"| `{key}` | `{defaults.get(key, '')}` | {_one_line(docs.get(key))} |")
     return lines
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
-    return out
 
 
 def cli_page(p: argparse.ArgumentParser) -> str:
