@@ -17,7 +17,7 @@ from pgolf.errors import ConfigError, Interrupted, PgolfError
 from pgolf.tools import docs
 from pgolf.tools.config_files import resolve
 from pgolf.tools.data import commands as data_commands
-from pgolf.tools.overrides import field_docs
+from pgolf.tools.overrides import DEST, field_docs
 
 
 def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
@@ -27,11 +27,11 @@ def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None =
         if key == "preset":  # informational; chosen with --preset
             continue
         if prefixes is None or key.startswith(prefixes):
-            group.add_argument(f"--{key}", dest=f"ov:{key}", metavar="V", default=None, help=docs[key])
+            group.add_argument(f"--{key}", dest=f"{DEST}{key}", metavar="V", default=None, help=docs[key])
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k[3:]: v for k, v in vars(args).items() if k.startswith("ov:") and v is not None}
+    return {k[len(DEST) :]: v for k, v in vars(args).items() if k.startswith(DEST) and v is not None}
 
 
 def _add_bundle(sub: argparse._SubParsersAction) -> None:

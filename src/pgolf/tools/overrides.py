@@ -13,6 +13,9 @@ from functools import cache
 
 from pgolf.config.run import SECTIONS, RunConfig, all_fields
 
+DEST = "ov:"
+"""The argparse ``dest`` prefix of a dotted override (``--model.num_layers`` -> ``ov:model.num_layers``)."""
+
 
 @cache
 def _class_field_docs(cls: type) -> dict[str, str]:
