@@ -154,11 +154,9 @@ def take(study, objective: Callable, catch: tuple[type[Exception], ...] = ()) ->
     try:
         logger.setLevel(optuna.logging.ERROR)  # failures are said by the objective; a surplus is routine
         study.optimize(run, n_trials=1, catch=(Surplus, *catch))
-    except Exception as e:  # Optuna's words when a trial was finished by someone else
-        late = isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or str(e).startswith(
-            "Cannot tell a "
-        )
-        if not late or "number" not in taken:
+    except Exception as e:  # what Optuna raises on a trial finished by someone else: update, then tell
+        finished = isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or "Cannot tell a " in str(e)
+        if not finished or "number" not in taken:
             raise
         print(f"trial {taken['number']} was failed by another worker while it ran here (late heartbeats): "
               "its result is dropped", file=sys.stderr)  # fmt: skip
