@@ -13,8 +13,8 @@ import pytest
 from pgolf.errors import ConfigError
 from pgolf.tools.cli import main
 from pgolf.tools.config_files import resolve
-from pgolf.tools.sweep import follow, judge
-from pgolf.tools.sweepfile import load_spec, trial_overrides
+from pgolf.tools.sweep.runs import follow, judge
+from pgolf.tools.sweep.spec import load_spec, trial_overrides
 
 pytest.importorskip("optuna")
 
@@ -112,9 +112,9 @@ final_seeds = [2]
     assert best.eval.batch_tokens == 2048 and best.data.root == ""  # fixed kept, data left out
     assert main(["sweep", "run", str(spec), "--out", str(out)]) == 0  # resumes: one trial more
     assert len(list((out / "trials").iterdir())) == 2
-    from pgolf.tools.sweep import open_study
+    from pgolf.tools.sweep.study import is_final, open_study
 
-    first, second = open_study(out, create=False).trials
+    first, second = (t for t in open_study(out, create=False).trials if not is_final(t))
     assert first.params != second.params  # the resumed sampler draws anew, not trial 0's point again
     capsys.readouterr()
     assert main(["sweep", "show", str(out)]) == 0
@@ -125,8 +125,8 @@ final_seeds = [2]
 def test_the_pruner_sees_every_run_on_one_grid_of_training_seconds():
     """Validations at 40, 100, 170 and 280 s of a 300 s run: reported every 15 s, each point holding
     the last value known then; nothing from the last tenth."""
-    from pgolf.tools.sweep import _reporter
-    from pgolf.tools.sweepfile import Param, SweepSpec
+    from pgolf.tools.sweep.runs import reporter
+    from pgolf.tools.sweep.spec import Param, SweepSpec
 
     class Trial:
         def __init__(self):
@@ -140,8 +140,70 @@ def test_the_pruner_sees_every_run_on_one_grid_of_training_seconds():
 
     spec = SweepSpec(base="baseline-cpu", space=(Param("model.num_layers", choices=(3,)),))
     trial = Trial()
-    on_val = _reporter(trial, spec)
+    on_val = reporter(trial, spec)
     for ms, v in [(40_000, 3.0), (100_000, 2.5), (170_000, 2.2), (280_000, 2.0)]:
         on_val({"step": 1, "train_time_ms": ms, "val_bpb": v})
     assert trial.reports == [(30, 3.0), (45, 3.0), (60, 3.0), (75, 3.0), (90, 2.5), (105, 2.5), (120, 2.5),
                              (135, 2.5), (150, 2.5), (165, 2.2)]  # fmt: skip
+
+
+def test_a_trial_is_a_torchrun_job_when_the_spec_says_nproc_per_node(tmp_path):
+    from pgolf.tools.sweep.runs import launch_command
+
+    text = 'preset = "debug"\nnproc_per_node = 4\n[space]\n"model.num_layers" = [1, 2]\n'
+    spec = load_spec(_write(tmp_path, text))
+    cmd = launch_command(spec, {"train.seed": "1"}, tmp_path / "run")
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert cmd[5:8] == ["-m", "pgolf", "train"] and cmd[-2:] == ["--train.seed", "1"]
+    one = load_spec(_write(tmp_path, text.replace("= 4", "= 1")))
+    assert launch_command(one, {}, tmp_path / "run")[1:4] == ["-m", "pgolf", "train"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test asks for trials itself
+def test_the_worker_loop_skips_a_lost_trial_queues_finalists_and_drops_a_surplus(tmp_path, monkeypatch):
+    """The loop of ``pgolf sweep worker`` on the SQLite study, runs faked (the real ones: the slow test
+    above and tests/test_sweep_db.py): a trial whose worker died (heartbeat stale) is failed and not
+    counted, the budget is met by finished trials, each finalist's seed is a trial of the study, a trial
+    drawn past the budget never runs, and a study pinned to other hardware refuses this machine."""
+    from pgolf.tools import studies
+    from pgolf.tools.sweep import study as sweep_study
+
+    ran = []
+
+    def fake_run(spec, params, seed, out_dir, on_val=None, echo=print):
+        ran.append((out_dir.parent.name, out_dir.name))
+        return {
+            "val_bpb": 3 + params["optim.matrix_lr"] + seed / 100,
+            "steps": 4,
+            "bytes_total": 1,
+            "off_track": [],
+        }
+
+    monkeypatch.setattr(sweep_study, "run_one", fake_run)
+    monkeypatch.setattr(sweep_study, "preflight", lambda spec, params: None)
+    text = (
+        'preset = "debug"\ntrials = 2\nseeds = [1]\nsteps = 4\npruner = "none"\nfinalists = 1\n'
+        'final_seeds = [2, 3]\nheartbeat_s = 1\n[space]\n"optim.matrix_lr" = {low = 0.01, high = 0.05}\n'
+    )
+    spec = load_spec(_write(tmp_path, text))
+    out = tmp_path / "sweep"
+    study, kind = sweep_study.join(out, spec)
+    dead = study.ask()  # a worker took it, then its machine died
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(3.5)  # three beats of 1 s
+    best = sweep_study.work(spec, out, echo=lambda *a: None)
+    trials = study.get_trials()
+    assert trials[0].state.name == "FAIL" and studies.lost(trials[0])
+    search = [t for t in trials if not sweep_study.is_final(t)]
+    assert [t.state.name for t in search[1:]] == ["COMPLETE", "COMPLETE"]
+    finals = [(t.user_attrs["final_of"], t.user_attrs["seed"]) for t in trials if sweep_study.is_final(t)]
+    assert finals == [(best["trial"], 2), (best["trial"], 3)] and best["seeds"] == [2, 3]
+    assert sorted(ran) == sorted([("trials", f"{t.number:04d}_seed1") for t in search[1:]]
+                                 + [("final", f"{best['trial']:04d}_seed{s}") for s in (2, 3)])  # fmt: skip
+    extra = study.ask()  # drawn by a worker that lost the race for the last trial
+    with pytest.raises(studies.Surplus):
+        sweep_study._objective(spec, kind, out, print, {})(extra)
+    assert len(ran) == 4 and "surplus" in study.get_trials()[-1].user_attrs
+    pinned = load_spec(_write(tmp_path, text.replace("heartbeat_s = 1", 'hardware = "8x*H100*"')))
+    with pytest.raises(ConfigError, match=r"runs on '8x\*H100\*' and this machine is 'cpu"):
+        sweep_study.join(tmp_path / "pinned", pinned)

@@ -18,6 +18,7 @@ from pgolf.tools import docs
 from pgolf.tools.config_files import resolve
 from pgolf.tools.data import commands as data_commands
 from pgolf.tools.overrides import DEST, field_docs
+from pgolf.tools.sweep import commands as sweep_commands
 
 
 def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
@@ -72,17 +73,6 @@ def _add_preflight(sub: argparse._SubParsersAction) -> None:
     pf.add_argument("--out", type=Path, default=None, help="keep its log, artifact and preflight.json here")
     pf.add_argument("--json", action="store_true", help="print the report as JSON")
     add_overrides(pf)
-
-
-def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    sw = sub.add_parser("sweep", help="search a config space with Optuna (SQLite study; resumes)")
-    ssub = sw.add_subparsers(dest="sweep_command", required=True)
-    r = ssub.add_parser("run", help="run (or resume) the trials of a sweep file, then its finalists")
-    r.add_argument("spec", type=Path, help="sweep file (TOML: preset, [space], [fixed], trials, seeds, ...)")
-    r.add_argument("--out", type=Path, required=True, help="sweep folder (study.db, trials/, best.toml)")
-    r.add_argument("--trials", type=int, default=None, help="override the file's trial count")
-    s = ssub.add_parser("show", help="table of trials, finalists, history and importance plots")
-    s.add_argument("out", type=Path, help="the sweep's output folder (its study and trials)")
 
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -155,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_plan(sub)
     _add_preflight(sub)
-    _add_sweep(sub)
+    sweep_commands.add_parser(sub)
     _add_config(sub)
     docs.add_parser(sub)
     from pgolf.tools.records.commands import add_parsers
@@ -391,27 +381,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if plan.problems else 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from pgolf.tools import sweep
-    from pgolf.tools.sweepfile import load_spec
-
-    if args.sweep_command == "show":
-        print("\n".join(sweep.show(args.out)))
-        return 0
-    spec = load_spec(args.spec)
-    if args.trials is not None:
-        spec = dataclasses.replace(spec, trials=args.trials)
-    best = sweep.run_sweep(spec, args.out)
-    print("\n".join(sweep.show(args.out)))
-    if best is None:
-        print("no trial completed")
-        return 1
-    print(f"best: trial {best['trial']}, mean val_bpb {best['mean']:.4f} -> {args.out / 'best.toml'}")
-    return 0
-
-
 def cmd_records(args: argparse.Namespace) -> int:
     from pgolf.tools.records import commands
 
@@ -471,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "demo": cmd_demo, "data": data_commands.cmd_data, "train": cmd_train, "eval": cmd_eval,
         "pack": cmd_pack, "inspect": cmd_inspect, "config": cmd_config, "plan": cmd_plan,
-        "preflight": cmd_preflight,
-        "sweep": cmd_sweep, "bundle": cmd_bundle, "docs": lambda a: docs.cmd_docs(a, build_parser()),
+        "preflight": cmd_preflight, "sweep": sweep_commands.cmd_sweep, "bundle": cmd_bundle,
+        "docs": lambda a: docs.cmd_docs(a, build_parser()),
         **dict.fromkeys(("record", "compare", "check", "runs", "plot"), cmd_records),
     }  # fmt: skip
     try:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from pgolf.errors import PgolfError
+from pgolf.tools.overrides import DEST
 
 
 def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
@@ -20,6 +21,13 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
                    help="refresh submission.json and README.md of a record whose seeds have run")  # fmt: skip
     r.add_argument("--root", type=Path, default=Path("records"), help="where record folders go")
     r.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
+    r.add_argument("--storage", default=None, metavar="URL",
+                   help="a study database shared by several machines (postgresql://USER@HOST/DB): the seeds "
+                        "become work items that `pgolf record --join NAME` takes on any machine; this one "
+                        "takes seeds too and assembles the folder when all are in")  # fmt: skip
+    r.add_argument("--join", default=None, metavar="NAME",
+                   help="take seeds of the record NAME declared at --storage until none is left (where "
+                        "--root holds its declared folder: wait for every seed and assemble it)")  # fmt: skip
     r.add_argument("--author", default="", help="submission.json's author")
     r.add_argument("--github-id", default="", help="submission.json's github_id")
     r.add_argument(
@@ -84,15 +92,43 @@ def cmd_record(args: argparse.Namespace, cfg) -> int:
         rules = finalize_record(args.finalize, info, _comparison(args.against))
         _print_rules(rules)
         return 1 if any(r.status == "fail" for r in rules) else 0
+    if args.join is not None:
+        return _join(args)
     if not (args.preset and args.seeds and args.name):
-        raise PgolfError("pgolf record needs --preset, --seeds and --name (or --finalize FOLDER)")
+        raise PgolfError(
+            "pgolf record needs --preset, --seeds and --name (or --finalize FOLDER, or --join NAME)"
+        )
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise PgolfError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
     info = RecordInfo(args.name, args.author, args.github_id, args.blurb)
     comparison = _comparison(args.against)
-    folder, rules = make_record(cfg, seeds, info, root=args.root, nproc=args.nproc, comparison=comparison)
+    if args.storage:
+        from pgolf.tools.records.spread import record_here
+
+        folder, rules = record_here(cfg, seeds, info, root=args.root, storage=args.storage, nproc=args.nproc,
+                                    comparison=comparison)  # fmt: skip
+    else:
+        folder, rules = make_record(cfg, seeds, info, root=args.root, nproc=args.nproc, comparison=comparison)
+    _print_rules(rules)
+    print(f"record folder: {folder}")
+    return 1 if any(r.status == "fail" for r in rules) else 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    """``--join NAME``: this machine's data root is ``--data.root``, else $PGOLF_DATA_ROOT, else ./data."""
+    from pgolf.config.data import DataConfig
+    from pgolf.data.paths import data_root
+    from pgolf.tools.records.spread import join
+
+    if not args.storage:
+        raise PgolfError("--join NAME needs --storage URL, the database where the record was declared")
+    data = str(Path(vars(args).get(f"{DEST}data.root") or data_root(DataConfig())).resolve())
+    folder, rules = join(args.join, storage=args.storage, root=args.root, nproc=args.nproc, data_root=data,
+                         comparison=_comparison(args.against))  # fmt: skip
+    if rules is None:
+        return 0
     _print_rules(rules)
     print(f"record folder: {folder}")
     return 1 if any(r.status == "fail" for r in rules) else 0

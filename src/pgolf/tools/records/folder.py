@@ -34,6 +34,9 @@ from pgolf.tools.records.check import Rule, check
 from pgolf.tools.records.logs import RunScore, from_result
 from pgolf.tracks import get_track
 
+GITIGNORE = b"runs/\n*.pgolf\n"
+"""A record folder keeps its runs' folders and artifacts out of git."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RecordInfo:
@@ -47,7 +50,7 @@ def record_dir(root: Path, cfg: RunConfig, name: str, date: dt.date | None = Non
     return root / cfg.track / f"{(date or dt.date.today()).isoformat()}_{name}"
 
 
-def _data_root(cfg: RunConfig) -> str:
+def data_root_of(cfg: RunConfig) -> str:
     """The data root the runs read, absolute (the folder is their working directory)."""
     return str(data_root(cfg.data).resolve())
 
@@ -84,15 +87,25 @@ def run_seed(folder: Path, seed: int, data_root: str, nproc: int) -> RunScore:
     return from_result(folder / f"result_seed{seed}.json")
 
 
+def hardware_name() -> str:
+    """This machine's accelerator and architecture, as ``submission.json`` names them. The GPU's name
+    is asked in a child process, so that this one (which may run more seeds) holds no CUDA context."""
+    gpu = f"{os.cpu_count()} CPU cores"
+    if torch.cuda.is_available():
+        probe = "import torch; print(torch.cuda.get_device_name())"
+        gpu = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip()
+    return f"{gpu} ({platform.machine()})"
+
+
 def submission(
     cfg: RunConfig, info: RecordInfo, scores: list[RunScore], rules: list[Rule], code: int,
-    against: dict | None = None,
+    against: dict | None = None, hardware: str = "",
 ) -> dict:  # fmt: skip
     """The fields real records use (a superset: the baseline's keys, seed_results, compliance), the
-    dataset's name and, when the record was compared with a reference, that comparison."""
+    dataset's name and, when the record was compared with a reference, that comparison. ``hardware``:
+    what the seeds ran on (default: this machine)."""
     bpb, loss = np.array([s.val_bpb for s in scores]), np.array([s.val_loss for s in scores])
     std = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     return {
         "author": info.author, "github_id": info.github_id, "name": info.name, "blurb": info.blurb,
         "date": dt.date.today().isoformat(), "track": cfg.track, "preset": cfg.preset,
@@ -106,7 +119,7 @@ def submission(
             "step_avg_ms": round(1000 * s.train_seconds / s.steps, 2) if s.steps else None,
         } for s in scores},
         "bytes_total": max(s.bytes_total for s in scores), "bytes_code": code,
-        "hardware": f"{gpu} ({platform.machine()})", "pytorch_version": torch.__version__,
+        "hardware": hardware or hardware_name(), "pytorch_version": torch.__version__,
         "compliance": {r.name: r.status for r in rules},
         **({"against": against} if against else {}),
     }  # fmt: skip
@@ -178,6 +191,16 @@ def make_record(
 ) -> tuple[Path, list[Rule]]:  # fmt: skip
     """Run the seeds into a new record folder; returns it and its compliance rules. ``comparison``:
     called with the seeds' scores, returns a comparison with a reference (``commands._against``)."""
+    folder = declare_record(cfg, seeds, info, root=root)
+    for s in seeds:
+        run_seed(folder, s, data_root_of(cfg), nproc)
+    return folder, finalize_record(folder, info, comparison)
+
+
+def declare_record(
+    cfg: RunConfig, seeds: list[int], info: RecordInfo, *, root: Path = Path("records")
+) -> Path:
+    """A new record folder with its bundled file and its declared seeds, before any run."""
     if len(seeds) != len(set(seeds)) or not seeds:
         raise PgolfError(f"--seeds must be distinct, got {seeds}")
     if not get_track(cfg.track).official:
@@ -187,13 +210,11 @@ def make_record(
         raise PgolfError(f"{folder} already holds a record (seeds.json); choose another --name")
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(folder / "train_gpt.py", build_bundle(cfg, cfg.pack.code_form).encode("utf-8"))
-    write_bytes_atomic(folder / ".gitignore", b"runs/\n*.pgolf\n")
+    write_bytes_atomic(folder / ".gitignore", GITIGNORE)
     write_json_atomic(
         folder / "seeds.json", {"seeds": seeds, "declared_at": time.time(), "preset": cfg.preset}
     )
-    for s in seeds:
-        run_seed(folder, s, _data_root(cfg), nproc)
-    return folder, finalize_record(folder, info, comparison)
+    return folder
 
 
 def keep_reference(folder: Path, against: dict) -> dict:
@@ -209,10 +230,11 @@ def keep_reference(folder: Path, against: dict) -> dict:
     return {**against, "reference": f"reference/ (copied from {against['reference']})"}
 
 
-def finalize_record(folder: Path, info: RecordInfo, comparison=None) -> list[Rule]:
+def finalize_record(folder: Path, info: RecordInfo, comparison=None, hardware: str = "") -> list[Rule]:
     """Write (or refresh, e.g. after a pgolf upgrade adds a rule) ``submission.json`` and
     ``README.md`` of a folder whose seeds have run, with ``pgolf check``'s report. A refresh without
-    a new comparison keeps the one the folder has."""
+    a new comparison keeps the one the folder has, and the hardware it names (where the seeds ran);
+    ``hardware`` names it for seeds run elsewhere (``spread``)."""
     try:
         seeds = json.loads((folder / "seeds.json").read_text())["seeds"]
         first = json.loads((folder / f"result_seed{seeds[0]}.json").read_text())
@@ -222,13 +244,12 @@ def finalize_record(folder: Path, info: RecordInfo, comparison=None) -> list[Rul
     scores = [from_result(folder / f"result_seed{s}.json") for s in seeds]
     code = (folder / "train_gpt.py").stat().st_size
     old = folder / "submission.json"
-    if comparison:
-        against = keep_reference(folder, comparison(scores))
-    else:
-        against = json.loads(old.read_text()).get("against") if old.is_file() else None
-    write_json_atomic(old, submission(cfg, info, scores, [], code, against))
+    previous = json.loads(old.read_text()) if old.is_file() else {}
+    against = keep_reference(folder, comparison(scores)) if comparison else previous.get("against")
+    hardware = hardware or previous.get("hardware") or hardware_name()
+    write_json_atomic(old, submission(cfg, info, scores, [], code, against, hardware))
     rules = check(folder)
-    sub = submission(cfg, info, scores, rules, code, against)
+    sub = submission(cfg, info, scores, rules, code, against, hardware)
     write_json_atomic(folder / "submission.json", sub)
     lines = against["lines"] if against else []
     write_bytes_atomic(folder / "README.md", readme(cfg, info, sub, rules, lines).encode("utf-8"))

@@ -1,5 +1,5 @@
 """The sweep file of ``pgolf sweep`` (tooling): what a sweep searches, checked before any run, and
-the overrides of each of its runs. ``sweep`` runs it.
+the overrides of each of its runs. ``sweep.study`` runs it.
 
 A sweep is declared in a TOML file:
 
@@ -13,6 +13,9 @@ A sweep is declared in a TOML file:
     finalists = 3                      # then re-run the best trials with final_seeds
     final_seeds = [1337, 42, 2025]
     sampler_seed = 0
+    nproc_per_node = 0                 # > 1: each trial is a torchrun job of this many ranks (0: every GPU)
+    hardware = ""                      # pin: "8x*H100*" | "any" | "" (the kind of the machine that starts it)
+    heartbeat_s = 60                   # a trial whose worker is silent 3 heartbeats is failed, never counted
 
     [fixed]                            # overrides for every trial
     "data.root" = "/tmp/prose"
@@ -68,6 +71,17 @@ class SweepSpec:
     sampler_seed: int = 0
     startup_trials: int = 5
     """Trials sampled at random before TPE models the space (and before the median pruner judges)."""
+    nproc_per_node: int = 0
+    """Processes per trial: > 1 runs each trial as ``torchrun --nproc_per_node=N`` (one GPU each, so
+    one box's GPUs per trial); 1 one process; 0 every GPU of the machine (one process without any)."""
+    hardware: str = ""
+    """The machine kind every trial runs on, a pattern matched against ``machine_kind`` (``"8x*H100*"``,
+    ``"1x*H200*"``, ``"cpu*"``): a worker on another kind refuses to join, so results of different
+    machines are never ranked together. "": the kind of the machine that starts the study; "any": kinds
+    mix (screening at fixed steps, where a trial's speed is not judged)."""
+    heartbeat_s: int = 60
+    """Seconds between a running trial's heartbeats in the study: a trial silent for three (its worker
+    was killed, its machine lost) is failed and never counted, and its work is taken again."""
 
 
 def _param(key: str, value: Any, path: Path) -> Param:
@@ -117,9 +131,17 @@ def load_spec(path: Path) -> SweepSpec:
         value = data.get(key, [1337])
         if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
             raise ConfigError(f"{path}: {key} must be a non-empty list of integers, got {value!r}")
-    for key in ("trials", "val_every", "steps", "finalists", "sampler_seed", "startup_trials"):
+    counts = ("trials", "val_every", "steps", "finalists", "sampler_seed", "startup_trials", "nproc_per_node")
+    for key in counts:
         if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0):
             raise ConfigError(f"{path}: {key} must be a non-negative integer, got {data[key]!r}")
+    if not isinstance(data.get("hardware", ""), str):
+        raise ConfigError(
+            f'{path}: hardware must be a string (a pattern, "any" or ""), got {data["hardware"]!r}'
+        )
+    beat = data.get("heartbeat_s", 60)
+    if not isinstance(beat, int) or isinstance(beat, bool) or beat < 1:
+        raise ConfigError(f"{path}: heartbeat_s must be a positive integer (seconds), got {beat!r}")
     if is_config_file(data["preset"]) and not Path(data["preset"]).is_absolute():
         data["preset"] = str(Path(path).parent / data["preset"])  # relative to the sweep file
     fixed = {k: as_flag(v) for k, v in data.get("fixed", {}).items()}
