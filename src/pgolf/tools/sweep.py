@@ -13,6 +13,10 @@ and its trial (marked failed once its heartbeat is 3 minutes stale) replaced by 
 the sampler is re-seeded by the trial count so new trials draw new points. The sweep ends by
 re-running the best ``finalists`` on ``final_seeds`` and writing the best as ``OUT/best.toml``;
 ``pgolf sweep show OUT`` prints every trial and writes the history and importance plots.
+
+Every run scores the dataset's dev split by default (the sweep file's ``split``; ``tools.data.splits``):
+the sweep says which split at its start, in ``finalists.json``, ``best.toml`` and ``show``, and keeps it
+in the study, so a study is never resumed on another split. ``pgolf check RUN --sweep OUT`` reports it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pgolf.config.run import apply_overrides
 from pgolf.errors import ConfigError
 from pgolf.fileio import write_json_atomic
 from pgolf.tools.config_files import as_flag, resolve, write_config_file
+from pgolf.tools.data.splits import search_split
 from pgolf.tools.sweepfile import SweepSpec, trial_overrides
 
 STUDY = "pgolf"
@@ -290,7 +295,10 @@ def run_sweep(spec: SweepSpec, out_dir: Path, echo=print) -> dict | None:
 
 def _run_sweep(spec: SweepSpec, out_dir: Path, echo) -> dict | None:
     optuna = _optuna()
+    opt_out = 'split = "val" in the sweep file'
+    echo(search_split(apply_overrides(resolve(spec.base), spec.fixed).data, spec.split, opt_out)[1])
     study = open_study(out_dir, spec)
+    _keep_split(study, spec.split, out_dir)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = sum(t.state in finished for t in study.trials)  # a failed or killed trial is run again
     if done < spec.trials:
@@ -307,26 +315,47 @@ def _run_sweep(spec: SweepSpec, out_dir: Path, echo) -> dict | None:
         values = [r["val_bpb"] for r in feasible]
         finals.append({"trial": t.number, "params": t.params, "seeds": list(spec.final_seeds),
                        "val_bpb": values, "mean": sum(values) / len(values) if values else math.inf,
-                       "feasible": len(feasible) == len(runs)})  # fmt: skip
+                       "feasible": len(feasible) == len(runs), "split": spec.split})  # fmt: skip
     write_json_atomic(out_dir / "finalists.json", finals)
     best = min((f for f in finals if f["feasible"]), key=lambda f: f["mean"], default=None)
     if best is None:
         t = complete[0]
-        best = {"trial": t.number, "params": t.params, "mean": t.value, "seeds": list(spec.seeds)}
+        best = {"trial": t.number, "params": t.params, "mean": t.value, "seeds": list(spec.seeds),
+                "split": spec.split}  # fmt: skip
     kept = {k: v for k, v in spec.fixed.items() if not k.startswith("data.")}  # where it ran, not what
     cfg = apply_overrides(resolve(spec.base), {**kept, **{k: as_flag(v) for k, v in best["params"].items()}})
+    write_json_atomic(out_dir / "best.json", best)  # what `pgolf check RUN --sweep OUT` compares a run with
     write_config_file(cfg, out_dir / "best.toml", spec.base,
-                      comment=f"pgolf sweep: trial {best['trial']}, mean val_bpb {best['mean']:.4f} "
-                              f"over seeds {best['seeds']} (the sweep's data.* left out)")  # fmt: skip
+                      comment=f"pgolf sweep: trial {best['trial']}, mean {spec.split}_bpb {best['mean']:.4f} "
+                              f"over seeds {best['seeds']}, scored on the {spec.split} split "
+                              "(the sweep's data.* left out)")  # fmt: skip
     return best
+
+
+def _keep_split(study, split: str, out_dir: Path) -> None:
+    """Record the split a new study scores; refuse to resume one on another (a study from before
+    splits existed scored validation)."""
+    had = study.user_attrs.get("split", "val" if study.trials else None)
+    if had is None:
+        study.set_user_attr("split", split)
+    elif had != split:
+        raise ConfigError(
+            f"{out_dir}: its study scored the {had} split and this sweep file scores {split}: one study, one "
+            "split (choose another --out)"
+        )
+
+
+def study_split(study) -> str:
+    """The split a study's runs scored (validation for a study from before splits existed)."""
+    return study.user_attrs.get("split", "val")
 
 
 def show(out_dir: Path) -> list[str]:
     """The trials as a table, the finalists, and the plots written beside the study."""
     optuna = _optuna()
     study = open_study(out_dir, create=False)
-    keys = list(dict.fromkeys(k for t in study.trials for k in t.params))
-    lines = [" ".join(["trial", "state    ", "val_bpb", *keys])]
+    keys, split = list(dict.fromkeys(k for t in study.trials for k in t.params)), study_split(study)
+    lines = [f"scored on: the {split} split", " ".join(["trial", "state    ", f"{split}_bpb", *keys])]
     for t in study.trials:
         value = f"{t.value:.4f}" if t.value is not None else "-"
         params = [_short(t.params.get(k, "-")) for k in keys]
