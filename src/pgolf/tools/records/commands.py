@@ -44,6 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     k = sub.add_parser("check", help="compliance report of a record folder or a run folder")
     k.add_argument("path", type=Path, help="a record folder or a run folder")
     k.add_argument("--json", action="store_true", help="print the rules as JSON")
+    k.add_argument("--sweep", type=Path, default=None, metavar="OUT",
+                   help="the pgolf sweep folder that chose the settings: report the split it scored")  # fmt: skip
 
     u = sub.add_parser("runs", help="list run folders as a table")
     u.add_argument(
@@ -157,7 +159,7 @@ def _print_rules(rules) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from pgolf.tools.records.check import check
 
-    rules = check(args.path)
+    rules = check(args.path, args.sweep)
     if args.json:
         print(json.dumps([r.__dict__ for r in rules], indent=2))
     else:
