@@ -167,8 +167,12 @@ def dev_run(dev_data, tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def test_a_dev_run_trains_on_train_only_and_says_dev_everywhere(dev_run, dev_data):
-    _, _, out = dev_run
+def test_a_dev_run_trains_on_train_only_and_says_dev_everywhere(dev_run, dev_data, capsys):
+    from pgolf.tools.cli import main
+    from pgolf.tools.plot import load_runs
+    from pgolf.tools.summary import run_summary
+
+    _, result, out = dev_run
     _, built = dev_data
     r = json.loads((out / "result.json").read_text())
     assert r["split"] == "dev" and r["official_score"] is False
@@ -184,6 +188,12 @@ def test_a_dev_run_trains_on_train_only_and_says_dev_everywhere(dev_run, dev_dat
     assert data["split"] == "dev" and data["train_tokens"] == built.manifest["splits"]["train"]["tokens"]
     assert {e["split"] for e in events if e["event"] == "val"} == {"dev"}
     assert not any(e["event"] in ("final", "final_exact") for e in events)
+    # what the tools print: the run's summary, pgolf runs, the plots' curves
+    summary = run_summary(result)
+    assert "dev_bpb pre-quant" in summary and "val_bpb" not in summary and "not validation" in summary
+    assert main(["runs", str(out)]) == 0 and "on track, dev split" in capsys.readouterr().out
+    curve = load_runs([out])[0]
+    assert curve.split == "dev" and len(curve.val) >= 2 and curve.val[0, 0] == 3
 
 
 def test_a_dev_score_is_never_a_record_or_a_comparison(dev_run, tmp_path):

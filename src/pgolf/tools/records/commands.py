@@ -187,7 +187,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for run in found:
         try:
             r = json.loads((run / "result.json").read_text())
-            status = "on track" if r["on_track"] else "OFF TRACK"
+            status = ("on track" if r["on_track"] else "OFF TRACK") + (", dev split" if r.get("split") == "dev" else "")
             seed = r["config"]["train"]["seed"]
             print(f"{run!s:{w}s} {r['preset']:22s} {r['track']:13s} {seed:>5d} "
                   f"{r['steps']:>6d} {r['val_bpb']:>9.4f} {r['bytes_total']:>11,}  {status}")  # fmt: skip
