@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -197,13 +198,21 @@ def test_a_dev_run_trains_on_train_only_and_says_dev_everywhere(dev_run, dev_dat
 
 
 def test_a_dev_score_is_never_a_record_or_a_comparison(dev_run, tmp_path):
-    from pgolf.tools.records.check import load_subject, rule_split
+    from pgolf.tools.records.check import Seed, load_subject, rule_split, rule_val_leak
     from pgolf.tools.records.folder import RecordInfo, make_record
     from pgolf.tools.records.logs import load_scores
+    from pgolf.tools.records.splits import split_verdict
 
     cfg, _, out = dev_run
     rule = rule_split(load_subject(out))
     assert rule.status == "fail" and "scored the dev split (data.score_split=dev)" in rule.detail
+    old = Seed("seed1", {"config": {"data": {}}}, None, None)  # a result from before splits existed
+    assert split_verdict([old]) == ("pass", "1 seed(s) scored the validation split")
+    # the leakage rule looks for the dev documents in the training tokens too
+    leak = rule_val_leak(load_subject(out))
+    assert leak.status == "pass", leak.detail
+    assert re.search(r"0 of \d+ validation documents \(of 10;", leak.detail)
+    assert re.search(r"0 of \d+ dev documents \(of 12;", leak.detail)
     with pytest.raises(PgolfError, match="a dev-split score"):
         load_scores(out)
     rec = dataclasses.replace(cfg, track="cpu-5min-2mb")
