@@ -88,6 +88,8 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
     files = [f for f in find_shards(paths.dataset_dir, pattern) if not is_sidecar(f)]
     if not files:
         raise DataError(f"{paths.dataset_dir}: {pattern!r} matches only byte sidecars")
+    if split == "val" and any(f.match(DEV_PATTERN) for f in files):  # a dev score is never a validation one
+        raise DataError(f"{pattern!r} matches dev shards: score them with data.score_split=dev")
     parts = [np.asarray(read_shard(f)) for f in files]
     tokens = np.concatenate(parts)
     check_token_ids(tokens, vocab_size, f"{split} data {[str(f) for f in files]}")
@@ -134,8 +136,7 @@ def _check_manifest(
     manifest: dict | None, folder: Path, files: list[Path], parts: list[np.ndarray], tokenizer: Path,
     split: str,
 ) -> None:  # fmt: skip
-    """Every shard scored is one the manifest lists for ``split`` (a dev shard is never scored as
-    validation) and holds the token count it lists, every shard it lists for ``split`` is here, and the
+    """Every shard the manifest lists for ``split`` is here and holds the token count it lists, and the
     tokenizer is the manifest's (another one's byte tables would count other bytes)."""
     if manifest is None:
         return
@@ -148,9 +149,7 @@ def _check_manifest(
         if not (folder / name).is_file():
             raise DataError(f"{folder / name}: listed in its manifest but missing (a partial copy?)")
     for f, part in zip(files, parts, strict=True):
-        if f.name not in listed:
-            raise DataError(f"{f}: not listed in {folder / MANIFEST_NAME} as a {split} shard")
-        if listed[f.name] != len(part):
+        if f.name in listed and listed[f.name] != len(part):
             raise DataError(
                 f"{f}: {len(part)} tokens, its manifest says {listed[f.name]} (a truncated or rebuilt shard?)"
             )
