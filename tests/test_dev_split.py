@@ -94,6 +94,43 @@ def test_bad_dev_docs_are_refused_naming_the_field(tmp_path):
             build_dataset(_docs(20), out_root=tmp_path, name="b", vocab_size=300, val_docs=5, dev_docs=n)
 
 
+def test_the_demo_corpus_gets_a_dev_split_only_when_asked_in_its_own_folder(tmp_path):
+    from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+
+    a = build_demo_dataset(tmp_path, vocab_size=512, val_docs=4, max_docs=40, dev_docs=5)
+    assert a.dataset_dir.name == "pgolf_demo_sp512_dev5" and a.manifest["splits"]["dev"]["docs"] == 5
+    again = build_demo_dataset(tmp_path, vocab_size=512, val_docs=4, max_docs=40, dev_docs=5)
+    assert again.manifest["build_seconds"] == a.manifest["build_seconds"]  # the cached build, reused
+    plain = build_demo_dataset(tmp_path, vocab_size=512, val_docs=4, max_docs=40)
+    assert plain.dataset_dir.name == "pgolf_demo_sp512" and "dev" not in plain.manifest["splits"]
+    assert plain.manifest["splits"]["train"]["docs"] == a.manifest["splits"]["train"]["docs"] + 5
+    assert (a.dataset_dir / "manifest.json").is_file()  # side by side: neither build replaced the other
+
+
+def test_the_data_commands_take_dev_docs_and_say_how_to_tune_on_it(tmp_path, capsys):
+    from pgolf.tools.cli import main
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": d}) + "\n" for d in _docs(60)))
+    args = [
+        "data",
+        "build",
+        "--input",
+        str(docs),
+        "--vocab",
+        "300",
+        "--out",
+        str(tmp_path / "d"),
+        "--name",
+        "x",
+    ]
+    assert main([*args, "--val-docs", "5", "--dev-docs", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "datasets/x_sp300_dev6" in out and "\ndev       6 docs" in out and "--data.score_split dev" in out
+    assert main([*args, "--val-docs", "5", "--dev-docs", "55"]) == 2
+    assert "dev_docs=55 must be >= 0 and leave training documents" in capsys.readouterr().err
+
+
 def test_caseops_dev_shards_get_byte_sidecars(tmp_path):
     docs = [d.title() if i % 3 else d.upper() for i, d in enumerate(_docs(60))]
     built = build_dataset(docs, out_root=tmp_path, name="c", vocab_size=300, val_docs=5, dev_docs=6,
@@ -218,6 +255,23 @@ def test_a_dev_score_is_never_a_record_or_a_comparison(dev_run, tmp_path):
     with pytest.raises(PgolfError, match=r"data\.score_split=dev: a record is scored on validation"):
         make_record(rec, [1, 2, 3], RecordInfo("dev"), root=tmp_path)
     assert not (tmp_path / "cpu-5min-2mb").exists()
+
+
+def test_choosing_an_evaluation_method_scores_dev_by_default(dev_run, tmp_path, capsys):
+    path = Path(__file__).parent.parent / "benchmarks" / "eval_methods.py"
+    spec = importlib.util.spec_from_file_location("eval_methods", path)
+    methods = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(methods)
+    _, result, out = dev_run
+    rows = tmp_path / "rows.json"
+    assert methods.main([str(out / "artifact.pgolf"), "--only", "plain", "--json", str(rows)]) == 0
+    assert capsys.readouterr().out.startswith("scoring on: the dev split of")
+    written = json.loads(rows.read_text())
+    assert written["split"] == "dev" and written["rows"][0]["split"] == "dev"
+    assert written["rows"][0]["val_bpb"] == pytest.approx(result.roundtrip.val_bpb, abs=1e-5)
+    assert methods.main([str(out / "artifact.pgolf"), "--only", "plain", "--split", "val"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("scoring on: the VALIDATION split") and '"split": "val"' in text
 
 
 # ---- searches: pgolf sweep and benchmarks/ablate.py score dev by default --------------------------
