@@ -397,7 +397,7 @@ def test_check_reports_the_split_a_runs_settings_were_chosen_on(dev_run, tmp_pat
     cfg, _, out = dev_run
     monkeypatch.setattr(check_module, "RULES", ())  # only the sweep's rule: the others are tested elsewhere
     layers = cfg.model.num_layers
-    chosen = {"model.num_layers": layers, "data.score_split": "dev"}
+    chosen = {"model.num_layers": layers, "optim.matrix_lr": cfg.optim.matrix_lr * (1 + 1e-12)}  # float noise
     rule = check_module.check(out, _fake_sweep(tmp_path / "dev", "dev", chosen))[0]
     assert rule.name == "settings chosen on a held-out split" and rule.status == "pass"
     assert "2 run(s), 2 scored the dev split, on datasets/t_sp300_dev12" in rule.detail
