@@ -1,11 +1,15 @@
-"""Every evaluation method on one artifact, one after another in one process: val_bpb, the gain
+"""Every evaluation method on one artifact, one after another in one process: bpb, the gain
 against the artifact's own method, seconds per phase and the ledger's count of checked updates.
 
     python benchmarks/eval_methods.py ARTIFACT [--data.root R --data.dataset D --data.tokenizer T]
-        [--only NAME ...] [--json OUT]
+        [--only NAME ...] [--json OUT] [--split dev|val]
 
 Run it alone on the machine (timings). The methods are override sets of ``eval.*`` on top of the
 artifact's recorded settings; each is scored from the artifact alone, as ``pgolf eval`` does.
+
+Choosing among methods is a search, so it scores the dataset's dev split by default (issue 34; the
+artifact's dataset needs one, ``pgolf data build --dev-docs``: its dev documents never trained it);
+``--split val`` scores validation instead. The split is printed first and kept in every row.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import dataclasses
 import json
 import sys
 
+from pgolf.errors import PgolfError
 from pgolf.eval.artifact import evaluate_artifact
 from pgolf.pack.format import read_artifact
 from pgolf.pack.meta import ArtifactMeta
+from pgolf.tools.data.splits import search_split
 
 SLIDING = {"method": "sliding", "stride": 256}
 LORA = {"method": "docs", "stride": 128, "ttt": "lora"}
@@ -76,12 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data.tokenizer", dest="tokenizer")
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(METHODS)}")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--split", choices=("dev", "val"), default="dev",
+                    help="what each method scores: dev split (default) or validation")  # fmt: skip
     args = ap.parse_args(argv)
     meta = ArtifactMeta.from_dict(read_artifact(args.artifact)[1], args.artifact)
     data = meta.data
     for field in ("root", "dataset", "tokenizer"):
         if getattr(args, field):
             data = dataclasses.replace(data, **{field: getattr(args, field)})
+    try:
+        split, line = search_split(data, args.split, "--split val")
+    except PgolfError as e:
+        raise SystemExit(f"eval_methods: {e}") from None
+    print(line, flush=True)
+    data = dataclasses.replace(data, score_split=split)
     rows, base = [], None
     for name in args.only or METHODS:
         cfg = dataclasses.replace(meta.eval, **METHODS[name])
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         bpb = r.score.result.val_bpb
         base = bpb if base is None else base
         phases = {k: round(v, 1) for k, v in r.score.phases.items()}
-        row = {"method": name, "tag": cfg.tag or "plain", "val_bpb": round(bpb, 5),
+        row = {"method": name, "tag": cfg.tag or "plain", "split": split, "val_bpb": round(bpb, 5),
                "delta": round(bpb - base, 5), "seconds": round(r.score.seconds, 1), "phases": phases,
                "tokens": r.score.result.tokens, "updates": r.score.ledger.get("updates", 0),
                **r.score.details}  # fmt: skip
@@ -97,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"artifact": args.artifact, "rows": rows}, f, indent=1)
+            json.dump({"artifact": args.artifact, "split": split, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +39,37 @@ def demo_at(data_root: Path):
         return data_root
 
     return build
+
+
+WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda",
+         "mu", "nu", "xi", "omicron", "pi")  # fmt: skip
+
+
+def tiny_docs(n: int) -> list[str]:
+    """``n`` short documents of Greek letter names (a corpus that builds in a fraction of a second)."""
+    rng = np.random.default_rng(1)
+    return [" ".join(rng.choice(WORDS, size=30 + i % 23)) + f". Note {i} ends here." for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def dev_data(tmp_path_factory: pytest.TempPathFactory):
+    """(data root, build) of 120 tiny documents with a dev split (issue 34): 10 validation, 12 dev, 98
+    train, vocab 300, small shards (several per split), in ``datasets/t_sp300_dev12``."""
+    from pgolf.tools.data.build import build_dataset
+
+    root = tmp_path_factory.mktemp("devdata")
+    built = build_dataset(tiny_docs(120), out_root=root, name="t", vocab_size=300, val_docs=10, dev_docs=12,
+                          shard_tokens=1500)  # fmt: skip
+    return root, built
+
+
+@pytest.fixture(scope="session")
+def plain_data(dev_data):
+    """The same corpus built without a dev split, under the same data root (``datasets/t_sp300``)."""
+    from pgolf.tools.data.build import build_dataset
+
+    root, _ = dev_data
+    return root, build_dataset(tiny_docs(120), out_root=root, name="t", vocab_size=300, val_docs=10)
 
 
 def debug_config(data_root: Path, **overrides) -> RunConfig:

@@ -25,6 +25,7 @@ FROZEN_FIELDS = [
     "model.value_embed_dim", "model.value_embed_layers", "model.smear_gate_window", "model.doc_mask",
     "model.logit_cap_asym",
     "data.root", "data.dataset", "data.tokenizer", "data.train_pattern", "data.val_pattern",
+    "data.score_split",
     "train.seq_len", "train.batch_tokens", "train.microbatches", "train.iterations",
     "train.max_wallclock_seconds", "train.warmup_steps", "train.val_every", "train.windows_diagnostic",
     "train.log_every", "train.seed",

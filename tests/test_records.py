@@ -227,7 +227,7 @@ def test_check_finds_validation_shards_in_the_training_data(good_record, tmp_pat
     for s in (1, 2, 3):
         _edit_result(bad, s, lambda r: r["config"]["data"].update(root=str(leaky)))
     rule = next(r for r in check(bad) if r.name == "no validation leakage")
-    assert rule.status == "fail" and "same tokens as validation shard" in rule.detail
+    assert rule.status == "fail" and "same tokens as held-out shard" in rule.detail
 
 
 def test_a_single_run_is_checked_against_its_rebuilt_bundle(debug_cfg, tmp_path):

@@ -104,7 +104,7 @@ def test_train_val_guard_compares_whole_payloads(tmp_path, monkeypatch):
     copy = bytearray(val.read_bytes())
     copy[100] = 7  # a reserved header int edited: still the validation tokens
     (tmp_path / "fineweb_train_000001.bin").write_bytes(bytes(copy))
-    with pytest.raises(DataError, match="holds the same tokens as validation shard"):
+    with pytest.raises(DataError, match="holds the same tokens as held-out shard"):
         manifest.check_train_val_disjoint([tmp_path / "fineweb_train_000001.bin"], [val], tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format": manifest.MANIFEST_FORMAT, "splits": []}))
     with pytest.raises(DataError, match="malformed splits"):

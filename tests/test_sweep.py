@@ -47,7 +47,7 @@ def test_trial_overrides_screen_at_fixed_steps_and_judge_only_what_screening_kee
     spec = load_spec(_write(tmp_path, text))
     over = trial_overrides(spec, {"model.num_layers": 2}, 7)
     assert over == {"train.batch_tokens": "2048", "model.num_layers": "2", "train.seed": "7",
-                    "train.val_every": "10", "train.iterations": "40",
+                    "data.score_split": "dev", "train.val_every": "10", "train.iterations": "40",
                     "train.max_wallclock_seconds": "0"}  # fmt: skip
     off = {"off_track": [
         "train.max_wallclock_seconds=0 is not within the cpu-5min-2mb track's 300 s training cap",
@@ -79,9 +79,11 @@ def test_follow_reports_validations_and_stops_a_losing_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_runs_resumes_and_writes_its_best_config(tmp_path, data_root, capsys):
-    """One screening trial of a real run, the best re-run on another seed, then the study resumed
-    to its two trials (finished runs reused); best.toml builds the winning config."""
+def test_a_study_runs_resumes_and_writes_its_best_config(tmp_path, dev_data, capsys):
+    """One screening trial of a real run on a dataset's dev split, the best re-run on another seed,
+    then the study resumed to its two trials (finished runs reused); best.toml builds the winning
+    config; every run scored dev and the sweep says so."""
+    data_root, built = dev_data
     spec = _write(
         tmp_path,
         f'''preset = "debug"
@@ -94,6 +96,8 @@ finalists = 1
 final_seeds = [2]
 [fixed]
 "data.root" = "{data_root}"
+"data.dataset" = "{built.dataset_dir.relative_to(data_root)}"
+"data.tokenizer" = "{built.tokenizer_path.relative_to(data_root)}"
 "eval.batch_tokens" = 2048
 [space]
 "model.num_layers" = [1, 2]
@@ -103,10 +107,16 @@ final_seeds = [2]
     out = tmp_path / "study"
     assert main(["sweep", "run", str(spec), "--out", str(out), "--trials", "1"]) == 0
     text = capsys.readouterr().out
-    assert "best: trial 0" in text and (out / "best.toml").exists()
+    assert text.startswith(f"scoring on: the dev split of {built.dataset_dir} (12 documents")
+    assert "best: trial 0, mean dev_bpb" in text and "on the dev split" in text
+    assert (out / "best.toml").exists()
+    assert "scored on the dev split" in (out / "best.toml").read_text()
+    runs = [json.loads(p.read_text()) for p in out.glob("*/*/result.json")]
+    assert len(runs) == 2 and {r["split"] for r in runs} == {"dev"}
     assert len(list((out / "trials").iterdir())) == 1 and len(list((out / "final").iterdir())) == 1
     finals = json.loads((out / "finalists.json").read_text())
-    assert finals[0]["seeds"] == [2] and len(finals[0]["val_bpb"]) == 1
+    assert finals[0]["seeds"] == [2] and len(finals[0]["val_bpb"]) == 1 and finals[0]["split"] == "dev"
+    assert json.loads((out / "best.json").read_text())["params"] == finals[0]["params"]
     best = resolve(str(out / "best.toml"))
     assert best.model.num_layers == finals[0]["params"]["model.num_layers"]
     assert best.eval.batch_tokens == 2048 and best.data.root == ""  # fixed kept, data left out
@@ -120,6 +130,10 @@ final_seeds = [2]
     assert main(["sweep", "show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert shown.count("COMPLETE") == 2 and (out / "history.png").exists()
+    assert shown.startswith("scored on: the dev split\ntrial state     dev_bpb")
+    val = _write(tmp_path, spec.read_text().replace("trials = 2", 'trials = 2\nsplit = "val"'))
+    assert main(["sweep", "run", str(val), "--out", str(out)]) == 2
+    assert "scored the dev split and this sweep file scores val" in capsys.readouterr().err
 
 
 def test_the_pruner_sees_every_run_on_one_grid_of_training_seconds():
@@ -183,6 +197,7 @@ def test_the_worker_loop_skips_a_lost_trial_queues_finalists_and_drops_a_surplus
     monkeypatch.setattr(sweep_study, "preflight", lambda spec, params: None)
     text = (
         'preset = "debug"\ntrials = 2\nseeds = [1]\nsteps = 4\npruner = "none"\nfinalists = 1\n'
+        'split = "val"\n'  # runs faked: no data read
         'final_seeds = [2, 3]\nheartbeat_s = 1\n[space]\n"optim.matrix_lr" = {low = 0.01, high = 0.05}\n'
     )
     spec = load_spec(_write(tmp_path, text))

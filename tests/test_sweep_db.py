@@ -84,6 +84,7 @@ pruner = "none"
 finalists = 1
 final_seeds = [2]
 heartbeat_s = 3
+split = "val"  # the demo data has no dev split; the splits are tested in test_sweep.py
 [fixed]
 "data.root" = "{data_root}"
 "eval.batch_tokens" = 2048

@@ -443,7 +443,7 @@ def test_validation_data_never_trains(debug_cfg, data_root, tmp_path):
     cfg = debug_cfg(
         **{"data.root": str(tmp_path / "data"), "data.dataset": "datasets/copy", "data.tokenizer": tok}
     )
-    with pytest.raises(DataError, match="holds the same tokens as validation shard"):
+    with pytest.raises(DataError, match="holds the same tokens as held-out shard"):
         run(cfg, out_dir=tmp_path / "b", echo=False)
     # documents listed in both splits of the manifest
     (dataset / "fineweb_train_000009.bin").unlink()

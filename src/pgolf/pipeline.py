@@ -134,8 +134,9 @@ def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | No
         return report, None
     fresh = load_artifact(path, device, trainer.attention)
     plain = score_loaded(fresh, trainer.valset, ev.windows_only, device, EvalClock()).result
-    line = f"diagnostic_{loaded.meta.label}_windows_only_roundtrip val_loss:{plain.val_loss:.8f} "
-    trainer.log.event("windows_roundtrip", line + f"val_bpb:{plain.val_bpb:.8f}", val_bpb=plain.val_bpb)
+    s = trainer.valset.split
+    line = f"diagnostic_{loaded.meta.label}_windows_only_roundtrip {s}_loss:{plain.val_loss:.8f} "
+    trainer.log.event("windows_roundtrip", line + f"{s}_bpb:{plain.val_bpb:.8f}", val_bpb=plain.val_bpb)
     return report, plain
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pgolf.errors import ConfigError
+
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
@@ -21,3 +23,12 @@ class DataConfig:
     """Glob of training shards inside the dataset folder, read in sorted order."""
     val_pattern: str = "fineweb_val_*.bin"
     """Glob of validation shards inside the dataset folder."""
+    score_split: str = "val"
+    """The split every score of a run reads: ``val`` (data.val_pattern), or ``dev`` (the dataset's dev
+    split, ``fineweb_dev_*.bin``, carved from the training documents by ``pgolf data build
+    --dev-docs``) to tune settings without reading validation. A dev score is labelled dev and is
+    never official."""
+
+    def __post_init__(self) -> None:
+        if self.score_split not in ("val", "dev"):
+            raise ConfigError(f"data.score_split={self.score_split!r}; expected val or dev")

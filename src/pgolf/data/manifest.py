@@ -1,14 +1,15 @@
 """The dataset manifest (written by ``pgolf data build`` and ``pgolf data fineweb``) and the guard
-that keeps validation data out of training: no shard may be both a training and a validation shard,
-no training shard may be a copy of a validation shard, and, where there is a manifest, every shard
-is one it lists, with the token count and sha256 it lists, and no document is listed in both
-splits. (``pgolf check`` also looks for validation documents in the training tokens themselves:
-``data.docs``.)"""
+that keeps held-out data (validation, and the dev split where there is one) out of training: no shard
+may be both a training and a held-out shard, no training shard may be a copy of a held-out shard, and,
+where there is a manifest, every shard is one it lists, with the token count and sha256 it lists, and
+no document is listed in two splits. (``pgolf check`` also looks for validation documents in the
+training tokens themselves: ``data.docs``.)"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,8 @@ MANIFEST_NAME = "manifest.json"
 HASH_CACHE = ".sha256-cache.json"
 """Beside the manifest: file name -> [size, mtime_ns, sha256] of the shards hashed so far."""
 _PREFIX_BYTES = 1 << 20
+_SPLITS = (("val", "validation"), ("dev", "dev"))
+"""The held-out splits a manifest may list, and what a message calls each."""
 
 
 def load_manifest(dataset_dir: str | os.PathLike) -> dict:
@@ -55,26 +58,40 @@ def _payload_digest(path: Path, limit: int | None) -> tuple[int, str]:
 
 
 def check_train_val_disjoint(train_files: list[Path], val_files: list[Path], dataset_dir: Path) -> None:
-    """Raise DataError if training data is validation data: the same file, a copy of a validation
-    shard's tokens (size and a prefix digest, confirmed by a digest of the whole payload), or, where
-    the dataset has a manifest, a shard that is not the one it lists (``verify_shards``: validation
-    tokens prepended to a training shard change its count and hash) or a document in both of its
-    splits."""
-    val = {p.resolve() for p in val_files}
-    shared = sorted(str(p) for p in train_files if p.resolve() in val)
+    """Raise DataError if training data is held-out data (``val_files``, and the validation and dev
+    shards the manifest lists, whichever split is scored): the same file, a copy of a held-out shard's
+    tokens (size and a prefix digest, confirmed by a digest of the whole payload), or, where the
+    dataset has a manifest, a shard that is not the one it lists (``verify_shards``: held-out tokens
+    prepended to a training shard change its count and hash) or a document in two of its splits."""
+    manifest = (dataset_dir / MANIFEST_NAME).is_file()
+    held = {p.resolve(): p for p in val_files}
+    for name in _held_out(dataset_dir) if manifest else ():
+        if (p := dataset_dir / name).is_file():
+            held[p.resolve()] = p
+    shared = sorted(str(p) for p in train_files if p.resolve() in held)
     if shared:
         raise DataError(
-            f"{len(shared)} shard(s) match both data.train_pattern and data.val_pattern, e.g. {shared[0]}: "
-            "training on validation data is not allowed"
+            f"{len(shared)} shard(s) match both data.train_pattern and data.val_pattern or the dev split, "
+            f"e.g. {shared[0]}: training on held-out data is not allowed"
         )
-    val_prints = {_payload_digest(p, _PREFIX_BYTES): p for p in val_files}
+    prints = {_payload_digest(p, _PREFIX_BYTES): p for p in held.values()}
     for p in train_files:
-        twin = val_prints.get(_payload_digest(p, _PREFIX_BYTES))
+        twin = prints.get(_payload_digest(p, _PREFIX_BYTES))
         if twin is not None and _payload_digest(p, None) == _payload_digest(twin, None):
-            raise DataError(f"training shard {p} holds the same tokens as validation shard {twin}")
-    if (dataset_dir / MANIFEST_NAME).is_file():
+            raise DataError(f"training shard {p} holds the same tokens as held-out shard {twin}")
+    if manifest:
         _check_manifest_splits(dataset_dir, train_files)
-        verify_shards(dataset_dir, [*train_files, *val_files])
+        verify_shards(dataset_dir, [*train_files, *held.values()])
+
+
+def _held_out(dataset_dir: Path) -> dict[str, str]:
+    """File name -> ``validation`` or ``dev``: the held-out token shards the manifest lists."""
+    splits = load_manifest(dataset_dir).get("splits", {})
+    try:
+        return {e["file"]: k for s, k in _SPLITS for e in splits.get(s, {}).get("shards", [])}
+    except (AttributeError, TypeError, KeyError) as e:
+        where = dataset_dir / MANIFEST_NAME
+        raise DataError(f"{where}: malformed splits ({type(e).__name__}: {e})") from None
 
 
 def _listed(dataset_dir: Path) -> dict[str, dict]:
@@ -128,15 +145,14 @@ def _check_manifest_splits(dataset_dir: Path, train_files: list[Path]) -> None:
     path = dataset_dir / MANIFEST_NAME
     splits = load_manifest(dataset_dir).get("splits", {})
     try:
-        val_docs = set(splits.get("val", {}).get("doc_sha256", []))
-        train_docs = set(splits.get("train", {}).get("doc_sha256", []))
-        val_names = {s["file"] for s in splits.get("val", {}).get("shards", [])}
-    except (AttributeError, TypeError, KeyError) as e:
+        docs = {k: set(splits.get(s, {}).get("doc_sha256", [])) for s, k in (("train", "train"), *_SPLITS)}
+    except (AttributeError, TypeError) as e:
         raise DataError(f"{path}: malformed splits ({type(e).__name__}: {e})") from None
-    if val_docs & train_docs:
-        raise DataError(
-            f"{path}: {len(val_docs & train_docs)} document(s) are in both the train and the validation split"
-        )
-    listed = sorted(p.name for p in train_files if p.name in val_names)
+    for a, b in itertools.combinations(docs, 2):
+        if docs[a] & docs[b]:
+            raise DataError(f"{path}: {len(docs[a] & docs[b])} document(s) are in both the {a} and the {b} "
+                            "split")  # fmt: skip
+    held = _held_out(dataset_dir)
+    listed = sorted(p.name for p in train_files if p.name in held)
     if listed:
-        raise DataError(f"{path} lists {listed[0]} as a validation shard")
+        raise DataError(f"{path} lists {listed[0]} as a {held[listed[0]]} shard")

@@ -4,7 +4,8 @@ and lowercases) is scored against the sidecar, not the tokenizer's byte tables.
 
 A sidecar is a token shard (``data.shards`` format) named ``fineweb_val_bytes_NNNNNN.bin``, parallel
 to ``fineweb_val_NNNNNN.bin``: one uint16 per token, 0 for BOS and for inserted operators; the sum
-over a document is its original UTF-8 length. This is the community CaseOps export's layout.
+over a document is its original UTF-8 length. This is the community CaseOps export's layout; a dev
+split's sidecars are ``fineweb_dev_bytes_NNNNNN.bin``.
 
 ``data.align`` computes a sidecar at build time; this module is what scoring needs.
 """
@@ -24,13 +25,16 @@ cannot spell its text, so its datasets must have sidecars."""
 
 
 def is_sidecar(path: Path) -> bool:
-    return path.name.startswith(SIDECAR_PREFIX)
+    return path.name.startswith((SIDECAR_PREFIX, "fineweb_dev_bytes_"))
 
 
 def sidecar_name(token_shard: str) -> str | None:
-    """``fineweb_val_000003.bin`` -> ``fineweb_val_bytes_000003.bin``; None for other names."""
-    stem = "fineweb_val_"
-    return SIDECAR_PREFIX + token_shard[len(stem) :] if token_shard.startswith(stem) else None
+    """``fineweb_val_000003.bin`` -> ``fineweb_val_bytes_000003.bin`` (a dev shard's likewise); None
+    for other names."""
+    for stem in ("fineweb_val_", "fineweb_dev_"):
+        if token_shard.startswith(stem):
+            return stem + "bytes_" + token_shard[len(stem) :]
+    return None
 
 
 def check_sidecar(tokens: np.ndarray, nbytes: np.ndarray, bos_id: int, source: str) -> None:

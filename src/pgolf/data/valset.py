@@ -6,6 +6,9 @@ The bytes come from the dataset's per-token byte sidecars (``data.sidecar``) whe
 CaseOps dataset must), else from the tokenizer's byte tables (``data.bytes``, the contest's rule).
 Where the dataset folder holds a pgolf manifest, the shards' token counts are checked against it
 (a truncated or re-cut validation shard fails here, not as a silently different score).
+
+With ``data.score_split`` ``dev`` the same is read from the dataset's dev split (``DEV_PATTERN``, listed
+in its manifest) instead: the set is then labelled ``dev`` and every score of it is a dev score.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from pgolf.errors import DataError
 from pgolf.fileio import file_sha256
 from pgolf.vocab import BOS_ID
 
+DEV_PATTERN = "fineweb_dev_*.bin"
+"""The dev split's shards (``pgolf data build --dev-docs``)."""
+
 
 @dataclass(frozen=True)
 class ValidationSet:
@@ -46,6 +52,8 @@ class ValidationSet:
     sidecars: tuple[Path, ...] = ()
     subset: tuple[int, int] | None = None
     """(n, m) when this is the first n of the set's m documents (``first_docs``)."""
+    split: str = "val"
+    """``val``, or ``dev`` (``data.score_split``): what every score of this set is a score of."""
 
     @property
     def bytes_source(self) -> str:
@@ -66,20 +74,26 @@ class ValidationSet:
         )
 
     def describe(self) -> str:
-        return "first {} of {} validation documents".format(*self.subset) if self.subset else ""
+        kind = "validation" if self.split == "val" else "dev"
+        return f"first {self.subset[0]} of {self.subset[1]} {kind} documents" if self.subset else ""
 
 
 def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
-    paths = resolve_data(data)
+    paths, split = resolve_data(data), data.score_split
+    manifest = _manifest(paths.dataset_dir)
+    if split == "dev" and "dev" not in (manifest or {}).get("splits", {}):
+        raise DataError(f"{paths.dataset_dir}: no dev split (pgolf data build --dev-docs N)")
     sp = load_tokenizer(paths.tokenizer, vocab_size)
-    files = [f for f in find_shards(paths.dataset_dir, data.val_pattern) if not is_sidecar(f)]
+    pattern = data.val_pattern if split == "val" else DEV_PATTERN
+    files = [f for f in find_shards(paths.dataset_dir, pattern) if not is_sidecar(f)]
     if not files:
-        raise DataError(f"{paths.dataset_dir}: {data.val_pattern!r} matches only byte sidecars")
+        raise DataError(f"{paths.dataset_dir}: {pattern!r} matches only byte sidecars")
+    if split == "val" and any(f.match(DEV_PATTERN) for f in files):  # a dev score is never a validation one
+        raise DataError(f"{pattern!r} matches dev shards: score them with data.score_split=dev")
     parts = [np.asarray(read_shard(f)) for f in files]
     tokens = np.concatenate(parts)
-    check_token_ids(tokens, vocab_size, f"validation data {[str(f) for f in files]}")
-    manifest = _manifest(paths.dataset_dir)
-    _check_manifest(manifest, paths.dataset_dir, files, parts, paths.tokenizer)
+    check_token_ids(tokens, vocab_size, f"{split} data {[str(f) for f in files]}")
+    _check_manifest(manifest, paths.dataset_dir, files, parts, paths.tokenizer, split)
     sidecars = _sidecars(files, manifest, has_operators(sp))
     lut = build_byte_lut(sp, vocab_size)
     digest = hashlib.sha256(tokens.astype("<u2", copy=False).tobytes())
@@ -101,6 +115,7 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
         tokenizer_vocab_size=sp.vocab_size(),
         sha256=digest.hexdigest(),
         sidecars=tuple(sidecars),
+        split=split,
     )
 
 
@@ -118,16 +133,17 @@ def _manifest(folder: Path) -> dict | None:
 
 
 def _check_manifest(
-    manifest: dict | None, folder: Path, files: list[Path], parts: list[np.ndarray], tokenizer: Path
-) -> None:
-    """Every validation shard the manifest lists is here and holds the token count it lists, and the
+    manifest: dict | None, folder: Path, files: list[Path], parts: list[np.ndarray], tokenizer: Path,
+    split: str,
+) -> None:  # fmt: skip
+    """Every shard the manifest lists for ``split`` is here and holds the token count it lists, and the
     tokenizer is the manifest's (another one's byte tables would count other bytes)."""
     if manifest is None:
         return
     if manifest.get("complete") is False:
         raise DataError(f"{folder}: its download did not finish; rerun pgolf data fineweb to complete it")
-    val = manifest.get("splits", {}).get("val", {})
-    entries = [*val.get("shards", []), *val.get("byte_sidecar", {}).get("shards", [])]
+    held = manifest.get("splits", {}).get(split, {})
+    entries = [*held.get("shards", []), *held.get("byte_sidecar", {}).get("shards", [])]
     listed = {s["file"]: s["tokens"] for s in entries}
     for name in listed:
         if not (folder / name).is_file():

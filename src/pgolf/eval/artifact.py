@@ -94,11 +94,13 @@ def score_loaded(
         notes.insert(0, f"validation subset: {subset} (eval.val_docs)")
     if eval_cfg.val_leak:
         notes.insert(0, "val_leak: the method reads validation targets (NOT compliant)")
+    if valset.split == "dev":
+        notes.insert(0, "data.score_split=dev: a dev score, not validation")
     label = f"{meta.label}_{eval_cfg.tag}" if eval_cfg.tag else meta.label
     details = {**r.details, **({"leak_bytes": r.leak_bytes} if r.leak_bytes else {})}
     return ScoreReport(
         r.result, dict(clock.phases), label, official=not notes, note="; ".join(notes), ledger=r.ledger,
-        details=details, val_leak=eval_cfg.val_leak,
+        details=details, val_leak=eval_cfg.val_leak, split=valset.split,
     )  # fmt: skip
 
 

@@ -217,6 +217,8 @@ class ScoreReport:
     """What the method reports besides the score (mixer weights, tilt hints, a leak table)."""
     val_leak: bool = False
     """The method read validation targets (eval.val_leak): never official, always off track."""
+    split: str = "val"
+    """What was scored: ``val``, or ``dev`` (``data.score_split``; never official)."""
 
     @property
     def seconds(self) -> float:
@@ -232,6 +234,7 @@ class ScoreReport:
             "eval_seconds": round(self.seconds, 3),
             "eval_phases": {k: round(v, 3) for k, v in self.phases.items()},
             "official_score": self.official,
+            "split": self.split,
             **({"val_leak": True} if self.val_leak else {}),
             **({"score_first": self.ledger} if self.ledger else {}),
             **({"method_details": self.details} if self.details else {}),
@@ -239,10 +242,10 @@ class ScoreReport:
 
     def log_lines(self) -> list[str]:
         """The contest's two final lines when official; one line that says it is not, otherwise."""
-        r, ms = self.result, 1000 * self.seconds
+        r, ms, s = self.result, 1000 * self.seconds, self.split
         if not self.official:
             return [
-                f"unofficial_{self.label}_eval val_loss:{r.val_loss:.8f} val_bpb:{r.val_bpb:.8f} "
+                f"unofficial_{self.label}_eval {s}_loss:{r.val_loss:.8f} {s}_bpb:{r.val_bpb:.8f} "
                 f"eval_time:{ms:.0f}ms ({self.note})"
             ]
         return [

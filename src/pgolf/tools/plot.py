@@ -21,7 +21,10 @@ import numpy as np
 from pgolf.errors import PgolfError
 from pgolf.tools.records.logs import IGNORED_FIELDS, SCORE, STEP, STOP, config_digest
 
-VAL = re.compile(r"^step:(?P<step>\d+)/\d+ val_loss:\s*(?P<loss>\d+\.\d+) val_bpb:\s*(?P<bpb>\d+\.\d+)")
+VAL = re.compile(
+    r"^step:(?P<step>\d+)/\d+ (?P<s>val|dev)_loss:\s*(?P<loss>\d+\.\d+) (?P=s)_bpb:\s*(?P<bpb>\d+\.\d+)"
+)
+"""An in-training validation line (dev_loss, dev_bpb in a run scoring the dev split, data.score_split)."""
 X_AXES = {"steps": "step", "seconds": "training time (s)"}
 """``--x`` choices and their axis labels."""
 
@@ -46,6 +49,8 @@ class RunCurve:
     label: str
     """The final round trip's label (``int8_zlib``...), "" where the log is absent."""
     train_seconds: float
+    split: str = "val"
+    """What its scores are scores of: ``val``, or ``dev`` (``data.score_split``): every label says it."""
 
     @property
     def preset(self) -> str:
@@ -92,7 +97,7 @@ def read_run(result: Path, log: Path) -> RunCurve:
         history = r["history"]
         steps = np.array([h["step"] for h in history], dtype=float)
         loss = np.array([h["train_loss"] for h in history], dtype=float)
-        fields = {k: r[k] for k in ("config", "train_seconds")}
+        fields = {k: r[k] for k in ("config", "train_seconds")} | {"split": r.get("split", "val")}
         final = (float(r["val_loss"]), float(r["val_bpb"]))
     except (OSError, ValueError, KeyError, TypeError) as e:
         why = f"{type(e).__name__}: {e}"
@@ -257,14 +262,15 @@ def run_figure(run: RunCurve, title: str = ""):
         lw=1.8,
         label=f"train loss, mean of {w} steps" if w > 1 else "train loss",
     )
+    sp = run.split
     if len(run.val):
         last = f"; the last, {run.val[-1, 2]:.4f} bpb, before quantization"
-        ax.plot(*run.val[:, :2].T, "o", color="C1", ms=5, label=f"val_loss during training{last}")
+        ax.plot(*run.val[:, :2].T, "o", color="C1", ms=5, label=f"{sp}_loss during training{last}")
     what = f"{run.label} round trip" if run.label else "round trip"
-    ax.axhline(run.final_loss, color="C3", ls="--", lw=1.2,
-               label=f"final {what}: val_loss {run.final_loss:.4f}, val_bpb {run.final_bpb:.4f}")  # fmt: skip
+    final = f"final {what}: {sp}_loss {run.final_loss:.4f}, {sp}_bpb {run.final_bpb:.4f}"
+    ax.axhline(run.final_loss, color="C3", ls="--", lw=1.2, label=final)
     # at the left, on the line: the first steps' loss is far above the final score
-    ax.annotate(f"val_bpb {run.final_bpb:.4f}", (0, run.final_loss), xycoords=("axes fraction", "data"),
+    ax.annotate(f"{sp}_bpb {run.final_bpb:.4f}", (0, run.final_loss), xycoords=("axes fraction", "data"),
                 xytext=(4, 3), textcoords="offset points", fontsize=9, color="C3")  # fmt: skip
     _ylim(ax, [run.loss], [run.final_loss, *run.val[:, 1]], skip=0)
     ax.set(xlabel="step", ylabel="loss (nats/token)")
@@ -274,7 +280,7 @@ def run_figure(run: RunCurve, title: str = ""):
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     seed = f", seed {run.seed}" if run.seed is not None else ""
     _title(fig, [title or f"{run.preset}{seed}",
-                 f"{int(run.steps[-1])} steps in {run.train_seconds:.0f} s; val_bpb {run.final_bpb:.4f}"
+                 f"{int(run.steps[-1])} steps in {run.train_seconds:.0f} s; {sp}_bpb {run.final_bpb:.4f}"
                  f" after the {what}"], 90)  # fmt: skip
     return fig
 
@@ -317,8 +323,14 @@ def _score(bpb: np.ndarray) -> str:
     return f"{bpb.mean():.4f} ± {bpb.std(ddof=1):.4f}" if len(bpb) > 1 else f"{bpb[0]:.4f}"
 
 
+def _split(runs: list[RunCurve]) -> str:
+    """What the runs' scores are scores of, for the labels: ``val``, ``dev``, or ``val/dev`` when both
+    (the groups then differ by ``data.score_split``, which their names say)."""
+    return "/".join(sorted({r.split for r in runs}, reverse=True))
+
+
 def _draw_scores(bx, groups: list[Group]) -> None:
-    """Each seed's final round-trip val_bpb (dots), each group's mean ± sd (diamond), labelled."""
+    """Each seed's final round-trip bpb (dots), each group's mean ± sd (diamond), labelled."""
     for i, g in enumerate(groups):
         color, bpb = f"C{i % 10}", g.bpb
         bx.scatter(np.full(len(bpb), i - 0.12), bpb, color=color, s=16, alpha=0.8)
@@ -326,7 +338,7 @@ def _draw_scores(bx, groups: list[Group]) -> None:
         bx.errorbar([i + 0.05], [bpb.mean()], yerr=sd, fmt="D", color=color, ms=5, capsize=3)
         bx.annotate(_score(bpb).replace(" ± ", "\n± "), (i + 0.15, bpb.mean()), va="center", fontsize=8)
     bx.set_xticks(range(len(groups)), [g.name for g in groups], rotation=25, ha="right", fontsize=8)
-    bx.set(xlim=(-0.5, len(groups) - 0.1), ylabel="val_bpb")
+    bx.set(xlim=(-0.5, len(groups) - 0.1), ylabel=f"{_split([r for g in groups for r in g.runs])}_bpb")
     bx.set_title("final round trip: seeds, mean ± sd", fontsize=9)
     bx.margins(y=0.15)
     bx.grid(alpha=0.3)
@@ -345,9 +357,8 @@ def _style_handles(groups: list[Group], bands: list[Band], window: int) -> list:
     if any((b.count < len(g.runs)).any() for g, b in zip(groups, bands, strict=True)):
         out.append(Line2D([], [], color="0.3", lw=1.3, ls=":", label="dotted: where fewer seeds have data"))
     if any(len(r.val) for g in groups for r in g.runs):
-        out.append(
-            Line2D([], [], color="0.3", marker="o", mfc="none", ls="", label="val_loss during training")
-        )
+        what = f"{_split([r for g in groups for r in g.runs])}_loss during training"
+        out.append(Line2D([], [], color="0.3", marker="o", mfc="none", ls="", label=what))
     return out
 
 
@@ -370,8 +381,8 @@ def runs_figure(runs: list[RunCurve], axis: str = "steps"):
         _draw_band(ax, g, b, axis, f"C{i % 10}")
         seeds = f"{len(g.runs)} seeds" if len(g.runs) > 1 else "1 run"
         what = f" ({g.differs})" if g.differs else ""
-        handles.append(Line2D([], [], color=f"C{i % 10}", lw=1.6,
-                              label=f"{g.name}{what}: {seeds}, val_bpb {_score(g.bpb)}"))  # fmt: skip
+        label = f"{g.name}{what}: {seeds}, {_split(g.runs)}_bpb {_score(g.bpb)}"
+        handles.append(Line2D([], [], color=f"C{i % 10}", lw=1.6, label=label))
     handles += _style_handles(groups, bands, w)
     vals = [v for r in runs for v in r.val[:, 1]]
     _ylim(ax, [c for b in bands for c in (b.lo, b.hi)], vals)

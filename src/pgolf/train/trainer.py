@@ -214,7 +214,10 @@ class Trainer:
             val_tokens=self.valset.tokens.numel(),
             val_bytes_from=self.valset.bytes_source,
             tokenizer=str(self.valset.tokenizer_path),
+            split=self.valset.split,
         )
+        if self.valset.split == "dev":
+            self.log.event("split", "data.score_split:dev every score is a dev score, not validation")
         if subset := self.scored.describe():
             self.log.event(
                 "val_subset", f"validation subset: {subset} (eval.val_docs): every score is unofficial"
@@ -351,12 +354,12 @@ class Trainer:
         )  # fmt: skip
 
     def _log_val(self, step: int, train_ms: float) -> BpbResult:
-        r = self.validate()
+        r, s = self.validate(), self.valset.split  # a dev score's line says dev_loss, dev_bpb
         self.log.event(
             "val",
-            f"step:{step}/{self.cfg.train.iterations} val_loss:{r.val_loss:.4f} val_bpb:{r.val_bpb:.4f} "
+            f"step:{step}/{self.cfg.train.iterations} {s}_loss:{r.val_loss:.4f} {s}_bpb:{r.val_bpb:.4f} "
             f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms",
-            step=step, val_loss=r.val_loss, val_bpb=r.val_bpb, train_time_ms=round(train_ms, 1),
+            step=step, val_loss=r.val_loss, val_bpb=r.val_bpb, train_time_ms=round(train_ms, 1), split=s,
         )  # fmt: skip
         return r
 

@@ -1,7 +1,8 @@
 """Text documents -> SentencePiece tokenizer + token shards + manifest (``pgolf data build``).
 
 Layout (the contest's): ``<out>/tokenizers/<name>_<vocab>_bpe.model`` and
-``<out>/datasets/<name>_sp<vocab>/fineweb_{val,train}_NNNNNN.bin`` with ``manifest.json`` beside the shards.
+``<out>/datasets/<name>_sp<vocab>/fineweb_{val,train}_NNNNNN.bin`` with ``manifest.json`` beside the shards
+(``fineweb_dev_NNNNNN.bin`` too with a dev split, in a folder whose name ends ``_dev<N>``).
 
 Validation selection (fixed and documented in every manifest), by default ``hash``: documents are
 deduplicated by exact text, ordered by the SHA-256 of their UTF-8 text, and the first ``val_docs``
@@ -10,12 +11,18 @@ elsewhere never moves a document between splits by position alone. ``first`` is 
 for its frozen, shuffled ``docs_selected.jsonl``: the first ``val_docs`` documents in input order
 (50,000 reproduce its validation set), no training copy of any of them. The tokenizer is trained on
 the training split only, so no validation text shapes anything that training produces.
+
+A dev split (``dev_docs`` > 0, ``DEV_RULE``) is carved from the training documents after the
+validation split is chosen: the first ``dev_docs`` of the training documents in the rule's order. It is
+written like the validation split, never trains and never shapes the tokenizer, so settings can be
+tuned on it and the validation set read only for final scores (issue 34).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import time
@@ -27,7 +34,6 @@ import numpy as np
 
 from pgolf.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from pgolf.data.shards import write_shard
-from pgolf.data.sidecar import SIDECAR_PREFIX
 from pgolf.errors import DataBuildError
 from pgolf.fileio import file_sha256, write_bytes_atomic, write_json_atomic
 from pgolf.tools.data.align import Pieces, token_bytes
@@ -47,6 +53,11 @@ SELECTION_RULES = {
         "validation document"
     ),
 }
+DEV_RULE = (
+    "the first dev_docs training documents in the selection's order (by hash: the next after the "
+    "validation split; first: the next in input order) form the dev split; they never train and the "
+    "tokenizer never sees them"
+)
 # The contest tokenizer's trainer settings (seed-techniques §2.3).
 SP_SETTINGS = {
     "model_type": "bpe",
@@ -145,6 +156,17 @@ def split_documents(
     return ordered[:val_docs], ordered[val_docs:], total - len(unique)
 
 
+def carve_dev(train: list[str], dev_docs: int) -> tuple[list[str], list[str]]:
+    """(dev, train): the first ``dev_docs`` training documents (in the selection's order) held out
+    (``DEV_RULE``); none when ``dev_docs`` is 0."""
+    if dev_docs < 0 or dev_docs >= len(train):
+        raise DataBuildError(
+            f"dev_docs={dev_docs} must be >= 0 and leave training documents; the validation split left "
+            f"{len(train)} training documents"
+        )
+    return train[:dev_docs], train[dev_docs:]
+
+
 def _sentences(docs: list[str], max_bytes: int) -> Iterator[str]:
     # SentencePiece skips "sentences" longer than max_sentence_length, so feed lines.
     for d in docs:
@@ -205,7 +227,7 @@ def _write_split(
         if int(nbytes.sum()) != out["utf8_bytes"]:  # impossible by construction; checked
             raise DataBuildError(f"sidecar sums to {int(nbytes.sum())}, the documents to {out['utf8_bytes']}")
         out["byte_sidecar"] = {
-            "shards": _write_shards(nbytes, folder, SIDECAR_PREFIX.rstrip("_"), shard_tokens),
+            "shards": _write_shards(nbytes, folder, f"fineweb_{split}_bytes", shard_tokens),
             "bytes": int(nbytes.sum()),
         }
     return out
@@ -238,10 +260,12 @@ def build_dataset(
     shard_tokens: int = SHARD_TOKENS,
     caseops: bool = False,
     selection: str = "hash",
+    dev_docs: int = 0,
 ) -> BuiltDataset:
     """Build tokenizer, shards and manifest under ``out_root``; returns their paths. With ``caseops``
-    the documents are case-factored (``data.caseops``) before tokenisation and the validation split
-    gets a byte sidecar; the split itself is chosen on the original text, so it is the same."""
+    the documents are case-factored (``data.caseops``) before tokenisation and the held-out splits
+    get byte sidecars; the split itself is chosen on the original text, so it is the same. With
+    ``dev_docs`` a dev split is carved from the training documents (``carve_dev``)."""
     import sentencepiece as spm
 
     if vocab_size < 260 or vocab_size > 65_536:
@@ -250,8 +274,8 @@ def build_dataset(
     started = time.time()
     docs = track(docs, "data: reading documents", unit="doc")
     val, train, dropped = split_documents(docs, val_docs, selection)
-    tag = "_caseops" if caseops else ""
-    dataset, tokenizer = layout(name, vocab_size, tag)
+    dev, train = carve_dev(train, dev_docs)
+    dataset, tokenizer = layout(name, vocab_size, dataset_tag(caseops, dev_docs))
     folder = out_root / dataset
     old = folder / MANIFEST_NAME
     if old.is_file() and json.loads(old.read_text()).get("source", {}).get("repo"):
@@ -261,14 +285,9 @@ def build_dataset(
         )
     tok_path = out_root / tokenizer
     settings = CASEOPS_SP_SETTINGS if caseops else SP_SETTINGS
-    with Progress("data", total=3 + caseops, unit="stage") as progress:
-        if caseops:
-            progress.stage("case factoring")
+    held_out = {"val": val, **({"dev": dev} if dev else {})}
+    with Progress("data", total=2 + len(held_out), unit="stage") as progress:
         train_texts = [caseops_encode(d) for d in train] if caseops else train  # encoded once, used twice
-        val_texts, val_bytes = val, None
-        if caseops:  # the validation texts with each character's original bytes, for the sidecar
-            encoded = [encode_with_bytes(d) for d in val]
-            val_texts, val_bytes = [t for t, _ in encoded], [b for _, b in encoded]
         progress.stage(f"training a {vocab_size}-piece tokenizer")
         train_tokenizer(train_texts, vocab_size, tok_path, OPERATORS if caseops else (), settings)
         sp = spm.SentencePieceProcessor(model_file=str(tok_path))
@@ -276,16 +295,19 @@ def build_dataset(
         old.unlink(missing_ok=True)  # a build that dies part-way leaves no manifest naming new shards
         for stale in list(folder.glob("fineweb_*.bin")):
             stale.unlink()
-        progress.stage(f"encoding {len(val):,} validation documents")
-        val_split = _write_split(val, val_texts, sp, folder, "val", shard_tokens, val_bytes)
+        splits = {}
+        for k, d in held_out.items():
+            progress.stage(f"encoding {len(d):,} {'validation' if k == 'val' else k} documents")
+            splits[k] = _write_held_out(d, sp, folder, k, shard_tokens, caseops)
         progress.stage(f"encoding {len(train):,} training documents")
-        train_split = _write_split(train, train_texts, sp, folder, "train", shard_tokens)
+        splits["train"] = _write_split(train, train_texts, sp, folder, "train", shard_tokens)
     manifest = {
         "format": MANIFEST_FORMAT,
         "name": folder.name,
         "source": source or {},
         "selection": SELECTION_RULES[selection],
         "val_docs": val_docs,
+        **({"dev_docs": dev_docs, "dev_selection": DEV_RULE} if dev else {}),
         "duplicates_dropped": dropped,
         "bos_id": BOS_ID,
         "tokenizer": {
@@ -295,14 +317,30 @@ def build_dataset(
             "settings": settings,
         },
         **({"caseops": {"version": CASEOPS_VERSION, "operators": list(OPERATORS)}} if caseops else {}),
-        "splits": {"val": val_split, "train": train_split},
+        "splits": splits,
         "build_seconds": round(time.time() - started, 2),
     }
-    overlap = set(manifest["splits"]["val"]["doc_sha256"]) & set(manifest["splits"]["train"]["doc_sha256"])
-    if overlap:  # impossible by construction; checked so a future change cannot break it silently
-        raise DataBuildError(f"train/val overlap of {len(overlap)} documents")
+    hashes = {k: set(v["doc_sha256"]) for k, v in manifest["splits"].items()}
+    for a, b in itertools.combinations(hashes, 2):  # impossible by construction; checked so a future
+        if hashes[a] & hashes[b]:  # change cannot break it silently
+            raise DataBuildError(f"{a}/{b} overlap of {len(hashes[a] & hashes[b])} documents")
     write_json_atomic(folder / MANIFEST_NAME, manifest)
     return BuiltDataset(folder, tok_path, manifest)
+
+
+def _write_held_out(docs: list[str], sp, folder: Path, split: str, shard_tokens: int, caseops: bool) -> dict:
+    """A held-out split's shards (validation, dev); CaseOps ones with their byte sidecars."""
+    if not caseops:
+        return _write_split(docs, docs, sp, folder, split, shard_tokens)
+    encoded = [encode_with_bytes(d) for d in docs]  # each character's original bytes, for the sidecar
+    texts, char_bytes = [t for t, _ in encoded], [b for _, b in encoded]
+    return _write_split(docs, texts, sp, folder, split, shard_tokens, char_bytes)
+
+
+def dataset_tag(caseops: bool, dev_docs: int) -> str:
+    """The suffix of a build's folder and tokenizer: ``_caseops``, then ``_dev<N>`` with a dev split
+    (its training documents, hence its tokenizer, differ from the build without one)."""
+    return ("_caseops" if caseops else "") + (f"_dev{dev_docs}" if dev_docs else "")
 
 
 def layout(name: str, vocab_size: int, tag: str = "") -> tuple[str, str]:

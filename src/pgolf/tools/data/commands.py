@@ -24,6 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--name", default="corpus", help="dataset base name: datasets/<name>_sp<vocab>/")
     b.add_argument("--val-docs", type=int, required=True, help="documents in the validation split")
     b.add_argument(
+        "--dev-docs",
+        type=int,
+        default=0,
+        help="documents carved from the training ones as a dev split for tuning (never trained on); the "
+        "dataset folder gets the suffix _dev<N>",
+    )
+    b.add_argument(
         "--selection",
         choices=("hash", "first"),
         default="hash",
@@ -48,6 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument(
         "--vocab", type=int, default=1024, help="SentencePiece BPE vocabulary size (cpu-best: 2048)"
     )
+    m.add_argument(
+        "--dev-docs",
+        type=int,
+        default=0,
+        help="documents carved from the training ones as a dev split for tuning (60 suggested; default "
+        "none, so existing figures stay comparable), into pgolf_demo_sp<vocab>_dev<N>",
+    )
     m.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
 
 
@@ -64,11 +78,12 @@ def cmd_data(args: argparse.Namespace) -> int:
             source={"inputs": [str(p) for p in args.input]},
             caseops=args.caseops,
             selection=args.selection,
+            dev_docs=args.dev_docs,
         )
     elif args.data_command == "demo":
         from pgolf.tools.data.stdlib_corpus import build_demo_dataset
 
-        built = build_demo_dataset(args.out, vocab_size=args.vocab, force=args.force)
+        built = build_demo_dataset(args.out, vocab_size=args.vocab, force=args.force, dev_docs=args.dev_docs)
     else:
         from pgolf.tools.data.fineweb import Source, fetch_fineweb
 
@@ -81,11 +96,11 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"dataset   {r.dataset_dir}\ntokenizer {r.tokenizer_path}"
         )
         return 0
-    s = built.manifest["splits"]
-    print(
-        f"dataset   {built.dataset_dir}\ntokenizer {built.tokenizer_path}\n"
-        f"train     {s['train']['docs']} docs, {s['train']['tokens']:,} tokens\n"
-        f"val       {s['val']['docs']} docs, {s['val']['tokens']:,} tokens"
-        + (f", byte sidecar {v['bytes']:,} bytes" if (v := s["val"].get("byte_sidecar")) else "")
-    )
+    print(f"dataset   {built.dataset_dir}\ntokenizer {built.tokenizer_path}")
+    splits = built.manifest["splits"]
+    for name, s in ((k, splits[k]) for k in ("train", "val", "dev") if k in splits):
+        side = f", byte sidecar {v['bytes']:,} bytes" if (v := s.get("byte_sidecar")) else ""
+        print(f"{name:9s} {s['docs']} docs, {s['tokens']:,} tokens{side}")
+    if "dev" in splits:
+        print("tune on dev: --data.score_split dev (pgolf sweep and benchmarks/ablate.py do by default)")
     return 0

@@ -70,24 +70,28 @@ class Overlap:
     min_tokens: int
     found: list[tuple[int, list[int]]] = field(default_factory=list)
     """(index in the validation stream, first tokens) of each validation document found, in order."""
+    kind: str = "validation"
+    """What the held-out documents are: ``validation``, or ``dev`` (the dev split's)."""
 
     def describe(self) -> str:
         head = (
-            f"{len(self.found)} of {self.checked} validation documents (of {self.val_docs}; "
+            f"{len(self.found)} of {self.checked} {self.kind} documents (of {self.val_docs}; "
             f"{self.val_docs - self.checked} under {self.min_tokens} tokens not compared) occur exactly "
             f"in the {self.train_docs:,} training documents"
         )
-        shown = "; ".join(f"val doc {i} (tokens {first})" for i, first in self.found[:SHOW])
+        short = "val" if self.kind == "validation" else self.kind
+        shown = "; ".join(f"{short} doc {i} (tokens {first})" for i, first in self.found[:SHOW])
         more = f"; and {len(self.found) - SHOW} more" if len(self.found) > SHOW else ""
         return head + (f": {shown}{more}" if self.found else "")
 
 
 def val_docs_in_train(
-    train_files: list[Path], val_files: list[Path], min_tokens: int = MIN_DOC_TOKENS
+    train_files: list[Path], val_files: list[Path], min_tokens: int = MIN_DOC_TOKENS, kind: str = "validation"
 ) -> Overlap:
     """Hash every validation document of at least ``min_tokens`` tokens after its BOS, then every
     training document of a length some validation document has, and report the validation
-    documents whose hash occurs in training."""
+    documents whose hash occurs in training. ``kind`` names what ``val_files`` hold (``dev``: the dev
+    split's shards, looked for in the same way)."""
     wanted: dict[bytes, int] = {}
     lengths: set[int] = set()
     first: dict[int, list[int]] = {}
@@ -105,4 +109,4 @@ def val_docs_in_train(
         if len(doc) in lengths and (i := wanted.get(doc_hash(doc))) is not None:
             hits.add(i)
     found = [(i, first[i]) for i in sorted(hits)]
-    return Overlap(n_val, len(first), n_train, min_tokens, found)
+    return Overlap(n_val, len(first), n_train, min_tokens, found, kind)

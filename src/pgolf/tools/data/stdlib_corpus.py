@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pgolf.data.manifest import load_manifest
 from pgolf.errors import DataError
-from pgolf.tools.data.build import BuiltDataset, build_dataset, layout
+from pgolf.tools.data.build import BuiltDataset, build_dataset, dataset_tag, layout
 
 MIN_CHARS = 400
 """Modules with less prose than this are skipped (mostly tiny ``__init__`` files)."""
@@ -110,6 +110,10 @@ def iter_stdlib_documents(min_chars: int = MIN_CHARS, max_docs: int | None = Non
 DEMO_NAME = "pgolf_demo"
 DEMO_VAL_DOCS = 60
 """Validation documents of the demo split (about 5% of the ~1,100 modules of Python 3.11)."""
+DEMO_DEV_DOCS = 60
+"""The dev split ``pgolf data demo --dev-docs`` suggests, as large as the validation split. The default
+build has none (``dev_docs=0``), so its training documents, and every figure measured on it, stay as
+they were; a build with one lands in its own folder (``pgolf_demo_sp<vocab>_dev<N>``)."""
 
 
 def demo_source(max_docs: int | None) -> dict:
@@ -138,11 +142,13 @@ def build_demo_dataset(
     val_docs: int = DEMO_VAL_DOCS,
     max_docs: int | None = None,
     force: bool = False,
+    dev_docs: int = 0,
 ) -> BuiltDataset:
-    """Build (or reuse) the demo dataset under ``out_root`` in the contest layout."""
+    """Build (or reuse) the demo dataset under ``out_root`` in the contest layout; with ``dev_docs``
+    a dev split too, in its own folder."""
     out_root = Path(out_root)
     source = demo_source(max_docs)
-    folder = out_root / layout(DEMO_NAME, vocab_size)[0]
+    folder = out_root / layout(DEMO_NAME, vocab_size, dataset_tag(False, dev_docs))[0]
     if not force and (folder / "manifest.json").exists():
         try:
             manifest = load_manifest(folder)
@@ -150,10 +156,12 @@ def build_demo_dataset(
             manifest = {}
         tok = out_root / manifest.get("tokenizer", {}).get("path", "missing")
         same = {k: v for k, v in manifest.get("source", {}).items() if k != "corpus_sha256"} == source
-        if same and manifest.get("val_docs") == val_docs and tok.exists():
+        counts = (manifest.get("val_docs"), manifest.get("dev_docs", 0)) == (val_docs, dev_docs)
+        if same and counts and tok.exists():
             return BuiltDataset(folder, tok, manifest)
     docs = list(iter_stdlib_documents(max_docs=max_docs))
     source["corpus_sha256"] = corpus_hash(docs)
     return build_dataset(
-        docs, out_root=out_root, name=DEMO_NAME, vocab_size=vocab_size, val_docs=val_docs, source=source
-    )
+        docs, out_root=out_root, name=DEMO_NAME, vocab_size=vocab_size, val_docs=val_docs, source=source,
+        dev_docs=dev_docs,
+    )  # fmt: skip

@@ -22,6 +22,7 @@ from pgolf.pack.bundle import file_digest
 from pgolf.tools.data.docs import MIN_DOC_TOKENS, val_docs_in_train
 from pgolf.tools.progress import Progress, track
 from pgolf.tools.records.logs import config_digest
+from pgolf.tools.records.splits import split_verdict, sweep_verdict
 from pgolf.tracks import get_track
 
 PROBE_TOL = 1e-6
@@ -310,8 +311,10 @@ def _data_findings(seed: Seed) -> list[str]:
         found.append(f"no {MANIFEST_NAME}: the shards' token counts and sha256 and the build's document "
                      "lists are not proven (the documents' own check below stands alone)")  # fmt: skip
     try:
-        overlap = val_docs_in_train(train, val)
-        found.append(("FAIL: " if overlap.found else "") + overlap.describe())
+        for held, kind in ((val, "validation"), (_dev_shards(cfg.data, paths.dataset_dir), "dev")):
+            if held:
+                overlap = val_docs_in_train(train, held, kind=kind)
+                found.append(("FAIL: " if overlap.found else "") + overlap.describe())
         digest = load_validation(cfg.data, cfg.model.vocab_size).sha256
     except DataError as e:
         return [*found, f"FAIL: {e}"]
@@ -320,6 +323,17 @@ def _data_findings(seed: Seed) -> list[str]:
     else:
         stream = f"val stream sha256 {digest[:12]}..."
     return [*found, stream]
+
+
+def _dev_shards(data, folder: Path) -> list[Path]:
+    """The dev split's token shards, where the dataset's manifest has one (``pgolf data build
+    --dev-docs``): a search tuned on them, so none may be in training either."""
+    from pgolf.data.shards import find_shards
+    from pgolf.data.sidecar import is_sidecar
+    from pgolf.data.valset import DEV_PATTERN
+    from pgolf.tools.data.splits import dev_split
+
+    return [f for f in find_shards(folder, DEV_PATTERN) if not is_sidecar(f)] if dev_split(data) else []
 
 
 def rule_val_leak(subject: Subject) -> Rule:
@@ -438,11 +452,22 @@ def rule_declared(subject: Subject) -> Rule:
     return Rule(name, "pass" if ok else "fail", detail)
 
 
+def rule_split(subject: Subject) -> Rule:
+    return Rule("scored on the validation split", *split_verdict(subject.seeds))
+
+
+def rule_sweep(subject: Subject, sweep: Path) -> Rule:
+    """Given the sweep that chose the run's settings: which split it scored (``splits``)."""
+    return Rule("settings chosen on a held-out split", *sweep_verdict(subject.seeds, sweep))
+
+
 RULES = (rule_track, rule_logs, rule_bytes, rule_train_time, rule_eval_time, rule_seeds, rule_probes,
-         rule_val_leak, rule_code, rule_declared)  # fmt: skip
+         rule_split, rule_val_leak, rule_code, rule_declared)  # fmt: skip
 
 
-def check(path: str | Path) -> list[Rule]:
+def check(path: str | Path, sweep: str | Path | None = None) -> list[Rule]:
+    """Every rule of ``RULES``; with ``sweep`` (the sweep folder that chose the settings) also the split
+    it chose them on."""
     subject = load_subject(path)
     if not subject.seeds:
         raise PgolfError(f"{path}: no seed results (result_seed<S>.json) in this record folder")
@@ -452,6 +477,6 @@ def check(path: str | Path) -> list[Rule]:
             for rule in RULES:
                 progress.stage(rule.__name__.removeprefix("rule_"))
                 rules.append(rule(subject))
-        return rules
+        return rules + ([rule_sweep(subject, Path(sweep))] if sweep else [])
     except (KeyError, TypeError, ValueError) as e:  # a result or meta missing a field, or mistyped
         raise PgolfError(f"{path}: malformed run record ({type(e).__name__}: {e})") from None

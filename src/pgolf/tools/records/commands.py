@@ -52,6 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     k = sub.add_parser("check", help="compliance report of a record folder or a run folder")
     k.add_argument("path", type=Path, help="a record folder or a run folder")
     k.add_argument("--json", action="store_true", help="print the rules as JSON")
+    k.add_argument("--sweep", type=Path, default=None, metavar="OUT",
+                   help="the pgolf sweep folder that chose the settings: report the split it scored")  # fmt: skip
 
     u = sub.add_parser("runs", help="list run folders as a table")
     u.add_argument(
@@ -198,7 +200,7 @@ def _print_rules(rules) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from pgolf.tools.records.check import check
 
-    rules = check(args.path)
+    rules = check(args.path, args.sweep)
     if args.json:
         print(json.dumps([r.__dict__ for r in rules], indent=2))
     else:
@@ -226,7 +228,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for run in found:
         try:
             r = json.loads((run / "result.json").read_text())
-            status = "on track" if r["on_track"] else "OFF TRACK"
+            status = ("on track" if r["on_track"] else "OFF TRACK") + (", dev split" if r.get("split") == "dev" else "")
             seed = r["config"]["train"]["seed"]
             print(f"{run!s:{w}s} {r['preset']:22s} {r['track']:13s} {seed:>5d} "
                   f"{r['steps']:>6d} {r['val_bpb']:>9.4f} {r['bytes_total']:>11,}  {status}")  # fmt: skip

@@ -205,6 +205,8 @@ def declare_record(
         raise PgolfError(f"--seeds must be distinct, got {seeds}")
     if not get_track(cfg.track).official:
         raise PgolfError(f"track {cfg.track!r} has no caps: a record needs an official track")
+    if cfg.data.score_split != "val":
+        raise PgolfError("data.score_split=dev: a record is scored on validation (tune on dev, record on val)")
     folder = record_dir(root, cfg, info.name)
     if (folder / "seeds.json").exists():
         raise PgolfError(f"{folder} already holds a record (seeds.json); choose another --name")

@@ -135,6 +135,8 @@ def from_result(path: Path) -> RunScore:
     """A pgolf run folder's ``result.json``."""
     try:
         r = json.loads(path.read_text())
+        if r.get("split") == "dev":
+            raise PgolfError(f"{path}: a dev-split score (data.score_split=dev), not a validation score")
         if r.get("official_score") is False:
             raise PgolfError(f"{path}: an unofficial score (other validation data or window length)")
         return RunScore(

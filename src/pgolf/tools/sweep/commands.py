@@ -55,5 +55,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if best is None:
         print("no trial completed")
         return 1
-    print(f"best: trial {best['trial']}, mean val_bpb {best['mean']:.4f} -> {args.out / 'best.toml'}")
+    print(f"best: trial {best['trial']}, mean {best['split']}_bpb {best['mean']:.4f} on the {best['split']} "
+          f"split -> {args.out / 'best.toml'}")  # fmt: skip
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pgolf.tools.studies import lost, need_optuna
-from pgolf.tools.sweep.study import STUDY, finalists, is_final, open_study
+from pgolf.tools.sweep.study import STUDY, finalists, is_final, open_study, study_split
 
 
 def show(out_dir: Path, *, storage: str | None = None, name: str = STUDY) -> list[str]:
@@ -18,7 +18,11 @@ def show(out_dir: Path, *, storage: str | None = None, name: str = STUDY) -> lis
     trials = study.get_trials(deepcopy=False)
     search = [t for t in trials if not is_final(t) and "surplus" not in t.user_attrs]
     keys = list(dict.fromkeys(k for t in search for k in t.params))
-    lines = [" ".join(["trial", "state    ", "val_bpb", *keys, "machine"])]
+    split = study_split(study)
+    lines = [
+        f"scored on: the {split} split",
+        " ".join(["trial", "state    ", f"{split}_bpb", *keys, "machine"]),
+    ]
     for t in search:
         value = f"{t.value:.4f}" if t.value is not None else "-"
         params = [_short(t.params.get(k, "-")) for k in keys]

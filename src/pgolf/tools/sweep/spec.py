@@ -16,6 +16,7 @@ A sweep is declared in a TOML file:
     nproc_per_node = 0                 # > 1: each trial is a torchrun job of this many ranks (0: every GPU)
     hardware = ""                      # pin: "8x*H100*" | "any" | "" (the kind of the machine that starts it)
     heartbeat_s = 60                   # a trial whose worker is silent 3 heartbeats is failed, never counted
+    split = "dev"                      # what every run scores: dev (default) | val (explicit opt-out)
 
     [fixed]                            # overrides for every trial
     "data.root" = "/tmp/prose"
@@ -24,6 +25,10 @@ A sweep is declared in a TOML file:
     "model.num_layers" = {low = 2, high = 6}
     "optim.matrix_lr" = {low = 0.01, high = 0.1, log = true}
     "train.seq_len" = [256, 512, 1024]
+
+Every run scores the dataset's dev split (``data.score_split=dev``; ``pgolf data build --dev-docs``), so
+the settings a sweep chooses never saw the validation set its final scores read; a dataset without a
+dev split is refused before any run unless the file says ``split = "val"`` (``tools.data.splits``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 from pgolf.config.run import all_fields, apply_overrides, field_kind
 from pgolf.errors import ConfigError
 from pgolf.tools.config_files import as_flag, is_config_file, resolve
+from pgolf.tools.data.splits import SEARCH_SPLITS
 
 PRUNERS = ("median", "halving", "none")
 
@@ -82,6 +88,8 @@ class SweepSpec:
     heartbeat_s: int = 60
     """Seconds between a running trial's heartbeats in the study: a trial silent for three (its worker
     was killed, its machine lost) is failed and never counted, and its work is taken again."""
+    split: str = "dev"
+    """The split every run scores (``data.score_split``): ``dev``, or ``val`` to tune on validation."""
 
 
 def _param(key: str, value: Any, path: Path) -> Param:
@@ -125,6 +133,10 @@ def load_spec(path: Path) -> SweepSpec:
         or not data["space"]
     ):
         raise ConfigError(f'{path}: needs `preset = "NAME"` and a non-empty [space] table')
+    if data.get("split", "dev") not in SEARCH_SPLITS:
+        raise ConfigError(f"{path}: split must be one of {SEARCH_SPLITS}, got {data['split']!r}")
+    if "data.score_split" in {*data.get("fixed", {}), *data["space"]}:
+        raise ConfigError(f'{path}: data.score_split is set by the sweep: write split = "dev" or "val"')
     if data.get("pruner", "median") not in PRUNERS:
         raise ConfigError(f"{path}: pruner must be one of {PRUNERS}, got {data['pruner']!r}")
     for key in ("seeds", "final_seeds"):
@@ -163,6 +175,8 @@ def trial_overrides(spec: SweepSpec, params: dict[str, Any], seed: int) -> dict[
     """Every override of one run: fixed, the trial's parameters, the seed and the screening mode."""
     out = {**spec.fixed, **{k: as_flag(v) for k, v in params.items()}}
     out["train.seed"] = str(seed)
+    if spec.split == "dev":  # validation is the default; a val sweep's runs keep their old overrides
+        out["data.score_split"] = "dev"
     if spec.pruner != "none":
         out["train.val_every"] = str(spec.val_every)
     if spec.steps:

@@ -32,6 +32,7 @@ from pgolf.errors import ConfigError, PgolfError
 from pgolf.fileio import write_json_atomic
 from pgolf.tools import studies
 from pgolf.tools.config_files import as_flag, resolve, write_config_file
+from pgolf.tools.data.splits import search_split
 from pgolf.tools.studies import claimed, duplicate, host, need_optuna, settled, surplus
 from pgolf.tools.sweep.runs import judge, preflight, reporter, run_length, run_one, signals_raise
 from pgolf.tools.sweep.spec import SweepSpec
@@ -114,9 +115,19 @@ def _declare(study, spec: SweepSpec, owner: bool) -> str:
     kind = studies.machine_kind(spec.nproc_per_node)
     mine = identity(spec)
     if owner and "spec" not in study.user_attrs:
+        if study.trials and spec.split != "val":  # a sweep folder's study from before splits existed
+            raise ConfigError(
+                f"study {study.study_name!r} scored the val split and this sweep file scores {spec.split}: "
+                "one study, one split (choose another --out)"
+            )
         study.set_user_attr("hardware", studies.pin_pattern(spec.hardware, kind))
         study.set_user_attr("spec", mine)  # last: a joiner waits for it
     a, b = _flat(mine), _flat(studies.wait_for(study, "spec"))
+    if a["split"] != b.get("split", "val"):
+        raise ConfigError(
+            f"study {study.study_name!r} scored the {b.get('split', 'val')} split and this sweep file scores "
+            f"{spec.split}: one study, one split (choose another --out, or --study)"
+        )
     if differ := sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)):
         raise ConfigError(
             f"study {study.study_name!r} was started from another sweep file ({', '.join(differ[:6])} "
@@ -146,6 +157,8 @@ def work(spec: SweepSpec, out_dir: Path, *, storage: str | None = None, name: st
     ``best.toml`` here; returns the best (None if no trial completed). SIGTERM and SIGHUP end it like
     Ctrl-C: the running trial's process group is stopped on the way out."""
     with signals_raise():
+        cfg = apply_overrides(resolve(spec.base), spec.fixed)
+        echo(search_split(cfg.data, spec.split, 'split = "val" in the sweep file')[1])
         study, kind = join(out_dir, spec, storage=storage, name=name)
         _take_all(study, spec, kind, Path(out_dir), echo)
         return conclude(study, spec, Path(out_dir))
@@ -263,6 +276,11 @@ def _run(
     return result["val_bpb"]
 
 
+def study_split(study) -> str:
+    """The split a study's runs scored (validation for a study from before splits existed)."""
+    return study.user_attrs.get("spec", {}).get("split", "val")
+
+
 def finalists(trials, seeds: list[int] | None = None) -> list[dict]:
     """Each finalist's re-runs, in the order of the search's ranking: its seeds (``seeds``, else those
     run), their val_bpb (complete ones), mean, and whether every seed completed on its track."""
@@ -290,15 +308,18 @@ def conclude(study, spec: SweepSpec, out_dir: Path) -> dict | None:
     ranked = _ranked([t for t in trials if not is_final(t)])
     if not ranked:
         return None
-    finals = finalists(trials, list(spec.final_seeds))[: spec.finalists]
+    finals = [{**f, "split": spec.split} for f in finalists(trials, list(spec.final_seeds))[: spec.finalists]]
     write_json_atomic(out_dir / "finalists.json", finals)
     best = min((f for f in finals if f["feasible"]), key=lambda f: f["mean"], default=None)
     if best is None:
         t = ranked[0]
-        best = {"trial": t.number, "params": t.params, "mean": t.value, "seeds": list(spec.seeds)}
+        best = {"trial": t.number, "params": t.params, "mean": t.value, "seeds": list(spec.seeds),
+                "split": spec.split}  # fmt: skip
     kept = {k: v for k, v in spec.fixed.items() if not k.startswith("data.")}  # where it ran, not what
     cfg = apply_overrides(resolve(spec.base), {**kept, **{k: as_flag(v) for k, v in best["params"].items()}})
+    write_json_atomic(out_dir / "best.json", best)  # what `pgolf check RUN --sweep OUT` compares a run with
     write_config_file(cfg, out_dir / "best.toml", spec.base,
-                      comment=f"pgolf sweep: trial {best['trial']}, mean val_bpb {best['mean']:.4f} "
-                              f"over seeds {best['seeds']} (the sweep's data.* left out)")  # fmt: skip
+                      comment=f"pgolf sweep: trial {best['trial']}, mean {spec.split}_bpb {best['mean']:.4f} "
+                              f"over seeds {best['seeds']}, scored on the {spec.split} split "
+                              "(the sweep's data.* left out)")  # fmt: skip
     return best
