@@ -131,6 +131,12 @@ def test_classes_are_short():
     assert long == []
 
 
+def test_no_module_is_squeezed_under_a_cap():
+    """The caps below measure code as ``ruff format`` writes it: no ``# fmt: skip`` that packs lines."""
+    marker = "fmt: " + "skip"
+    assert [p.name for p in _modules() if marker in p.read_text()] == []
+
+
 def test_modules_are_short():
     long = {
         str(p.relative_to(package_dir())): n

@@ -313,17 +313,30 @@ def test_a_run_that_cannot_be_on_track_is_refused_before_its_first_step(data_roo
     assert first.startswith("OFF TRACK from the start (--off-track): train.max_wallclock_seconds=400")
 
 
+def _interrupt_after_checkpoint(victim: subprocess.Popen, checkpoint: Path, patience_s: float = 600) -> str:
+    """SIGINT once the run has written ``checkpoint``; its stderr. Generous limits (a loaded 2-core
+    runner can be slow), and a stuck run is killed with its stderr shown, never left behind."""
+    deadline = time.time() + patience_s
+    while not checkpoint.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    if (code := victim.poll()) is not None or not checkpoint.exists():
+        victim.kill()
+        pytest.fail(f"no checkpoint after {patience_s} s (exit {code}): {victim.communicate()[1][-3000:]}")
+    victim.send_signal(signal.SIGINT)
+    try:
+        return victim.communicate(timeout=patience_s)[1]
+    except subprocess.TimeoutExpired:
+        victim.kill()
+        pytest.fail(f"still running {patience_s} s after SIGINT: {victim.communicate()[1][-3000:]}")
+
+
 def test_ctrl_c_says_where_it_stopped_and_how_to_resume(data_root, tmp_path):
     """SIGINT mid-training: exit 130, no traceback, the step and the checkpoint named, the exact
     command that resumes, and no result.json; that command then finishes the run."""
     args = ["train", "--preset", "debug", "--data.root", str(data_root), "--train.iterations", "100000",
             "--train.checkpoint_every", "5", "--out", str(tmp_path)]  # fmt: skip
     victim = _cli(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / CHECKPOINT_NAME).exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGINT)
-    err = victim.communicate(timeout=120)[1]
+    err = _interrupt_after_checkpoint(victim, tmp_path / CHECKPOINT_NAME)
     assert victim.returncode == 130, err
     assert "Traceback" not in err and "interrupted while training at step" in err, err
     assert f"{tmp_path / CHECKPOINT_NAME}, holds step" in err
@@ -342,11 +355,7 @@ def test_ctrl_c_under_torchrun_is_reported_once_with_the_launcher(data_root, tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     victim = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.time() + 120
-    while not (tmp_path / CHECKPOINT_NAME).exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGINT)
-    err = victim.communicate(timeout=120)[1]
+    err = _interrupt_after_checkpoint(victim, tmp_path / CHECKPOINT_NAME)
     assert victim.returncode != 0 and err.count("interrupted while training at step") == 1, err[-3000:]
     assert "resume it: torchrun --standalone --nproc_per_node=2 -m pgolf train --preset debug" in err
     frames = [line for line in err.splitlines() if line.strip().startswith('File "')]

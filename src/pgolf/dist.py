@@ -79,8 +79,10 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     contest's script logs both); on a CPU, the process's peak resident set so far (not resettable)."""
     if device.type == "cuda":
         mib = 2**20
-        return {"allocated_mib": torch.cuda.max_memory_allocated(device) / mib,
-                "reserved_mib": torch.cuda.max_memory_reserved(device) / mib}  # fmt: skip
+        return {
+            "allocated_mib": torch.cuda.max_memory_allocated(device) / mib,
+            "reserved_mib": torch.cuda.max_memory_reserved(device) / mib,
+        }
     try:
         import resource
     except ImportError:  # Windows
@@ -113,9 +115,10 @@ def setup(device_name: str = "auto") -> DistInfo:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo", device_id=None,
+            backend="nccl" if device.type == "cuda" else "gloo",
+            device_id=None,
             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
-        )  # fmt: skip
+        )
         global _pause_group
         _pause_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=PAUSE_TIMEOUT_S))
     return DistInfo(rank, world, local_rank, device)

@@ -142,16 +142,28 @@ class Optimizers:
         groups = split_parameters(model)
         embed_lr = cfg.tied_embed_lr if tied else cfg.embed_lr
         adam_groups = [
-            {"params": [p for _, p in groups["embed"]], "lr": embed_lr, "base_lr": embed_lr,
-             "betas": (cfg.beta1, cfg.embed_beta2 or cfg.beta2)},
-            {"params": [p for _, p in groups["control"]], "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr,
-             "betas": (cfg.beta1, cfg.scalar_beta2 or cfg.beta2)},
-        ]  # fmt: skip
+            {
+                "params": [p for _, p in groups["embed"]],
+                "lr": embed_lr,
+                "base_lr": embed_lr,
+                "betas": (cfg.beta1, cfg.embed_beta2 or cfg.beta2),
+            },
+            {
+                "params": [p for _, p in groups["control"]],
+                "lr": cfg.scalar_lr,
+                "base_lr": cfg.scalar_lr,
+                "betas": (cfg.beta1, cfg.scalar_beta2 or cfg.beta2),
+            },
+        ]
         if groups["head"]:
             adam_groups.append(
-                {"params": [p for _, p in groups["head"]], "lr": cfg.head_lr, "base_lr": cfg.head_lr,
-                 "betas": (cfg.beta1, cfg.head_beta2 or cfg.beta2)}
-            )  # fmt: skip
+                {
+                    "params": [p for _, p in groups["head"]],
+                    "lr": cfg.head_lr,
+                    "base_lr": cfg.head_lr,
+                    "betas": (cfg.beta1, cfg.head_beta2 or cfg.beta2),
+                }
+            )
         self.adam = torch.optim.AdamW(
             [g for g in adam_groups if g["params"]],
             betas=(cfg.beta1, cfg.beta2),

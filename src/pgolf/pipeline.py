@@ -48,15 +48,27 @@ def artifact_meta(
     """The meta of an artifact of ``cfg``'s model, scored on ``valset``."""
     code = code_account(cfg)
     return ArtifactMeta(
-        pgolf_version=__version__, preset=cfg.preset, track=cfg.track, steps=steps, looping=looping,
-        model=cfg.model, data=cfg.data,
+        pgolf_version=__version__,
+        preset=cfg.preset,
+        track=cfg.track,
+        steps=steps,
+        looping=looping,
+        model=cfg.model,
+        data=cfg.data,
         eval=dataclasses.replace(cfg.eval, seq_len=cfg.eval_seq_len, val_docs=0),  # the official scoring
-        quant=cfg.quant, pack=cfg.pack, tokenizer_sha256=valset.tokenizer_sha256,
-        tokenizer_vocab_size=valset.tokenizer_vocab_size, val_tokens=valset.tokens.numel(),
-        val_sha256=valset.sha256, code_form=code.form, code_bytes=code.bytes,
-        code_sha256=code.sha256, sources_sha256=code.sources_sha256,
-        train_seconds=train_seconds, train_cap_seconds=cfg.train.max_wallclock_seconds,
-    )  # fmt: skip
+        quant=cfg.quant,
+        pack=cfg.pack,
+        tokenizer_sha256=valset.tokenizer_sha256,
+        tokenizer_vocab_size=valset.tokenizer_vocab_size,
+        val_tokens=valset.tokens.numel(),
+        val_sha256=valset.sha256,
+        code_form=code.form,
+        code_bytes=code.bytes,
+        code_sha256=code.sha256,
+        sources_sha256=code.sources_sha256,
+        train_seconds=train_seconds,
+        train_cap_seconds=cfg.train.max_wallclock_seconds,
+    )
 
 
 def export_model(
@@ -77,11 +89,14 @@ def save_weights(trainer: Trainer, outcome: TrainOutcome) -> None:
     state = trainer.base_model.state_dict()
     entries = {k: QTensor("raw", v.detach().float().cpu(), v.dtype, fmt="fp32") for k, v in state.items()}
     meta = {
-        "config": trainer.cfg.to_dict(), "steps": outcome.steps, "looping": trainer.base_model.loop_passes,
-        "train_seconds": outcome.train_ms / 1000, "calibration_seconds": outcome.calibration_ms / 1000,
+        "config": trainer.cfg.to_dict(),
+        "steps": outcome.steps,
+        "looping": trainer.base_model.loop_passes,
+        "train_seconds": outcome.train_ms / 1000,
+        "calibration_seconds": outcome.calibration_ms / 1000,
         "pre_quant_val_loss": outcome.pre_quant.val_loss,
         "pre_quant_val_bpb": outcome.pre_quant.val_bpb,
-    }  # fmt: skip
+    }
     write_artifact(trainer.out_dir / WEIGHTS_NAME, entries, meta, PackSpec("zlib", 1))
 
 
@@ -89,16 +104,22 @@ def pack(trainer: Trainer, outcome: TrainOutcome) -> tuple[Path, SizeReport, Art
     """Write the artifact and the run's float weights (rank 0) and account the artifact's bytes."""
     cfg, path = trainer.cfg, trainer.out_dir / ARTIFACT_NAME
     meta = artifact_meta(
-        cfg, trainer.valset, steps=outcome.steps, looping=trainer.base_model.loop_passes,
+        cfg,
+        trainer.valset,
+        steps=outcome.steps,
+        looping=trainer.base_model.loop_passes,
         train_seconds=outcome.train_ms / 1000,
-    )  # fmt: skip
+    )
     if trainer.info.is_main:
         save_weights(trainer, outcome)
         stats = export_model(trainer.base_model, cfg, meta, path, outcome.calibration)
         trainer.log.event(
-            "quant", stats.summary(), params=dict(stats.params), floored_rows=stats.floored_rows,
+            "quant",
+            stats.summary(),
+            params=dict(stats.params),
+            floored_rows=stats.floored_rows,
             gptq_damped=stats.gptq_damped,
-        )  # fmt: skip
+        )
     dist.barrier()
     size = SizeReport(path.stat().st_size, meta.code_bytes, get_track(cfg.track).artifact_cap_bytes)
     model_line, code_line, total_line = size.log_lines(meta.size_label)
@@ -127,8 +148,15 @@ def roundtrip(trainer: Trainer, path: Path) -> tuple[ScoreReport, BpbResult | No
     r = report.result
     kinds = ("final", "final_exact") if report.official else ("final_unofficial",)  # a subset (eval.val_docs)
     for kind, line in zip(kinds, report.log_lines(), strict=True):
-        trainer.log.event(kind, line, val_loss=r.val_loss, val_bpb=r.val_bpb, val_tokens=r.tokens,
-                          val_bytes=r.bytes, eval_time_ms=round(1000 * report.seconds, 1))  # fmt: skip
+        trainer.log.event(
+            kind,
+            line,
+            val_loss=r.val_loss,
+            val_bpb=r.val_bpb,
+            val_tokens=r.tokens,
+            val_bytes=r.bytes,
+            eval_time_ms=round(1000 * report.seconds, 1),
+        )
     wanted = trainer.cfg.train.windows_diagnostic
     if not loaded.meta.eval.adapts or wanted == "off" or (wanted == "auto" and trainer.cfg.track == CONTEST):
         return report, None
@@ -171,9 +199,14 @@ def claim(out: Path, *, resume: bool, force: bool, is_main: bool) -> None:
 
 
 def run(
-    cfg: RunConfig, *, out_dir: str | Path = "runs/default", resume: bool = False, force: bool = False,
-    echo: bool = True, notes: tuple[str, ...] = (),
-) -> RunResult:  # fmt: skip
+    cfg: RunConfig,
+    *,
+    out_dir: str | Path = "runs/default",
+    resume: bool = False,
+    force: bool = False,
+    echo: bool = True,
+    notes: tuple[str, ...] = (),
+) -> RunResult:
     """Train, pack, reload and score one run; files go to ``out_dir`` (log, JSONL, artifact, result),
     which must not hold another run (``claim``); ``notes`` open the log (e.g. why it runs off track)."""
     if cfg.eval.val_leak:
@@ -199,19 +232,33 @@ def run(
         stage = "evaluating the round trip"
         report, windows_only = roundtrip(trainer, path)
         off = get_track(cfg.track).judge(
-            train_cap_seconds=cfg.train.max_wallclock_seconds, train_seconds=outcome.train_ms / 1000,
-            eval_seconds=report.seconds, total_bytes=size.total_bytes, val_leak=report.val_leak,
-        )  # fmt: skip
+            train_cap_seconds=cfg.train.max_wallclock_seconds,
+            train_seconds=outcome.train_ms / 1000,
+            eval_seconds=report.seconds,
+            total_bytes=size.total_bytes,
+            val_leak=report.val_leak,
+        )
         for reason in off:
             log.event("off_track", f"OFF TRACK: {reason}", reason=reason)
         result = RunResult(
-            config=cfg, out_dir=out, steps=outcome.steps, train_seconds=outcome.train_ms / 1000,
-            tokens_seen=outcome.steps * cfg.train.batch_tokens, stopped_by=outcome.stopped_by,
-            num_params=count_parameters(trainer.base_model), pre_quant=outcome.pre_quant, score=report,
-            artifact_path=path, size=size, off_track=off, code_sha256=meta.code_sha256,
-            started_at=started_at, history=trainer.history, windows_roundtrip=windows_only,
+            config=cfg,
+            out_dir=out,
+            steps=outcome.steps,
+            train_seconds=outcome.train_ms / 1000,
+            tokens_seen=outcome.steps * cfg.train.batch_tokens,
+            stopped_by=outcome.stopped_by,
+            num_params=count_parameters(trainer.base_model),
+            pre_quant=outcome.pre_quant,
+            score=report,
+            artifact_path=path,
+            size=size,
+            off_track=off,
+            code_sha256=meta.code_sha256,
+            started_at=started_at,
+            history=trainer.history,
+            windows_roundtrip=windows_only,
             peak_memory=trainer.memory,
-        )  # fmt: skip
+        )
         if info.is_main:
             write_json_atomic(out / RESULT_NAME, {**result.to_dict(), "history": trainer.history})
         return result
@@ -229,8 +276,11 @@ def interrupted(out: Path, stage: str, trainer: Trainer | None, log: RunLog) -> 
     saved = trainer.saved_step if trainer is not None else None
     checkpoint, artifact = out / CHECKPOINT_NAME, out / ARTIFACT_NAME
     if checkpoint.exists():
-        what = f"the last checkpoint, {checkpoint}, holds step {saved}" if saved is not None else (
-            f"{checkpoint} is intact")  # fmt: skip
+        what = (
+            f"the last checkpoint, {checkpoint}, holds step {saved}"
+            if saved is not None
+            else (f"{checkpoint} is intact")
+        )
     elif stage == "evaluating the round trip" and artifact.exists():
         what = f"the artifact is written: `pgolf eval {artifact}` scores it"
     elif stage != "training" and (out / WEIGHTS_NAME).exists():

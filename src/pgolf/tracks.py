@@ -33,9 +33,14 @@ class Track:
         return bool(self.train_seconds and self.eval_seconds and self.artifact_cap_bytes)
 
     def judge(
-        self, *, train_cap_seconds: float | None = None, train_seconds: float | None = None,
-        eval_seconds: float | None = None, total_bytes: int | None = None, val_leak: bool = False,
-    ) -> list[str]:  # fmt: skip
+        self,
+        *,
+        train_cap_seconds: float | None = None,
+        train_seconds: float | None = None,
+        eval_seconds: float | None = None,
+        total_bytes: int | None = None,
+        val_leak: bool = False,
+    ) -> list[str]:
         """The verdict of every command: reasons a run is off this track (empty: on track), on what is
         given (None: not judged). The configured training cap must be set and within the track's; the
         measured training and evaluation times and the bytes (artifact + code) within theirs (a cap of

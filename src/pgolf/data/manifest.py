@@ -133,8 +133,10 @@ def verify_shards(dataset_dir: Path, files: list[Path]) -> None:
             got = {"tokens": read_header(f), **({"sha256": _sha256(f, cache)} if "sha256" in want else {})}
             for key, value in got.items():
                 if value != want.get(key):
-                    raise DataError(f"{f}: {key} {value}, but {where} lists {key} {want.get(key)} "
-                                    "(the shard changed after the manifest was written)")  # fmt: skip
+                    raise DataError(
+                        f"{f}: {key} {value}, but {where} lists {key} {want.get(key)} "
+                        "(the shard changed after the manifest was written)"
+                    )
     finally:
         if cache != before:
             with contextlib.suppress(OSError):
@@ -150,8 +152,9 @@ def _check_manifest_splits(dataset_dir: Path, train_files: list[Path]) -> None:
         raise DataError(f"{path}: malformed splits ({type(e).__name__}: {e})") from None
     for a, b in itertools.combinations(docs, 2):
         if docs[a] & docs[b]:
-            raise DataError(f"{path}: {len(docs[a] & docs[b])} document(s) are in both the {a} and the {b} "
-                            "split")  # fmt: skip
+            raise DataError(
+                f"{path}: {len(docs[a] & docs[b])} document(s) are in both the {a} and the {b} split"
+            )
     held = _held_out(dataset_dir)
     listed = sorted(p.name for p in train_files if p.name in held)
     if listed:

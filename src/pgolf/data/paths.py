@@ -22,8 +22,10 @@ def data_root(cfg: DataConfig) -> Path:
     if cfg.root:
         return Path(cfg.root)
     if "PGOLF_DATA" in os.environ and "PGOLF_DATA_ROOT" not in os.environ:
-        raise DataError("$PGOLF_DATA is not read: the data root's variable is PGOLF_DATA_ROOT (renamed "
-                        "2026-12-04); set that instead, or pass --data.root")  # fmt: skip
+        raise DataError(
+            "$PGOLF_DATA is not read: the data root's variable is PGOLF_DATA_ROOT (renamed "
+            "2026-12-04); set that instead, or pass --data.root"
+        )
     return Path(os.environ.get("PGOLF_DATA_ROOT", "data"))
 
 

@@ -133,9 +133,13 @@ def _manifest(folder: Path) -> dict | None:
 
 
 def _check_manifest(
-    manifest: dict | None, folder: Path, files: list[Path], parts: list[np.ndarray], tokenizer: Path,
+    manifest: dict | None,
+    folder: Path,
+    files: list[Path],
+    parts: list[np.ndarray],
+    tokenizer: Path,
     split: str,
-) -> None:  # fmt: skip
+) -> None:
     """Every shard the manifest lists for ``split`` is here and holds the token count it lists, and the
     tokenizer is the manifest's (another one's byte tables would count other bytes)."""
     if manifest is None:

@@ -99,9 +99,16 @@ def score_loaded(
     label = f"{meta.label}_{eval_cfg.tag}" if eval_cfg.tag else meta.label
     details = {**r.details, **({"leak_bytes": r.leak_bytes} if r.leak_bytes else {})}
     return ScoreReport(
-        r.result, dict(clock.phases), label, official=not notes, note="; ".join(notes), ledger=r.ledger,
-        details=details, val_leak=eval_cfg.val_leak, split=valset.split,
-    )  # fmt: skip
+        r.result,
+        dict(clock.phases),
+        label,
+        official=not notes,
+        note="; ".join(notes),
+        ledger=r.ledger,
+        details=details,
+        val_leak=eval_cfg.val_leak,
+        split=valset.split,
+    )
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,10 @@ def evaluate_artifact(
     leak = report.details.get("leak_bytes", 0)  # a correction table would ship in the artifact
     size = SizeReport(loaded.file_bytes + leak, meta.code_bytes, track.artifact_cap_bytes)  # recorded code
     off = track.judge(
-        train_cap_seconds=meta.train_cap_seconds, train_seconds=meta.train_seconds,
-        eval_seconds=report.seconds, total_bytes=size.total_bytes, val_leak=report.val_leak,
-    )  # fmt: skip
+        train_cap_seconds=meta.train_cap_seconds,
+        train_seconds=meta.train_seconds,
+        eval_seconds=report.seconds,
+        total_bytes=size.total_bytes,
+        val_leak=report.val_leak,
+    )
     return ArtifactEval(Path(path), meta, report, size, changed, off)

@@ -412,8 +412,15 @@ def correction_table(model, valset: ValidationSet, cfg: EvalConfig, device: torc
     """Score the validation set once and keep its worst targets within cfg.correction_bytes."""
     capture = _Capture()
     windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
-    score(ModelPredictor(model.eval(), device), valset.tokens, valset.target_bytes, windows,
-          batch_tokens=cfg.batch_tokens, device=device, head=capture)  # fmt: skip
+    score(
+        ModelPredictor(model.eval(), device),
+        valset.tokens,
+        valset.target_bytes,
+        windows,
+        batch_tokens=cfg.batch_tokens,
+        device=device,
+        head=capture,
+    )
     nll, pos, tgt = (torch.cat(x) for x in zip(*capture.parts, strict=True))
     order = torch.argsort(pos)
     return build_table(
@@ -428,15 +435,28 @@ def score_with_table(
         table = correction_table(model, valset, cfg, device)
     windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
     r = score(
-        ModelPredictor(model.eval(), device), valset.tokens, valset.target_bytes, windows,
-        batch_tokens=cfg.batch_tokens, device=device,
-        head=CorrectionHead(table, cfg.correction_boost, cfg.val_leak), ledger=ledger, clock=clock,
-    )  # fmt: skip
+        ModelPredictor(model.eval(), device),
+        valset.tokens,
+        valset.target_bytes,
+        windows,
+        batch_tokens=cfg.batch_tokens,
+        device=device,
+        head=CorrectionHead(table, cfg.correction_boost, cfg.val_leak),
+        ledger=ledger,
+        clock=clock,
+    )
     return r, table
 
 
-def run(model, valset: ValidationSet, cfg: EvalConfig, device: torch.device, clock: EvalClock, ledger: Ledger,
-        head) -> object:  # fmt: skip
+def run(
+    model,
+    valset: ValidationSet,
+    cfg: EvalConfig,
+    device: torch.device,
+    clock: EvalClock,
+    ledger: Ledger,
+    head,
+) -> object:
     """``run_method``'s hook: the validation set scored once to build the table, then again with it;
     the table's bytes count in the artifact."""
     from pgolf.eval.run import MethodResult

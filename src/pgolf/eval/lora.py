@@ -166,8 +166,12 @@ def iterations(cfg, n_tokens: int, tokens, ranks: int, seq: int, mean: float) ->
         lengths = [min(seq, (c + 1) * cfg.stride) for c in range(math.ceil(mean / cfg.stride))]
         per_rank = math.ceil(docs / ranks)
         steps = math.ceil(per_rank / cfg.lora_batch_docs) * len(lengths)
-        return LoraWork(steps, per_rank * sum(lengths), per_rank * sum(t * (t + 1) for t in lengths),
-                        f"no tokens: {docs:,} documents of the mean length {mean:,.0f}")  # fmt: skip
+        return LoraWork(
+            steps,
+            per_rank * sum(lengths),
+            per_rank * sum(t * (t + 1) for t in lengths),
+            f"no tokens: {docs:,} documents of the mean length {mean:,.0f}",
+        )
     plans = [chunk_windows(b - a, seq, cfg.stride) for a, b in doc_spans(tokens)]
     busiest = LoraWork(0, 0, 0, f"{len(plans):,} documents, dealt and batched as lora_ttt does")
     for rank in range(ranks):
@@ -181,8 +185,10 @@ def iterations(cfg, n_tokens: int, tokens, ranks: int, seq: int, mean: float) ->
                 for c in range(max(map(len, batch))):
                     rows, t = sum(c < len(p) for p in batch), max(p[c].length for p in batch if c < len(p))
                     work.steps, work.tokens, work.attention = (
-                        work.steps + 1, work.tokens + rows * t, work.attention + rows * t * (t + 1)
-                    )  # fmt: skip
+                        work.steps + 1,
+                        work.tokens + rows * t,
+                        work.attention + rows * t * (t + 1),
+                    )
         busiest = max(busiest, work, key=lambda w: (w.steps, w.tokens))
     return busiest
 
@@ -213,8 +219,10 @@ def cost(cfg: EvalConfig, work: CostInputs) -> list[tuple[str, float, str]]:
     f, r = work.flops, work.rates
     lw = iterations(cfg, work.n_tokens, work.tokens, r.ranks, work.seq_len, work.mean_document)
     flops = 3 * (f.matmul * lw.tokens + f.attention_coeff * lw.attention) * r.ranks
-    how = (f"{lw.steps:,} sequential adapter steps on the busiest rank, {lw.tokens:,} tokens computed "
-           f"there ({lw.how}); forward + backward")  # fmt: skip
+    how = (
+        f"{lw.steps:,} sequential adapter steps on the busiest rank, {lw.tokens:,} tokens computed "
+        f"there ({lw.how}); forward + backward"
+    )
     parts = [("score+adapt", flops / r.train_flops + lw.steps * r.step_ms / 1e3, how)]
     return parts + ([global_sgd_cost(cfg, work)] if cfg.lora_phase_docs else [])
 
@@ -256,10 +264,7 @@ def lora_ttt(
 
     for s, (lo, hi) in enumerate(segments):
         phases_left = len(segments) - 1 - s if cfg.lora_phase_docs else 0
-        pending = ", ".join(
-            [f"{phases_left} global SGD phase(s)"] * bool(phases_left)
-            + ["the stream-order mixer"] * bool(getattr(head, "deferred", False))
-        )
+        pending = _still_to_come(phases_left, head)
         mine = deal(docs[lo:hi], dist.rank(), world)
         if not cfg.lora_warm_a:  # independent documents: longest first packs batches tightly
             mine = sorted(mine, key=len, reverse=True)
@@ -272,12 +277,19 @@ def lora_ttt(
                         a.reset(
                             keep_a=cfg.lora_warm_a and batches > 0, seeds=[1_000_003 * k + x for x in seeds]
                         )
-                    opt = torch.optim.AdamW(
-                        params, lr=cfg.ttt_lr or DEFAULT_LR, betas=(cfg.lora_beta1, cfg.lora_beta2),
-                        eps=1e-10, weight_decay=cfg.lora_wd,
-                    )  # fmt: skip
-                    _adapt_batch(model, mine[i : i + cfg.lora_batch_docs], adapters.modules, opt, stream,
-                                 target_bytes, head, ledger, acc, device, progress)  # fmt: skip
+                    _adapt_batch(
+                        model,
+                        mine[i : i + cfg.lora_batch_docs],
+                        adapters.modules,
+                        _optimizer(params, cfg),
+                        stream,
+                        target_bytes,
+                        head,
+                        ledger,
+                        acc,
+                        device,
+                        progress,
+                    )
                     batches += 1
         finally:
             adapters.detach()
@@ -295,10 +307,29 @@ def lora_ttt(
     return result
 
 
+def _optimizer(params: list[Tensor], cfg: EvalConfig) -> torch.optim.Optimizer:
+    """A fresh AdamW for one batch of documents' adapters."""
+    betas = (cfg.lora_beta1, cfg.lora_beta2)
+    return torch.optim.AdamW(
+        params, lr=cfg.ttt_lr or DEFAULT_LR, betas=betas, eps=1e-10, weight_decay=cfg.lora_wd
+    )
+
+
+def _still_to_come(phases_left: int, head: Head) -> str:
+    """What the progress line's projection adds after this phase's scoring."""
+    later = [f"{phases_left} global SGD phase(s)"] * bool(phases_left)
+    return ", ".join(later + ["the stream-order mixer"] * bool(getattr(head, "deferred", False)))
+
+
 def global_sgd(
-    model: nn.Module, tokens: Tensor, spans: list[tuple[int, int]], cfg: EvalConfig, seq_len: int,
-    device: torch.device, ledger: Ledger,
-) -> None:  # fmt: skip
+    model: nn.Module,
+    tokens: Tensor,
+    spans: list[tuple[int, int]],
+    cfg: EvalConfig,
+    seq_len: int,
+    device: torch.device,
+    ledger: Ledger,
+) -> None:
     """One phase (sota-stack §2.6, PR #1610/#1626): once every rank has scored the documents
     ``spans`` (``doc_spans``: inputs [a, b), targets (a, b]), one epoch of SGD on the base weights
     over them, in stream order. Each document is cut into pieces of at most ``seq_len`` inputs (no
@@ -410,8 +441,15 @@ def _adapt_batch(model, plans, adapters, opt, stream, nbytes, head, ledger, acc,
         opt.step()
 
 
-def run(model: nn.Module, valset, cfg: EvalConfig, device: torch.device, clock: EvalClock, ledger: Ledger,
-        head: Head):  # fmt: skip
+def run(
+    model: nn.Module,
+    valset,
+    cfg: EvalConfig,
+    device: torch.device,
+    clock: EvalClock,
+    ledger: Ledger,
+    head: Head,
+):
     """``run_method``'s hook: LoRA TTT over the validation stream with the method's head."""
     from pgolf.eval.run import MethodResult, details
 

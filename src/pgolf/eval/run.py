@@ -87,9 +87,17 @@ def run_method(
         brought = [p for m in methods if (p := m.predictor(model, device, cfg, windows)) is not None]
     predictor, chunk_tokens = brought[0] if brought else (ModelPredictor(model.eval(), device), 0)
     r = score(
-        predictor, tokens, valset.target_bytes, windows, batch_tokens=cfg.batch_tokens, device=device,
-        head=head, chunk_tokens=chunk_tokens, ledger=ledger, clock=clock,
-    )  # fmt: skip
+        predictor,
+        tokens,
+        valset.target_bytes,
+        windows,
+        batch_tokens=cfg.batch_tokens,
+        device=device,
+        head=head,
+        chunk_tokens=chunk_tokens,
+        ledger=ledger,
+        clock=clock,
+    )
     return MethodResult(r, ledger.summary(), details=details(head))
 
 

@@ -40,25 +40,36 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         declare(self.tok_emb, weight="embed")
         self.bigram = (
-            BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, ortho=cfg.ortho_init,
-                       num_layers=cfg.num_layers)
-            if cfg.bigram_buckets else None
-        )  # fmt: skip
+            BigramHash(
+                cfg.bigram_buckets,
+                cfg.bigram_dim,
+                cfg.model_dim,
+                ortho=cfg.ortho_init,
+                num_layers=cfg.num_layers,
+            )
+            if cfg.bigram_buckets
+            else None
+        )
         self.smear = None
         if cfg.smear_gate:
             self.smear = (
-                WindowSmearGate(cfg.model_dim, cfg.smear_gate_window) if cfg.smear_gate_window
+                WindowSmearGate(cfg.model_dim, cfg.smear_gate_window)
+                if cfg.smear_gate_window
                 else SmearGate(cfg.model_dim, cfg.smear_gate_init)
-            )  # fmt: skip
+            )
         kv_dim = cfg.num_kv_heads * cfg.head_dim
         self.value_embed = (
             ValueEmbedding(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if cfg.value_embed_dim else None
         )
         self.blocks = nn.ModuleList(
-            Block(cfg, i, xsa=i >= n_blocks - cfg.xsa_last_n,
-                  value_embed=bool(cfg.value_embed_dim) and i >= n_blocks - cfg.value_embed_layers)
+            Block(
+                cfg,
+                i,
+                xsa=i >= n_blocks - cfg.xsa_last_n,
+                value_embed=bool(cfg.value_embed_dim) and i >= n_blocks - cfg.value_embed_layers,
+            )
             for i in range(n_blocks)
-        )  # fmt: skip
+        )
         self.loop_passes = 0
         """Extra passes of the middle range now on (0 .. loop_repeats; set by the trainer from
         train.loop_from_frac, or pass by pass from train.loop_pass_fracs)."""

@@ -204,18 +204,28 @@ class Block(nn.Module):
             declare(self, lane_post="control", lane_resid="control")
 
     def forward(
-        self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None,
+        self,
+        x: Tensor,
+        x0: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        ve: Tensor | None = None,
         mask: Tensor | None = None,
-    ) -> Tensor:  # fmt: skip
+    ) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_mult, cos, sin, ve, mask)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_mult)
 
     def forward_lanes(
-        self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None = None,
+        self,
+        lanes: tuple[Tensor, Tensor],
+        x0: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        ve: Tensor | None = None,
         mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+    ) -> tuple[Tensor, Tensor]:
         """Two-lane parallel residuals (PR #1529's final form): attention reads lane 0 mixed with x0,
         the MLP reads lane 1, both from the block's input (GPT-J style); lane j becomes
         resid[j] lane_j + post[0, j] attn + post[1, j] mlp."""

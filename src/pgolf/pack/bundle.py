@@ -105,9 +105,14 @@ def _minify(source: str) -> str:
             "pack.code_form minified/compressed needs python-minifier (pip install python-minifier)"
         ) from None
     return python_minifier.minify(
-        source, remove_literal_statements=True, hoist_literals=False, rename_locals=True,
-        rename_globals=False, remove_asserts=False, remove_debug=False,
-    )  # fmt: skip
+        source,
+        remove_literal_statements=True,
+        hoist_literals=False,
+        rename_locals=True,
+        rename_globals=False,
+        remove_asserts=False,
+        remove_debug=False,
+    )
 
 
 @cache

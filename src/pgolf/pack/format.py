@@ -142,15 +142,25 @@ def encode(entries: dict[str, QTensor], meta: dict, spec: PackSpec = PackSpec())
         index = list(groups).index(group) + 1 if group in groups else len(groups) + 1
         groups.setdefault(group, []).append(raw)
         widths[group] = t.element_size()
-        rec = {"section": index, "dtype": _dtype_name(t.dtype), "shape": list(t.shape),
-               "offset": sizes.get(group, 0), "nbytes": len(raw)}  # fmt: skip
+        rec = {
+            "section": index,
+            "dtype": _dtype_name(t.dtype),
+            "shape": list(t.shape),
+            "offset": sizes.get(group, 0),
+            "nbytes": len(raw),
+        }
         sizes[group] = sizes.get(group, 0) + len(raw)
         return rec
 
     records = []
     for name, e in entries.items():
-        rec = {"name": name, "kind": e.kind, "fmt": e.fmt, "orig_dtype": _dtype_name(e.orig_dtype),
-               "data": add(e.data, section_name(e, "data"))}  # fmt: skip
+        rec = {
+            "name": name,
+            "kind": e.kind,
+            "fmt": e.fmt,
+            "orig_dtype": _dtype_name(e.orig_dtype),
+            "data": add(e.data, section_name(e, "data")),
+        }
         if e.scale is not None:
             rec["scale"] = add(e.scale, section_name(e, "scale"))
         records.append(rec)

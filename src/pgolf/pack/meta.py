@@ -73,8 +73,13 @@ class ArtifactMeta:
     def from_dict(cls, d: dict[str, Any], source: str = "artifact") -> ArtifactMeta:
         """Validate and rebuild; any missing or unknown key, wrongly typed or out-of-range value is an
         ArtifactError (an artifact is input: its meta is checked like any other file)."""
-        sections = {"model": ModelConfig, "data": DataConfig, "eval": EvalConfig, "quant": QuantConfig,
-                    "pack": PackConfig}  # fmt: skip
+        sections = {
+            "model": ModelConfig,
+            "data": DataConfig,
+            "eval": EvalConfig,
+            "quant": QuantConfig,
+            "pack": PackConfig,
+        }
         if not isinstance(d, dict):
             raise ArtifactError(f"{source}: meta must be a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -94,8 +99,14 @@ class ArtifactMeta:
             get_track(kwargs["track"])
         except (TypeError, PgolfError) as e:
             raise ArtifactError(f"{source}: bad meta ({e})") from None
-        for name in ("steps", "tokenizer_vocab_size", "val_tokens", "code_bytes", "train_seconds",
-                     "train_cap_seconds"):  # fmt: skip
+        for name in (
+            "steps",
+            "tokenizer_vocab_size",
+            "val_tokens",
+            "code_bytes",
+            "train_seconds",
+            "train_cap_seconds",
+        ):
             if kwargs[name] < 0:
                 raise ArtifactError(f"{source}: meta field {name} must be >= 0, got {kwargs[name]}")
         looping, repeats = kwargs["looping"], kwargs["model"].loop_repeats

@@ -44,10 +44,13 @@ class QuantStats:
 
 
 def quantize_state_dict(
-    state: dict[str, Tensor], roles: dict[str, str], cfg: QuantConfig,
-    hessians: dict[str, Tensor] | None = None, sensitivities: dict[str, Tensor] | None = None,
+    state: dict[str, Tensor],
+    roles: dict[str, str],
+    cfg: QuantConfig,
+    hessians: dict[str, Tensor] | None = None,
+    sensitivities: dict[str, Tensor] | None = None,
     tokens: int = 0,
-) -> tuple[dict[str, QTensor], QuantStats]:  # fmt: skip
+) -> tuple[dict[str, QTensor], QuantStats]:
     """Entries for every tensor, by its role in ``roles`` (``model.params.param_roles``): GPTQ instead
     of round-to-nearest where ``hessians`` has the tensor; with quant.alloc=fisher, the row steps of
     the tensors in ``sensitivities`` (summed over ``tokens`` calibration tokens) from the Fisher

@@ -101,9 +101,11 @@ def _hooks(model: nn.Module, names: set[str], sums: dict[str, Tensor], emb: dict
 
 
 def collect_sensitivities(
-    model: nn.Module, names: set[str], batches: Iterable[tuple[Tensor, Tensor]],
+    model: nn.Module,
+    names: set[str],
+    batches: Iterable[tuple[Tensor, Tensor]],
     lookups: dict[str, Tensor] | None = None,
-) -> dict[str, Tensor]:  # fmt: skip
+) -> dict[str, Tensor]:
     """Row sensitivities c_r (fp32, (R,)) of the named weights, summed over ``batches`` of (inputs,
     targets) and over ranks, from forward and backward passes of the summed per-token loss. The
     model's parameter gradients are left as they were found (None).
@@ -142,9 +144,12 @@ def collect_sensitivities(
 
 
 def fisher_clips(
-    state: dict[str, Tensor], sensitivities: dict[str, Tensor], specs: dict[str, GridSpec],
-    step: float, max_rms: float,
-) -> dict[str, Tensor]:  # fmt: skip
+    state: dict[str, Tensor],
+    sensitivities: dict[str, Tensor],
+    specs: dict[str, GridSpec],
+    step: float,
+    max_rms: float,
+) -> dict[str, Tensor]:
     """Row clips (qmax x the allocated step) of every named weight with a grid spec and a sensitivity."""
     names = [n for n in specs if n in sensitivities]
     if not names:
@@ -161,9 +166,12 @@ def fisher_clips(
 
 
 def predicted_gap(
-    state: dict[str, Tensor], sensitivities: dict[str, Tensor], clips: dict[str, Tensor],
-    specs: dict[str, GridSpec], tokens: int,
-) -> float:  # fmt: skip
+    state: dict[str, Tensor],
+    sensitivities: dict[str, Tensor],
+    clips: dict[str, Tensor],
+    specs: dict[str, GridSpec],
+    tokens: int,
+) -> float:
     """The second-order estimate of the mean per-token loss increase (nats) of round-to-nearest on
     these grids: sum_r n_r c_r D_r^2 / 24 / tokens (GPTQ's codes usually do better)."""
     total = 0.0

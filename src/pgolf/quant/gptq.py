@@ -107,9 +107,16 @@ def inverse_factor(h: Tensor, damp: float) -> tuple[Tensor, Tensor, float] | Non
 
 
 def gptq_quantize(
-    w: Tensor, h: Tensor, spec: GridSpec, clip: Tensor | None = None, *, block: int = 128, damp: float = 0.01,
-    damped: dict[str, float] | None = None, name: str = "",
-) -> QTensor:  # fmt: skip
+    w: Tensor,
+    h: Tensor,
+    spec: GridSpec,
+    clip: Tensor | None = None,
+    *,
+    block: int = 128,
+    damp: float = 0.01,
+    damped: dict[str, float] | None = None,
+    name: str = "",
+) -> QTensor:
     """Round a 2-D ``w`` on ``spec``'s grid (row clips by its rule unless given) with GPTQ under input
     second moment ``h`` (C, C). When ``h`` needs more damping than ``damp`` to factor, the damping used
     is recorded in ``damped[name]`` (-1: none sufficed, and ``w`` is rounded to nearest instead: the

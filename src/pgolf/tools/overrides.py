@@ -5,16 +5,34 @@ applies environment variables with it)."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import inspect
 import itertools
 import textwrap
 from functools import cache
+from typing import Any
 
 from pgolf.config.run import SECTIONS, RunConfig, all_fields
 
 DEST = "ov:"
 """The argparse ``dest`` prefix of a dotted override (``--model.num_layers`` -> ``ov:model.num_layers``)."""
+
+
+def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
+    """A ``--section.field`` flag for every config field (those under ``prefixes`` only, if given)."""
+    docs = field_docs()
+    group = p.add_argument_group("config overrides (typed; see `pgolf config show`)")
+    for key in all_fields():
+        if key == "preset":  # informational; chosen with --preset
+            continue
+        if prefixes is None or key.startswith(prefixes):
+            group.add_argument(f"--{key}", dest=f"{DEST}{key}", metavar="V", default=None, help=docs[key])
+
+
+def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The overrides given on the command line, by dotted key."""
+    return {k[len(DEST) :]: v for k, v in vars(args).items() if k.startswith(DEST) and v is not None}
 
 
 @cache

@@ -108,14 +108,21 @@ class RepackReport:
     def to_dict(self) -> dict:
         rt = self.roundtrip
         return {
-            "artifact": str(self.path), "scheme": self.label, "params": self.params, **self.size.to_dict(),
-            "bits_per_param": round(self.bits_per_param, 4), "pre_quant_val_bpb": self.pre_quant_bpb,
-            "val_bpb": rt.val_bpb if rt else None, "val_loss": rt.val_loss if rt else None,
+            "artifact": str(self.path),
+            "scheme": self.label,
+            "params": self.params,
+            **self.size.to_dict(),
+            "bits_per_param": round(self.bits_per_param, 4),
+            "pre_quant_val_bpb": self.pre_quant_bpb,
+            "val_bpb": rt.val_bpb if rt else None,
+            "val_loss": rt.val_loss if rt else None,
             "quant_gap_bpb": rt.val_bpb - self.pre_quant_bpb if rt else None,
-            "pack_seconds": round(self.pack_seconds, 3), "unpack_seconds": round(self.unpack_seconds, 3),
-            "calibration_seconds": round(self.calibration_seconds, 3), "off_track": self.off_track,
+            "pack_seconds": round(self.pack_seconds, 3),
+            "unpack_seconds": round(self.unpack_seconds, 3),
+            "calibration_seconds": round(self.calibration_seconds, 3),
+            "off_track": self.off_track,
             "fisher_predicted_gap_nats": self.fisher_predicted_gap,
-        }  # fmt: skip
+        }
 
 
 def _calibration_batches(cfg: RunConfig, device: torch.device, valset: ValidationSet):
@@ -151,8 +158,13 @@ def repack(
         calib_s = ms / 1000
     # the run's steps, plus this re-pack's calibration in place of the run's own (never both)
     steps_seconds = float(run.meta["train_seconds"]) - float(run.meta["calibration_seconds"])
-    meta = artifact_meta(cfg, valset, steps=int(run.meta["steps"]), looping=model.loop_passes,
-                         train_seconds=steps_seconds + calib_s)  # fmt: skip
+    meta = artifact_meta(
+        cfg,
+        valset,
+        steps=int(run.meta["steps"]),
+        looping=model.loop_passes,
+        train_seconds=steps_seconds + calib_s,
+    )
     path = Path(out) if out else Path(run_dir) / f"artifact-{meta.label}.pgolf"
     started = time.perf_counter()
     stats = export_model(model, cfg, meta, path, calib)
@@ -174,20 +186,23 @@ def repack(
     )
     params = sum(t.numel() for t in run.state.values())
     pre = float(run.meta["pre_quant_val_bpb"])
-    return RepackReport(path, meta.label, params, size, pre, rt, pack_s, unpack_s, calib_s, off,
-                        stats.fisher_predicted_gap)  # fmt: skip
+    return RepackReport(
+        path, meta.label, params, size, pre, rt, pack_s, unpack_s, calib_s, off, stats.fisher_predicted_gap
+    )
 
 
 FIT_LADDER: list[tuple[str, dict[str, str]]] = [
     ("as configured", {}),
     ("best codec and byte transform per section", {"pack.compressor": "auto", "pack.transform": "auto"}),
-    ("+ int6 matrices, SDClip k=12.85", {"quant.matrix": "int6", "quant.mlp": "", "quant.clip": "sdclip",
-                                        "quant.clip_k": "12.85"}),
+    (
+        "+ int6 matrices, SDClip k=12.85",
+        {"quant.matrix": "int6", "quant.mlp": "", "quant.clip": "sdclip", "quant.clip_k": "12.85"},
+    ),
     ("+ SDClip k=16", {"quant.clip_k": "16"}),
     ("+ SDClip k=20", {"quant.clip_k": "20"}),
     ("+ SDClip k=24", {"quant.clip_k": "24"}),
     ("+ embeddings pgolf int8, k=20", {"quant.embed": "int8", "quant.embed_clip_k": "20"}),
-]  # fmt: skip
+]
 """Cumulative policy changes in the order of their measured cost on a trained model (gap with GPTQ:
 int6 k=12.85 +0.0047, k=16 +0.0059, k=20 +0.0101; the embedding step +0.05: benchmarks/RESULTS.md).
 Sizes are round-to-nearest's; GPTQ moves them by under 1% (measured) and is what keeps the gaps
@@ -235,9 +250,25 @@ def inspect_rows(path: Path) -> tuple[list[dict], list[dict], dict]:
         raw = {p: t.numel() * t.element_size() for p, t in parts.items()}
         stored = sum(n * ratio[section_name(e, p)] for p, n in raw.items())
         bits = {"fp32": 32, "fp16": 16, "int8-contest": 8, "exact": 8 * e.data.element_size()}.get(e.fmt)
-        rows.append({"name": name, "role": roles[name], "format": e.fmt,
-                     "bits": bits or int(e.fmt.removeprefix("int")), "params": e.data.numel(),
-                     "raw_bytes": sum(raw.values()), "compressed_bytes": round(stored)})  # fmt: skip
-    sec_rows = [{"section": s.name, "codec": s.codec, "transform": s.transform, "raw_bytes": s.raw_bytes,
-                 "stored_bytes": s.stored_bytes} for s, _ in sections]  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "role": roles[name],
+                "format": e.fmt,
+                "bits": bits or int(e.fmt.removeprefix("int")),
+                "params": e.data.numel(),
+                "raw_bytes": sum(raw.values()),
+                "compressed_bytes": round(stored),
+            }
+        )
+    sec_rows = [
+        {
+            "section": s.name,
+            "codec": s.codec,
+            "transform": s.transform,
+            "raw_bytes": s.raw_bytes,
+            "stored_bytes": s.stored_bytes,
+        }
+        for s, _ in sections
+    ]
     return rows, sec_rows, meta

@@ -107,9 +107,16 @@ def read_run(result: Path, log: Path) -> RunCurve:
     text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
     clock, val, label = read_log(text)
     return RunCurve(
-        source=str(result), steps=steps, loss=loss, clock=clock, val=val, label=label,
-        final_loss=final[0], final_bpb=final[1], **fields,
-    )  # fmt: skip
+        source=str(result),
+        steps=steps,
+        loss=loss,
+        clock=clock,
+        val=val,
+        label=label,
+        final_loss=final[0],
+        final_bpb=final[1],
+        **fields,
+    )
 
 
 def load_runs(paths: list[Path]) -> list[RunCurve]:
@@ -270,8 +277,15 @@ def run_figure(run: RunCurve, title: str = ""):
     final = f"final {what}: {sp}_loss {run.final_loss:.4f}, {sp}_bpb {run.final_bpb:.4f}"
     ax.axhline(run.final_loss, color="C3", ls="--", lw=1.2, label=final)
     # at the left, on the line: the first steps' loss is far above the final score
-    ax.annotate(f"{sp}_bpb {run.final_bpb:.4f}", (0, run.final_loss), xycoords=("axes fraction", "data"),
-                xytext=(4, 3), textcoords="offset points", fontsize=9, color="C3")  # fmt: skip
+    ax.annotate(
+        f"{sp}_bpb {run.final_bpb:.4f}",
+        (0, run.final_loss),
+        xycoords=("axes fraction", "data"),
+        xytext=(4, 3),
+        textcoords="offset points",
+        fontsize=9,
+        color="C3",
+    )
     _ylim(ax, [run.loss], [run.final_loss, *run.val[:, 1]], skip=0)
     ax.set(xlabel="step", ylabel="loss (nats/token)")
     if len(run.clock):
@@ -279,9 +293,15 @@ def run_figure(run: RunCurve, title: str = ""):
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     seed = f", seed {run.seed}" if run.seed is not None else ""
-    _title(fig, [title or f"{run.preset}{seed}",
-                 f"{int(run.steps[-1])} steps in {run.train_seconds:.0f} s; {sp}_bpb {run.final_bpb:.4f}"
-                 f" after the {what}"], 90)  # fmt: skip
+    _title(
+        fig,
+        [
+            title or f"{run.preset}{seed}",
+            f"{int(run.steps[-1])} steps in {run.train_seconds:.0f} s; {sp}_bpb {run.final_bpb:.4f}"
+            f" after the {what}",
+        ],
+        90,
+    )
     return fig
 
 
@@ -372,8 +392,9 @@ def runs_figure(runs: list[RunCurve], axis: str = "steps"):
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120, layout="constrained",
-                                 gridspec_kw={"width_ratios": [2.6, 1]})  # fmt: skip
+    fig, (ax, bx) = plt.subplots(
+        1, 2, figsize=(11, 4.8), dpi=120, layout="constrained", gridspec_kw={"width_ratios": [2.6, 1]}
+    )
     w = window_for(max(len(r.steps) for r in runs))
     bands = [band(g, axis, w) for g in groups]
     handles = []
@@ -391,8 +412,14 @@ def runs_figure(runs: list[RunCurve], axis: str = "steps"):
     _draw_scores(bx, groups)
     fig.legend(handles=handles, loc="outside lower center", ncol=1, fontsize=8, frameon=False)
     n = len(runs)
-    _title(fig, [f"{n} run{'s' * (n > 1)}, {len(groups)} configuration{'s' * (len(groups) > 1)}"
-                 " (grouped by config digest: same config apart from seed and data root)"], 120)  # fmt: skip
+    _title(
+        fig,
+        [
+            f"{n} run{'s' * (n > 1)}, {len(groups)} configuration{'s' * (len(groups) > 1)}"
+            " (grouped by config digest: same config apart from seed and data root)"
+        ],
+        120,
+    )
     return fig
 
 

@@ -84,10 +84,14 @@ class Preflight:
 
     def to_dict(self) -> dict:
         return {
-            "preset": self.preset, "track": self.track, "ok": self.ok, "environment": self.environment,
-            "phases": self.phases, "evaluation": self.evaluation,
+            "preset": self.preset,
+            "track": self.track,
+            "ok": self.ok,
+            "environment": self.environment,
+            "phases": self.phases,
+            "evaluation": self.evaluation,
             "figures": [dataclasses.asdict(f) for f in self.figures],
-        }  # fmt: skip
+        }
 
     def lines(self) -> list[str]:
         env = self.environment
@@ -176,9 +180,17 @@ def train_phases(trainer: Trainer, steps: int) -> tuple[list[dict], float | None
         first, ms = timed_steps(trainer, plan, steps)
         qat_first = first if qat else qat_first
         peak = peak_bytes(device)
-        out.append({"from": plan.progress, "seq_len": plan.seq_len, "loop_passes": plan.loop_passes,
-                    "qat": qat, "step_ms": statistics.median(ms), "peak_bytes": peak,
-                    "peak": f"{peak / 2**30:.2f} GiB"})  # fmt: skip
+        out.append(
+            {
+                "from": plan.progress,
+                "seq_len": plan.seq_len,
+                "loop_passes": plan.loop_passes,
+                "qat": qat,
+                "step_ms": statistics.median(ms),
+                "peak_bytes": peak,
+                "peak": f"{peak / 2**30:.2f} GiB",
+            }
+        )
     return out, qat_first
 
 
@@ -240,8 +252,9 @@ def sample_docs(n_docs: int, share: float, least: int) -> int:
     return min(n_docs, max(least, math.ceil(share * n_docs)))
 
 
-def evaluation_sample(trainer: Trainer, artifact: Path, docs: int, val_tokens: int | None = None,
-                      ranks: int | None = None) -> dict:  # fmt: skip
+def evaluation_sample(
+    trainer: Trainer, artifact: Path, docs: int, val_tokens: int | None = None, ranks: int | None = None
+) -> dict:
     """Score the first ``docs`` validation documents with the run's method from the artifact (as the
     round trip does), then project the whole stream (``val_tokens`` long when given: the contest's,
     when the data here is a stand-in) on ``ranks`` processes (default: these): phases that scale
@@ -267,10 +280,17 @@ def evaluation_sample(trainer: Trainer, artifact: Path, docs: int, val_tokens: i
         seconds * (1.0 if name in ("load", "warmup") else lump if name in LUMP_PHASES else scale)
         for name, seconds in report.phases.items()
     )
-    return {"docs": docs, "targets": report.result.tokens, "val_bpb": report.result.val_bpb,
-            "phases": {k: round(v, 3) for k, v in report.phases.items()}, "seconds": report.seconds,
-            "projected_seconds": projected, "sample_tokens": sample, "full_tokens": full_tokens,
-            "ranks": ranks}  # fmt: skip
+    return {
+        "docs": docs,
+        "targets": report.result.tokens,
+        "val_bpb": report.result.val_bpb,
+        "phases": {k: round(v, 3) for k, v in report.phases.items()},
+        "seconds": report.seconds,
+        "projected_seconds": projected,
+        "sample_tokens": sample,
+        "full_tokens": full_tokens,
+        "ranks": ranks,
+    }
 
 
 def _fits(
@@ -284,14 +304,27 @@ def _fits(
     return Figure(name, f"{value:{fmt}} {unit}", f"<= {limit:{fmt}} {unit}", ok)
 
 
-def verdict(pf: Preflight, trainer: Trainer, calib_s: float, export_s: float, artifact: Path,
-            reduce_ms: float | None, qat_first_ms: float | None) -> None:  # fmt: skip
+def verdict(
+    pf: Preflight,
+    trainer: Trainer,
+    calib_s: float,
+    export_s: float,
+    artifact: Path,
+    reduce_ms: float | None,
+    qat_first_ms: float | None,
+) -> None:
     """The figures of ``pf`` against what they must fit."""
     cfg, f = trainer.cfg, pf.figures
     track = get_track(cfg.track)
     reasons = off_track_before(cfg)
-    f.append(Figure("on track before the first step", "; ".join(reasons) or "yes",
-                    "pgolf train refuses it otherwise", not reasons if track.official else None))  # fmt: skip
+    f.append(
+        Figure(
+            "on track before the first step",
+            "; ".join(reasons) or "yes",
+            "pgolf train refuses it otherwise",
+            not reasons if track.official else None,
+        )
+    )
     slowest = max(p["step_ms"] for p in pf.phases)
     if cap_ms := trainer.schedule.cap_ms:
         name = f"slowest step x {STOP_MARGIN} (the stop rule)"
@@ -319,9 +352,16 @@ def verdict(pf: Preflight, trainer: Trainer, calib_s: float, export_s: float, ar
     f.append(_fits(name, seconds, track.eval_seconds, "s", off=track.judge(eval_seconds=seconds)))
 
 
-def run_preflight(cfg: RunConfig, out: Path, *, steps: int = 3, eval_share: float = 0.02,
-                  eval_least: int = 64, val_tokens: int | None = None, ranks: int | None = None,
-                  ) -> Preflight:  # fmt: skip
+def run_preflight(
+    cfg: RunConfig,
+    out: Path,
+    *,
+    steps: int = 3,
+    eval_share: float = 0.02,
+    eval_least: int = 64,
+    val_tokens: int | None = None,
+    ranks: int | None = None,
+) -> Preflight:
     """The preflight of ``cfg`` in ``out`` (its log and artifact, written by rank 0: every rank must
     see the folder), the evaluation projected onto ``val_tokens`` and ``ranks`` when given; the
     process group (torchrun) is the caller's to tear down."""

@@ -158,8 +158,11 @@ def take(study, objective: Callable, catch: tuple[type[Exception], ...] = ()) ->
         finished = isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or "Cannot tell a " in str(e)
         if not finished or "number" not in taken:
             raise
-        print(f"trial {taken['number']} was failed by another worker while it ran here (late heartbeats): "
-              "its result is dropped", file=sys.stderr)  # fmt: skip
+        print(
+            f"trial {taken['number']} was failed by another worker while it ran here (late heartbeats): "
+            "its result is dropped",
+            file=sys.stderr,
+        )
     finally:
         logger.setLevel(level)
 

@@ -54,9 +54,13 @@ def lookup_counts(
 
 
 def calibrate(
-    model: nn.Module, cfg: QuantConfig, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    clock: TrainClock, device: torch.device, log: RunLog,
-) -> tuple[Calibration, float]:  # fmt: skip
+    model: nn.Module,
+    cfg: QuantConfig,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    clock: TrainClock,
+    device: torch.device,
+    log: RunLog,
+) -> tuple[Calibration, float]:
     """The calibration ``cfg`` asks for, from (inputs, targets) ``batches`` (``cfg.gptq_batches`` for
     the Hessians, then ``cfg.fisher_batches`` for the sensitivities), and the training time after it.
     ``model`` must be the eager module: hooks added after torch.compile may not fire inside its graph."""
@@ -77,12 +81,17 @@ def calibrate(
             out.sensitivities = collect_sensitivities(model, names, tick.over(taken), counts)
             out.tokens = sum(y.numel() for _, y in taken) * dist.world_size()
             tokens = int(counts["tok_emb.weight"].sum())
-            parts.append(f"fisher_calibration batches:{cfg.fisher_batches} counted:{tokens} "
-                         f"tensors:{len(out.sensitivities)}")  # fmt: skip
+            parts.append(
+                f"fisher_calibration batches:{cfg.fisher_batches} counted:{tokens} "
+                f"tensors:{len(out.sensitivities)}"
+            )
     train_ms = clock.stop()
     line = f"{' '.join(parts)} train_time:{train_ms:.0f}ms"
     log.event(
-        "calibration", line, gptq_batches=cfg.gptq_batches if cfg.gptq else 0,
-        fisher_batches=cfg.fisher_batches if cfg.alloc == "fisher" else 0, train_time_ms=round(train_ms, 1),
-    )  # fmt: skip
+        "calibration",
+        line,
+        gptq_batches=cfg.gptq_batches if cfg.gptq else 0,
+        fisher_batches=cfg.fisher_batches if cfg.alloc == "fisher" else 0,
+        train_time_ms=round(train_ms, 1),
+    )
     return out, train_ms

@@ -32,9 +32,12 @@ class Phases:
             m.loop_passes = plan.loop_passes
             depth = len(m.layer_order())
             self.log.event(
-                "loop", f"looping:on passes:{m.loop_passes} step:{step} virtual_layers:{depth}",
-                step=step, passes=m.loop_passes, depth=depth,
-            )  # fmt: skip
+                "loop",
+                f"looping:on passes:{m.loop_passes} step:{step} virtual_layers:{depth}",
+                step=step,
+                passes=m.loop_passes,
+                depth=depth,
+            )
         if self.cfg.train.seq_len_schedule and plan.seq_len != self.seq_len:
             self.seq_len = plan.seq_len
             self.log.event("context", f"seq_len:{plan.seq_len} step:{step}", step=step, seq_len=plan.seq_len)

@@ -71,11 +71,16 @@ class Schedule:
             step, elapsed_ms, iterations=cfg.train.iterations, max_wallclock_ms=self.cap_ms, cfg=cfg.optim
         )
         return StepPlan(
-            step=step, elapsed_ms=elapsed_ms, progress=progress, lr_mul=lr_mul,
-            momentum=muon_momentum(step, cfg.optim), wd_mul=weight_decay_multiplier(progress, cfg.optim),
-            seq_len=self.seq_len_at(progress), loop_passes=self.passes_at(progress),
+            step=step,
+            elapsed_ms=elapsed_ms,
+            progress=progress,
+            lr_mul=lr_mul,
+            momentum=muon_momentum(step, cfg.optim),
+            wd_mul=weight_decay_multiplier(progress, cfg.optim),
+            seq_len=self.seq_len_at(progress),
+            loop_passes=self.passes_at(progress),
             qat=cfg.quant.qat and progress >= cfg.quant.qat_from_frac,
-        )  # fmt: skip
+        )
 
     def seq_len_at(self, progress: float) -> int:
         """The training length at ``progress``: each LEN of train.seq_len_schedule until its fraction,

@@ -64,8 +64,13 @@ def log_environment(log: RunLog, cfg: RunConfig, info: dist.DistInfo, accum: int
     log.line(f"pgolf {__version__} python {platform.python_version()} torch {torch.__version__}")
     log.line(f"device:{info.device} ({gpu or 'cpu'}) world_size:{info.world_size} grad_accum_steps:{accum}")
     code = code_account(cfg)
-    log.event("code", code_form=code.form, code_sha256=code.sha256, bytes_code=code.bytes,
-              sources_sha256=code.sources_sha256)  # fmt: skip
+    log.event(
+        "code",
+        code_form=code.form,
+        code_sha256=code.sha256,
+        bytes_code=code.bytes,
+        sources_sha256=code.sources_sha256,
+    )
     log.line("Hyperparameters:\n" + "\n".join("  " + s for s in format_config(cfg).splitlines()))
 
 
@@ -109,9 +114,13 @@ def score_eager(
     model.eval()
     model.rope_len = cfg.eval_seq_len  # one RoPE base for every window
     r = score(
-        ModelPredictor(model, device), scored.tokens, scored.target_bytes, windows,
-        batch_tokens=cfg.eval.batch_tokens, device=device,
-    )  # fmt: skip
+        ModelPredictor(model, device),
+        scored.tokens,
+        scored.target_bytes,
+        windows,
+        batch_tokens=cfg.eval.batch_tokens,
+        device=device,
+    )
     model.rope_len = 0
     model.train(was_training)
     return r
@@ -144,8 +153,22 @@ def warn_unprimed(log: RunLog, steps: int, phases: int, qat: bool) -> None:
         log.event(
             "warmup_short",
             f"warning: warmup_steps {steps}, {phases} phases, qat {qat}: graphs compile while timed",
-            warmup_steps=steps, phases=phases, qat=qat,
-        )  # fmt: skip
+            warmup_steps=steps,
+            phases=phases,
+            qat=qat,
+        )
+
+
+def new_loader(files: list[Path], cfg: RunConfig, info: dist.DistInfo) -> DistributedTokenLoader:
+    """This rank's loader of the training shards (a fresh one starts at the stream's beginning)."""
+    return DistributedTokenLoader(
+        files,
+        rank=info.rank,
+        world_size=info.world_size,
+        vocab_size=cfg.model.vocab_size,
+        device=info.device,
+        kind=cfg.train.loader,
+    )
 
 
 class Trainer:
@@ -178,7 +201,7 @@ class Trainer:
         ev = cfg.eval
         self.scored = self.valset.first_docs(ev.val_docs)  # what in-training validation scores
         self.windows = plan_windows(self.scored.tokens, ev.method, cfg.eval_seq_len, ev.stride)
-        self.loader = self._new_loader()
+        self.loader = new_loader(self.train_files, self.cfg, self.info)
         torch.manual_seed(cfg.train.seed)
         self.base_model = GPT(cfg.model).to(self.device)
         self.attention = use_attention(self.base_model, cfg, self.device, self.log)
@@ -196,13 +219,6 @@ class Trainer:
         """Whole-graph, static-shape compile of the model and Newton-Schulz (``compiles``; tests too)."""
         self.model = torch.compile(self.base_model, dynamic=False, fullgraph=True, backend=backend)
         self.opt.muon.ns = torch.compile(newton_schulz5, backend=backend)
-
-    def _new_loader(self) -> DistributedTokenLoader:
-        info, cfg = self.info, self.cfg
-        return DistributedTokenLoader(
-            self.train_files, rank=info.rank, world_size=info.world_size, vocab_size=cfg.model.vocab_size,
-            device=self.device, kind=cfg.train.loader,
-        )  # fmt: skip
 
     def write_header(self) -> None:
         """Self-describing log: the environment (``log_environment``), then the data and the model."""
@@ -264,7 +280,7 @@ class Trainer:
         self.base_model.load_state_dict(model_state)
         self.opt.load_state_dict(opt_state)
         self.opt.zero_grad()
-        self.loader = self._new_loader()
+        self.loader = new_loader(self.train_files, self.cfg, self.info)
 
     # ---- checkpoints -------------------------------------------------------------------------
     @property
@@ -275,12 +291,20 @@ class Trainer:
     def save(self, step: int, train_ms: float) -> None:
         if self.info.is_main:
             path = self.out_dir / CHECKPOINT_NAME
-            save_checkpoint(path, {
-                "config": self.cfg.to_dict(), "step": step, "train_ms": train_ms,
-                "model": self.base_model.state_dict(), "optim": self.opt.state_dict(),
-                "loader": self.loader.stream.state(), "history": self.history,
-                "average": self.average.state_dict(), **self.phases.state(),
-            })  # fmt: skip
+            save_checkpoint(
+                path,
+                {
+                    "config": self.cfg.to_dict(),
+                    "step": step,
+                    "train_ms": train_ms,
+                    "model": self.base_model.state_dict(),
+                    "optim": self.opt.state_dict(),
+                    "loader": self.loader.stream.state(),
+                    "history": self.history,
+                    "average": self.average.state_dict(),
+                    **self.phases.state(),
+                },
+            )
             self.log.event("checkpoint", step=step, path=str(path))
         dist.barrier()
         self.saved_step = step
@@ -350,8 +374,10 @@ class Trainer:
             "train",
             f"step:{step}/{self.cfg.train.iterations} train_loss:{loss:.4f} "
             f"train_time:{elapsed:.0f}ms step_avg:{elapsed / step:.2f}ms",
-            step=step, train_loss=loss, train_time_ms=round(elapsed, 1),
-        )  # fmt: skip
+            step=step,
+            train_loss=loss,
+            train_time_ms=round(elapsed, 1),
+        )
 
     def _log_val(self, step: int, train_ms: float) -> BpbResult:
         r, s = self.validate(), self.valset.split  # a dev score's line says dev_loss, dev_bpb
@@ -359,8 +385,12 @@ class Trainer:
             "val",
             f"step:{step}/{self.cfg.train.iterations} {s}_loss:{r.val_loss:.4f} {s}_bpb:{r.val_bpb:.4f} "
             f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms",
-            step=step, val_loss=r.val_loss, val_bpb=r.val_bpb, train_time_ms=round(train_ms, 1), split=s,
-        )  # fmt: skip
+            step=step,
+            val_loss=r.val_loss,
+            val_bpb=r.val_bpb,
+            train_time_ms=round(train_ms, 1),
+            split=s,
+        )
         return r
 
     def fit(self, clock_now=None) -> TrainOutcome:

@@ -73,8 +73,10 @@ SP_SETTINGS = {
 }
 # CaseOps text must reach the tokenizer as it is, or the byte sidecar could not be aligned to it.
 CASEOPS_SP_SETTINGS = {
-    **SP_SETTINGS, "normalization_rule_name": "identity", "remove_extra_whitespaces": False
-}  # fmt: skip
+    **SP_SETTINGS,
+    "normalization_rule_name": "identity",
+    "remove_extra_whitespaces": False,
+}
 SHARD_TOKENS = 100_000_000
 
 
@@ -206,9 +208,14 @@ def train_tokenizer(
 
 
 def _write_split(
-    docs: list[str], texts: list[str], sp, folder: Path, split: str, shard_tokens: int,
+    docs: list[str],
+    texts: list[str],
+    sp,
+    folder: Path,
+    split: str,
+    shard_tokens: int,
     char_bytes: list[list[int]] | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """Shards of ``texts`` (the documents ``docs`` as the tokenizer reads them: CaseOps-encoded or
     the same); with ``char_bytes`` (each text character's original bytes), the byte sidecar too."""
     ids = sp.encode(texts, out_type=int, num_threads=os.cpu_count() or 1)

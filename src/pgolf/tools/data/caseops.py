@@ -31,9 +31,7 @@ TITLE, ALLCAPS, CAPNEXT, ESC = OPERATORS
 def _simple_upper(c: str) -> bool:
     """An upper-case letter whose one-character lower case of the same UTF-8 length maps back to it."""
     low = c.lower()
-    return (
-        low != c and len(low) == 1 and low.upper() == c and len(low.encode()) == len(c.encode())
-    )  # fmt: skip
+    return low != c and len(low) == 1 and low.upper() == c and len(low.encode()) == len(c.encode())
 
 
 def _unchanged_by_lower(c: str) -> bool:

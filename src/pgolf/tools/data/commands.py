@@ -88,9 +88,13 @@ def cmd_data(args: argparse.Namespace) -> int:
         from pgolf.tools.data.fineweb import Source, fetch_fineweb
 
         r = fetch_fineweb(
-            args.variant, args.train_shards, args.out, source=Source(args.repo, args.prefix),
-            with_docs=args.with_docs, replace=args.replace,
-        )  # fmt: skip
+            args.variant,
+            args.train_shards,
+            args.out,
+            source=Source(args.repo, args.prefix),
+            with_docs=args.with_docs,
+            replace=args.replace,
+        )
         print(
             f"{len(r.downloaded)} downloaded, {len(r.skipped)} already present\n"
             f"dataset   {r.dataset_dir}\ntokenizer {r.tokenizer_path}"

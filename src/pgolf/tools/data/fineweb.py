@@ -244,8 +244,16 @@ def _claim(folder: Path, source: Source, name: str, replace: bool) -> None:
         )
     if not was:
         folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"format": MANIFEST_FORMAT, "name": name, "complete": False, "splits": {},
-                                 "source": {"repo": source.repo, "prefix": source.prefix}})  # fmt: skip
+        write_json_atomic(
+            path,
+            {
+                "format": MANIFEST_FORMAT,
+                "name": name,
+                "complete": False,
+                "splits": {},
+                "source": {"repo": source.repo, "prefix": source.prefix},
+            },
+        )
 
 
 def _write_provenance(report: FetchReport, source: Source, name: str, sidecars: bool) -> None:

@@ -162,6 +162,11 @@ def build_demo_dataset(
     docs = list(iter_stdlib_documents(max_docs=max_docs))
     source["corpus_sha256"] = corpus_hash(docs)
     return build_dataset(
-        docs, out_root=out_root, name=DEMO_NAME, vocab_size=vocab_size, val_docs=val_docs, source=source,
+        docs,
+        out_root=out_root,
+        name=DEMO_NAME,
+        vocab_size=vocab_size,
+        val_docs=val_docs,
+        source=source,
         dev_docs=dev_docs,
-    )  # fmt: skip
+    )

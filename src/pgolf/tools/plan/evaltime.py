@@ -83,9 +83,11 @@ class EvalProjection:
 
     def to_dict(self) -> dict:
         return {
-            "method": self.method, "val_tokens": self.val_tokens, "seconds": round(self.seconds, 1),
+            "method": self.method,
+            "val_tokens": self.val_tokens,
+            "seconds": round(self.seconds, 1),
             "parts": [{"phase": p, "seconds": round(s, 1), "how": h} for p, s, h in self.parts],
-        }  # fmt: skip
+        }
 
 
 def method_label(cfg: RunConfig) -> str:
@@ -109,8 +111,15 @@ def project_eval(
     ``flops`` are counted at the eval window length. A method that scores the stream itself
     replaces the window scorer's pass."""
     methods = used(cfg.eval)
-    work = CostInputs(flops, rates, n_tokens, tokens, windows_of(cfg, n_tokens, tokens), cfg.eval_seq_len,
-                      mean_document(cfg))  # fmt: skip
+    work = CostInputs(
+        flops,
+        rates,
+        n_tokens,
+        tokens,
+        windows_of(cfg, n_tokens, tokens),
+        cfg.eval_seq_len,
+        mean_document(cfg),
+    )
     proj = EvalProjection(method_label(cfg), n_tokens)
     replaced = any(m.scores for m in methods)
     for m in methods:

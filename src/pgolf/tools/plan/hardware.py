@@ -95,9 +95,13 @@ TRAIN_POINTS = (
 reproduces yet (SP4096/8192, loops, parallel residuals); they join when those presets land."""
 
 CHECK_POINTS = (
-    StepPoint("swapp-xsa-swiglu", 612.0, "swapp1990 seed 002: 612 ms per step on 1 x H100 PCIe, "
-              "grad-accum 8 (seed-techniques §15.4); PCIe: 756 vs SXM's 989 dense bf16 TFLOP/s (datasheets)"),
-)  # fmt: skip
+    StepPoint(
+        "swapp-xsa-swiglu",
+        612.0,
+        "swapp1990 seed 002: 612 ms per step on 1 x H100 PCIe, "
+        "grad-accum 8 (seed-techniques §15.4); PCIe: 756 vs SXM's 989 dense bf16 TFLOP/s (datasheets)",
+    ),
+)
 """Points outside the fit, printed beside the projection of their preset with ``--hardware 1xH100``."""
 
 
@@ -111,9 +115,14 @@ class EvalPoint:
 
 
 EVAL_POINTS = (
-    EvalPoint("baseline", "sliding", 70.0, 62_021_632,
-              "SlidingWindowEval record: stride 64 at 1,024 context, 9L SP1024 (sota-stack §4)"),
-)  # fmt: skip
+    EvalPoint(
+        "baseline",
+        "sliding",
+        70.0,
+        62_021_632,
+        "SlidingWindowEval record: stride 64 at 1,024 context, 9L SP1024 (sota-stack §4)",
+    ),
+)
 """The scoring rate (forward FLOPs per second over 8 GPUs) is fitted on this point."""
 
 
@@ -155,10 +164,16 @@ def fit_train(flops_per_gpu: dict[str, float]) -> TrainFit:
         fitted, loo = a * xs[i] + b, la * xs[i] + lb
         fit.error = max(fit.error, abs(fitted - p.ms) / p.ms)
         fit.loo_error = max(fit.loo_error, abs(loo - p.ms) / p.ms)
-        fit.points.append({
-            "preset": p.preset, "measured_ms": p.ms, "fitted_ms": round(fitted, 2),
-            "residual_pct": round(100 * (fitted - p.ms) / p.ms, 1),
-            "loo_ms": round(loo, 2), "loo_pct": round(100 * (loo - p.ms) / p.ms, 1),
-            "tflops_per_gpu": round(xs[i] / 1e12, 2), "source": p.source,
-        })  # fmt: skip
+        fit.points.append(
+            {
+                "preset": p.preset,
+                "measured_ms": p.ms,
+                "fitted_ms": round(fitted, 2),
+                "residual_pct": round(100 * (fitted - p.ms) / p.ms, 1),
+                "loo_ms": round(loo, 2),
+                "loo_pct": round(100 * (loo - p.ms) / p.ms, 1),
+                "tflops_per_gpu": round(xs[i] / 1e12, 2),
+                "source": p.source,
+            }
+        )
     return fit

@@ -82,25 +82,38 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {
-            "preset": self.preset, "track": self.track, "hardware": self.hardware.name,
+            "preset": self.preset,
+            "track": self.track,
+            "hardware": self.hardware.name,
             "params": self.params,
             "flops_per_token": {
-                "forward_matmul": self.flops.matmul, "forward_attention": self.flops.attention,
+                "forward_matmul": self.flops.matmul,
+                "forward_attention": self.flops.attention,
                 "train": self.train_flops_per_token,
                 "train_looping": 3 * self.flops_looping.forward if self.flops_looping else None,
                 "measured_train_matmul": self.check.matmul_train_flops,
             },
             "check": {"seq_len": self.check.seq_len, "loss": self.check.loss, "seconds": self.check.seconds},
-            "step_ms": self.step_ms, "step_how": self.step_how, "step_error": self.step_error,
-            "steps": self.steps, "tokens": self.tokens,
-            "memory": self.memory.to_dict(), "device_memory": self.hardware.memory_bytes,
-            "artifact": {"upper_bound": self.artifact_upper + self.code_bytes,
-                         "projected": self.artifact_projected + self.code_bytes, "code": self.code_bytes,
-                         "cap": self.cap_bytes, "formats": self.artifact_formats},
-            "eval": self.evaluation.to_dict() if self.evaluation else None, "eval_cap": self.eval_cap,
+            "step_ms": self.step_ms,
+            "step_how": self.step_how,
+            "step_error": self.step_error,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "memory": self.memory.to_dict(),
+            "device_memory": self.hardware.memory_bytes,
+            "artifact": {
+                "upper_bound": self.artifact_upper + self.code_bytes,
+                "projected": self.artifact_projected + self.code_bytes,
+                "code": self.code_bytes,
+                "cap": self.cap_bytes,
+                "formats": self.artifact_formats,
+            },
+            "eval": self.evaluation.to_dict() if self.evaluation else None,
+            "eval_cap": self.eval_cap,
             "calibration": self.fit.points if self.fit else None,
-            "problems": self.problems, "notes": self.notes,
-        }  # fmt: skip
+            "problems": self.problems,
+            "notes": self.notes,
+        }
 
     def lines(self) -> list[str]:
         hw, m, gib = self.hardware, self.memory, 2**30
@@ -127,8 +140,10 @@ class Plan:
             + (" (loop on)" if self.flops_looping else ""),
         ]
         if self.flops_looping:
-            out.append(f"           with the loop on: forward {self.flops_looping.forward / 1e6:,.1f}M "
-                       "(the training figure averages both by train.loop_from_frac)")  # fmt: skip
+            out.append(
+                f"           with the loop on: forward {self.flops_looping.forward / 1e6:,.1f}M "
+                "(the training figure averages both by train.loop_from_frac)"
+            )
         out += [
             f"step       {self.step_ms:,.1f} ms{err}; {self.step_how}",
             f"steps      {self.steps:,} in the cap; {self.tokens / 1e9:,.3f}B tokens seen",
@@ -139,20 +154,27 @@ class Plan:
             f"artifact   projected {mb(self.artifact_projected + self.code_bytes)} (trained bits/param per "
             f"format), upper bound {mb(self.artifact_upper + self.code_bytes)}, incl. {self.code_bytes:,} "
             f"code bytes; cap {mb(self.cap_bytes) if self.cap_bytes else 'none'}",
-            "           " + ", ".join(f"{f} {v['params']:,} x {v['bits_per_param']}"
-                                      for f, v in self.artifact_formats.items()),
-        ]  # fmt: skip
+            "           "
+            + ", ".join(
+                f"{f} {v['params']:,} x {v['bits_per_param']}" for f, v in self.artifact_formats.items()
+            ),
+        ]
         if self.evaluation:
             ev = self.evaluation
             cap = f" of {self.eval_cap:g} s" if self.eval_cap else ""
             out.append(f"eval       {ev.method}: {ev.seconds:,.1f} s{cap} over {ev.val_tokens:,} tokens")
             out += [f"           {p:10s} {s:8.1f} s  {h}" for p, s, h in ev.parts]
         if self.fit:
-            out.append(f"calibration (8xH100 step times; R = {self.fit.rate / 1e12:.0f} TFLOP/s per GPU, "
-                       f"c = {self.fit.fixed_ms:.1f} ms per step):")  # fmt: skip
-            out += [f"           {p['preset']:10s} measured {p['measured_ms']:6.2f} ms, fitted "
-                    f"{p['fitted_ms']:6.2f} ({p['residual_pct']:+.1f}%), left out {p['loo_ms']:6.2f} "
-                    f"({p['loo_pct']:+.1f}%)" for p in self.fit.points]  # fmt: skip
+            out.append(
+                f"calibration (8xH100 step times; R = {self.fit.rate / 1e12:.0f} TFLOP/s per GPU, "
+                f"c = {self.fit.fixed_ms:.1f} ms per step):"
+            )
+            out += [
+                f"           {p['preset']:10s} measured {p['measured_ms']:6.2f} ms, fitted "
+                f"{p['fitted_ms']:6.2f} ({p['residual_pct']:+.1f}%), left out {p['loo_ms']:6.2f} "
+                f"({p['loo_pct']:+.1f}%)"
+                for p in self.fit.points
+            ]
         out += [f"note: {n}" for n in self.notes]
         out += [f"OVER: {p}" for p in self.problems]
         return out
@@ -281,14 +303,20 @@ def _project_step(
     lo = min(p["tflops_per_gpu"] for p in fit.points)
     hi = max(p["tflops_per_gpu"] for p in fit.points)
     loop = f" with the loop off, {per_gpu[1] / 1e12:,.2f} with it on" if len(per_gpu) > 1 else ""
-    how = (f"{per_gpu[0] / 1e12:,.2f} TFLOPs per GPU per step{loop} at the records' rate (fitted on "
-           f"{lo:g}-{hi:g}; leave-one-out error up to {100 * fit.loo_error:.0f}%)")  # fmt: skip
+    how = (
+        f"{per_gpu[0] / 1e12:,.2f} TFLOPs per GPU per step{loop} at the records' rate (fitted on "
+        f"{lo:g}-{hi:g}; leave-one-out error up to {100 * fit.loo_error:.0f}%)"
+    )
     if any(not lo * 0.8 <= f / 1e12 <= hi * 1.25 for f in per_gpu):
         which = " (the loop on)" if len(per_gpu) > 1 and per_gpu[1] > per_gpu[0] else ""
-        notes.append(f"{max(per_gpu) / 1e12:,.2f} TFLOPs per GPU per step{which} is outside the calibrated "
-                     f"range ({lo:g}-{hi:g}): the step time is an extrapolation")  # fmt: skip
-    notes.append("GPU figures project the records' measured speed onto this config; pgolf's CUDA path "
-                 "is unmeasured (its residual stream is fp32; the records cast to bf16)")  # fmt: skip
+        notes.append(
+            f"{max(per_gpu) / 1e12:,.2f} TFLOPs per GPU per step{which} is outside the calibrated "
+            f"range ({lo:g}-{hi:g}): the step time is an extrapolation"
+        )
+    notes.append(
+        "GPU figures project the records' measured speed onto this config; pgolf's CUDA path "
+        "is unmeasured (its residual stream is fp32; the records cast to bf16)"
+    )
     for point in CHECK_POINTS:
         if point.preset == cfg.preset and hw.gpus == 1:
             notes.append(f"check point: {point.source}; projected here {fit.step_ms(per_gpu[0]):,.0f} ms")
@@ -297,8 +325,12 @@ def _project_step(
     return StepTimes(times[0], times[1] if looped else None, fit.error, how, rates, fit)
 
 
-def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | None = None,
-              tokens: torch.Tensor | None = None) -> Plan:  # fmt: skip
+def make_plan(
+    cfg: RunConfig,
+    hardware: str | None = None,
+    val_tokens: int | None = None,
+    tokens: torch.Tensor | None = None,
+) -> Plan:
     """The plan of ``cfg`` on ``hardware`` (default: its track's machine). ``tokens`` (the validation
     stream) makes the eval projection exact for document methods; ``val_tokens`` sets its length."""
     track, tc = get_track(cfg.track), cfg.train
@@ -337,14 +369,31 @@ def make_plan(cfg: RunConfig, hardware: str | None = None, val_tokens: int | Non
                 "evaluation not projected (no validation stream): pass --val-tokens N or build the data"
             )
     plan = Plan(
-        preset=cfg.preset, track=cfg.track, hardware=hw, params=count_parameters(model), flops=flat,
-        flops_looping=looped, train_flops_per_token=train_flops, check=check,
-        step_ms=step_ms, step_how=times.how, step_error=times.error, steps=steps,
-        tokens=steps * tc.batch_tokens, memory=memory, artifact_upper=est.upper_bound_bytes,
-        artifact_projected=projected, code_bytes=est.code_bytes, artifact_formats=formats,
-        cap_bytes=track.artifact_cap_bytes, evaluation=evaluation, eval_cap=track.eval_seconds,
-        fit=times.fit, cpu_bf16=cpu_bf16, notes=notes,
-    )  # fmt: skip
+        preset=cfg.preset,
+        track=cfg.track,
+        hardware=hw,
+        params=count_parameters(model),
+        flops=flat,
+        flops_looping=looped,
+        train_flops_per_token=train_flops,
+        check=check,
+        step_ms=step_ms,
+        step_how=times.how,
+        step_error=times.error,
+        steps=steps,
+        tokens=steps * tc.batch_tokens,
+        memory=memory,
+        artifact_upper=est.upper_bound_bytes,
+        artifact_projected=projected,
+        code_bytes=est.code_bytes,
+        artifact_formats=formats,
+        cap_bytes=track.artifact_cap_bytes,
+        evaluation=evaluation,
+        eval_cap=track.eval_seconds,
+        fit=times.fit,
+        cpu_bf16=cpu_bf16,
+        notes=notes,
+    )
     _judge(plan, cfg)
     return plan
 
@@ -363,10 +412,14 @@ def _judge(plan: Plan, cfg: RunConfig) -> None:
         plan.notes.append("the artifact's upper bound is over the cap: only compression keeps it inside")
     usable = plan.hardware.memory_bytes - (GPU_RESERVED if plan.hardware.is_gpu else 0)
     if plan.hardware.memory_bytes and plan.memory.total > usable:
-        p.append(f"peak memory {plan.memory.total / 2**30:,.1f} GiB per device, over the "
-                 f"{usable / 2**30:,.1f} GiB usable (raise train.microbatches)")  # fmt: skip
+        p.append(
+            f"peak memory {plan.memory.total / 2**30:,.1f} GiB per device, over the "
+            f"{usable / 2**30:,.1f} GiB usable (raise train.microbatches)"
+        )
     if plan.steps < 1:
         p.append(f"a step ({plan.step_ms:,.0f} ms) does not fit the training cap")
     elif tc.max_wallclock_seconds and not cfg.optim.warmdown_frac and plan.steps < cfg.optim.warmdown_iters:
-        plan.notes.append(f"{plan.steps:,} steps is under optim.warmdown_iters={cfg.optim.warmdown_iters}: "
-                          "the wall-clock warm-down starts at step 0")  # fmt: skip
+        plan.notes.append(
+            f"{plan.steps:,} steps is under optim.warmdown_iters={cfg.optim.warmdown_iters}: "
+            "the wall-clock warm-down starts at step 0"
+        )

@@ -33,38 +33,97 @@ def frontier() -> RunConfig:
     it off."""
     return RunConfig(
         preset="frontier",
-        model=ModelConfig(
-            vocab_size=8192, num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4.0,
-            mlp_activation="leaky_relu2", rope_dims=16, ln_scale=True, qk_gain_init=5.25,
-            skip_gates=True, xsa_last_n=11, loop_start=3, loop_end=6, loop_repeats=2, parallel_from=8,
-            attn_gate="sparse", attn_gate_scale=0.5, smear_gate=True, smear_gate_window=12,
-            logit_cap_asym=True,
-        ),
+        model=_frontier_model(),
         data=DataConfig(
             dataset=f"datasets/fineweb10B_sp8192_{_CASEOPS}",
             tokenizer=f"tokenizers/fineweb_8192_bpe_{_CASEOPS}.model",
         ),
         train=TrainConfig(
-            seq_len=3072, batch_tokens=786_432, seq_len_schedule="1024:0.1,2048:0.7", loop_from_frac=0.35,
-            averaging="ema", ema_decay=0.9965,
+            seq_len=3072,
+            batch_tokens=786_432,
+            seq_len_schedule="1024:0.1,2048:0.7",
+            loop_from_frac=0.35,
+            averaging="ema",
+            ema_decay=0.9965,
         ),
-        optim=OptimConfig(
-            matrix_lr=0.028, tied_embed_lr=0.03, scalar_lr=0.02, beta2=0.99, grad_clip_norm=0.3,
-            muon_weight_decay=0.095, adam_weight_decay=0.02, muon_momentum=0.97,
-            muon_momentum_warmup_start=0.92, muon_momentum_warmup_steps=1500, muon_polar_express=True,
-            muon_row_norm=True, warmdown_frac=0.85, min_lr=0.1, wd_taper_from=0.7, wd_taper_mult=0.5,
-        ),
+        optim=_frontier_optim(),
         eval=EvalConfig(
-            batch_tokens=196_608, method="docs", stride=48, ttt="lora", ttt_lr=8e-5, lora_rank=80,
-            lora_alpha=144.0, lora_targets="q,v,o,head", lora_beta1=0.0, lora_beta2=0.99, lora_wd=2.0,
-            lora_warm_a=True, lora_phase_docs=2500, lora_phase_lr=0.001,
+            batch_tokens=196_608,
+            method="docs",
+            stride=48,
+            ttt="lora",
+            ttt_lr=8e-5,
+            lora_rank=80,
+            lora_alpha=144.0,
+            lora_targets="q,v,o,head",
+            lora_beta1=0.0,
+            lora_beta2=0.99,
+            lora_wd=2.0,
+            lora_warm_a=True,
+            lora_phase_docs=2500,
+            lora_phase_lr=0.001,
         ),
         quant=QuantConfig(
-            matrix="int6", embed="int7", clip="sdclip", clip_k=12.85, embed_clip_k=14.0, gptq=True,
-            gptq_batches=32, gptq_reserve_seconds=4.0,
+            matrix="int6",
+            embed="int7",
+            clip="sdclip",
+            clip_k=12.85,
+            embed_clip_k=14.0,
+            gptq=True,
+            gptq_batches=32,
+            gptq_reserve_seconds=4.0,
         ),
         pack=BEST_PACK,
-    )  # fmt: skip
+    )
+
+
+def _frontier_model() -> ModelConfig:
+    """frontier's model (sota-stack §2: 11x512, MLP 4x, XSA everywhere, loops, lanes, gates)."""
+    return ModelConfig(
+        vocab_size=8192,
+        num_layers=11,
+        model_dim=512,
+        num_heads=8,
+        num_kv_heads=4,
+        mlp_mult=4.0,
+        mlp_activation="leaky_relu2",
+        rope_dims=16,
+        ln_scale=True,
+        qk_gain_init=5.25,
+        skip_gates=True,
+        xsa_last_n=11,
+        loop_start=3,
+        loop_end=6,
+        loop_repeats=2,
+        parallel_from=8,
+        attn_gate="sparse",
+        attn_gate_scale=0.5,
+        smear_gate=True,
+        smear_gate_window=12,
+        logit_cap_asym=True,
+    )
+
+
+def _frontier_optim() -> OptimConfig:
+    """frontier's optimizer (Muon with Polar Express and MuonEq-R, the record's LRs, WD and taper)."""
+    return OptimConfig(
+        matrix_lr=0.028,
+        tied_embed_lr=0.03,
+        scalar_lr=0.02,
+        beta2=0.99,
+        grad_clip_norm=0.3,
+        muon_weight_decay=0.095,
+        adam_weight_decay=0.02,
+        muon_momentum=0.97,
+        muon_momentum_warmup_start=0.92,
+        muon_momentum_warmup_steps=1500,
+        muon_polar_express=True,
+        muon_row_norm=True,
+        warmdown_frac=0.85,
+        min_lr=0.1,
+        wd_taper_from=0.7,
+        wd_taper_mult=0.5,
+    )
 
 
 @preset("frontier-cpu")

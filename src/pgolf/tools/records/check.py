@@ -111,7 +111,7 @@ def rule_track(subject: Subject) -> Rule:
     if not track.official:
         return Rule(name, "fail", f"track {track.name!r} has no caps: nothing to comply with")
     return Rule(name, "pass", f"{track.name}: {track.hardware}, {track.train_seconds:g} s train, "
-                f"{track.eval_seconds:g} s eval, {track.artifact_cap_bytes:,} bytes")  # fmt: skip
+                f"{track.eval_seconds:g} s eval, {track.artifact_cap_bytes:,} bytes")
 
 
 def _log_of(subject: Subject, seed: Seed) -> Path:
@@ -239,7 +239,7 @@ def rule_probes(subject: Subject) -> Rule:
             method = loaded.meta.eval.tag or "plain"
             m = method_causality_error(loaded.model, loaded.meta.eval)
             verdict = (f"method causality {m['causality']:.1e} over {m['targets']} targets in {m['runs']} "
-                       f"runs, {m['updates']} updates score-first")  # fmt: skip
+                       f"runs, {m['updates']} updates score-first")
             bad |= m["causality"] > METHOD_TOL
         except ScoreOrderError as e:  # the ledger refused: scored twice, or learned before scoring
             verdict, bad = f"method refused: {e}", True
@@ -248,14 +248,14 @@ def rule_probes(subject: Subject) -> Rule:
         bound = normalisation_bound(vocab)
         bad |= not (norm <= bound and causal <= PROBE_TOL)
         lines.append(f"{s.name}: network normalisation {norm:.1e} (bound {bound:.1e} at V={vocab}), "
-                     f"causality {causal:.1e}; {verdict}")  # fmt: skip
+                     f"causality {causal:.1e}; {verdict}")
     if all(s.artifact is None for s in subject.seeds):
         return Rule("score-first, causal, normalised evaluation", "unverified", "no artifacts to probe")
     first = next(s for s in subject.seeds if s.artifact is not None)
     try:  # ranks share targets and adaptive state: no deal may let a later token reach a score
         m = method_causality_in_processes(first.artifact, world=2)
         lines.append(f"{first.name} in 2 processes: method causality {m['causality']:.1e} over "
-                     f"{m['targets']} targets in {m['runs']} runs")  # fmt: skip
+                     f"{m['targets']} targets in {m['runs']} runs")
         bad |= m["causality"] > METHOD_TOL
     except PgolfError as e:
         lines.append(f"{first.name} in 2 processes: {e}")
@@ -309,7 +309,7 @@ def _data_findings(seed: Seed) -> list[str]:
         found = [f"FAIL: {e}"]
     if not manifest:
         found.append(f"no {MANIFEST_NAME}: the shards' token counts and sha256 and the build's document "
-                     "lists are not proven (the documents' own check below stands alone)")  # fmt: skip
+                     "lists are not proven (the documents' own check below stands alone)")
     try:
         for held, kind in ((val, "validation"), (_dev_shards(cfg.data, paths.dataset_dir), "dev")):
             if held:
@@ -370,7 +370,7 @@ def rule_code(subject: Subject) -> Rule:
         ran = {s.name: (s.meta or {}).get("code_bytes", s.result["bytes_code"]) for s in subject.seeds}
         bad = [f"{s.name} ({ran[s.name]:,} bytes sha256 {s.result['code_sha256'][:12]}...)"
                for s in subject.seeds if s.result["code_sha256"] != digest
-               or (s.meta and (s.meta["code_sha256"], s.meta["code_bytes"]) != (digest, size))]  # fmt: skip
+               or (s.meta and (s.meta["code_sha256"], s.meta["code_bytes"]) != (digest, size))]
         detail = f"train_gpt.py {size:,} bytes sha256 {digest[:12]}...; " + (
             f"differs from the code that ran {', '.join(bad)}: edited after the runs?"
             if bad
@@ -402,7 +402,7 @@ def _run_code(subject: Subject) -> Rule:
     if seed.meta is None:
         return Rule(name, "unverified", "no artifact: the code digest is only the report's")
     recorded = {(seed.meta["code_sha256"], seed.meta["code_bytes"]),
-                (seed.result["code_sha256"], seed.result["bytes_code"])}  # fmt: skip
+                (seed.result["code_sha256"], seed.result["bytes_code"])}
     if len(recorded) != 1:
         return Rule(name, "fail", f"the artifact and result.json record different code: {sorted(recorded)}")
     digest, size = recorded.pop()
@@ -429,7 +429,7 @@ def _run_code(subject: Subject) -> Rule:
         f"{seed.meta.get('pgolf_version')}) is not the bundle of the run's config with the same sources ("
         f"{'; '.join(built)}; the data root is not counted): result.json's config is not the one the "
         "code was built from, or the bundled file was edited"
-    ))  # fmt: skip
+    ))
 
 
 def rule_declared(subject: Subject) -> Rule:
@@ -462,7 +462,7 @@ def rule_sweep(subject: Subject, sweep: Path) -> Rule:
 
 
 RULES = (rule_track, rule_logs, rule_bytes, rule_train_time, rule_eval_time, rule_seeds, rule_probes,
-         rule_split, rule_val_leak, rule_code, rule_declared)  # fmt: skip
+         rule_split, rule_val_leak, rule_code, rule_declared)
 
 
 def check(path: str | Path, sweep: str | Path | None = None) -> list[Rule]:

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from pgolf.errors import PgolfError
-from pgolf.tools.overrides import DEST
+from pgolf.tools.overrides import DEST, add_overrides
 
 
-def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("record", help="run seeds of a preset through its bundled file into a records folder")
     r.add_argument("--preset", default=None, help="preset name or config file")
     r.add_argument(
@@ -18,16 +18,16 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     )
     r.add_argument("--name", default=None, help="folder name: records/<track>/<date>_<name>/")
     r.add_argument("--finalize", type=Path, default=None, metavar="FOLDER",
-                   help="refresh submission.json and README.md of a record whose seeds have run")  # fmt: skip
+                   help="refresh submission.json and README.md of a record whose seeds have run")
     r.add_argument("--root", type=Path, default=Path("records"), help="where record folders go")
     r.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
     r.add_argument("--storage", default=None, metavar="URL",
                    help="a study database shared by several machines (postgresql://USER@HOST/DB): the seeds "
                         "become work items that `pgolf record --join NAME` takes on any machine; this one "
-                        "takes seeds too and assembles the folder when all are in")  # fmt: skip
+                        "takes seeds too and assembles the folder when all are in")
     r.add_argument("--join", default=None, metavar="NAME",
                    help="take seeds of the record NAME declared at --storage until none is left (where "
-                        "--root holds its declared folder: wait for every seed and assemble it)")  # fmt: skip
+                        "--root holds its declared folder: wait for every seed and assemble it)")
     r.add_argument("--author", default="", help="submission.json's author")
     r.add_argument("--github-id", default="", help="submission.json's github_id")
     r.add_argument(
@@ -42,18 +42,18 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     c.add_argument("a", type=Path, help="the reference: record folder, run folder(s) parent, or log file")
     c.add_argument("b", type=Path, help="the challenger")
     c.add_argument("--rule", choices=("readme", "practice"), default="readme",
-                   help="readme: 0.005 nats at p<0.01; practice: no margin at p<0.25")  # fmt: skip
+                   help="readme: 0.005 nats at p<0.01; practice: no margin at p<0.25")
     c.add_argument("--margin", type=float, default=None, help="nats (overrides the rule's)")
     c.add_argument("--alpha", type=float, default=None, help="significance level (overrides the rule's)")
     c.add_argument("--mixed-configs", action="store_true",
-                   help="pool runs of different configurations on a side (refused otherwise)")  # fmt: skip
+                   help="pool runs of different configurations on a side (refused otherwise)")
     c.add_argument("--json", action="store_true", help="print sides and tests as JSON")
 
     k = sub.add_parser("check", help="compliance report of a record folder or a run folder")
     k.add_argument("path", type=Path, help="a record folder or a run folder")
     k.add_argument("--json", action="store_true", help="print the rules as JSON")
     k.add_argument("--sweep", type=Path, default=None, metavar="OUT",
-                   help="the pgolf sweep folder that chose the settings: report the split it scored")  # fmt: skip
+                   help="the pgolf sweep folder that chose the settings: report the split it scored")
 
     u = sub.add_parser("runs", help="list run folders as a table")
     u.add_argument(
@@ -68,11 +68,11 @@ def add_parsers(sub: argparse._SubParsersAction, add_overrides) -> None:
     p.add_argument(
         "runs", type=Path, nargs="+",
         help="run folders and record folders (grouped by configuration: the seeds of one share a colour)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--x", choices=("steps", "seconds"), default="steps",
         help="x axis: optimizer steps, or seconds of training (read from each run's log)",
-    )  # fmt: skip
+    )
     p.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write")
 
 
@@ -110,7 +110,7 @@ def cmd_record(args: argparse.Namespace, cfg) -> int:
         from pgolf.tools.records.spread import record_here
 
         folder, rules = record_here(cfg, seeds, info, root=args.root, storage=args.storage, nproc=args.nproc,
-                                    comparison=comparison)  # fmt: skip
+                                    comparison=comparison)
     else:
         folder, rules = make_record(cfg, seeds, info, root=args.root, nproc=args.nproc, comparison=comparison)
     _print_rules(rules)
@@ -128,7 +128,7 @@ def _join(args: argparse.Namespace) -> int:
         raise PgolfError("--join NAME needs --storage URL, the database where the record was declared")
     data = str(Path(vars(args).get(f"{DEST}data.root") or data_root(DataConfig())).resolve())
     folder, rules = join(args.join, storage=args.storage, root=args.root, nproc=args.nproc, data_root=data,
-                         comparison=_comparison(args.against))  # fmt: skip
+                         comparison=_comparison(args.against))
     if rules is None:
         return 0
     _print_rules(rules)
@@ -153,7 +153,7 @@ def _against(a: Path, new_scores, rule: str) -> dict:
     bpb = result.bpb
     return {"reference": str(a), "val_bpb": bpb.mean_old, "val_bpb_std": bpb.std_old, "seeds": bpb.n_old,
             "ratio": bpb.mean_new / bpb.mean_old, "welch_p": bpb.p, "lines": lines,
-            "sources": [s.source for s in old]}  # fmt: skip
+            "sources": [s.source for s in old]}
 
 
 def _compare(old, new, margin: float, alpha: float):
@@ -187,7 +187,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for name, scores in (("A", old), ("B", new)):
             for s in scores:
                 print(f"{name} seed {s.seed}: val_loss {s.val_loss:.8f} val_bpb {s.val_bpb:.8f} "
-                      f"({s.score_label or 'result.json'}; bytes {s.bytes_total}; {s.source})")  # fmt: skip
+                      f"({s.score_label or 'result.json'}; bytes {s.bytes_total}; {s.source})")
         print("\n".join(result.lines(str(args.a), str(args.b))))
     return 0 if result.verdict.passes else 1
 
@@ -224,14 +224,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     w = max(3, *(len(str(run)) for run in found))
     print(f"{'run':{w}s} {'preset':22s} {'track':13s} {'seed':>5s} {'steps':>6s} {'val_bpb':>9s} "
-          f"{'bytes':>11s}  status")  # fmt: skip
+          f"{'bytes':>11s}  status")
     for run in found:
         try:
             r = json.loads((run / "result.json").read_text())
             status = ("on track" if r["on_track"] else "OFF TRACK") + (", dev split" if r.get("split") == "dev" else "")
             seed = r["config"]["train"]["seed"]
             print(f"{run!s:{w}s} {r['preset']:22s} {r['track']:13s} {seed:>5d} "
-                  f"{r['steps']:>6d} {r['val_bpb']:>9.4f} {r['bytes_total']:>11,}  {status}")  # fmt: skip
+                  f"{r['steps']:>6d} {r['val_bpb']:>9.4f} {r['bytes_total']:>11,}  {status}")
         except (ValueError, KeyError, TypeError) as e:
             print(f"{run!s:{w}s} unreadable result.json ({type(e).__name__}: {e})")
     return 0

@@ -71,10 +71,10 @@ def run_seed(folder: Path, seed: int, data_root: str, nproc: int) -> RunScore:
     env = {**_clean_environment(), "SEED": str(seed), "OUT_DIR": str(out), "PGOLF_DATA_ROOT": data_root}
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"
-    ]  # fmt: skip
+    ]
     with open(folder / f"train_seed{seed}.log", "w", encoding="utf-8") as log:  # a console capture
         proc = subprocess.Popen([*launcher, "train_gpt.py"], cwd=folder, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in proc.stdout:  # type: ignore[union-attr]
             log.write(line)
             print(line, end="", flush=True)
@@ -100,7 +100,7 @@ def hardware_name() -> str:
 def submission(
     cfg: RunConfig, info: RecordInfo, scores: list[RunScore], rules: list[Rule], code: int,
     against: dict | None = None, hardware: str = "",
-) -> dict:  # fmt: skip
+) -> dict:
     """The fields real records use (a superset: the baseline's keys, seed_results, compliance), the
     dataset's name and, when the record was compared with a reference, that comparison. ``hardware``:
     what the seeds ran on (default: this machine)."""
@@ -122,7 +122,7 @@ def submission(
         "hardware": hardware or hardware_name(), "pytorch_version": torch.__version__,
         "compliance": {r.name: r.status for r in rules},
         **({"against": against} if against else {}),
-    }  # fmt: skip
+    }
 
 
 def made_with(cfg: RunConfig, seeds: list[int], name: str) -> str:
@@ -188,7 +188,7 @@ The data root is `./data` (or `PGOLF_DATA_ROOT=/path`); the contest's variables 
 def make_record(
     cfg: RunConfig, seeds: list[int], info: RecordInfo, *, root: Path = Path("records"), nproc: int = 1,
     comparison=None,
-) -> tuple[Path, list[Rule]]:  # fmt: skip
+) -> tuple[Path, list[Rule]]:
     """Run the seeds into a new record folder; returns it and its compliance rules. ``comparison``:
     called with the seeds' scores, returns a comparison with a reference (``commands._against``)."""
     folder = declare_record(cfg, seeds, info, root=root)

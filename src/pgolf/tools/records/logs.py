@@ -128,7 +128,7 @@ def parse_log(text: str, source: str = "log") -> RunScore:
     return RunScore(
         source=source, val_loss=float(score["loss"]), val_bpb=float(score["bpb"]), score_label=score["label"],
         **fields,
-    )  # fmt: skip
+    )
 
 
 def from_result(path: Path) -> RunScore:
@@ -146,7 +146,7 @@ def from_result(path: Path) -> RunScore:
             steps=r["steps"], train_seconds=r["train_seconds"], eval_seconds=r["eval_seconds"],
             stopped_early=r["stopped_by"] == "wallclock", val_tokens=r["val_tokens"],
             **evidence(r, path.parent / "artifact.pgolf"),
-        )  # fmt: skip
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PgolfError(f"{path}: not a pgolf result ({type(e).__name__}: {e})") from None
 

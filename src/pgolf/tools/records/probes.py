@@ -135,7 +135,7 @@ def method_scores(model: nn.Module, tokens: torch.Tensor, cfg: EvalConfig) -> tu
     valset = ValidationSet(
         tokens=tokens, target_bytes=lut.stream_bytes(tokens), lut=lut, files=[], tokenizer_path=Path("-"),
         tokenizer_sha256="", tokenizer_vocab_size=vocab, sha256="",
-    )  # fmt: skip
+    )
     heads: list[RecordingHead] = []
 
     def wrap(head: Head) -> Head:
@@ -172,7 +172,7 @@ def method_causality_error(model: nn.Module, cfg: EvalConfig, n_tokens: int = 20
             worst = max([worst, *(abs(other[p] - v) for p, v in base.items() if p < k)])
             reacted += sum(abs(other[p] - v) > 0 for p, v in base.items() if p > k and p in other)
     return {"causality": worst, "later_scores_changed": reacted, "updates": ledger.get("updates", 0),
-            "targets": len(base), "runs": runs}  # fmt: skip
+            "targets": len(base), "runs": runs}
 
 
 def method_causality_in_processes(artifact: Path, world: int = 2, timeout_s: float = 900) -> dict:
@@ -189,7 +189,7 @@ def method_causality_in_processes(artifact: Path, world: int = 2, timeout_s: flo
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
-               "-m", "pgolf.tools.records.probes", str(artifact), str(out)]  # fmt: skip
+               "-m", "pgolf.tools.records.probes", str(artifact), str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)

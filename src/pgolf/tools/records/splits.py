@@ -25,7 +25,7 @@ def split_verdict(seeds: list) -> tuple[str, str]:
     dev = [s.name for s in seeds if _split(s.result) == "dev"]
     if dev:
         return "fail", (f"{', '.join(dev)} scored the dev split (data.score_split=dev): a tuning score, not a "
-                        "validation score; run the record with data.score_split=val")  # fmt: skip
+                        "validation score; run the record with data.score_split=val")
     return "pass", f"{len(seeds)} seed(s) scored the validation split"
 
 
@@ -74,7 +74,7 @@ def sweep_verdict(seeds: list, sweep: str | Path) -> tuple[str, str]:
     best = sweep / "best.json"
     if not best.is_file():
         return "unverified", (f"{where}; no best.json (an unfinished sweep, or one from before pgolf recorded "
-                              "it): whether it chose this run's settings is not shown")  # fmt: skip
+                              "it): whether it chose this run's settings is not shown")
     params = _read(best).get("params") or {}
     differ = [f"{s.name}: {d}" for s in seeds for d in _not_chosen(s.result.get("config") or {}, params)]
     if differ:
@@ -83,5 +83,5 @@ def sweep_verdict(seeds: list, sweep: str | Path) -> tuple[str, str]:
     if splits.get("val"):
         return "fail", (f"{where}; {chosen} on the validation split, the set its score reads: tuned on the "
                         "test set (rebuild the data with a dev split, pgolf data build --dev-docs, and sweep "
-                        "again)")  # fmt: skip
+                        "again)")
     return "pass", f"{where}; {chosen} on the dev split: the search never read validation"

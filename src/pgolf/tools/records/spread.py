@@ -30,7 +30,7 @@ from pgolf.tools import studies
 from pgolf.tools.records.check import Rule
 from pgolf.tools.records.folder import (
     GITIGNORE, RecordInfo, data_root_of, declare_record, finalize_record, hardware_name, run_seed,
-)  # fmt: skip
+)
 
 PREFIX = "record:"
 """A record's study is named ``record:NAME`` (NAME: ``--name``)."""
@@ -46,7 +46,7 @@ def declare(cfg, seeds: list[int], info: RecordInfo, *, root: Path, storage: str
     study, created = studies.open_or_create(PREFIX + info.name, store)
     if not created:
         raise PgolfError(f"a record {info.name!r} is already declared in {studies.redact(storage)}: take "
-                         f"its seeds with --join {info.name}, or choose another --name")  # fmt: skip
+                         f"its seeds with --join {info.name}, or choose another --name")
     try:
         folder = declare_record(cfg, seeds, info, root=root)
     except BaseException:
@@ -57,13 +57,13 @@ def declare(cfg, seeds: list[int], info: RecordInfo, *, root: Path, storage: str
         study.enqueue_trial({}, user_attrs={"seed": s})
     studies.put_files(study, {"train_gpt.py": (folder / "train_gpt.py").read_bytes()})
     record = {"folder": folder.name, "track": cfg.track, "seeds": seeds,
-              "declared_at": declared["declared_at"], "info": dataclasses.asdict(info)}  # fmt: skip
+              "declared_at": declared["declared_at"], "info": dataclasses.asdict(info)}
     study.set_user_attr("record", record)  # last: a joiner waits for it
     return folder
 
 
 def join(name: str, *, storage: str, root: Path, nproc: int, data_root: str, comparison=None,
-         echo=print) -> tuple[Path, list[Rule] | None]:  # fmt: skip
+         echo=print) -> tuple[Path, list[Rule] | None]:
     """Take the record's seeds until none is left to start; where the declared folder is, wait for
     every seed and assemble the folder. Returns the folder and, where assembled, its rules."""
     optuna = studies.need_optuna()
@@ -87,7 +87,7 @@ def join(name: str, *, storage: str, root: Path, nproc: int, data_root: str, com
         if any(t.state.name == "WAITING" for t in trials):
             studies.take(study, objective)
         elif all(any(studies.settled(t) and t.user_attrs.get("seed") == s for t in trials)
-                 for s in record["seeds"]):  # fmt: skip
+                 for s in record["seeds"]):
             break
         elif not here:
             break  # the rest runs elsewhere; the declaring machine assembles
@@ -156,8 +156,8 @@ def _assemble(study, folder: Path, record: dict, comparison) -> list[Rule]:
 
 
 def record_here(cfg, seeds: list[int], info: RecordInfo, *, root: Path, storage: str, nproc: int,
-                comparison=None) -> tuple[Path, list[Rule] | None]:  # fmt: skip
+                comparison=None) -> tuple[Path, list[Rule] | None]:
     """Declare the record, then take its seeds with the others and assemble it here."""
     declare(cfg, seeds, info, root=root, storage=storage)
     return join(info.name, storage=storage, root=root, nproc=nproc, data_root=data_root_of(cfg),
-                comparison=comparison)  # fmt: skip
+                comparison=comparison)

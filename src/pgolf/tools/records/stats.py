@@ -88,7 +88,7 @@ def welch(old: list[float], new: list[float], *, margin: float = 0.0, alpha: flo
         mean_old=float(a.mean()), mean_new=float(b.mean()), std_old=float(a.std(ddof=1)),
         std_new=float(b.std(ddof=1)), n_old=len(a), n_new=len(b), margin=margin, alpha=alpha,
         t=t, df=df, p=p, seeds_needed=seeds_needed(a, b, margin, alpha),
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,11 @@ class Comparison:
             )
         unit = "nats" if self.same_tokens else "bpb (different tokenizations: nats per token do not compare)"
         return [f"old: {old_name}", f"new: {new_name}", *out, f"verdict in {unit}: "
-                f"{'PASS' if self.verdict.passes else 'fail'}"]  # fmt: skip
+                f"{'PASS' if self.verdict.passes else 'fail'}"]
 
     def to_dict(self) -> dict:
         return {"nats": self.nats.to_dict(), "bpb": self.bpb.to_dict(), "same_tokens": self.same_tokens,
-                "passes": self.verdict.passes}  # fmt: skip
+                "passes": self.verdict.passes}
 
 
 def same_tokenizer(old: list[tuple[float, float]], new: list[tuple[float, float]], tol: float = 0.02) -> bool:

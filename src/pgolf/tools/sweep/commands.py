@@ -29,8 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("spec", type=Path, help="the sweep file every worker of the study uses")
     w.add_argument("--storage", required=True, help=STORAGE_HELP)
-    w.add_argument("--out", type=Path, required=True,
-                   help="this worker's folder (its runs under trials/ and final/, best.toml)")  # fmt: skip
+    w.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="this worker's folder (its runs under trials/ and final/, best.toml)",
+    )
     w.add_argument("--study", default="pgolf", help="the study's name in the database (one per sweep)")
     s = ssub.add_parser("show", help="table of trials, finalists, run folders, history and importance plots")
     s.add_argument("out", type=Path, help="the sweep's folder (its study.db; the plots are written here)")
@@ -55,6 +59,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if best is None:
         print("no trial completed")
         return 1
-    print(f"best: trial {best['trial']}, mean {best['split']}_bpb {best['mean']:.4f} on the {best['split']} "
-          f"split -> {args.out / 'best.toml'}")  # fmt: skip
+    print(
+        f"best: trial {best['trial']}, mean {best['split']}_bpb {best['mean']:.4f} on the {best['split']} "
+        f"split -> {args.out / 'best.toml'}"
+    )
     return 0

@@ -36,8 +36,9 @@ def launch_command(spec: SweepSpec, overrides: dict[str, str], out_dir: Path) ->
     nproc = spec.nproc_per_node or _gpu_count()
     head = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        if nproc > 1 else [sys.executable]
-    )  # fmt: skip
+        if nproc > 1
+        else [sys.executable]
+    )
     return [*head, "-m", "pgolf", "train", "--preset", spec.base, "--out", str(out_dir), *flags]
 
 

@@ -27,8 +27,9 @@ def show(out_dir: Path, *, storage: str | None = None, name: str = STUDY) -> lis
         value = f"{t.value:.4f}" if t.value is not None else "-"
         params = [_short(t.params.get(k, "-")) for k in keys]
         machine = t.user_attrs.get("worker", "-").split(":")[0]
-        lines.append(" ".join([f"{t.number:5d}", f"{t.state.name:9s}", f"{value:>7s}", *params, machine])
-                     + _note(t))  # fmt: skip
+        lines.append(
+            " ".join([f"{t.number:5d}", f"{t.state.name:9s}", f"{value:>7s}", *params, machine]) + _note(t)
+        )
     if n := sum("surplus" in t.user_attrs for t in trials):
         lines.append(f"({n} surplus trial(s): drawn or queued twice by a race between workers, never run)")
     if finals := finalists(trials):

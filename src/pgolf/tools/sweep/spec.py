@@ -158,10 +158,15 @@ def load_spec(path: Path) -> SweepSpec:
         data["preset"] = str(Path(path).parent / data["preset"])  # relative to the sweep file
     fixed = {k: as_flag(v) for k, v in data.get("fixed", {}).items()}
     spec = SweepSpec(
-        base=data["preset"], space=tuple(_param(k, v, path) for k, v in data["space"].items()), fixed=fixed,
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
-           if k not in ("preset", "space", "fixed")},
-    )  # fmt: skip
+        base=data["preset"],
+        space=tuple(_param(k, v, path) for k, v in data["space"].items()),
+        fixed=fixed,
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in data.items()
+            if k not in ("preset", "space", "fixed")
+        },
+    )
     for p in spec.space:  # every choice and both ends of every range make a config
         for value in p.choices or (p.low, p.high):
             try:

@@ -53,8 +53,14 @@ def storage_url(out_dir: Path, storage: str | None) -> str:
     return storage or f"sqlite:///{Path(out_dir) / 'study.db'}"
 
 
-def open_study(out_dir: Path, spec: SweepSpec | None = None, *, storage: str | None = None,
-               name: str = STUDY, create: bool = True):  # fmt: skip
+def open_study(
+    out_dir: Path,
+    spec: SweepSpec | None = None,
+    *,
+    storage: str | None = None,
+    name: str = STUDY,
+    create: bool = True,
+):
     """The sweep's study, joined (``create``: made if absent, checked against ``spec``) or only read."""
     if create:
         return join(out_dir, spec, storage=storage, name=name)[0]
@@ -66,8 +72,10 @@ def open_study(out_dir: Path, spec: SweepSpec | None = None, *, storage: str | N
         return optuna.load_study(study_name=name, storage=store)
     except KeyError:
         names = optuna.get_all_study_names(store)
-        raise ConfigError(f"no study {name!r} in {studies.redact(storage_url(out_dir, storage))} "
-                          f"(it holds {names}); --study NAME names one") from None  # fmt: skip
+        raise ConfigError(
+            f"no study {name!r} in {studies.redact(storage_url(out_dir, storage))} "
+            f"(it holds {names}); --study NAME names one"
+        ) from None
 
 
 def join(out_dir: Path, spec: SweepSpec, *, storage: str | None = None, name: str = STUDY) -> tuple:
@@ -97,8 +105,11 @@ def identity(spec: SweepSpec) -> dict:
     cfg = apply_overrides(resolve(spec.base), spec.fixed)
     config = dataclasses.asdict(cfg)
     config["data"]["root"] = ""
-    keys = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
-            if f.name not in ("base", "fixed", "trials")}  # fmt: skip
+    keys = {
+        f.name: getattr(spec, f.name)
+        for f in dataclasses.fields(spec)
+        if f.name not in ("base", "fixed", "trials")
+    }
     return json.loads(json.dumps({"config": config, **keys}, default=str))
 
 
@@ -151,8 +162,9 @@ def _sampler(spec: SweepSpec, number: int):
     )
 
 
-def work(spec: SweepSpec, out_dir: Path, *, storage: str | None = None, name: str = STUDY,
-         echo=print) -> dict | None:  # fmt: skip
+def work(
+    spec: SweepSpec, out_dir: Path, *, storage: str | None = None, name: str = STUDY, echo=print
+) -> dict | None:
     """Join (or start) the study and take its work until all is done, then write the finalists and
     ``best.toml`` here; returns the best (None if no trial completed). SIGTERM and SIGHUP end it like
     Ctrl-C: the running trial's process group is stopped on the way out."""
@@ -206,8 +218,11 @@ def _ranked(search) -> list:
 
 
 def _final_items(search, spec: SweepSpec) -> list[tuple[dict, dict]]:
-    return [({"final_of": t.number, "seed": s}, t.params)
-            for t in _ranked(search)[: spec.finalists] for s in spec.final_seeds]  # fmt: skip
+    return [
+        ({"final_of": t.number, "seed": s}, t.params)
+        for t in _ranked(search)[: spec.finalists]
+        for s in spec.final_seeds
+    ]
 
 
 def _done(trials, spec: SweepSpec) -> bool:
@@ -229,8 +244,9 @@ def _objective(spec: SweepSpec, kind: str, out_dir: Path, echo, outcome: dict):
                 surplus(trial, "queued twice: another trial runs this finalist's seed")
             of, seed = trial.user_attrs["final_of"], trial.user_attrs["seed"]
             params = {p.key: p.suggest(trial) for p in spec.space}  # the finalist's, as queued
-            return _run(trial, spec, params, seed, out_dir / "final" / f"{of:04d}_seed{seed}", None, echo,
-                        outcome)  # fmt: skip
+            return _run(
+                trial, spec, params, seed, out_dir / "final" / f"{of:04d}_seed{seed}", None, echo, outcome
+            )
         if sum(claimed(t) and not is_final(t) for t in trials if t.number < trial.number) >= spec.trials:
             surplus(trial, "drawn past the budget: other workers took the last trials")
         trial.study.sampler = _sampler(spec, trial.number)
@@ -295,9 +311,16 @@ def finalists(trials, seeds: list[int] | None = None) -> list[dict]:
             continue
         wanted = list(seeds) if seeds is not None else sorted(runs)
         values = [runs[s].value for s in wanted if s in runs and runs[s].state.name == "COMPLETE"]
-        out.append({"trial": t.number, "params": t.params, "seeds": wanted, "val_bpb": values,
-                    "mean": sum(values) / len(values) if values else math.inf,
-                    "feasible": len(values) == len(wanted)})  # fmt: skip
+        out.append(
+            {
+                "trial": t.number,
+                "params": t.params,
+                "seeds": wanted,
+                "val_bpb": values,
+                "mean": sum(values) / len(values) if values else math.inf,
+                "feasible": len(values) == len(wanted),
+            }
+        )
     return out
 
 
@@ -313,13 +336,22 @@ def conclude(study, spec: SweepSpec, out_dir: Path) -> dict | None:
     best = min((f for f in finals if f["feasible"]), key=lambda f: f["mean"], default=None)
     if best is None:
         t = ranked[0]
-        best = {"trial": t.number, "params": t.params, "mean": t.value, "seeds": list(spec.seeds),
-                "split": spec.split}  # fmt: skip
+        best = {
+            "trial": t.number,
+            "params": t.params,
+            "mean": t.value,
+            "seeds": list(spec.seeds),
+            "split": spec.split,
+        }
     kept = {k: v for k, v in spec.fixed.items() if not k.startswith("data.")}  # where it ran, not what
     cfg = apply_overrides(resolve(spec.base), {**kept, **{k: as_flag(v) for k, v in best["params"].items()}})
     write_json_atomic(out_dir / "best.json", best)  # what `pgolf check RUN --sweep OUT` compares a run with
-    write_config_file(cfg, out_dir / "best.toml", spec.base,
-                      comment=f"pgolf sweep: trial {best['trial']}, mean {spec.split}_bpb {best['mean']:.4f} "
-                              f"over seeds {best['seeds']}, scored on the {spec.split} split "
-                              "(the sweep's data.* left out)")  # fmt: skip
+    write_config_file(
+        cfg,
+        out_dir / "best.toml",
+        spec.base,
+        comment=f"pgolf sweep: trial {best['trial']}, mean {spec.split}_bpb {best['mean']:.4f} "
+        f"over seeds {best['seeds']}, scored on the {spec.split} split "
+        "(the sweep's data.* left out)",
+    )
     return best
