@@ -58,6 +58,23 @@ def test_errors_exit_2_with_a_message(capsys, tmp_path):
     assert "input not found" in capsys.readouterr().err
 
 
+def test_a_run_without_its_data_says_which_command_builds_it_before_anything_starts(capsys, tmp_path):
+    """A newcomer who built the 1,024-piece demo data and records cpu-best (2,048 pieces) is told the
+    command, and no record folder is left holding the --name."""
+    empty = str(tmp_path / "data")
+    assert main(["train", "--preset", "cpu-best", "--data.root", empty, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "pgolf_demo_sp2048 is not here: build it with `pgolf data demo --vocab 2048 --out " in err
+    assert not (tmp_path / "run").exists()
+    args = ["record", "--preset", "cpu-best", "--seeds", "1,2,3", "--name", "mine"]
+    args += ["--root", str(tmp_path / "rec")]
+    assert main([*args, "--data.root", empty]) == 2
+    assert "pgolf data demo --vocab 2048" in capsys.readouterr().err and not (tmp_path / "rec").exists()
+    other = ["--data.root", empty, "--data.dataset", "datasets/mine_sp1024"]
+    assert main(["train", "--preset", "baseline-cpu", *other, "--out", str(tmp_path / "run")]) == 2
+    assert "mine_sp1024 is not here: build it (pgolf data build or fineweb" in capsys.readouterr().err
+
+
 def test_data_build_train_eval(tmp_path, capsys, data_root, monkeypatch):
     docs = tmp_path / "docs.jsonl"
     docs.write_text(

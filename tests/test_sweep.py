@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -203,9 +204,7 @@ def test_the_worker_loop_skips_a_lost_trial_queues_finalists_and_drops_a_surplus
     spec = load_spec(_write(tmp_path, text))
     out = tmp_path / "sweep"
     study, kind = sweep_study.join(out, spec)
-    dead = study.ask()  # a worker took it, then its machine died
-    study._storage.record_heartbeat(dead._trial_id)
-    time.sleep(3.5)  # three beats of 1 s
+    study.ask()  # a worker took it, then died before its first heartbeat: failed three beats later
     best = sweep_study.work(spec, out, echo=lambda *a: None)
     trials = study.get_trials()
     assert trials[0].state.name == "FAIL" and studies.lost(trials[0])
@@ -222,3 +221,77 @@ def test_the_worker_loop_skips_a_lost_trial_queues_finalists_and_drops_a_surplus
     pinned = load_spec(_write(tmp_path, text.replace("heartbeat_s = 1", 'hardware = "8x*H100*"')))
     with pytest.raises(ConfigError, match=r"runs on '8x\*H100\*' and this machine is 'cpu"):
         sweep_study.join(tmp_path / "pinned", pinned)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_diverged_run_is_an_error_of_its_trial_never_taken_again(tmp_path, monkeypatch):
+    """A NaN score would make Optuna fail the trial as if its worker were lost, and a finalist's seed
+    would be queued again forever: it is the run's error, recorded once."""
+    from pgolf.tools import studies
+    from pgolf.tools.sweep import study as sweep_study
+
+    ran = []
+
+    def fake_run(spec, params, seed, out_dir, on_val=None, echo=print):
+        ran.append(seed)
+        return {"val_bpb": math.nan if seed == 2 else 3.0, "steps": 4, "bytes_total": 1, "off_track": []}
+
+    monkeypatch.setattr(sweep_study, "run_one", fake_run)
+    monkeypatch.setattr(sweep_study, "preflight", lambda spec, params: None)
+    text = (
+        'preset = "debug"\ntrials = 1\nseeds = [1]\nsteps = 4\npruner = "none"\nfinalists = 1\n'
+        'split = "val"\nfinal_seeds = [2]\nheartbeat_s = 1\n[space]\n"optim.matrix_lr" = [0.02]\n'
+    )
+    best = sweep_study.work(load_spec(_write(tmp_path, text)), tmp_path / "sweep", echo=lambda *a: None)
+    final = [
+        t for t in sweep_study.open_study(tmp_path / "sweep", create=False).trials if sweep_study.is_final(t)
+    ]
+    assert ran == [1, 2] and len(final) == 1 and studies.errored(final[0])
+    assert "diverged" in final[0].user_attrs["error"] and best["mean"] == 3.0  # the search's, not the NaN
+
+
+def test_a_trial_failed_elsewhere_is_recognised_through_optunas_assertion():
+    import optuna
+
+    from pgolf.tools.studies import _finished_elsewhere
+
+    try:
+        try:
+            raise ValueError("Cannot tell a FAIL trial.")
+        except ValueError:
+            raise AssertionError("Should not reach.") from None
+    except AssertionError as e:
+        assert e.__context__ is not None and _finished_elsewhere(e, optuna)
+    assert not _finished_elsewhere(AssertionError("a real bug"), optuna)
+    assert _finished_elsewhere(optuna.exceptions.UpdateFinishedTrialError("done"), optuna)
+
+
+def test_a_records_seed_lost_here_is_set_aside_before_it_is_taken_again(tmp_path):
+    from pgolf.tools.records.spread import _set_aside
+
+    run = tmp_path / "runs" / "seed1"
+    run.mkdir(parents=True)
+    (run / "train.log").write_text("the lost take")
+    _set_aside(run)
+    _set_aside(run)  # nothing there: nothing to do
+    kept = list((tmp_path / "runs").iterdir())
+    assert not run.exists() and len(kept) == 1 and kept[0].name.startswith("seed1.lost-")
+    assert (kept[0] / "train.log").read_text() == "the lost take"
+
+
+def test_a_new_worker_stops_the_runs_a_killed_worker_left_training_in_its_folder(tmp_path):
+    from pgolf.tools.studies import host
+    from pgolf.tools.sweep.runs import stop_orphans
+
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    run = tmp_path / "trials" / "0003_seed1"
+    run.mkdir(parents=True)
+    (run / "run.pid").write_text(f"{orphan.pid} {host()}")
+    elsewhere = tmp_path / "final" / "0001_seed2"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "run.pid").write_text(f"{orphan.pid} another-machine")  # a shared disk: not ours to stop
+    try:
+        stop_orphans(tmp_path)
+        assert orphan.wait(timeout=10) == -9
+    finally:
+        orphan.kill()

@@ -146,6 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = apply_overrides(resolve(name), collect_overrides(args))
     from pgolf.tools.plan.artifact import off_track_before
 
+    data_commands.require_data(cfg.data)
     reasons = off_track_before(cfg)
     if reasons and not args.off_track:
         raise ConfigError(

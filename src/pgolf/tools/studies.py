@@ -28,6 +28,7 @@ import glob
 import hashlib
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -121,9 +122,21 @@ def wait_for(study, key: str, timeout_s: float = 60.0) -> Any:
     return value
 
 
+_SEEN: set[int] = set()
+"""Running trials this process has given a first heartbeat (``fail_stale``)."""
+
+
 def fail_stale(study) -> None:
-    """Fail the running trials whose heartbeat stopped (their worker is gone)."""
+    """Fail the running trials whose heartbeat stopped (their worker is gone). Optuna never fails a
+    running trial that has no heartbeat at all (its worker died between taking it and its first
+    beat), so each running trial seen here for the first time gets one heartbeat on its behalf: a
+    live worker's own beats follow; a dead one's trial goes stale after the grace period."""
     optuna = need_optuna()
+    store = study._storage  # Optuna's public API has no heartbeat query
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t._trial_id not in _SEEN:
+            _SEEN.add(t._trial_id)
+            store.record_heartbeat(t._trial_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -155,8 +168,7 @@ def take(study, objective: Callable, catch: tuple[type[Exception], ...] = ()) ->
         logger.setLevel(optuna.logging.ERROR)  # failures are said by the objective; a surplus is routine
         study.optimize(run, n_trials=1, catch=(Surplus, *catch))
     except Exception as e:  # what Optuna raises on a trial finished by someone else: update, then tell
-        finished = isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or "Cannot tell a " in str(e)
-        if not finished or "number" not in taken:
+        if not _finished_elsewhere(e, optuna) or "number" not in taken:
             raise
         print(
             f"trial {taken['number']} was failed by another worker while it ran here (late heartbeats): "
@@ -165,6 +177,16 @@ def take(study, objective: Callable, catch: tuple[type[Exception], ...] = ()) ->
         )
     finally:
         logger.setLevel(level)
+
+
+def _finished_elsewhere(e: BaseException | None, optuna) -> bool:
+    """Whether ``e`` (or an exception it was raised while handling) says the trial was finished by
+    someone else: an update refused, or Optuna's tell refused (Optuna 5 then fails an assertion)."""
+    while e is not None:
+        if isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or "Cannot tell a " in str(e):
+            return True
+        e = e.__context__
+    return False
 
 
 def claimed(t) -> bool:
@@ -263,3 +285,23 @@ def pin_pattern(hardware: str, kind: str) -> str:
 
 def fits(pattern: str, kind: str) -> bool:
     return pattern == "any" or fnmatch.fnmatch(kind.lower(), pattern.lower())
+
+
+@contextlib.contextmanager
+def signals_raise():
+    """While a worker runs, SIGTERM and SIGHUP end it as Ctrl-C does: the running trial is failed at
+    once (Optuna fails a trial on KeyboardInterrupt) and its run's processes are stopped on the way
+    out instead of training on beside the next trial."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread: leave it
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

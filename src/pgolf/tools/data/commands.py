@@ -108,3 +108,24 @@ def cmd_data(args: argparse.Namespace) -> int:
     if "dev" in splits:
         print("tune on dev: --data.score_split dev (pgolf sweep and benchmarks/ablate.py do by default)")
     return 0
+
+
+def require_data(data) -> None:
+    """Raise a ``DataError`` naming the command that builds a config's data when its dataset or its
+    tokenizer is not here (``pgolf train`` and ``pgolf record`` ask before they start anything)."""
+    import re
+
+    from pgolf.data.paths import data_root, resolve_data
+    from pgolf.errors import DataError
+
+    paths = resolve_data(data)
+    missing = [p for p in (paths.dataset_dir, paths.tokenizer) if not p.exists()]
+    if not missing:
+        return
+    demo = re.fullmatch(r"pgolf_demo_sp(\d+)(?:_dev(\d+))?", paths.dataset_dir.name)
+    if demo:
+        dev = f" --dev-docs {demo[2]}" if demo[2] else ""
+        how = f"build it with `pgolf data demo --vocab {demo[1]}{dev} --out {data_root(data)}`"
+    else:
+        how = "build it (pgolf data build or fineweb: docs/data.md), or set data.root and data.dataset"
+    raise DataError(f"{missing[0]} is not here: {how}")

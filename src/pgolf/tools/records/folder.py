@@ -30,6 +30,7 @@ from pgolf.data.paths import data_root
 from pgolf.errors import PgolfError
 from pgolf.fileio import write_bytes_atomic, write_json_atomic
 from pgolf.pack.bundle import build_bundle
+from pgolf.tools.data.commands import require_data
 from pgolf.tools.records.check import Rule, check
 from pgolf.tools.records.logs import RunScore, from_result
 from pgolf.tracks import get_track
@@ -75,9 +76,14 @@ def run_seed(folder: Path, seed: int, data_root: str, nproc: int) -> RunScore:
     with open(folder / f"train_seed{seed}.log", "w", encoding="utf-8") as log:  # a console capture
         proc = subprocess.Popen([*launcher, "train_gpt.py"], cwd=folder, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for line in proc.stdout:  # type: ignore[union-attr]
-            log.write(line)
-            print(line, end="", flush=True)
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                log.write(line)
+                print(line, end="", flush=True)
+        except BaseException:  # Ctrl-C, or a worker's SIGTERM: the seed's run stops with it
+            proc.terminate()
+            proc.wait()
+            raise
         if proc.wait() == 2:
             raise PgolfError(f"seed {seed}: train_gpt.py refused its input (see {log.name})")
     if not (out / "result.json").is_file():
@@ -207,6 +213,7 @@ def declare_record(
         raise PgolfError(f"track {cfg.track!r} has no caps: a record needs an official track")
     if cfg.data.score_split != "val":
         raise PgolfError("data.score_split=dev: a record is scored on validation (tune on dev, record on val)")
+    require_data(cfg.data)  # before a folder exists: a rerun with the data built takes the same --name
     folder = record_dir(root, cfg, info.name)
     if (folder / "seeds.json").exists():
         raise PgolfError(f"{folder} already holds a record (seeds.json); choose another --name")

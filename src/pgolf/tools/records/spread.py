@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -79,20 +80,21 @@ def join(name: str, *, storage: str, root: Path, nproc: int, data_root: str, com
         _working_copy(folder, studies.get_files(study)["train_gpt.py"])
     objective = _objective(folder, nproc, data_root)
     items = [({"seed": s}, {}) for s in record["seeds"]]
-    while True:
-        studies.fail_stale(study)
-        trials = study.get_trials(deepcopy=False)
-        if studies.enqueue_missing(study, trials, items, SEED):  # new, or its worker lost
+    with studies.signals_raise():  # SIGTERM/SIGHUP: the seed running here is failed and stopped
+        while True:
+            studies.fail_stale(study)
             trials = study.get_trials(deepcopy=False)
-        if any(t.state.name == "WAITING" for t in trials):
-            studies.take(study, objective)
-        elif all(any(studies.settled(t) and t.user_attrs.get("seed") == s for t in trials)
-                 for s in record["seeds"]):
-            break
-        elif not here:
-            break  # the rest runs elsewhere; the declaring machine assembles
-        else:
-            time.sleep(studies.POLL_S)
+            if studies.enqueue_missing(study, trials, items, SEED):  # new, or its worker lost
+                trials = study.get_trials(deepcopy=False)
+            if any(t.state.name == "WAITING" for t in trials):
+                studies.take(study, objective)
+            elif all(any(studies.settled(t) and t.user_attrs.get("seed") == s for t in trials)
+                     for s in record["seeds"]):
+                break
+            elif not here:
+                break  # the rest runs elsewhere; the declaring machine assembles
+            else:
+                time.sleep(studies.POLL_S)
     if not here:
         echo(f"seeds taken here are in {folder}; the machine holding the declared folder assembles it")
         return folder, None
@@ -123,16 +125,26 @@ def _objective(folder: Path, nproc: int, data_root: str):
             studies.surplus(trial, "queued twice: another trial runs this seed")
         trial.set_user_attr("hardware", hardware_name())
         trial.set_user_attr("host", studies.host())
+        _set_aside(folder / "runs" / f"seed{seed}")  # a lost take of this seed here: the bundle refuses it
         try:
             score = run_seed(folder, seed, data_root, nproc)
         except PgolfError as e:
             trial.set_user_attr("error", str(e))
             raise
+        if not math.isfinite(score.val_bpb):  # Optuna would fail it as if its worker were lost
+            trial.set_user_attr("error", f"seed {seed} diverged (score {score.val_bpb})")
+            raise PgolfError(trial.user_attrs["error"])
         names = (f"result_seed{seed}.json", f"train_seed{seed}.log", f"artifact_seed{seed}.pgolf")
         studies.put_files(trial, {n: (folder / n).read_bytes() for n in names if (folder / n).is_file()})
         return score.val_bpb
 
     return objective
+
+
+def _set_aside(run: Path) -> None:
+    """Keep a run folder a lost worker left (its logs may say why) under a new name."""
+    if run.exists():
+        run.rename(run.with_name(f"{run.name}.lost-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
 def _assemble(study, folder: Path, record: dict, comparison) -> list[Rule]:

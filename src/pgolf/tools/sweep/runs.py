@@ -85,11 +85,35 @@ def follow(proc: subprocess.Popen, events: Path, on_val, poll_s: float = 0.5) ->
 
 def judge(result: dict, screening: bool) -> list[str]:
     """Reasons a finished run is infeasible: off its track, where screening at fixed steps does not
-    judge the training clock (it has none) but still judges bytes and evaluation time."""
+    judge the training clock (it has none) but still judges bytes and evaluation time; a dev run's
+    evaluation time is judged as projected onto the validation set (``projected_eval``)."""
     reasons = list(result.get("off_track", []))
     if screening:
         reasons = [r for r in reasons if not r.startswith(("train.max_wallclock_seconds", "training took"))]
+    if result.get("split") == "dev":
+        reasons = [r for r in reasons if not r.startswith("evaluation took")] + projected_eval(result)
     return reasons
+
+
+def projected_eval(result: dict) -> list[str]:
+    """A dev run's evaluation time scaled by the validation set's tokens over the dev split's (the
+    track's cap is for validation, whose length differs), judged against the cap; a dataset whose
+    manifest is not here is judged on the dev time as measured."""
+    from pgolf.config.data import DataConfig
+    from pgolf.data.manifest import load_manifest
+    from pgolf.data.paths import resolve_data
+    from pgolf.errors import PgolfError
+    from pgolf.tracks import get_track
+
+    seconds, dev = result["eval_seconds"], max(1, result["val_tokens"])
+    try:
+        data = DataConfig(**result["config"]["data"])
+        val = int(load_manifest(resolve_data(data).dataset_dir)["splits"]["val"]["tokens"])
+    except (PgolfError, KeyError, TypeError, ValueError, OSError):
+        val = dev
+    projected = seconds * val / dev
+    why = f" (projected onto validation's {val:,} tokens from {seconds:.1f} s on the dev split's {dev:,})"
+    return [r + why for r in get_track(result["track"]).judge(eval_seconds=projected)]
 
 
 def preflight(spec: SweepSpec, params: dict[str, Any]) -> str | None:
@@ -116,16 +140,28 @@ def run_length(spec: SweepSpec) -> int:
     return int(cfg.train.max_wallclock_seconds) or cfg.train.iterations
 
 
-def _stale(out_dir: Path) -> None:
-    """Stop a run left behind by a killed worker (its process group, from the pid file, when it was
-    this machine's: a folder on a shared disk may hold another machine's pid), then clear its folder:
-    the run log appends, so a rerun must start from an empty one."""
+def _stop_left_run(out_dir: Path) -> None:
+    """Stop a run left behind by a killed worker: its process group, from the pid file, when it was
+    this machine's (a folder on a shared disk may hold another machine's pid)."""
     pid_file = out_dir / "run.pid"
     if pid_file.exists():
         pid, _, where = pid_file.read_text().partition(" ")
         with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
             if where.strip() in ("", host()):
                 os.killpg(int(pid), signal.SIGKILL)
+
+
+def stop_orphans(out_dir: Path) -> None:
+    """Stop every run a killed worker left training in this worker's folder (one worker per folder), so
+    it does not take the machine from the next trials (their wall-clock results would be skewed)."""
+    for pid_file in sorted(Path(out_dir).glob("*/*/run.pid")):
+        _stop_left_run(pid_file.parent)
+
+
+def _stale(out_dir: Path) -> None:
+    """Stop a run left behind (``_stop_left_run``), then clear its folder: the run log appends, so a
+    rerun must start from an empty one."""
+    _stop_left_run(out_dir)
     shutil.rmtree(out_dir)
 
 
@@ -148,7 +184,7 @@ def run_one(spec: SweepSpec, params: dict, seed: int, out_dir: Path, on_val=None
         (out_dir / "run.pid").write_text(f"{proc.pid} {host()}")
         try:
             stopped = follow(proc, out_dir / "events.jsonl", on_val or (lambda event: False))
-        except BaseException:  # Ctrl-C, or SIGTERM/SIGHUP turned into SystemExit by signals_raise
+        except BaseException:  # Ctrl-C, or SIGTERM/SIGHUP turned into KeyboardInterrupt (signals_raise)
             stop(proc)
             raise
     (out_dir / "run.pid").unlink()
@@ -184,22 +220,3 @@ def reporter(trial, spec: SweepSpec):
         return trial.should_prune()
 
     return on_val
-
-
-@contextlib.contextmanager
-def signals_raise():
-    """While the sweep runs, SIGTERM and SIGHUP end it like Ctrl-C does, so the running trial's
-    process group is stopped on the way out instead of training on beside the next sweep."""
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(ValueError):  # not the main thread: leave it
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -33,8 +33,8 @@ from pgolf.fileio import write_json_atomic
 from pgolf.tools import studies
 from pgolf.tools.config_files import as_flag, resolve, write_config_file
 from pgolf.tools.data.splits import search_split
-from pgolf.tools.studies import claimed, duplicate, host, need_optuna, settled, surplus
-from pgolf.tools.sweep.runs import judge, preflight, reporter, run_length, run_one, signals_raise
+from pgolf.tools.studies import claimed, duplicate, host, need_optuna, settled, signals_raise, surplus
+from pgolf.tools.sweep.runs import judge, preflight, reporter, run_length, run_one, stop_orphans
 from pgolf.tools.sweep.spec import SweepSpec
 
 STUDY = "pgolf"
@@ -133,8 +133,9 @@ def _declare(study, spec: SweepSpec, owner: bool) -> str:
             )
         study.set_user_attr("hardware", studies.pin_pattern(spec.hardware, kind))
         study.set_user_attr("spec", mine)  # last: a joiner waits for it
-    a, b = _flat(mine), _flat(studies.wait_for(study, "spec"))
-    if a["split"] != b.get("split", "val"):
+    a = _flat(mine)
+    b = {"split": "val", "config.data.score_split": "val", **_flat(studies.wait_for(study, "spec"))}  # older
+    if a["split"] != b["split"]:
         raise ConfigError(
             f"study {study.study_name!r} scored the {b.get('split', 'val')} split and this sweep file scores "
             f"{spec.split}: one study, one split (choose another --out, or --study)"
@@ -172,6 +173,7 @@ def work(
         cfg = apply_overrides(resolve(spec.base), spec.fixed)
         echo(search_split(cfg.data, spec.split, 'split = "val" in the sweep file')[1])
         study, kind = join(out_dir, spec, storage=storage, name=name)
+        stop_orphans(Path(out_dir))
         _take_all(study, spec, kind, Path(out_dir), echo)
         return conclude(study, spec, Path(out_dir))
 
@@ -285,6 +287,10 @@ def _run(
         raise
     if result.get("pruned"):
         raise optuna.TrialPruned()
+    if not math.isfinite(result["val_bpb"]):  # Optuna would fail it as if its worker were lost
+        trial.set_user_attr("error", f"the run diverged (score {result['val_bpb']})")
+        echo(f"trial {trial.number}: {trial.user_attrs['error']}")  # the trial's, not the machine's
+        raise RuntimeError(trial.user_attrs["error"])
     if reasons := judge(result, bool(spec.steps)):
         trial.set_user_attr("infeasible", reasons)
         raise optuna.TrialPruned()
