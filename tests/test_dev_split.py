@@ -184,6 +184,41 @@ def test_training_never_reads_a_held_out_shard(dev_data, tmp_path):
         check_train_val_disjoint(train, vals, folder)
 
 
+def test_a_training_pattern_that_reaches_held_out_files_is_refused_with_or_without_a_manifest(
+    dev_data, tmp_path
+):
+    """Dev shards and byte sidecars are refused by name even where a copy lost its manifest; with the
+    manifest, any file it does not list as a training shard is refused."""
+    from pgolf.data.manifest import _check_manifest_splits
+    from pgolf.data.valset import train_files
+
+    root, built = dev_data
+    bare = tmp_path / "bare"
+    shutil.copytree(root, bare)
+    folder = bare / built.dataset_dir.relative_to(root)
+    (folder / "manifest.json").unlink()
+    data = dataclasses.replace(_data(root, built, train_pattern="fineweb_*.bin"), root=str(bare))
+    valset = load_validation(dataclasses.replace(_data(root, built), root=str(bare)), 1024)
+    with pytest.raises(DataError, match=r"data\.train_pattern matches fineweb_dev_000000\.bin, a dev shard"):
+        train_files(data, valset)
+    shutil.copyfile(folder / "fineweb_train_000000.bin", folder / "fineweb_val_bytes_000000.bin")
+    with pytest.raises(DataError, match=r"fineweb_val_bytes_000000\.bin, a dev shard or a byte sidecar"):
+        train_files(dataclasses.replace(data, train_pattern="fineweb_[tv]*.bin"), valset)
+    with pytest.raises(DataError, match=r"fineweb_train_999999\.bin is not one of its training shards"):
+        _check_manifest_splits(built.dataset_dir, [built.dataset_dir / "fineweb_train_999999.bin"])
+
+
+def test_a_scored_shard_the_manifest_does_not_list_is_never_the_validation_set(dev_data, tmp_path):
+    root, built = dev_data
+    extra = tmp_path / "extra"
+    shutil.copytree(root, extra)
+    folder = extra / built.dataset_dir.relative_to(root)
+    data = dataclasses.replace(_data(root, built), root=str(extra))
+    assert load_validation(data, 1024).unlisted == ()
+    shutil.copyfile(folder / "fineweb_train_000000.bin", folder / "fineweb_val_000099.bin")
+    assert load_validation(data, 1024).unlisted == ("fineweb_val_000099.bin",)
+
+
 @pytest.fixture(scope="module")
 def dev_run(dev_data, tmp_path_factory):
     """A 6-step debug run scoring the dev split."""
@@ -386,11 +421,14 @@ def test_ablate_scores_dev_by_default_and_says_so(dev_data, plain_data, tmp_path
 # ---- pgolf check --sweep: the split a run's settings were chosen on ---------------------------------
 
 
-def _fake_sweep(folder: Path, split: str | None, params: dict | None) -> Path:
+def _fake_sweep(folder: Path, split: str | None, params: dict | None, data: dict | None = None) -> Path:
     for i, layers in enumerate((1, 2)):
         run = folder / "trials" / f"{i:04d}_seed1"
         run.mkdir(parents=True)
-        data = {"dataset": "datasets/t_sp300_dev12", **({"score_split": split} if split else {})}
+        data = {
+            **(data or {"dataset": "datasets/t_sp300_dev12"}),
+            **({"score_split": split} if split else {}),
+        }
         result = {"config": {"model": {"num_layers": layers}, "data": data}}
         result.update({"split": split} if split else {})
         (run / "result.json").write_text(json.dumps(result))
@@ -407,10 +445,27 @@ def test_check_reports_the_split_a_runs_settings_were_chosen_on(dev_run, tmp_pat
     monkeypatch.setattr(check_module, "RULES", ())  # only the sweep's rule: the others are tested elsewhere
     layers = cfg.model.num_layers
     chosen = {"model.num_layers": layers, "optim.matrix_lr": cfg.optim.matrix_lr * (1 + 1e-12)}  # float noise
-    rule = check_module.check(out, _fake_sweep(tmp_path / "dev", "dev", chosen))[0]
-    assert rule.name == "settings chosen on a held-out split" and rule.status == "pass"
+    here = {"root": cfg.data.root, "dataset": cfg.data.dataset, "tokenizer": cfg.data.tokenizer}
+    rule = check_module.check(out, _fake_sweep(tmp_path / "dev", "dev", chosen, here))[0]
+    assert rule.name == "settings chosen on a held-out split" and rule.status == "pass", rule.detail
     assert "2 run(s), 2 scored the dev split, on datasets/t_sp300_dev12" in rule.detail
-    assert "on the dev split: the search never read validation" in rule.detail
+    assert "on the dev split, none of its documents in this run's validation set" in rule.detail
+    elsewhere = check_module.check(out, _fake_sweep(tmp_path / "elsewhere", "dev", chosen))[0]
+    assert elsewhere.status == "unverified" and "no document list for the dev split" in elsewhere.detail
+    other_build = (
+        tmp_path / "build2"
+    )  # another build of the corpus whose dev split holds validation documents
+    shutil.copytree(Path(cfg.data.root), other_build)
+    manifest_path = other_build / cfg.data.dataset / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["splits"]["dev"]["doc_sha256"][:3] = manifest["splits"]["val"]["doc_sha256"][:3]
+    manifest_path.write_text(json.dumps(manifest))
+    leaky = check_module.check(
+        out, _fake_sweep(tmp_path / "leaky", "dev", chosen, {**here, "root": str(other_build)})
+    )
+    assert (
+        leaky[0].status == "fail" and "holding 3 of the documents this run's score reads" in leaky[0].detail
+    )
     old = check_module.check(out, _fake_sweep(tmp_path / "old", None, {"model.num_layers": layers}))[0]
     assert old.status == "fail" and "2 scored VALIDATION" in old.detail
     assert "tuned on the test set" in old.detail
@@ -424,3 +479,23 @@ def test_check_reports_the_split_a_runs_settings_were_chosen_on(dev_run, tmp_pat
         check_module.check(out, tmp_path / "nowhere")
     assert main(["check", str(out), "--sweep", str(tmp_path / "old")]) == 1
     assert main(["check", str(out), "--sweep", str(tmp_path / "dev"), "--json"]) == 0
+
+
+def test_a_dev_sweep_judges_evaluation_time_as_projected_onto_validation(dev_run, dev_data):
+    """The track's eval cap is for the validation set: a dev run's evaluation time is scaled by the
+    two splits' token counts (validation 10 documents, dev 12 here) before it is judged."""
+    from pgolf.tools.sweep.runs import judge
+
+    _, built = dev_data
+    _, _, out = dev_run
+    result = json.loads((out / "result.json").read_text())
+    val, dev = built.manifest["splits"]["val"]["tokens"], result["val_tokens"]
+    cap = 300.0
+    assert val < dev  # 10 validation documents, 12 dev ones
+    over_on_dev = {**result, "track": "cpu-5min-2mb", "eval_seconds": cap * dev / val * 0.99}
+    over_on_dev["off_track"] = ["evaluation took (as measured on dev)"]
+    assert judge(over_on_dev, True) == []  # over the cap on dev, within it projected onto validation
+    long = {**over_on_dev, "eval_seconds": cap * 2 * dev / val}
+    (reason,) = judge(long, True)
+    assert reason.startswith("evaluation took 600.00 s, over the cpu-5min-2mb track's 300 s cap")
+    assert f"projected onto validation's {val:,} tokens" in reason

@@ -561,3 +561,19 @@ def test_the_reference_travels_with_the_record(tmp_path):
     assert sorted(str(p.relative_to(ref)) for p in ref.rglob("*") if p.is_file()) == [
         "contest_seed1.log", "s7/result.json", "s7/train.log"
     ]  # fmt: skip
+
+
+def test_a_field_added_since_a_run_was_made_counts_at_its_default_in_the_config_digest():
+    """A run made before a config field existed is the same configuration as one made after with the
+    field at its default (seeds of both may be pooled), and not as one that sets it."""
+    from pgolf.tools.presets import get_preset
+    from pgolf.tools.records.logs import config_digest
+
+    new = get_preset("debug").to_dict()
+    old = json.loads(json.dumps(new))
+    del old["quant"]["qat_scope"], old["data"]["score_split"]  # fields added after such a run
+    assert config_digest(old) == config_digest(new)
+    new["quant"]["qat_scope"] = "shared"
+    assert config_digest(old) != config_digest(new)
+    old["data"]["no_such_field"] = 1  # a config this pgolf cannot read is digested as written
+    assert config_digest(old) != config_digest({**old, "data": {**old["data"], "no_such_field": 2}})

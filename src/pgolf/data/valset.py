@@ -54,6 +54,9 @@ class ValidationSet:
     """(n, m) when this is the first n of the set's m documents (``first_docs``)."""
     split: str = "val"
     """``val``, or ``dev`` (``data.score_split``): what every score of this set is a score of."""
+    unlisted: tuple[str, ...] = ()
+    """Scored shards the dataset's manifest does not list for ``split``: then not the dataset's set
+    (``pgolf eval`` of other data; never official)."""
 
     @property
     def bytes_source(self) -> str:
@@ -116,6 +119,7 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
         sha256=digest.hexdigest(),
         sidecars=tuple(sidecars),
         split=split,
+        unlisted=_unlisted(manifest, files, split),
     )
 
 
@@ -124,8 +128,17 @@ def train_files(data: DataConfig, valset: ValidationSet) -> list[Path]:
     checks, ``check_train_val_disjoint``): what training and a GPTQ re-pack read."""
     dataset = resolve_data(data).dataset_dir
     files = find_shards(dataset, data.train_pattern)
+    if held := [f.name for f in files if f.match(DEV_PATTERN) or is_sidecar(f)]:  # manifest or not
+        raise DataError(f"data.train_pattern matches {held[0]}, a dev shard or a byte sidecar: not training")
     check_train_val_disjoint(files, valset.files, dataset)
     return files
+
+
+def _unlisted(manifest: dict | None, files: list[Path], split: str) -> tuple[str, ...]:
+    if manifest is None:
+        return ()
+    listed = {e.get("file") for e in manifest.get("splits", {}).get(split, {}).get("shards", [])}
+    return tuple(f.name for f in files if f.name not in listed)
 
 
 def _manifest(folder: Path) -> dict | None:

@@ -79,6 +79,11 @@ def score_loaded(
         notes.append(
             f"validation tokens differ from the artifact's ({valset.tokens.numel()} vs {meta.val_tokens})"
         )
+    if valset.unlisted:
+        notes.append(
+            f"{len(valset.unlisted)} scored shard(s) not in the dataset's manifest for this split, e.g. "
+            f"{valset.unlisted[0]}"
+        )
     if eval_cfg.seq_len != meta.eval.seq_len:
         notes.append(f"eval.seq_len {eval_cfg.seq_len} differs from the artifact's {meta.eval.seq_len}")
     if eval_cfg.tag != meta.eval.tag:

@@ -45,6 +45,6 @@ def search_split(data: DataConfig, split: str, opt_out: str) -> tuple[str, str]:
             "biased)"
         )
     return "dev", (
-        f"scoring on: the dev split of {folder} ({dev.get('docs')} documents, {dev.get('tokens'):,} tokens, "
-        f"carved from the training documents); validation is not read ({opt_out} to score it instead)"
+        f"scoring on: the dev split of {folder} ({dev.get('docs')} documents, {dev.get('tokens') or 0:,} "
+        f"tokens, carved from the training documents); validation is not read ({opt_out} to score it instead)"
     )

@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pgolf.config.run import config_from_dict
 from pgolf.errors import PgolfError
 from pgolf.fileio import file_sha256
 
@@ -68,8 +69,13 @@ name, a label: a config file with the preset's values is the same configuration)
 
 def config_digest(config: dict) -> str:
     """sha256 of a run's config (``RunConfig.to_dict``) less ``IGNORED_FIELDS`` and the preset's name:
-    runs with the same digest are seeds of one configuration."""
-    cfg = json.loads(json.dumps(config))
+    runs with the same digest are seeds of one configuration. The config is read through this pgolf's
+    ``RunConfig`` first, so a field added since a run was made counts at its default: the same
+    configuration (a config this pgolf cannot read is digested as written)."""
+    try:
+        cfg = config_from_dict(config).to_dict()
+    except (PgolfError, TypeError, ValueError, AttributeError):
+        cfg = json.loads(json.dumps(config))
     cfg.pop("preset", None)
     for section, field in IGNORED_FIELDS:
         cfg.get(section, {}).pop(field, None)

@@ -84,4 +84,39 @@ def sweep_verdict(seeds: list, sweep: str | Path) -> tuple[str, str]:
         return "fail", (f"{where}; {chosen} on the validation split, the set its score reads: tuned on the "
                         "test set (rebuild the data with a dev split, pgolf data build --dev-docs, and sweep "
                         "again)")
-    return "pass", f"{where}; {chosen} on the dev split: the search never read validation"
+    shared, unknown = _dev_in_validation(runs, seeds)
+    if shared:
+        return "fail", (f"{where}; {chosen} on a dev split holding {shared} of the documents this run's score "
+                        "reads as validation (another build of the corpus): tuned on the test set")
+    if unknown:
+        return "unverified", (f"{where}; {chosen} on the dev split; that its documents are not this run's "
+                              f"validation documents is not shown ({unknown})")
+    return "pass", f"{where}; {chosen} on the dev split, none of its documents in this run's validation set"
+
+
+def _doc_hashes(data: dict, split: str) -> set[str] | None:
+    """The document sha256s a dataset's manifest lists for ``split`` (None: no manifest here, or none)."""
+    from pgolf.config.data import DataConfig
+    from pgolf.data.manifest import load_manifest
+    from pgolf.data.paths import resolve_data
+    from pgolf.errors import DataError
+
+    try:
+        listed = load_manifest(resolve_data(DataConfig(**data)).dataset_dir)["splits"][split]["doc_sha256"]
+    except (DataError, KeyError, TypeError, OSError, PgolfError):
+        return None
+    return set(listed)
+
+
+def _dev_in_validation(runs: list[dict], seeds: list) -> tuple[int, str]:
+    """(how many documents of the sweep's dev splits are in the seeds' validation sets, what could not
+    be read): a dev split of another build of the corpus may hold the record's validation documents."""
+    dev, val, missing = set(), set(), []
+    for config, split, into in [*((r.get("config") or {}, "dev", dev) for r in runs),
+                                *((s.result.get("config") or {}, "val", val) for s in seeds)]:
+        data = config.get("data") or {}
+        hashes = _doc_hashes(data, split)
+        if hashes is None:
+            missing.append(f"no document list for the {split} split of {data.get('dataset')} here")
+        into |= hashes or set()
+    return len(dev & val), "; ".join(sorted(set(missing)))
