@@ -280,3 +280,46 @@ def test_qat_forward_weights_are_the_exported_dequantised_weights():
     assert not torch.allclose(model(ids), before)  # QAT changes the training forward
     model.eval()
     assert torch.equal(model(ids), before)  # and never the eval forward
+
+
+def test_noisy_qat_adds_at_most_half_a_grid_step_per_row_to_the_shared_blocks_only():
+    """Noisy QAT (§7.11): the training forward's weight is W + (U - 0.5) * step_row, step_row the
+    export's row scale (so |noise| <= step/2 and the noise spans the grid cell); the gradient is the
+    identity's; with qat_scope=shared only the recurrent (or looped) blocks' Linears get it."""
+    from pgolf.config.run import RunConfig
+    from pgolf.errors import ConfigError
+    from pgolf.model.layers import Linear
+    from pgolf.quant.grid import noisy_quant, row_grid
+    from pgolf.quant.qat import enable_qat
+
+    torch.manual_seed(3)
+    w = torch.randn(32, 48, requires_grad=True)
+    spec = GridSpec("int6", "sdclip", 1.0, 12.85)
+    step = row_grid(w.detach(), spec)[2]
+    noisy = noisy_quant(w, spec)
+    delta = (noisy - w).detach()
+    assert (delta.abs() <= step[:, None] / 2 + 1e-7).all()
+    assert (delta.amax(1) - delta.amin(1) > 0.8 * step).all()  # spread over most of the cell
+    noisy.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+    cfg = QuantConfig(keep_float_max_numel=2_000, matrix="int8", qat=True, qat_noise=True, qat_scope="shared")
+    looped = GPT(ModelConfig(vocab_size=256, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2,
+                             loop_start=1, loop_end=3, loop_repeats=1))  # fmt: skip
+    assert looped.shared_blocks() == [1, 2] and enable_qat(looped, cfg) == 2 * 6
+    hooked = {n.split(".")[1] for n, m in looped.named_modules() if isinstance(m, Linear) and m.weight_fn}
+    assert hooked == {"1", "2"}
+    recurrent = GPT(ModelConfig(vocab_size=256, num_layers=6, recurrent_blocks=2, model_dim=64, num_heads=4,
+                                num_kv_heads=2))  # fmt: skip
+    assert recurrent.shared_blocks() == [0, 1] and enable_qat(recurrent, cfg) == 2 * 6
+    ids = torch.randint(0, 256, (2, 16))
+    recurrent.eval()
+    before = recurrent(ids)
+    recurrent.train()
+    assert not torch.allclose(recurrent(ids), before)  # noise in the training forward
+    recurrent.eval()
+    assert torch.equal(recurrent(ids), before)  # never in the eval forward
+    flat = ModelConfig(vocab_size=256, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
+    with pytest.raises(ConfigError, match="qat_scope=shared: this model has no block that runs twice"):
+        RunConfig(model=flat, quant=cfg)
+    with pytest.raises(ConfigError, match=r"qat_scope='some'"):
+        QuantConfig(qat_scope="some")

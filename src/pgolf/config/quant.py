@@ -12,6 +12,7 @@ from pgolf.errors import ConfigError
 FORMATS = ("fp32", "fp16", "int8-contest", "int8", "int7", "int6", "int5", "int4")
 CLIPS = ("percentile", "max", "search", "sdclip")
 ALLOCS = ("role", "fisher")
+QAT_SCOPES = ("all", "shared")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +75,13 @@ class QuantConfig:
     export's exact grid per tensor."""
     qat_from_frac: float = 0.5
     """Fraction of the run (wall clock, else steps) after which QAT is on."""
+    qat_noise: bool = False
+    """Noisy QAT (seed-techniques §7.11, from depth recurrence): instead of straight-through rounding,
+    the training forward adds uniform noise of one export grid step per row, W + (U - 0.5) * step_row,
+    the step (the export's row scale) taken without gradient; the gradient is the identity's."""
+    qat_scope: str = "all"
+    """Which grid-quantised Linears QAT covers: ``all``, or ``shared``: those of the blocks that run
+    more than once per forward (every recurrent block, or the looped range [loop_start, loop_end))."""
 
     def __post_init__(self) -> None:
         for name in ("matrix", "embed"):
@@ -102,6 +110,8 @@ class QuantConfig:
         positive(self, "fisher_step", "fisher_max_rms", "fisher_batches")
         non_negative(self, "fisher_count_batches")
         non_negative(self, "keep_float_max_numel", "gptq_damp", "gptq_reserve_seconds")
+        if self.qat_scope not in QAT_SCOPES:
+            raise ConfigError(f"quant.qat_scope={self.qat_scope!r}; expected one of {QAT_SCOPES}")
         if not 0.0 <= self.qat_from_frac <= 1.0:
             raise ConfigError(f"quant.qat_from_frac must be in [0, 1], got {self.qat_from_frac}")
 

@@ -66,6 +66,12 @@ class RunConfig:
                 f"optim.min_lr={self.optim.min_lr} is not below train.swa_start_lr_mul="
                 f"{self.train.swa_start_lr_mul}: SWA would never collect"
             )
+        shared = self.model.recurrent_blocks or self.model.loop_repeats
+        if self.quant.qat and self.quant.qat_scope == "shared" and not shared:
+            raise ConfigError(
+                "quant.qat_scope=shared: this model has no block that runs twice (model.recurrent_blocks, "
+                "model.loop_repeats)"
+            )
         cap, reserve = self.train.max_wallclock_seconds, self.quant.gptq_reserve_seconds
         if self.quant.calibrates and cap and reserve >= cap:
             raise ConfigError(

@@ -134,6 +134,13 @@ class GPT(nn.Module):
     def looping(self, on: bool) -> None:
         self.loop_passes = self.cfg.loop_repeats if on else 0
 
+    def shared_blocks(self) -> list[int]:
+        """The blocks that run more than once per forward: every recurrent block, or the looped range."""
+        cfg = self.cfg
+        if cfg.recurrent_blocks:
+            return list(range(len(self.blocks)))
+        return list(range(cfg.loop_start, cfg.loop_end)) if cfg.loop_repeats else []
+
     def layer_order(self, looping: bool | int | None = None) -> list[int]:
         """Physical block index of each virtual layer. With n extra passes on (``looping``: a count,
         True for all loop_repeats, None for the model's own), [s, e) is re-run n more times:

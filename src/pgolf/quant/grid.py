@@ -179,6 +179,14 @@ def _grid_value_shape(w: Tensor, fmt: str, clip: str, quantile: float, k: float)
     return torch.empty_like(w)
 
 
+def noisy_quant(w: Tensor, spec: GridSpec) -> Tensor:
+    """Noisy QAT forward of a 2-D weight (seed-techniques §7.11): ``w`` plus uniform noise of one grid
+    step per row, the step being the export's row scale, computed without gradient."""
+    with torch.no_grad():
+        step = row_grid(w.detach().float(), spec)[2]
+    return w + (torch.rand_like(w) - 0.5) * step.to(w.dtype)[:, None]
+
+
 def fake_quant(w: Tensor, spec: GridSpec) -> Tensor:
     """QAT forward of a 2-D weight: exactly the dequantised grid value (bit for bit what the export
     stores and the loader rebuilds, compiled or not), with the gradient of the identity
