@@ -443,7 +443,8 @@ def rule_declared(subject: Subject) -> Rule:
         at = float(subject.declared["declared_at"])
     except (KeyError, TypeError, ValueError):
         return Rule(name, "fail", "seeds.json has no declared_at (unix time)")
-    ran = [s.result["config"]["train"]["seed"] for s in subject.seeds]
+    in_order = sorted(subject.seeds, key=lambda s: float(s.result.get("started_at", 0)))  # as they ran
+    ran = [s.result["config"]["train"]["seed"] for s in in_order]
     early = [s.name for s in subject.seeds if float(s.result.get("started_at", 0)) < at]
     ok = sorted(declared) == sorted(ran) and not early
     detail = f"declared {declared}, ran {ran}" + (
