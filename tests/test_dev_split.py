@@ -499,3 +499,14 @@ def test_a_dev_sweep_judges_evaluation_time_as_projected_onto_validation(dev_run
     (reason,) = judge(long, True)
     assert reason.startswith("evaluation took 600.00 s, over the cpu-5min-2mb track's 300 s cap")
     assert f"projected onto validation's {val:,} tokens" in reason
+
+
+def test_repacking_a_dev_run_scores_and_says_dev(dev_run, tmp_path, capsys):
+    from pgolf.tools.cli import main
+
+    _, _, out = dev_run
+    assert main(["pack", str(out), "--out", str(tmp_path / "a.pgolf")]) in (0, 1)  # debug: no track to judge
+    printed = capsys.readouterr().out
+    assert "dev_bpb" in printed and "val_bpb" not in printed
+    assert main(["pack", str(out), "--out", str(tmp_path / "b.pgolf"), "--json"]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["split"] == "dev"

@@ -135,7 +135,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         )
         if r.roundtrip is not None:
             print(
-                f"val_bpb               {d['val_bpb']:.6f} (pre-quant {r.pre_quant_bpb:.6f}, "
+                f"{r.split}_bpb               {d['val_bpb']:.6f} (pre-quant {r.pre_quant_bpb:.6f}, "
                 f"gap {d['quant_gap_bpb']:+.6f})"
             )
     return track_status(r.off_track)

@@ -100,6 +100,8 @@ class RepackReport:
     off_track: list[str]
     fisher_predicted_gap: float | None = None
     """The Fisher allocation's own estimate of the loss increase (nats per token), where it ran."""
+    split: str = "val"
+    """What the round trip scored: the run's ``data.score_split`` (``dev``: never official)."""
 
     @property
     def bits_per_param(self) -> float:
@@ -122,6 +124,7 @@ class RepackReport:
             "calibration_seconds": round(self.calibration_seconds, 3),
             "off_track": self.off_track,
             "fisher_predicted_gap_nats": self.fisher_predicted_gap,
+            "split": self.split,
         }
 
 
@@ -187,7 +190,18 @@ def repack(
     params = sum(t.numel() for t in run.state.values())
     pre = float(run.meta["pre_quant_val_bpb"])
     return RepackReport(
-        path, meta.label, params, size, pre, rt, pack_s, unpack_s, calib_s, off, stats.fisher_predicted_gap
+        path,
+        meta.label,
+        params,
+        size,
+        pre,
+        rt,
+        pack_s,
+        unpack_s,
+        calib_s,
+        off,
+        stats.fisher_predicted_gap,
+        valset.split,
     )
 
 
