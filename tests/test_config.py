@@ -56,6 +56,7 @@ FROZEN_FIELDS = [
     "quant.fisher_count_batches",
     "quant.keep_float_max_numel", "quant.keep_fp16", "quant.gptq", "quant.gptq_batches",
     "quant.gptq_damp", "quant.gptq_block", "quant.gptq_reserve_seconds", "quant.qat", "quant.qat_from_frac",
+    "quant.qat_noise", "quant.qat_scope",
     "pack.compressor", "pack.level", "pack.transform", "pack.code_form",
 ]  # fmt: skip
 
