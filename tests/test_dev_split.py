@@ -204,8 +204,14 @@ def test_a_training_pattern_that_reaches_held_out_files_is_refused_with_or_witho
     shutil.copyfile(folder / "fineweb_train_000000.bin", folder / "fineweb_val_bytes_000000.bin")
     with pytest.raises(DataError, match=r"fineweb_val_bytes_000000\.bin, a dev shard or a byte sidecar"):
         train_files(dataclasses.replace(data, train_pattern="fineweb_[tv]*.bin"), valset)
-    with pytest.raises(DataError, match=r"fineweb_train_999999\.bin is not one of its training shards"):
-        _check_manifest_splits(built.dataset_dir, [built.dataset_dir / "fineweb_train_999999.bin"])
+    listed = tmp_path / "listed"  # a manifest that lists a sidecar (a CaseOps build's), named like a shard
+    shutil.copytree(built.dataset_dir, listed)
+    manifest = json.loads((listed / "manifest.json").read_text())
+    manifest["splits"]["val"]["byte_sidecar"] = {"shards": [{"file": "fineweb_x_000000.bin", "tokens": 1}]}
+    (listed / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"fineweb_x_000000\.bin is not one of its training shards"):
+        _check_manifest_splits(listed, [listed / "fineweb_train_000000.bin", listed / "fineweb_x_000000.bin"])
+    _check_manifest_splits(listed, [listed / "fineweb_train_000000.bin"])  # its own training shard: fine
 
 
 def test_a_scored_shard_the_manifest_does_not_list_is_never_the_validation_set(dev_data, tmp_path):

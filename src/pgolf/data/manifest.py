@@ -159,9 +159,9 @@ def _check_manifest_splits(dataset_dir: Path, train_files: list[Path]) -> None:
     listed = sorted(p.name for p in train_files if p.name in held)
     if listed:
         raise DataError(f"{path} lists {listed[0]} as a {held[listed[0]]} shard")
-    train = {e.get("file") for e in splits.get("train", {}).get("shards", [])}
-    if train and (other := sorted(p.name for p in train_files if p.name not in train)):
-        raise DataError(
+    train, listed = {e.get("file") for e in splits.get("train", {}).get("shards", [])}, _listed(dataset_dir)
+    if train and (other := sorted(p.name for p in train_files if p.name in listed and p.name not in train)):
+        raise DataError(  # an unlisted file: verify_shards says so
             f"{path}: {other[0]} is not one of its training shards (data.train_pattern matches "
             f"{len(other)} such file(s), e.g. a held-out split's byte sidecar)"
         )
