@@ -135,9 +135,10 @@ def train_files(data: DataConfig, valset: ValidationSet) -> list[Path]:
 
 
 def _unlisted(manifest: dict | None, files: list[Path], split: str) -> tuple[str, ...]:
-    if manifest is None:
+    entries = (manifest or {}).get("splits", {}).get(split, {}).get("shards")
+    if entries is None:  # no manifest, or one that lists no shards for the split: nothing to compare
         return ()
-    listed = {e.get("file") for e in manifest.get("splits", {}).get(split, {}).get("shards", [])}
+    listed = {e.get("file") for e in entries}
     return tuple(f.name for f in files if f.name not in listed)
 
 
