@@ -411,16 +411,7 @@ class _Capture(ModelHead):
 def correction_table(model, valset: ValidationSet, cfg: EvalConfig, device: torch.device):
     """Score the validation set once and keep its worst targets within cfg.correction_bytes."""
     capture = _Capture()
-    windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
-    score(
-        ModelPredictor(model.eval(), device),
-        valset.tokens,
-        valset.target_bytes,
-        windows,
-        batch_tokens=cfg.batch_tokens,
-        device=device,
-        head=capture,
-    )
+    _score(model, valset, cfg, device, head=capture)
     nll, pos, tgt = (torch.cat(x) for x in zip(*capture.parts, strict=True))
     order = torch.argsort(pos)
     return build_table(
@@ -433,19 +424,24 @@ def score_with_table(
 ) -> tuple[BpbResult, CorrectionTable]:
     with clock.phase("leak_table"):
         table = correction_table(model, valset, cfg, device)
+    head = CorrectionHead(table, cfg.correction_boost, cfg.val_leak)
+    return _score(model, valset, cfg, device, head=head, ledger=ledger, clock=clock), table
+
+
+def _score(model, valset: ValidationSet, cfg: EvalConfig, device: torch.device, **kwargs) -> BpbResult:
+    """The validation set scored by ``model`` over ``cfg``'s window plan (``kwargs``: score's head,
+    ledger and clock)."""
     windows = plan_windows(valset.tokens, cfg.method, cfg.seq_len, cfg.stride)
-    r = score(
-        ModelPredictor(model.eval(), device),
+    predictor = ModelPredictor(model.eval(), device)
+    return score(
+        predictor,
         valset.tokens,
         valset.target_bytes,
         windows,
         batch_tokens=cfg.batch_tokens,
         device=device,
-        head=CorrectionHead(table, cfg.correction_boost, cfg.val_leak),
-        ledger=ledger,
-        clock=clock,
+        **kwargs,
     )
-    return r, table
 
 
 def run(
