@@ -96,7 +96,7 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
     parts = [np.asarray(read_shard(f)) for f in files]
     tokens = np.concatenate(parts)
     check_token_ids(tokens, vocab_size, f"{split} data {[str(f) for f in files]}")
-    _check_manifest(manifest, paths.dataset_dir, files, parts, paths.tokenizer, split)
+    unlisted = _check_manifest(manifest, paths.dataset_dir, files, parts, paths.tokenizer, split)
     sidecars = _sidecars(files, manifest, has_operators(sp))
     lut = build_byte_lut(sp, vocab_size)
     digest = hashlib.sha256(tokens.astype("<u2", copy=False).tobytes())
@@ -119,7 +119,7 @@ def load_validation(data: DataConfig, vocab_size: int) -> ValidationSet:
         sha256=digest.hexdigest(),
         sidecars=tuple(sidecars),
         split=split,
-        unlisted=_unlisted(manifest, files, split),
+        unlisted=unlisted,
     )
 
 
@@ -134,14 +134,6 @@ def train_files(data: DataConfig, valset: ValidationSet) -> list[Path]:
     return files
 
 
-def _unlisted(manifest: dict | None, files: list[Path], split: str) -> tuple[str, ...]:
-    entries = (manifest or {}).get("splits", {}).get(split, {}).get("shards")
-    if entries is None:  # no manifest, or one that lists no shards for the split: nothing to compare
-        return ()
-    listed = {e.get("file") for e in entries}
-    return tuple(f.name for f in files if f.name not in listed)
-
-
 def _manifest(folder: Path) -> dict | None:
     return load_manifest(folder) if (folder / MANIFEST_NAME).is_file() else None
 
@@ -153,11 +145,12 @@ def _check_manifest(
     parts: list[np.ndarray],
     tokenizer: Path,
     split: str,
-) -> None:
+) -> tuple[str, ...]:
     """Every shard the manifest lists for ``split`` is here and holds the token count it lists, and the
-    tokenizer is the manifest's (another one's byte tables would count other bytes)."""
+    tokenizer is the manifest's (another one's byte tables would count other bytes). Returns the scored
+    shards it does not list for ``split`` (none without a manifest, or with one listing no shards)."""
     if manifest is None:
-        return
+        return ()
     if manifest.get("complete") is False:
         raise DataError(f"{folder}: its download did not finish; rerun pgolf data fineweb to complete it")
     held = manifest.get("splits", {}).get(split, {})
@@ -177,6 +170,7 @@ def _check_manifest(
             f"{tokenizer} is not the tokenizer {folder / MANIFEST_NAME} was built with (sha256 differs): "
             "set data.tokenizer to the dataset's own"
         )
+    return tuple(f.name for f in files if f.name not in listed) if "shards" in held else ()
 
 
 def has_operators(sp) -> bool:

@@ -13,15 +13,15 @@ from pgolf.errors import ConfigError, DataError
 SEARCH_SPLITS = ("dev", "val")
 
 
-def dev_split(data: DataConfig) -> dict | None:
-    """The manifest's entry for the dev split of ``data``'s dataset (docs, tokens, shards, hashes), or
-    None when the dataset has none (or no manifest)."""
+def manifest_split(data: DataConfig, split: str) -> dict | None:
+    """The manifest's entry for ``split`` (``val``, ``dev``, ``train``) of ``data``'s dataset (docs,
+    tokens, shards, document hashes), or None when the dataset has no such split (or no manifest)."""
     try:
         manifest = load_manifest(resolve_data(data).dataset_dir)
     except DataError:
         return None
-    dev = manifest.get("splits", {}).get("dev")
-    return dev if isinstance(dev, dict) else None
+    entry = manifest.get("splits", {}).get(split)
+    return entry if isinstance(entry, dict) else None
 
 
 def search_split(data: DataConfig, split: str, opt_out: str) -> tuple[str, str]:
@@ -36,7 +36,7 @@ def search_split(data: DataConfig, split: str, opt_out: str) -> tuple[str, str]:
             f"scoring on: the VALIDATION split of {folder} ({opt_out}). Settings chosen on it are tuned to "
             "the set their final score reads: that score is biased (issue 34)"
         )
-    dev = dev_split(data)
+    dev = manifest_split(data, "dev")
     if dev is None:
         raise ConfigError(
             f"{folder} has no dev split to tune on. Rebuild it with one (`pgolf data build ... --dev-docs N`;"

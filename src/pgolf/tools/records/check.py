@@ -331,9 +331,9 @@ def _dev_shards(data, folder: Path) -> list[Path]:
     from pgolf.data.shards import find_shards
     from pgolf.data.sidecar import is_sidecar
     from pgolf.data.valset import DEV_PATTERN
-    from pgolf.tools.data.splits import dev_split
+    from pgolf.tools.data.splits import manifest_split
 
-    return [f for f in find_shards(folder, DEV_PATTERN) if not is_sidecar(f)] if dev_split(data) else []
+    return [f for f in find_shards(folder, DEV_PATTERN) if not is_sidecar(f)] if manifest_split(data, "dev") else []
 
 
 def rule_val_leak(subject: Subject) -> Rule:

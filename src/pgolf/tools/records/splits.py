@@ -97,15 +97,13 @@ def sweep_verdict(seeds: list, sweep: str | Path) -> tuple[str, str]:
 def _doc_hashes(data: dict, split: str) -> set[str] | None:
     """The document sha256s a dataset's manifest lists for ``split`` (None: no manifest here, or none)."""
     from pgolf.config.data import DataConfig
-    from pgolf.data.manifest import load_manifest
-    from pgolf.data.paths import resolve_data
-    from pgolf.errors import DataError
+    from pgolf.tools.data.splits import manifest_split
 
     try:
-        listed = load_manifest(resolve_data(DataConfig(**data)).dataset_dir)["splits"][split]["doc_sha256"]
-    except (DataError, KeyError, TypeError, OSError, PgolfError):
+        entry = manifest_split(DataConfig(**data), split)
+    except (TypeError, PgolfError):  # a config this pgolf cannot read
         return None
-    return set(listed)
+    return set(entry["doc_sha256"]) if entry and "doc_sha256" in entry else None
 
 
 def _dev_in_validation(runs: list[dict], seeds: list) -> tuple[int, str]:

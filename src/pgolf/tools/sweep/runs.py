@@ -100,16 +100,14 @@ def projected_eval(result: dict) -> list[str]:
     track's cap is for validation, whose length differs), judged against the cap; a dataset whose
     manifest is not here is judged on the dev time as measured."""
     from pgolf.config.data import DataConfig
-    from pgolf.data.manifest import load_manifest
-    from pgolf.data.paths import resolve_data
     from pgolf.errors import PgolfError
+    from pgolf.tools.data.splits import manifest_split
     from pgolf.tracks import get_track
 
     seconds, dev = result["eval_seconds"], max(1, result["val_tokens"])
     try:
-        data = DataConfig(**result["config"]["data"])
-        val = int(load_manifest(resolve_data(data).dataset_dir)["splits"]["val"]["tokens"])
-    except (PgolfError, KeyError, TypeError, ValueError, OSError):
+        val = int((manifest_split(DataConfig(**result["config"]["data"]), "val") or {})["tokens"])
+    except (PgolfError, KeyError, TypeError, ValueError):  # no manifest here: judged as measured
         val = dev
     projected = seconds * val / dev
     why = f" (projected onto validation's {val:,} tokens from {seconds:.1f} s on the dev split's {dev:,})"
