@@ -23,7 +23,7 @@ FROZEN_FIELDS = [
     "model.loop_end", "model.loop_repeats", "model.skip_gates", "model.parallel_from",
     "model.parallel_resid_init", "model.attn_gate", "model.attn_gate_dims", "model.attn_gate_scale",
     "model.value_embed_dim", "model.value_embed_layers", "model.smear_gate_window", "model.doc_mask",
-    "model.logit_cap_asym",
+    "model.logit_cap_asym", "model.micronorm", "model.micronorm_block", "model.cpmr", "model.qk_temp_split",
     "data.root", "data.dataset", "data.tokenizer", "data.train_pattern", "data.val_pattern",
     "data.score_split",
     "train.seq_len", "train.batch_tokens", "train.microbatches", "train.iterations",
@@ -56,7 +56,7 @@ FROZEN_FIELDS = [
     "quant.fisher_count_batches",
     "quant.keep_float_max_numel", "quant.keep_fp16", "quant.gptq", "quant.gptq_batches",
     "quant.gptq_damp", "quant.gptq_block", "quant.gptq_reserve_seconds", "quant.qat", "quant.qat_from_frac",
-    "quant.qat_noise", "quant.qat_scope",
+    "quant.qat_noise", "quant.qat_scope", "quant.nekp", "quant.nekp_target",
     "pack.compressor", "pack.level", "pack.transform", "pack.code_form",
 ]  # fmt: skip
 

@@ -35,6 +35,12 @@ VARIANTS = {
     "window_smear": {"smear_gate": True, "smear_gate_window": 12},
     "asym_caps": {"logit_cap_asym": True},
     "doc_mask": {"doc_mask": True, "smear_gate": True, "bigram_buckets": 97, "bigram_dim": 16},
+    # seed 003's proposals (tests/test_seed_proposals.py)
+    "micronorm": {"micronorm": True, "micronorm_block": 8},
+    "cpmr": {"cpmr": True},
+    "cpmr_recurrent": {"num_layers": 6, "recurrent_blocks": 3, "cpmr": True, "micronorm": True},
+    "qk_temp_split": {"qk_temp_split": True},
+    "qk_temp_split_partial": {"qk_temp_split": True, "rope_dims": 8},
     "frontier_all": {
         "num_layers": 6, "skip_gates": True, "parallel_from": 4, "attn_gate": "sparse", "value_embed_dim": 16,
         "smear_gate": True, "smear_gate_window": 12, "logit_cap_asym": True, "xsa_last_n": 6,

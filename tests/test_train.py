@@ -509,10 +509,12 @@ def test_qat_and_gptq_end_to_end(debug_cfg, tmp_path):
         "train.iterations": "12", "quant.matrix": "int6", "quant.mlp": "int5", "quant.clip": "sdclip",
         "quant.keep_float_max_numel": "1000", "quant.qat": "true", "quant.qat_from_frac": "0.5",
         "quant.gptq": "true", "quant.gptq_batches": "2", "pack.compressor": "auto", "pack.transform": "auto",
+        "quant.nekp": "0.01",
     })  # fmt: skip
     r = run(cfg, out_dir=tmp_path, echo=False)
     log = (tmp_path / "train.log").read_text()
     assert "qat:on step:6 matrices:12" in log and "gptq_calibration batches:2 matrices:13" in log
+    assert "nekp:0.01 matrices:12" in log  # the kurtosis penalty reads the same matrices as QAT
     entries, _ = read_artifact(r.artifact_path)
     rtn, _ = quantize_state_dict(load_run(tmp_path).state, model_roles(cfg.model), cfg.quant)
     rows = [k for k, e in entries.items() if e.kind == "row"]

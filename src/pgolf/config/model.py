@@ -95,12 +95,27 @@ class ModelConfig:
     logit_cap_asym: bool = False
     """Separate learnable caps for positive and negative logits (PR #1923), initialised to
     logit_softcap, frozen in training and adapted only by test-time SGD."""
+    micronorm: bool = False
+    """MicroNorm (seed 003's proposal): each block's attention and MLP inputs are
+    RMS-normalised per block of micronorm_block channels instead of over the whole width, so no block
+    of the stream can drown another's scale."""
+    micronorm_block: int = 0
+    """MicroNorm's channel block (0: head_dim, the attention's own grouping); must divide model_dim."""
+    cpmr: bool = False
+    """Causal prefix-mean residual (seed 003's proposal): before each block, every position adds a
+    learned per-channel share (zero-initialised) of the mean of the stream at the positions before it
+    in its document (never across a BOS)."""
+    qk_temp_split: bool = False
+    """Dichotomous attention temperature (seed 003's proposal): two learned temperatures per head, one
+    on the query's positional channels (the rotated ones with partial RoPE, else the faster-rotating
+    half) and one on the rest, on top of the single per-head q-gain (which scales both alike)."""
 
     def __post_init__(self) -> None:
         positive(self, "vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads")
         non_negative(self, "bigram_buckets", "xsa_last_n", "rope_dims", "rope_ntk_seq_len")
         non_negative(self, "recurrent_blocks", "loop_start", "loop_end", "loop_repeats")
         non_negative(self, "parallel_from", "value_embed_dim", "value_embed_layers", "smear_gate_window")
+        non_negative(self, "micronorm_block")
         positive(self, "attn_gate_dims")
         self._check_layers()
         if self.attn_gate not in ATTN_GATES:
@@ -118,6 +133,15 @@ class ModelConfig:
                 f"head_dim = model.model_dim/model.num_heads = {self.model_dim // self.num_heads} "
                 "must be even for RoPE"
             )
+        if self.micronorm and self.model_dim % self.micronorm_channels:
+            raise ConfigError(
+                f"model.micronorm_block={self.micronorm_channels} must divide "
+                f"model.model_dim={self.model_dim}"
+            )
+        if self.cpmr and self.parallel_from:
+            raise ConfigError("model.cpmr cannot be combined with model.parallel_from (two-lane blocks)")
+        if self.qk_temp_split and self.head_dim < 4:
+            raise ConfigError(f"model.qk_temp_split needs head_dim >= 4, got {self.head_dim}")
         if self.vocab_size > 65_536:
             raise ConfigError(f"model.vocab_size={self.vocab_size} exceeds the uint16 shard format (65536)")
         if int(self.mlp_mult * self.model_dim) < 1:
@@ -184,6 +208,10 @@ class ModelConfig:
     @property
     def rotary_dims(self) -> int:
         return self.rope_dims or self.head_dim
+
+    @property
+    def micronorm_channels(self) -> int:
+        return self.micronorm_block or self.head_dim
 
     @property
     def mlp_hidden(self) -> int:

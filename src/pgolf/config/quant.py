@@ -82,6 +82,12 @@ class QuantConfig:
     qat_scope: str = "all"
     """Which grid-quantised Linears QAT covers: ``all``, or ``shared``: those of the blocks that run
     more than once per forward (every recurrent block, or the looped range [loop_start, loop_end))."""
+    nekp: float = 0.0
+    """NEKP, normal-excess kurtosis penalty (seed 003's proposal): this weight x the mean over the rows
+    of every grid-quantised Linear (those QAT would cover) of max(0, kurtosis - nekp_target), added to
+    the training loss, to curb the outlier weights that set a row's clip and so its grid step (0: off)."""
+    nekp_target: float = 3.0
+    """NEKP's free kurtosis: a row at or below it (3: a normal distribution's) is not penalised."""
 
     def __post_init__(self) -> None:
         for name in ("matrix", "embed"):
@@ -110,6 +116,7 @@ class QuantConfig:
         positive(self, "fisher_step", "fisher_max_rms", "fisher_batches")
         non_negative(self, "fisher_count_batches")
         non_negative(self, "keep_float_max_numel", "gptq_damp", "gptq_reserve_seconds")
+        non_negative(self, "nekp", "nekp_target")
         if self.qat_scope not in QAT_SCOPES:
             raise ConfigError(f"quant.qat_scope={self.qat_scope!r}; expected one of {QAT_SCOPES}")
         if not 0.0 <= self.qat_from_frac <= 1.0:

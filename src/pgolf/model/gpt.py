@@ -20,7 +20,15 @@ from torch import Tensor, nn
 from pgolf.config.model import ModelConfig
 from pgolf.model.inputs import BigramHash, SmearGate, ValueEmbedding, WindowSmearGate
 from pgolf.model.kernels import kernel
-from pgolf.model.layers import Block, Linear, document_mask, ntk_base, rms_norm, rotary_tables
+from pgolf.model.layers import (
+    Block,
+    Linear,
+    document_mask,
+    document_starts,
+    ntk_base,
+    rms_norm,
+    rotary_tables,
+)
 from pgolf.model.params import declare
 
 
@@ -163,7 +171,14 @@ class GPT(nn.Module):
         return torch.lerp(s, x, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
 
     def _unet(
-        self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None, mask: Tensor | None
+        self,
+        x: Tensor,
+        x0: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        ve: Tensor | None,
+        mask: Tensor | None,
+        starts: Tensor | None,
     ) -> Tensor:
         """The U-Net over the virtual layers; two-lane blocks (at the tail) start a second lane equal to
         the stream, skips write into lane 0 only, and the output is the lanes' mean."""
@@ -180,12 +195,14 @@ class GPT(nn.Module):
             if block.two_lane:
                 x, lane1 = block.forward_lanes((x, lane1), x0, cos, sin, ve, mask)
             else:
-                x = block(x, x0, cos, sin, ve, mask)
+                x = block(x, x0, cos, sin, ve, mask, starts)
             if pos < n_enc:
                 skips.append(x)
         return x if lane1 is None else 0.5 * (x + lane1)
 
-    def _recurrent(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+    def _recurrent(
+        self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, starts: Tensor | None
+    ) -> Tensor:
         """kellyvv's depth recurrence (seed-techniques §7.11): per loop, AdaLN (zero-init gamma,
         beta), a mini U-Net over the shared blocks, then a cycle gate blending with x0."""
         d, half = self.cfg.model_dim, len(self.blocks) // 2
@@ -194,12 +211,12 @@ class GPT(nn.Module):
             x = rms_norm(x) * (1 + ada[:d]) + ada[d:]
             skips: list[Tensor] = []
             for block in self.blocks[:half]:
-                x = block(x, x0, cos, sin, mask=mask)
+                x = block(x, x0, cos, sin, mask=mask, starts=starts)
                 skips.append(x)
             for j, block in enumerate(self.blocks[half:]):
                 if skips:
                     x = x + self.skip_weights[loop, j].to(x.dtype) * skips.pop()
-                x = block(x, x0, cos, sin, mask=mask)
+                x = block(x, x0, cos, sin, mask=mask, starts=starts)
             gate = torch.sigmoid(self.cycle_gates[loop]).to(x.dtype)
             x = gate * x + (1 - gate) * x0
         return x
@@ -220,11 +237,12 @@ class GPT(nn.Module):
             x = self.smear(x, input_ids)
         x0 = x
         mask = document_mask(input_ids) if cfg.doc_mask else None
+        starts = document_starts(input_ids) if cfg.cpmr else None
         if cfg.recurrent_blocks:
-            x = self._recurrent(x, x0, cos, sin, mask)
+            x = self._recurrent(x, x0, cos, sin, mask, starts)
         else:
             ve = self.value_embed(input_ids) if self.value_embed is not None else None
-            x = self._unet(x, x0, cos, sin, ve, mask)
+            x = self._unet(x, x0, cos, sin, ve, mask, starts)
         x = self.head_in(rms_norm(x))
         if self.lm_head is None:
             z = self.tied_head_out(F.linear(x, self.tok_emb.weight.to(x.dtype)))

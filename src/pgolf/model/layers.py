@@ -28,6 +28,46 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+def micro_norm(x: Tensor, block: int) -> Tensor:
+    """MicroNorm: RMS normalisation over each contiguous block of ``block`` channels on its own."""
+    return F.rms_norm(x.unflatten(-1, (-1, block)), (block,)).flatten(-2)
+
+
+def document_starts(ids: Tensor) -> Tensor:
+    """(B, T) long: the index of the first position of each position's document in its row (a BOS
+    starts a document and belongs to it; a row's first position starts one whatever its token)."""
+    t = ids.size(1)
+    pos = torch.arange(t, device=ids.device).expand_as(ids)
+    starts = torch.where(ids == BOS_ID, pos, torch.zeros_like(pos))
+    return starts.cummax(1).values
+
+
+def prefix_mean(x: Tensor, starts: Tensor) -> Tensor:
+    """CPMR's input: at each position the mean of x (B, T, d) over the positions strictly before it
+    in its document (``document_starts``), zero at a document's first position: a difference of two
+    fp32 running sums, so an earlier document enters only at rounding level."""
+    xf = x.float()
+    before = torch.cat((torch.zeros_like(xf[:, :1]), xf.cumsum(1)[:, :-1]), dim=1)  # sum of x[:t]
+    at_start = before.gather(1, starts.unsqueeze(-1).expand_as(before))
+    count = torch.arange(x.size(1), device=x.device) - starts  # positions before t in its document
+    mean = (before - at_start) / count.clamp(min=1).unsqueeze(-1).to(xf.dtype)
+    return mean.to(x.dtype)
+
+
+def positional_channels(head_dim: int, rot_dims: int) -> Tensor:
+    """(head_dim,) bool: the channels the dichotomous temperature counts as positional. With partial
+    RoPE the rotated ones; with full RoPE the faster-rotating half of the pairs (pair j is channels j
+    and j + rot_dims/2, angle t * base^(-2j/rot_dims), so the low j)."""
+    pos = torch.zeros(head_dim, dtype=torch.bool)
+    if rot_dims < head_dim:
+        pos[:rot_dims] = True
+    else:
+        half, fast = rot_dims // 2, rot_dims // 4
+        pos[:fast] = True
+        pos[half : half + fast] = True
+    return pos
+
+
 def rotary_tables(seq_len: int, rot_dims: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
     """cos, sin of shape (T, rot_dims/2): theta[t, j] = t * base^(-2j/rot_dims)."""
     inv_freq = base ** (-torch.arange(0, rot_dims, 2, dtype=torch.float32, device=device) / rot_dims)
@@ -132,10 +172,15 @@ class Attention(nn.Module):
         self.proj = Linear(cfg.model_dim, cfg.model_dim)
         self.proj.zero_init = True
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+        self.q_temp = nn.Parameter(torch.ones(2, cfg.num_heads)) if cfg.qk_temp_split else None
+        """The dichotomous temperature: row 0 on the positional channels, row 1 on the rest."""
+        if self.q_temp is not None:
+            pos = positional_channels(cfg.head_dim, cfg.rotary_dims)
+            self.register_buffer("q_temp_pos", pos.float(), persistent=False)
         self.gate = AttentionGate(cfg) if cfg.attn_gate != "none" else None
         self.ve_gain = nn.Parameter(torch.ones(())) if value_embed else None
         """This layer's scalar on the shared value embedding (seed-techniques §7.10)."""
-        declare(self, q_gain="control", ve_gain="control")
+        declare(self, q_gain="control", ve_gain="control", q_temp="control")
         self.kernel = Sdpa()
         """The attention kernel (``kernels``; SDPA's own choice until ``GPT.use_attention`` pins one)."""
 
@@ -152,6 +197,9 @@ class Attention(nn.Module):
             v = v + self.ve_gain.to(v.dtype) * ve.to(v.dtype)
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[None, :, None, None]
+        if self.q_temp is not None:  # (H, D): temp[0] where positional, temp[1] elsewhere
+            temp = torch.lerp(self.q_temp[1, :, None], self.q_temp[0, :, None], self.q_temp_pos)
+            q = q * temp.to(q.dtype)[None, :, None, :]
         k = apply_rotary(rms_norm(k), cos, sin)
         y = self.kernel(q, k, v, mask)
         if self.xsa:
@@ -191,17 +239,23 @@ class Block(nn.Module):
         super().__init__()
         # LN scale (records 2026-03-21): block i's normalised inputs x 1/sqrt(i+1)
         self.ln_mult = 1 / math.sqrt(index + 1) if cfg.ln_scale else 1.0
+        self.norm_block = cfg.micronorm_channels if cfg.micronorm else 0
         self.attn = Attention(cfg, xsa, value_embed)
         self.mlp = MLP(cfg)
         self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
-        declare(self, attn_scale="control", mlp_scale="control", resid_mix="control")
+        self.cpmr_gain = nn.Parameter(torch.zeros(cfg.model_dim)) if cfg.cpmr else None
+        declare(self, attn_scale="control", mlp_scale="control", resid_mix="control", cpmr_gain="control")
         self.two_lane = bool(cfg.parallel_from) and index >= cfg.parallel_from
         if self.two_lane:  # PR #1529: post[i, j] = sub-layer i (attn, mlp) into lane j; resid[j] per lane
             self.lane_post = nn.Parameter(torch.ones(2, 2))
             self.lane_resid = nn.Parameter(torch.full((2,), cfg.parallel_resid_init))
             declare(self, lane_post="control", lane_resid="control")
+
+    def norm(self, x: Tensor) -> Tensor:
+        """A sub-layer's input: RMS-normalised (per channel block with MicroNorm), times the LN scale."""
+        return (micro_norm(x, self.norm_block) if self.norm_block else rms_norm(x)) * self.ln_mult
 
     def forward(
         self,
@@ -211,11 +265,15 @@ class Block(nn.Module):
         sin: Tensor,
         ve: Tensor | None = None,
         mask: Tensor | None = None,
+        starts: Tensor | None = None,
     ) -> Tensor:
+        """``starts``: ``document_starts`` of the input ids (needed with CPMR)."""
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_mult, cos, sin, ve, mask)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_mult)
+        if self.cpmr_gain is not None:
+            x = x + self.cpmr_gain.to(x.dtype) * prefix_mean(x, starts)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), cos, sin, ve, mask)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
     def forward_lanes(
         self,
@@ -232,8 +290,8 @@ class Block(nn.Module):
         lane0, lane1 = lanes
         mix, post, resid = (t.to(lane0.dtype) for t in (self.resid_mix, self.lane_post, self.lane_resid))
         a_in = mix[0] * lane0 + mix[1] * x0
-        a = self.attn_scale.to(a_in.dtype) * self.attn(rms_norm(a_in) * self.ln_mult, cos, sin, ve, mask)
-        m = self.mlp_scale.to(lane1.dtype) * self.mlp(rms_norm(lane1) * self.ln_mult)
+        a = self.attn_scale.to(a_in.dtype) * self.attn(self.norm(a_in), cos, sin, ve, mask)
+        m = self.mlp_scale.to(lane1.dtype) * self.mlp(self.norm(lane1))
         return (
             resid[0] * lane0 + post[0, 0] * a + post[1, 0] * m,
             resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m,

@@ -11,29 +11,54 @@ design: QAT then trains against the grid, GPTQ chooses the codes.
 ``quant.qat_noise`` replaces the rounding with uniform noise of one grid step per row (noisy QAT,
 §7.11: the depth-recurrent model's quantisation gap, amplified through its loops, fell from 0.37 to
 0.002 bpb in its source); ``quant.qat_scope=shared`` limits either to the blocks a forward runs more
-than once.
+than once. ``quant.nekp`` adds a penalty on the same weights' row kurtosis to the training loss
+(``kurtosis_penalty``).
 """
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from pgolf.config.quant import QuantConfig
 from pgolf.model.layers import Linear
 from pgolf.model.params import param_roles
-from pgolf.quant.grid import fake_quant, noisy_quant
+from pgolf.quant.grid import GridSpec, fake_quant, noisy_quant
 from pgolf.quant.policy import grid_spec
+
+
+def grid_linears(model: nn.Module, cfg: QuantConfig) -> list[tuple[Linear, GridSpec]]:
+    """Every Linear in ``quant.qat_scope`` whose weight the export stores on a grid, with its spec."""
+    roles = param_roles(model)
+    scope = ("",) if cfg.qat_scope == "all" else tuple(f"blocks.{i}." for i in model.shared_blocks())
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, Linear) and name.startswith(scope):
+            spec = grid_spec(f"{name}.weight", module.weight, roles[f"{name}.weight"], cfg)
+            if spec is not None:
+                found.append((module, spec))
+    return found
 
 
 def enable_qat(model: nn.Module, cfg: QuantConfig) -> int:
     """Install fake quantisation (or ``quant.qat_noise``'s noise) on every grid-quantised Linear in
     ``quant.qat_scope``; returns how many."""
-    n, roles, quant = 0, param_roles(model), noisy_quant if cfg.qat_noise else fake_quant
-    scope = ("",) if cfg.qat_scope == "all" else tuple(f"blocks.{i}." for i in model.shared_blocks())
-    for name, module in model.named_modules():
-        if isinstance(module, Linear) and name.startswith(scope):
-            spec = grid_spec(f"{name}.weight", module.weight, roles[f"{name}.weight"], cfg)
-            if spec is not None:
-                module.weight_fn = lambda w, spec=spec: quant(w, spec)
-                n += 1
-    return n
+    quant = noisy_quant if cfg.qat_noise else fake_quant
+    linears = grid_linears(model, cfg)
+    for module, spec in linears:
+        module.weight_fn = lambda w, spec=spec: quant(w, spec)
+    return len(linears)
+
+
+def row_kurtosis(w: Tensor) -> Tensor:
+    """Each row's kurtosis E[(w - mean)^4] / Var^2 (3 for a normal distribution, 1.8 for a uniform)."""
+    c = w - w.mean(dim=1, keepdim=True)
+    var = c.square().mean(dim=1)
+    return c.pow(4).mean(dim=1) / var.square().clamp(min=1e-30)
+
+
+def kurtosis_penalty(weights: list[Tensor], target: float) -> Tensor:
+    """NEKP: the mean over every row of ``weights`` of max(0, kurtosis - target)."""
+    excess = torch.cat([F.relu(row_kurtosis(w.float()) - target) for w in weights])
+    return excess.mean()
