@@ -7,6 +7,10 @@ and unpack seconds, and the quantisation gap (round-trip minus pre-quant val_bpb
 trained weights (``pgolf pack`` under the hood; nothing is retrained). Then, on the int6 and int5
 codes of the run: bit-packing (4 six-bit or 8 five-bit values per 3 or 5 bytes) against the byte
 container, under every codec, to decide which representation the artifact should store.
+
+The round trips score the split the run scored (``data.score_split``). This benchmark chooses
+policies, so it wants a run trained with ``--data.score_split dev`` (issue 34: settings are chosen on
+the dev split); a run scored on validation is refused unless ``--split val`` asks for it explicitly.
 """
 
 from __future__ import annotations
@@ -69,11 +73,20 @@ def bitpacking(run_dir: Path) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
+    p.add_argument(
+        "--split", choices=("dev", "val"), default="dev", help="the split the run scored (default dev)"
+    )
+    args = p.parse_args(argv)
+    scored = load_run(args.run_dir).config.data.score_split
+    if scored != args.split:
+        raise SystemExit(
+            f"{args.run_dir} scored the {scored} split; this benchmark chooses policies on {args.split}: "
+            "train the run with --data.score_split dev (or pass --split val to compare on validation)"
+        )
     results = []
     for name, overrides in SCHEMES:
         out = args.run_dir / f"bench-{len(results)}.pgolf"

@@ -10,6 +10,13 @@ forward; the preset's own ``eval.batch_tokens`` when not given), the sizes inter
 ``--reps`` rounds (median kept), and once with the preset's own window plan. Prints tokens/s for
 training and evaluation, each phase's share of a training step, and eval/train speed as a ratio
 (the figure that is robust to machine noise).
+
+MFU (issue 34): the model FLOPs per training token (``plan.flops.count_flops``: 3 x the forward's
+matmuls and causal attention at the training length, the usual convention) times the measured
+training tokens/s, over this machine's fp32 matmul peak measured in the same process (the median of
+``--reps`` timed square fp32 matmuls of ``--peak-n``, on the threads torch uses for training; bf16 on
+a CPU with AMX, where training runs bf16). ``--profile N`` adds the N operators with the most self
+CPU time over three more steps after the timed ones (torch.profiler), to show where a step goes.
 """
 
 from __future__ import annotations
@@ -24,17 +31,38 @@ from pathlib import Path
 
 import torch
 
-from pgolf.dist import DistInfo
+from pgolf.dist import DistInfo, autocast_for
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
 from pgolf.methods.windows import plan_windows
 from pgolf.runlog import RunLog
 from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+from pgolf.tools.plan.flops import count_flops
 from pgolf.tools.presets import get_preset
 from pgolf.train.trainer import Trainer
 
 
-def bench(preset: str, steps: int, data_root: Path, eval_batches: list[int], reps: int) -> dict:
+def matmul_peak(n: int, reps: int, dtype: torch.dtype) -> float:
+    """FLOP/s of an n x n x n matmul in ``dtype`` on this CPU: the median of ``reps`` timings."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm the BLAS
+    times = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - s)
+    return 2 * n**3 / statistics.median(times)
+
+
+def bench(
+    preset: str,
+    steps: int,
+    data_root: Path,
+    eval_batches: list[int],
+    reps: int,
+    peak_n: int = 2048,
+    profile: int = 0,
+) -> dict:
     build_demo_dataset(data_root)
     cfg = get_preset(preset)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data_root)))
@@ -42,24 +70,45 @@ def bench(preset: str, steps: int, data_root: Path, eval_batches: list[int], rep
     t.setup()
     tc = cfg.train
     phases = {"loader": 0.0, "forward_backward": 0.0, "optimizer": 0.0}
-    for i in range(steps + 2):
-        timed = i >= 2
+
+    def step() -> tuple[float, float, float]:
+        """One training step as the trainer runs it; the seconds of its loader, forward+backward and
+        optimizer phases."""
+        loader = fb = 0.0
         for _ in range(t.accum):
             s = time.perf_counter()
             x, y = t.loader.next_batch(t.local_tokens, tc.seq_len)
             m = time.perf_counter()
-            t.model(x, y).div(t.accum).backward()
-            e = time.perf_counter()
-            if timed:
-                phases["loader"] += m - s
-                phases["forward_backward"] += e - m
+            with autocast_for(t.device, t.cpu_bf16):
+                loss = t.model(x, y)
+            loss.div(t.accum).backward()
+            loader, fb = loader + m - s, fb + time.perf_counter() - m
         s = time.perf_counter()
         t.opt.step(1.0, cfg.optim.muon_momentum)
         t.opt.zero_grad()
-        if timed:
-            phases["optimizer"] += time.perf_counter() - s
+        return loader, fb, time.perf_counter() - s
+
+    for i in range(steps + 2):
+        times = step()
+        if i >= 2:
+            for k, v in zip(phases, times, strict=True):
+                phases[k] += v
+    hot = []
+    if profile:  # three more steps under the profiler, after the timed ones (its overhead untimed)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        table = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in table)
+        hot = [
+            {"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
+            for e in table[:profile]
+        ]
     train_s = sum(phases.values())
     train_tps = steps * tc.batch_tokens / train_s
+    flops = count_flops(t.base_model, tc.seq_len, looping=False)
+    dtype = torch.bfloat16 if t.cpu_bf16 else torch.float32
+    peak = matmul_peak(peak_n, max(reps, 5), dtype)
     t.model.eval()
     t.base_model.rope_len = tc.seq_len
     predictor = ModelPredictor(t.model, t.device)
@@ -94,6 +143,12 @@ def bench(preset: str, steps: int, data_root: Path, eval_batches: list[int], rep
         "eval_method_tokens_per_s": round(method_tps),
         "step_ms": round(1000 * train_s / steps, 1),
         "share": {k: round(v / train_s, 3) for k, v in phases.items()},
+        "train_flops_per_token": round(flops.train),
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "peak_dtype": str(dtype).removeprefix("torch."),
+        "achieved_gflops": round(train_tps * flops.train / 1e9, 1),
+        "mfu": round(train_tps * flops.train / peak, 3),
+        **({"profile": hot} if hot else {}),
     }
 
 
@@ -104,9 +159,12 @@ def main() -> None:
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--eval-batches", default="", help="comma list of eval batch sizes (tokens) to compare")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--peak-n", type=int, default=2048, help="size of the matmul that measures the peak")
+    p.add_argument("--profile", type=int, default=0, help="list the N operators with most self CPU time")
     args = p.parse_args()
     batches = [int(b) for b in args.eval_batches.split(",") if b]
-    print(json.dumps(bench(args.preset, args.steps, args.data_root, batches, args.reps), indent=2))
+    result = bench(args.preset, args.steps, args.data_root, batches, args.reps, args.peak_n, args.profile)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

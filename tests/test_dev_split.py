@@ -269,7 +269,9 @@ def test_a_dev_run_trains_on_train_only_and_says_dev_everywhere(dev_run, dev_dat
     # what the tools print: the run's summary, pgolf runs, the plots' curves
     summary = run_summary(result)
     assert "dev_bpb pre-quant" in summary and "val_bpb" not in summary and "not validation" in summary
-    assert main(["runs", str(out)]) == 0 and "on track, dev split" in capsys.readouterr().out
+    assert main(["runs", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "on track, dev split" in printed and "val_bpb" not in printed  # the header claims no split
     curve = load_runs([out])[0]
     assert curve.split == "dev" and len(curve.val) >= 2 and curve.val[0, 0] == 3
 
@@ -313,6 +315,16 @@ def test_choosing_an_evaluation_method_scores_dev_by_default(dev_run, tmp_path, 
     assert methods.main([str(out / "artifact.pgolf"), "--only", "plain", "--split", "val"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("scoring on: the VALIDATION split") and '"split": "val"' in text
+
+
+def test_choosing_a_pack_policy_reads_the_split_the_run_scored(dev_run):
+    path = Path(__file__).parent.parent / "benchmarks" / "bench_pack.py"
+    spec = importlib.util.spec_from_file_location("bench_pack", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, _, out = dev_run
+    with pytest.raises(SystemExit, match=r"scored the dev split; this benchmark chooses policies on val"):
+        bench.main([str(out), "--split", "val"])
 
 
 # ---- searches: pgolf sweep and benchmarks/ablate.py score dev by default --------------------------

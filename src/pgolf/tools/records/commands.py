@@ -217,13 +217,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """One row per run folder; the path is printed whole (the column is as wide as the longest)."""
+    """One row per run folder; the path is printed whole (the column is as wide as the longest). The
+    score column is each run's round trip on the split it scored (its status says when that is dev)."""
     found = sorted({p.parent for root in args.roots for p in root.glob("**/result.json")})
     if not found:
         print(f"no run folders (with result.json) under {', '.join(map(str, args.roots))}")
         return 0
     w = max(3, *(len(str(run)) for run in found))
-    print(f"{'run':{w}s} {'preset':22s} {'track':13s} {'seed':>5s} {'steps':>6s} {'val_bpb':>9s} "
+    print(f"{'run':{w}s} {'preset':22s} {'track':13s} {'seed':>5s} {'steps':>6s} {'bpb':>9s} "
           f"{'bytes':>11s}  status")
     for run in found:
         try:
