@@ -46,6 +46,7 @@ VARIANTS = {
         "model.smear_gate_window": "12", "model.logit_cap_asym": "true", "model.doc_mask": "true",
         "model.xsa_last_n": "2", "model.loop_start": "0", "model.loop_end": "1", "model.loop_repeats": "2",
     },
+    "seed-003": {"model.micronorm": "true", "model.cpmr": "true", "model.qk_temp_split": "true"},
 }  # fmt: skip
 
 

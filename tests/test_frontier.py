@@ -337,7 +337,14 @@ def test_document_mask_rule():
         assert torch.equal(got[b], want)
 
 
-@pytest.mark.parametrize("extra", [{}, {"parallel_from": 4, "value_embed_dim": 16, "attn_gate": "sparse"}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"parallel_from": 4, "value_embed_dim": 16, "attn_gate": "sparse"},
+        {"cpmr": True, "micronorm": True, "qk_temp_split": True},  # seed 003's proposals
+    ],
+)
 def test_document_masked_attention_never_crosses_a_bos(extra):
     """With doc_mask, nothing of document 1 reaches document 2 (from its BOS on), and a document's
     logits do not depend on where in the window it starts (RoPE is relative): the same document

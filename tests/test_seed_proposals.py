@@ -40,6 +40,8 @@ def test_micronorm_normalises_each_channel_block_on_its_own():
     assert not torch.allclose(base.logits(ids), micro.logits(ids))
     with pytest.raises(ConfigError, match=r"micronorm_block=24 must divide model\.model_dim=64"):
         ModelConfig(**SMALL, micronorm=True, micronorm_block=24)
+    with pytest.raises(ConfigError, match=r"micronorm_block needs model\.micronorm = true"):
+        ModelConfig(**SMALL, micronorm_block=16)
 
 
 def test_prefix_mean_is_the_mean_of_the_earlier_positions_of_the_document():
@@ -53,8 +55,16 @@ def test_prefix_mean_is_the_mean_of_the_earlier_positions_of_the_document():
         assert torch.allclose(pm[0, t], want, atol=1e-6), t
     x2 = x.clone()
     x2[0, :2] += 5.0  # the previous document
-    # never across a BOS (up to the rounding of the running sum it is differenced from)
-    assert torch.allclose(prefix_mean(x2, document_starts(ids))[0, 2:], pm[0, 2:], atol=1e-5)
+    # never across a BOS
+    assert torch.allclose(prefix_mean(x2, document_starts(ids))[0, 2:], pm[0, 2:], atol=1e-6)
+    # a long earlier document of large values does not reach a later one's mean through rounding
+    long = torch.randn(1, 2010, 3)
+    long[0, :2000] += 100.0
+    ids = torch.full((1, 2010), 7)
+    ids[0, 2000] = BOS_ID
+    got = prefix_mean(long, document_starts(ids))[0, 2001:]
+    want = torch.stack([long[0, 2000:t].mean(0) for t in range(2001, 2010)])
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_cpmr_starts_as_the_identity_and_its_gain_learns():
@@ -127,3 +137,25 @@ def test_nekp_reads_the_grid_quantised_linears_and_lowers_their_kurtosis_in_trai
     assert weights[1.0] < weights[0.0]
     with pytest.raises(ConfigError, match=r"quant\.nekp"):
         QuantConfig(nekp=-1.0)
+
+
+def test_the_trainer_adds_the_penalty_and_refuses_one_that_reads_nothing(debug_cfg, tmp_path):
+    from pgolf.dist import DistInfo
+    from pgolf.runlog import RunLog
+    from pgolf.train.trainer import Trainer
+
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    weights = []
+    for nekp in ("0", "10"):  # target 1: the init's uniform rows (kurtosis 1.8) are penalised at once
+        cfg = debug_cfg(**{"quant.matrix": "int6", "quant.keep_float_max_numel": "1000", "quant.nekp": nekp,
+                           "quant.nekp_target": "1"})  # fmt: skip
+        t = Trainer(cfg, tmp_path / nekp, info, RunLog(None, echo=False), False)
+        t.setup()
+        t.train_step(t.schedule.at(0, 0.0))
+        weights.append(t.base_model.blocks[0].attn.c_q.weight.detach().clone())
+    assert len(t.nekp) > 0 and not torch.allclose(weights[0], weights[1])  # the penalty moved them
+    cfg = debug_cfg(**{"quant.nekp": "0.1", "quant.keep_float_max_numel": "100000000"})
+    with pytest.raises(ConfigError, match=r"quant\.nekp=0\.1: no Linear of this model is grid-quantised"):
+        Trainer(cfg, tmp_path / "none", info, RunLog(None, echo=False), False).setup()
+    with pytest.raises(ConfigError, match=r"qat_scope=shared: this model has no block that runs twice"):
+        debug_cfg(**{"quant.nekp": "0.1", "quant.qat_scope": "shared"})

@@ -102,13 +102,13 @@ class ModelConfig:
     micronorm_block: int = 0
     """MicroNorm's channel block (0: head_dim, the attention's own grouping); must divide model_dim."""
     cpmr: bool = False
-    """Causal prefix-mean residual (seed 003's proposal): before each block, every position adds a
-    learned per-channel share (zero-initialised) of the mean of the stream at the positions before it
-    in its document (never across a BOS)."""
+    """Causal prefix-mean residual (seed 003's proposal): in each block, after the x0 mix and before
+    attention, every position adds a learned per-channel share (zero-initialised) of the mean of that
+    stream at the positions before it in its document (never across a BOS)."""
     qk_temp_split: bool = False
     """Dichotomous attention temperature (seed 003's proposal): two learned temperatures per head, one
     on the query's positional channels (the rotated ones with partial RoPE, else the faster-rotating
-    half) and one on the rest, on top of the single per-head q-gain (which scales both alike)."""
+    half of the pairs) and one on the rest, on top of the single per-head q-gain (which scales both alike)."""
 
     def __post_init__(self) -> None:
         positive(self, "vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads")
@@ -138,6 +138,8 @@ class ModelConfig:
                 f"model.micronorm_block={self.micronorm_channels} must divide "
                 f"model.model_dim={self.model_dim}"
             )
+        if self.micronorm_block and not self.micronorm:
+            raise ConfigError("model.micronorm_block needs model.micronorm = true")
         if self.cpmr and self.parallel_from:
             raise ConfigError("model.cpmr cannot be combined with model.parallel_from (two-lane blocks)")
         if self.qk_temp_split and self.head_dim < 4:

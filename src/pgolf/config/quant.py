@@ -84,8 +84,9 @@ class QuantConfig:
     more than once per forward (every recurrent block, or the looped range [loop_start, loop_end))."""
     nekp: float = 0.0
     """NEKP, normal-excess kurtosis penalty (seed 003's proposal): this weight x the mean over the rows
-    of every grid-quantised Linear (those QAT would cover) of max(0, kurtosis - nekp_target), added to
-    the training loss, to curb the outlier weights that set a row's clip and so its grid step (0: off)."""
+    of every grid-quantised Linear in quant.qat_scope of max(0, kurtosis - nekp_target), added to the
+    training loss (the logged train_loss leaves it out), to curb the outlier weights that a row's grid
+    either stretches its step for (max, percentile clips) or clips away (sdclip) (0: off)."""
     nekp_target: float = 3.0
     """NEKP's free kurtosis: a row at or below it (3: a normal distribution's) is not penalised."""
 

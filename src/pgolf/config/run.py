@@ -67,7 +67,7 @@ class RunConfig:
                 f"{self.train.swa_start_lr_mul}: SWA would never collect"
             )
         shared = self.model.recurrent_blocks or self.model.loop_repeats
-        if self.quant.qat and self.quant.qat_scope == "shared" and not shared:
+        if (self.quant.qat or self.quant.nekp) and self.quant.qat_scope == "shared" and not shared:
             raise ConfigError(
                 "quant.qat_scope=shared: this model has no block that runs twice (model.recurrent_blocks, "
                 "model.loop_repeats)"

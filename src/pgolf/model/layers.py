@@ -44,9 +44,10 @@ def document_starts(ids: Tensor) -> Tensor:
 
 def prefix_mean(x: Tensor, starts: Tensor) -> Tensor:
     """CPMR's input: at each position the mean of x (B, T, d) over the positions strictly before it
-    in its document (``document_starts``), zero at a document's first position: a difference of two
-    fp32 running sums, so an earlier document enters only at rounding level."""
-    xf = x.float()
+    in its document (``document_starts``), zero at a document's first position. The sums run in
+    float64 (a difference of two running sums: in fp32 a long earlier document with large values
+    would reach a later one's mean through rounding)."""
+    xf = x.double()
     before = torch.cat((torch.zeros_like(xf[:, :1]), xf.cumsum(1)[:, :-1]), dim=1)  # sum of x[:t]
     at_start = before.gather(1, starts.unsqueeze(-1).expand_as(before))
     count = torch.arange(x.size(1), device=x.device) - starts  # positions before t in its document
@@ -56,8 +57,8 @@ def prefix_mean(x: Tensor, starts: Tensor) -> Tensor:
 
 def positional_channels(head_dim: int, rot_dims: int) -> Tensor:
     """(head_dim,) bool: the channels the dichotomous temperature counts as positional. With partial
-    RoPE the rotated ones; with full RoPE the faster-rotating half of the pairs (pair j is channels j
-    and j + rot_dims/2, angle t * base^(-2j/rot_dims), so the low j)."""
+    RoPE the rotated ones; with full RoPE the floor(pairs/2) fastest-rotating pairs (pair j is channels
+    j and j + rot_dims/2, angle t * base^(-2j/rot_dims), so the low j)."""
     pos = torch.zeros(head_dim, dtype=torch.bool)
     if rot_dims < head_dim:
         pos[:rot_dims] = True

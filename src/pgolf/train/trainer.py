@@ -210,6 +210,12 @@ class Trainer:
         self.phases = Phases(cfg, self.base_model, self.log)
         self.nekp = [m.weight for m, _ in grid_linears(self.base_model, cfg.quant)] if cfg.quant.nekp else []
         """The weights quant.nekp's kurtosis penalty reads (none when it is off)."""
+        if cfg.quant.nekp and not self.nekp:
+            raise ConfigError(
+                f"quant.nekp={cfg.quant.nekp}: no Linear of this model is grid-quantised (formats "
+                f"quant.matrix/mlp, quant.keep_float_max_numel={cfg.quant.keep_float_max_numel}, "
+                f"quant.qat_scope={cfg.quant.qat_scope}), so the penalty would read nothing"
+            )
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
         self.cpu_bf16 = uses_cpu_bf16(cfg.train, self.device, self.log)
         if compiles(cfg.train, self.device):
