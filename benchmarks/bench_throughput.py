@@ -1,7 +1,7 @@
 """Training and evaluation throughput of a preset, measured side by side in one process.
 
     python benchmarks/bench_throughput.py --preset baseline-cpu --steps 12 [--data-root data]
-        [--eval-batches 4096,32768]
+        [--eval-batches 4096,32768] [--set train.microbatches=1 ...] [--profile 15]
 
 Builds the demo dataset if needed, then times, after 2 untimed warm-up steps: the loader, the
 forward+backward of every micro-batch, the optimizer step (Muon + Adam); then no-grad scoring of the
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from pgolf.config.run import RunConfig, apply_overrides
 from pgolf.dist import DistInfo, autocast_for
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
@@ -55,7 +56,7 @@ def matmul_peak(n: int, reps: int, dtype: torch.dtype) -> float:
 
 
 def bench(
-    preset: str,
+    preset: str | RunConfig,
     steps: int,
     data_root: Path,
     eval_batches: list[int],
@@ -64,7 +65,7 @@ def bench(
     profile: int = 0,
 ) -> dict:
     build_demo_dataset(data_root)
-    cfg = get_preset(preset)
+    cfg = get_preset(preset) if isinstance(preset, str) else preset
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data_root)))
     t = Trainer(cfg, Path("/tmp/pgolf-bench"), DistInfo(0, 1, 0, torch.device("cpu")), RunLog(None), False)
     t.setup()
@@ -127,7 +128,7 @@ def bench(
     plain_tps = {b: statistics.median(v) for b, v in rates.items()}
     own = plain_tps.get(cfg.eval.batch_tokens)
     return {
-        "preset": preset,
+        "preset": cfg.preset,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "steps": steps,
@@ -161,9 +162,12 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--peak-n", type=int, default=2048, help="size of the matmul that measures the peak")
     p.add_argument("--profile", type=int, default=0, help="list the N operators with most self CPU time")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args()
     batches = [int(b) for b in args.eval_batches.split(",") if b]
-    result = bench(args.preset, args.steps, args.data_root, batches, args.reps, args.peak_n, args.profile)
+    cfg = apply_overrides(get_preset(args.preset), dict(kv.split("=", 1) for kv in args.set))
+    result = bench(cfg, args.steps, args.data_root, batches, args.reps, args.peak_n, args.profile)
+    result["overrides"] = args.set
     print(json.dumps(result, indent=2))
 
 
