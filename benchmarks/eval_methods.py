@@ -2,7 +2,7 @@
 against the artifact's own method, seconds per phase and the ledger's count of checked updates.
 
     python benchmarks/eval_methods.py ARTIFACT [--data.root R --data.dataset D --data.tokenizer T]
-        [--only NAME ...] [--json OUT] [--split dev|val]
+        [--only NAME ...] [--set NAME=KEY:VAL;KEY:VAL ...] [--json OUT] [--split dev|val]
 
 Run it alone on the machine (timings). The methods are override sets of ``eval.*`` on top of the
 artifact's recorded settings; each is scored from the artifact alone, as ``pgolf eval`` does.
@@ -10,6 +10,8 @@ artifact's recorded settings; each is scored from the artifact alone, as ``pgolf
 Choosing among methods is a search, so it scores the dataset's dev split by default (issue 34; the
 artifact's dataset needs one, ``pgolf data build --dev-docs``: its dev documents never trained it);
 ``--split val`` scores validation instead. The split is printed first and kept in every row.
+``--set`` adds methods as ``eval.*`` overrides (``own=`` is the artifact's own settings), e.g.
+``--only own lr0.02 --set own= lr0.02=ttt_lr:0.02``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,22 @@ METHODS = {
 }
 
 
+def method_of(spec: str, base) -> tuple[str, dict]:
+    """``NAME=KEY:VAL;KEY:VAL`` as a method: each value parsed as its ``eval`` field's type."""
+    name, _, body = spec.partition("=")
+    overrides = {}
+    for kv in filter(None, body.split(";")):
+        key, _, value = kv.partition(":")
+        if not hasattr(base, key):
+            raise SystemExit(f"eval_methods: --set {name}: eval has no field {key!r}")
+        current = getattr(base, key)
+        if isinstance(current, bool):
+            overrides[key] = value.lower() in ("1", "true", "yes")
+        else:
+            overrides[key] = type(current)(value)
+    return name, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("artifact")
@@ -81,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data.dataset", dest="dataset")
     ap.add_argument("--data.tokenizer", dest="tokenizer")
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(METHODS)}")
+    ap.add_argument("--set", nargs="+", default=[], metavar="NAME=KEY:VAL;KEY:VAL", help="extra methods")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--split", choices=("dev", "val"), default="dev",
                     help="what each method scores: dev split (default) or validation")  # fmt: skip
@@ -96,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"eval_methods: {e}") from None
     print(line, flush=True)
     data = dataclasses.replace(data, score_split=split)
+    methods = dict(METHODS, **dict(method_of(spec, meta.eval) for spec in args.set))
     rows, base = [], None
-    for name in args.only or METHODS:
-        cfg = dataclasses.replace(meta.eval, **METHODS[name])
+    for name in args.only or methods:
+        cfg = dataclasses.replace(meta.eval, **methods[name])
         r = evaluate_artifact(args.artifact, data=data, eval_cfg=cfg, device="cpu")
         bpb = r.score.result.val_bpb
         base = bpb if base is None else base
