@@ -153,7 +153,7 @@ def test_the_trainer_adds_the_penalty_and_refuses_one_that_reads_nothing(debug_c
         t.setup()
         t.train_step(t.schedule.at(0, 0.0))
         weights.append(t.base_model.blocks[0].attn.c_q.weight.detach().clone())
-    assert len(t.nekp) > 0 and not torch.allclose(weights[0], weights[1])  # the penalty moved them
+    assert len(t.nekp.weights) == 12 and not torch.allclose(weights[0], weights[1])  # the penalty moved them
     cfg = debug_cfg(**{"quant.nekp": "0.1", "quant.keep_float_max_numel": "100000000"})
     with pytest.raises(ConfigError, match=r"quant\.nekp=0\.1: no Linear of this model is grid-quantised"):
         Trainer(cfg, tmp_path / "none", info, RunLog(None, echo=False), False).setup()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config.quant import QuantConfig
+from pgolf.errors import ConfigError
 from pgolf.model.layers import Linear
 from pgolf.model.params import param_roles
 from pgolf.quant.grid import GridSpec, fake_quant, noisy_quant
@@ -62,3 +63,25 @@ def kurtosis_penalty(weights: list[Tensor], target: float) -> Tensor:
     """NEKP: the mean over every row of ``weights`` of max(0, kurtosis - target)."""
     excess = torch.cat([F.relu(row_kurtosis(w.float()) - target) for w in weights])
     return excess.mean()
+
+
+class KurtosisPenalty:
+    """``quant.nekp`` in training: the weights it reads (``grid_linears``), found once; refused when
+    there are none."""
+
+    def __init__(self, model: nn.Module, cfg: QuantConfig) -> None:
+        self.cfg = cfg
+        self.weights = [m.weight for m, _ in grid_linears(model, cfg)]
+        if not self.weights:
+            raise ConfigError(
+                f"quant.nekp={cfg.nekp}: no Linear of this model is grid-quantised (formats "
+                f"quant.matrix/mlp, quant.keep_float_max_numel={cfg.keep_float_max_numel}, "
+                f"quant.qat_scope={cfg.qat_scope}), so the penalty would read nothing"
+            )
+
+    def backward(self) -> None:
+        """Add the weighted penalty's gradient to the weights' (once per optimizer step)."""
+        (self.cfg.nekp * kurtosis_penalty(self.weights, self.cfg.nekp_target)).backward()
+
+    def describe(self) -> str:
+        return f"nekp:{self.cfg.nekp} matrices:{len(self.weights)}"

@@ -36,7 +36,7 @@ from pgolf.model.kernels import resolve_attention
 from pgolf.model.params import count_parameters
 from pgolf.optim import Optimizers, newton_schulz5
 from pgolf.pack.bundle import code_account
-from pgolf.quant.qat import grid_linears, kurtosis_penalty
+from pgolf.quant.qat import KurtosisPenalty
 from pgolf.runlog import RunLog
 from pgolf.train.averaging import WeightAverage
 from pgolf.train.calibration import Calibration, calibrate
@@ -208,14 +208,7 @@ class Trainer:
         self.attention = use_attention(self.base_model, cfg, self.device, self.log)
         self.model = self.base_model
         self.phases = Phases(cfg, self.base_model, self.log)
-        self.nekp = [m.weight for m, _ in grid_linears(self.base_model, cfg.quant)] if cfg.quant.nekp else []
-        """The weights quant.nekp's kurtosis penalty reads (none when it is off)."""
-        if cfg.quant.nekp and not self.nekp:
-            raise ConfigError(
-                f"quant.nekp={cfg.quant.nekp}: no Linear of this model is grid-quantised (formats "
-                f"quant.matrix/mlp, quant.keep_float_max_numel={cfg.quant.keep_float_max_numel}, "
-                f"quant.qat_scope={cfg.quant.qat_scope}), so the penalty would read nothing"
-            )
+        self.nekp = KurtosisPenalty(self.base_model, cfg.quant) if cfg.quant.nekp else None
         self.opt = Optimizers(self.base_model, cfg.optim, cfg.model.tie_embeddings, self.device)
         self.cpu_bf16 = uses_cpu_bf16(cfg.train, self.device, self.log)
         if compiles(cfg.train, self.device):
@@ -248,8 +241,8 @@ class Trainer:
                 "val_subset", f"validation subset: {subset} (eval.val_docs): every score is unofficial"
             )
         self.log.event("model", model_params=count_parameters(self.base_model))
-        if self.nekp:
-            self.log.event("nekp", f"nekp:{self.cfg.quant.nekp} matrices:{len(self.nekp)}")
+        if self.nekp is not None:
+            self.log.event("nekp", self.nekp.describe())
 
     # ---- one step ----------------------------------------------------------------------------
     def train_step(self, plan: StepPlan) -> torch.Tensor:
@@ -262,9 +255,8 @@ class Trainer:
                 loss = self.model(x, y)
             (loss / self.accum).backward()
             total += loss.detach()
-        if self.nekp:  # the same on every rank, so averaging keeps it whole
-            q = self.cfg.quant
-            (q.nekp * kurtosis_penalty(self.nekp, q.nekp_target)).backward()
+        if self.nekp is not None:  # the same on every rank, so averaging keeps it whole
+            self.nekp.backward()
         dist.average_gradients(self.opt.params)
         self.opt.step(plan.lr_mul, plan.momentum, plan.wd_mul)
         self.opt.zero_grad()
