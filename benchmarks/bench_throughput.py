@@ -14,7 +14,7 @@ training and evaluation, each phase's share of a training step, and eval/train s
 MFU (issue 34): the model FLOPs per training token (``plan.flops.count_flops``: 3 x the forward's
 matmuls and causal attention at the training length, the usual convention) times the measured
 training tokens/s, over this machine's fp32 matmul peak measured in the same process (the median of
-``--reps`` timed square fp32 matmuls of ``--peak-n``, on the threads torch uses for training; bf16 on
+max(``--reps``, 5) timed square matmuls of ``--peak-n``, on the threads torch uses for training; bf16 on
 a CPU with AMX, where training runs bf16). ``--profile N`` adds the N operators with the most self
 CPU time over three more steps after the timed ones (torch.profiler), to show where a step goes.
 """
@@ -33,6 +33,7 @@ import torch
 
 from pgolf.config.run import RunConfig, apply_overrides
 from pgolf.dist import DistInfo, autocast_for
+from pgolf.errors import PgolfError
 from pgolf.eval.predict import ModelPredictor
 from pgolf.eval.score import score
 from pgolf.methods.windows import plan_windows
@@ -165,7 +166,16 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args()
     batches = [int(b) for b in args.eval_batches.split(",") if b]
-    cfg = apply_overrides(get_preset(args.preset), dict(kv.split("=", 1) for kv in args.set))
+    overrides = {}
+    for kv in args.set:
+        key, eq, value = kv.partition("=")
+        if not eq:
+            p.error(f"--set {kv!r}: expected KEY=VALUE, e.g. train.microbatches=1")
+        overrides[key] = value
+    try:
+        cfg = apply_overrides(get_preset(args.preset), overrides)
+    except PgolfError as e:
+        p.error(str(e))
     result = bench(cfg, args.steps, args.data_root, batches, args.reps, args.peak_n, args.profile)
     result["overrides"] = args.set
     print(json.dumps(result, indent=2))

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import sys
 
+from pgolf.config.run import all_fields, parse_value
 from pgolf.errors import PgolfError
 from pgolf.eval.artifact import evaluate_artifact
 from pgolf.pack.format import read_artifact
@@ -76,19 +77,19 @@ METHODS = {
 }
 
 
-def method_of(spec: str, base) -> tuple[str, dict]:
-    """``NAME=KEY:VAL;KEY:VAL`` as a method: each value parsed as its ``eval`` field's type."""
+def method_of(spec: str) -> tuple[str, dict]:
+    """``NAME=KEY:VAL;KEY:VAL`` as a method: each value parsed as its ``eval`` field's type
+    (``config.run.parse_value``, as every ``--eval.*`` flag is)."""
     name, _, body = spec.partition("=")
     overrides = {}
     for kv in filter(None, body.split(";")):
         key, _, value = kv.partition(":")
-        if not hasattr(base, key):
+        if f"eval.{key}" not in all_fields():
             raise SystemExit(f"eval_methods: --set {name}: eval has no field {key!r}")
-        current = getattr(base, key)
-        if isinstance(current, bool):
-            overrides[key] = value.lower() in ("1", "true", "yes")
-        else:
-            overrides[key] = type(current)(value)
+        try:
+            overrides[key] = parse_value(f"eval.{key}", value, source=f"--set {name}")
+        except PgolfError as e:
+            raise SystemExit(f"eval_methods: {e}") from None
     return name, overrides
 
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"eval_methods: {e}") from None
     print(line, flush=True)
     data = dataclasses.replace(data, score_split=split)
-    methods = dict(METHODS, **dict(method_of(spec, meta.eval) for spec in args.set))
+    methods = dict(METHODS, **dict(method_of(spec) for spec in args.set))
     rows, base = [], None
     for name in args.only or methods:
         cfg = dataclasses.replace(meta.eval, **methods[name])

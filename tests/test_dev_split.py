@@ -315,13 +315,11 @@ def test_choosing_an_evaluation_method_scores_dev_by_default(dev_run, tmp_path, 
     assert methods.main([str(out / "artifact.pgolf"), "--only", "plain", "--split", "val"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("scoring on: the VALIDATION split") and '"split": "val"' in text
-    from pgolf.config import EvalConfig
-
     # --set adds methods as typed eval overrides; an unknown field is named
-    assert methods.method_of("x=ttt_lr:0.02;tilt:true;stride:64", EvalConfig()) == (
+    assert methods.method_of("x=ttt_lr:0.02;tilt:true;stride:64") == (
         "x", {"ttt_lr": 0.02, "tilt": True, "stride": 64})  # fmt: skip
     with pytest.raises(SystemExit, match="--set y: eval has no field 'lr'"):
-        methods.method_of("y=lr:1", EvalConfig())
+        methods.method_of("y=lr:1")
 
 
 def test_choosing_a_pack_policy_reads_the_split_the_run_scored(dev_run):
