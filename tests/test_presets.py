@@ -187,9 +187,9 @@ def test_the_demo_trains_cpu_best_on_the_demo_corpus_at_its_vocabulary(tmp_path)
 
 
 def test_cpu_best_carries_the_dev_split_choices_of_issue_34():
-    """MicroNorm won on both dev splits at the wall clock; SDPA's math kernel is ~1.1x the training
-    steps of the CPU flash kernel at cpu-best's shape (benchmarks/RESULTS.md). Both are the preset's
-    own: the CPU's auto kernel and the other presets keep flash and no MicroNorm."""
+    """MicroNorm won on both dev splits at the wall clock; SDPA's math kernel makes a compiled
+    training step 1.1x as fast as the CPU flash kernel's at cpu-best's shape (benchmarks/RESULTS.md).
+    Both are the preset's own: the CPU's auto kernel and the other presets keep flash and no MicroNorm."""
     from pgolf.model.kernels import resolve_attention
 
     cfg = get_preset("cpu-best")
