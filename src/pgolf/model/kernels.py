@@ -14,7 +14,7 @@ decided kernel cannot run raises instead of falling back:
   it reads as a dense (B, 1, T, T) bool tensor: T^2 bytes per sequence of memory traffic).
 * ``math``: SDPA's reference kernel (materialises the T x T scores), only when asked; compiled on a
   CPU at cpu-best's shape (T=256, 4 heads of 48) a step is 1.1x as fast as the flash kernel's
-  (2-4% more steps in a 300 s run), so cpu-best asks for it.
+  (1-2.5% more steps in a 300 s run), so cpu-best asks for it.
 * ``auto``: on CUDA, ``fa3`` when it is importable on a Hopper GPU and ``doc_mask`` is off, else
   ``flash`` without ``doc_mask`` (on sm80+) and ``efficient`` with it (or before Ampere); on a CPU,
   ``flash`` (T is small there).
