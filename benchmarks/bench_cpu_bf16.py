@@ -23,8 +23,10 @@ import torch
 
 from pgolf import dist
 from pgolf.config.run import apply_overrides
+from pgolf.errors import PgolfError
 from pgolf.runlog import RunLog
 from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+from pgolf.tools.overrides import pairs_to_overrides
 from pgolf.tools.presets import get_preset
 from pgolf.train.trainer import Trainer
 
@@ -59,7 +61,10 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, AMX: {dist.cpu_has_amx()}")  # fmt: skip
-    cfg = apply_overrides(get_preset(args.preset), dict(kv.split("=", 1) for kv in args.set))
+    try:
+        cfg = apply_overrides(get_preset(args.preset), pairs_to_overrides(args.set))
+    except PgolfError as e:
+        ap.error(str(e))
     tokens = cfg.train.batch_tokens // cfg.train.microbatches
     d, hidden, v = cfg.model.model_dim, cfg.model.mlp_hidden, cfg.model.vocab_size
     print("\nmatmul GFLOP/s at the preset's shapes (fp32 | bf16 | ratio)")

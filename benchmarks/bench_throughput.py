@@ -39,6 +39,7 @@ from pgolf.eval.score import score
 from pgolf.methods.windows import plan_windows
 from pgolf.runlog import RunLog
 from pgolf.tools.data.stdlib_corpus import build_demo_dataset
+from pgolf.tools.overrides import pairs_to_overrides
 from pgolf.tools.plan.flops import count_flops
 from pgolf.tools.presets import get_preset
 from pgolf.train.trainer import Trainer
@@ -166,14 +167,8 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args()
     batches = [int(b) for b in args.eval_batches.split(",") if b]
-    overrides = {}
-    for kv in args.set:
-        key, eq, value = kv.partition("=")
-        if not eq:
-            p.error(f"--set {kv!r}: expected KEY=VALUE, e.g. train.microbatches=1")
-        overrides[key] = value
     try:
-        cfg = apply_overrides(get_preset(args.preset), overrides)
+        cfg = apply_overrides(get_preset(args.preset), pairs_to_overrides(args.set))
     except PgolfError as e:
         p.error(str(e))
     result = bench(cfg, args.steps, args.data_root, batches, args.reps, args.peak_n, args.profile)

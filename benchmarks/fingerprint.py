@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from pgolf.config.run import apply_overrides
+from pgolf.errors import PgolfError
 from pgolf.pipeline import run
+from pgolf.tools.overrides import pairs_to_overrides
 from pgolf.tools.presets import get_preset
 from pgolf.train.checkpoint import CHECKPOINT_NAME
 
@@ -62,7 +64,10 @@ def main() -> None:
                    help="more overrides, e.g. eval.val_docs=8 (a slow method, fewer documents)")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(2)
-    extra = dict(kv.split("=", 1) for kv in args.set)
+    try:
+        extra = pairs_to_overrides(args.set)
+    except PgolfError as e:
+        p.error(str(e))
     with tempfile.TemporaryDirectory() as tmp:
         print(
             json.dumps(

@@ -7,7 +7,7 @@ from pgolf.config.run import apply_overrides
 from pgolf.errors import ConfigError
 from pgolf.model.gpt import GPT
 from pgolf.model.params import count_parameters
-from pgolf.tools.overrides import field_docs
+from pgolf.tools.overrides import field_docs, pairs_to_overrides
 from pgolf.tools.presets import PRESETS, get_preset
 from pgolf.tracks import get_track
 
@@ -92,6 +92,16 @@ def test_overrides_are_typed():
 def test_unknown_override_names_the_key_and_suggests():
     with pytest.raises(ConfigError, match=r"model\.num_layer'.*did you mean model\.num_layers"):
         apply_overrides(RunConfig(), {"model.num_layer": "3"})
+
+
+def test_a_benchmarks_set_pairs_become_overrides_and_a_malformed_one_is_named():
+    """The benchmarks' ``--set KEY=VALUE`` lists (bench_throughput, bench_cpu_bf16, fingerprint)."""
+    got = pairs_to_overrides(["train.microbatches=1", "eval.experts=ngram,match", "data.root=a=b"])
+    assert got == {"train.microbatches": "1", "eval.experts": "ngram,match", "data.root": "a=b"}
+    assert apply_overrides(RunConfig(), got).train.microbatches == 1
+    for bad in ("train.microbatches", "=1"):
+        with pytest.raises(ConfigError, match=rf"--set '{bad}': expected KEY=VALUE"):
+            pairs_to_overrides(["eval.val_docs=8", bad])
 
 
 def test_bad_value_names_the_key_and_type():

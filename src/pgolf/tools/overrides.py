@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any
 
 from pgolf.config.run import SECTIONS, RunConfig, all_fields
+from pgolf.errors import ConfigError
 
 DEST = "ov:"
 """The argparse ``dest`` prefix of a dotted override (``--model.num_layers`` -> ``ov:model.num_layers``)."""
@@ -33,6 +34,18 @@ def add_overrides(p: argparse.ArgumentParser, prefixes: tuple[str, ...] | None =
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The overrides given on the command line, by dotted key."""
     return {k[len(DEST) :]: v for k, v in vars(args).items() if k.startswith(DEST) and v is not None}
+
+
+def pairs_to_overrides(pairs: list[str], option: str = "--set") -> dict[str, str]:
+    """``KEY=VALUE`` strings (a benchmark's ``--set``) as overrides for ``apply_overrides``; a string
+    without ``=`` is named in a ConfigError."""
+    overrides = {}
+    for kv in pairs:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"{option} {kv!r}: expected KEY=VALUE, e.g. train.microbatches=1")
+        overrides[key] = value
+    return overrides
 
 
 @cache

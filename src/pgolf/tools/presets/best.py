@@ -25,12 +25,12 @@ def cpu_best() -> RunConfig:
     31% (sweeps/cpu-best-best.toml), tied-embedding LR 0.03, BigramHash 4,096 x 64, MicroNorm (seed
     003; issue 34, chosen on the dev splits at the wall clock), SDPA's math kernel (compiled at T=256
     with 4 heads of 48, a step 1.1x as fast as the CPU flash kernel's without AMX; 1-2.5% more steps in
-    300 s), the coprime loader,
-    compiled on the CPU with bf16 autocast where the CPU has AMX; scored with docs LoRA TTT on
-    every projection (chunks of 64, LR 0.01, beta1 0) + one phase of global SGD, then the match and
-    4-gram experts mixed by exponentiated gradient. The evaluation settings were re-checked on the dev
-    splits of both corpora (issue 34), which moved the LoRA LR from 0.015 to 0.01. Each choice's
-    measurement: benchmarks/RESULTS.md, the "cpu-best" sections; the history: dev/LOG.md."""
+    300 s), the coprime loader, compiled on the CPU with bf16 autocast where the CPU has AMX; scored
+    with docs LoRA TTT on every projection (chunks of 64, LR 0.01, beta1 0) + one phase of global
+    SGD, then the match and 4-gram experts mixed by exponentiated gradient. The evaluation settings
+    were re-checked on the dev splits of both corpora (issue 34), which moved the LoRA LR from 0.015 to
+    0.01. Each choice's measurement: benchmarks/RESULTS.md, the "cpu-best" sections; the history:
+    dev/LOG.md."""
     base = frontier_cpu()
     return replace(
         base,
